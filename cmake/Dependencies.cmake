@@ -1,0 +1,15 @@
+# Every third-party dependency comes from a Debian package (scripts/setup.sh installs them).
+option(TRM_BUILD_TESTS "Build the GoogleTest suite" ON)
+
+find_package(Torch REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(Threads REQUIRED)
+if(TRM_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+
+# LibTorch exports its flags through TORCH_CXX_FLAGS (the _GLIBCXX_USE_CXX11_ABI setting);
+# every target that includes a LibTorch header needs them.
+separate_arguments(TRM_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+message(STATUS "LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")

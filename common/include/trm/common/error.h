@@ -1,0 +1,46 @@
+// The project's one error mechanism (docs/error-policy.md): functions that can fail on bad input
+// or a failing environment throw trm::Error, which carries a Code and a message that names the
+// file / field / line and what was expected. Executables catch it in main; gRPC adapters map
+// Code to a grpc::StatusCode at the edge.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace trm {
+
+enum class Code {
+  kInvalidArgument,    // the caller's input is wrong (config key, CLI flag, request field)
+  kNotFound,           // a named file, key, job or checkpoint does not exist
+  kAlreadyExists,
+  kFailedPrecondition, // the system is not in a state where this can be done
+  kOutOfRange,
+  kDataLoss,           // a file is corrupt or truncated
+  kUnavailable,        // a peer or service is not reachable
+  kDeadlineExceeded,   // a blocking call ran past its timeout
+  kCancelled,
+  kResourceExhausted,
+  kInternal,           // a bug: an invariant of ours does not hold
+  kIoError,            // the filesystem refused (permissions, disk full)
+};
+
+const char* CodeName(Code code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(Code code, const std::string& message);
+  Code code() const { return code_; }
+
+ private:
+  Code code_;
+};
+
+// Shorthands: throw trm::InvalidArgument("config.yaml: arch.hidden_size: expected ...").
+[[noreturn]] void ThrowError(Code code, const std::string& message);
+[[noreturn]] inline void InvalidArgument(const std::string& m) { ThrowError(Code::kInvalidArgument, m); }
+[[noreturn]] inline void NotFound(const std::string& m) { ThrowError(Code::kNotFound, m); }
+[[noreturn]] inline void DataLoss(const std::string& m) { ThrowError(Code::kDataLoss, m); }
+[[noreturn]] inline void IoError(const std::string& m) { ThrowError(Code::kIoError, m); }
+[[noreturn]] inline void Internal(const std::string& m) { ThrowError(Code::kInternal, m); }
+
+}  // namespace trm

@@ -1,0 +1,16 @@
+// Whole-file I/O with errors that name the path. Writes are atomic: data goes to a temporary
+// file in the same directory, is fsynced, then renamed over the target, so a crash leaves either
+// the old file or the new one, never a half-written one.
+#pragma once
+
+#include <string>
+
+namespace trm {
+
+// Throws NotFound / IoError naming `path`.
+std::string ReadFile(const std::string& path);
+
+// Atomic replace of `path` with `data` (temp file + fsync + rename + fsync of the directory).
+void WriteFileAtomic(const std::string& path, const std::string& data);
+
+}  // namespace trm

@@ -1,0 +1,111 @@
+// The TRM building blocks (TRM_SPEC.md, "Building blocks"). Parameters are registered under the
+// reference names (weight, bias, embedding_weight, self_attn.qkv_proj, mlp.gate_up_proj, ...) so
+// the module tree's named_parameters() are the reference state-dict names.
+//
+// Thread safety: modules are not thread-safe; one thread drives a model at a time.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include <optional>
+
+#include "trm/model/config.h"
+
+namespace trm::model {
+
+// y = x W^T + b with the weight (and bias) cast to x's dtype at use, so parameters stay float32
+// while activations run in bfloat16. Init: truncated normal std 1/sqrt(in), bias zeros.
+class CastedLinearImpl : public torch::nn::Module {
+ public:
+  CastedLinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+  at::Tensor bias;  // undefined without bias
+};
+TORCH_MODULE(CastedLinear);
+
+// Lookup, then cast to `dtype`. Parameter: embedding_weight [num, dim].
+class CastedEmbeddingImpl : public torch::nn::Module {
+ public:
+  CastedEmbeddingImpl(int64_t num, int64_t dim, double init_std);
+  at::Tensor forward(const at::Tensor& ids, at::ScalarType dtype);
+  at::Tensor embedding_weight;
+};
+TORCH_MODULE(CastedEmbedding);
+
+// x * rsqrt(mean(x^2) + eps), computed in float32, cast back; no learnable weight.
+at::Tensor RmsNorm(const at::Tensor& x, double eps);
+
+// RoPE tables: cos/sin of shape [max_positions, head_dim], float32.
+struct RotaryTables {
+  at::Tensor cos;
+  at::Tensor sin;
+  static RotaryTables Make(int64_t max_positions, int64_t head_dim, double theta);
+};
+
+// Applies RoPE to x [B, S, H, D] (float32 inside, cast back) using rows
+// [offset, offset + S) of the tables (offset > 0 when decoding with a cache).
+at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset);
+
+// Per-layer key/value cache for incremental decoding: keys/values [B, H, T, D] of the positions
+// seen so far. The decode path appends to it; a full forward leaves it untouched.
+struct KvCache {
+  at::Tensor k;
+  at::Tensor v;
+};
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ArchConfig& cfg);
+  // x [B, S, D]. With `cache`, the new positions start at cache->k.size(2) and their keys/values
+  // are appended (causal models only).
+  at::Tensor forward(const at::Tensor& x, const RotaryTables* rope, KvCache* cache = nullptr);
+  CastedLinear qkv_proj{nullptr};
+  CastedLinear o_proj{nullptr};
+
+ private:
+  int64_t num_heads_, head_dim_;
+  bool causal_;
+};
+TORCH_MODULE(Attention);
+
+class SwiGluImpl : public torch::nn::Module {
+ public:
+  SwiGluImpl(int64_t hidden, int64_t intermediate);
+  at::Tensor forward(const at::Tensor& x);
+  CastedLinear gate_up_proj{nullptr};
+  CastedLinear down_proj{nullptr};
+};
+TORCH_MODULE(SwiGlu);
+
+// Post-norm block: h = norm(h + attn(h)); h = norm(h + mlp(h)).
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const ArchConfig& cfg);
+  at::Tensor forward(const at::Tensor& h, const RotaryTables* rope, KvCache* cache = nullptr);
+  Attention self_attn{nullptr};
+  SwiGlu mlp{nullptr};
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(Block);
+
+// The one shared reasoning module: forward(h, injection) = blocks(h + injection).
+class ReasoningModuleImpl : public torch::nn::Module {
+ public:
+  ReasoningModuleImpl(const ArchConfig& cfg);
+  // `caches`, when given, holds one KvCache per layer.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& injection, const RotaryTables* rope,
+                     std::vector<KvCache>* caches = nullptr);
+  torch::nn::ModuleList layers{nullptr};
+  int64_t num_layers() const { return static_cast<int64_t>(blocks_.size()); }
+
+ private:
+  std::vector<Block> blocks_;
+};
+TORCH_MODULE(ReasoningModule);
+
+}  // namespace trm::model

@@ -1,0 +1,112 @@
+// The Tiny Recursive Model: the inner recursion, the ACT wrapper with its carry, and the loss
+// head (TRM_SPEC.md). Parameter names follow the reference state dict (prefix "model.inner.").
+//
+// Thread safety: not thread-safe; one thread drives a model (and its carry) at a time.
+// Ownership: Carry and StepOutput hold tensors by value (ref-counted); nothing aliases the model.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trm/model/config.h"
+#include "trm/model/layers.h"
+
+namespace trm::model {
+
+// A batch: inputs / labels [B, S] int32 (labels -100 = ignore), puzzle_identifiers [B].
+struct Batch {
+  at::Tensor inputs;
+  at::Tensor labels;
+  at::Tensor puzzle_identifiers;  // may be undefined (chat data has none); treated as zeros
+};
+
+// State carried across ACT calls, and across training batches.
+struct Carry {
+  at::Tensor z_H, z_L;   // [B, S, D] in the forward dtype
+  at::Tensor steps;      // [B] int32
+  at::Tensor halted;     // [B] bool
+  Batch data;            // the rows each batch position is working on
+};
+
+class TrmInnerImpl : public torch::nn::Module {
+ public:
+  explicit TrmInnerImpl(const ArchConfig& cfg);
+
+  struct Output {
+    at::Tensor z_H, z_L;  // detached new latents
+    at::Tensor logits;    // [B, S, V] forward dtype
+    at::Tensor q_halt_logits, q_continue_logits;  // [B] float32
+  };
+  // One inner call: H_cycles x (L_cycles z_L updates + one z_H update), the first H_cycles-1
+  // without autograd.
+  Output forward(const at::Tensor& z_H, const at::Tensor& z_L, const at::Tensor& inputs);
+
+  // Input embedding: scaled token (+ learned position) embedding in the forward dtype.
+  at::Tensor InputEmbedding(const at::Tensor& inputs);
+
+  const ArchConfig& config() const { return cfg_; }
+  at::ScalarType forward_dtype() const { return dtype_; }
+  const RotaryTables* rope();  // nullptr unless pos_encodings == rope; moved to the model's device
+
+  CastedEmbedding embed_tokens{nullptr};
+  CastedLinear lm_head{nullptr};
+  CastedLinear q_head{nullptr};
+  CastedEmbedding embed_pos{nullptr};  // learned positions only
+  ReasoningModule L_level{nullptr};
+  at::Tensor H_init, L_init;           // persistent buffers [D], float32
+
+ private:
+  ArchConfig cfg_;
+  at::ScalarType dtype_;
+  RotaryTables rope_;
+};
+TORCH_MODULE(TrmInner);
+
+// Loss-head metrics, as 0-d tensors (no host sync until read): count, accuracy, exact_accuracy,
+// q_halt_accuracy, steps, lm_loss, q_halt_loss, and q_continue_loss when it is computed.
+using Metrics = std::map<std::string, at::Tensor>;
+
+struct StepOutput {
+  Carry carry;                  // the new carry
+  at::Tensor loss;              // lm_loss + 0.5 * (q_halt_loss + q_continue_loss), with graph
+  Metrics metrics;
+  at::Tensor logits;            // [B, S, V]
+  at::Tensor q_halt_logits;     // [B] float32
+  at::Tensor q_continue_logits; // [B] float32
+  at::Tensor target_q_continue; // [B], only when training with no_ACT_continue == false
+};
+
+// Model + ACT wrapper + loss head. Training vs evaluation follows Module::is_training().
+class TrmImpl : public torch::nn::Module {
+ public:
+  explicit TrmImpl(const ArchConfig& cfg);
+
+  // All rows halted, steps 0, zero latents and data shaped like `batch`.
+  Carry InitialCarry(const Batch& batch);
+  // One ACT call (TRM_SPEC.md "ACT wrapper") followed by the loss head.
+  StepOutput forward(const Carry& carry, const Batch& batch);
+
+  // Parameters and persistent buffers under the reference names ("model.inner.…").
+  std::vector<std::pair<std::string, at::Tensor>> StateDict();
+  // Copies tensors from `lookup(name)` into every entry of StateDict(); throws InvalidArgument
+  // naming the first missing tensor or shape mismatch. `source` names the origin in errors.
+  void LoadStateDict(const std::map<std::string, at::Tensor>& tensors, const std::string& source);
+
+  const ArchConfig& config() const { return cfg_; }
+  TrmInner inner{nullptr};
+
+ private:
+  std::pair<at::Tensor, Metrics> LossHead(const Carry& carry, const TrmInnerImpl::Output& out,
+                                          const at::Tensor& target_q_continue);
+  ArchConfig cfg_;
+};
+TORCH_MODULE(Trm);
+
+constexpr const char* kStateDictPrefix = "model.inner.";
+
+}  // namespace trm::model

@@ -1,0 +1,162 @@
+#include "trm/model/layers.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "compat.h"
+#include "trm/model/init.h"
+
+namespace trm::model {
+
+CastedLinearImpl::CastedLinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  weight = torch::empty({out_features, in_features});
+  TruncNormalInit(weight, 1.0 / std::sqrt(static_cast<double>(in_features)));
+  weight = register_parameter("weight", weight);
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+at::Tensor CastedLinearImpl::forward(const at::Tensor& x) {
+  auto dt = x.scalar_type();
+  at::Tensor w = weight.scalar_type() == dt ? weight : weight.to(dt);
+  if (!bias.defined()) return torch::linear(x, w);
+  return torch::linear(x, w, bias.scalar_type() == dt ? bias : bias.to(dt));
+}
+
+CastedEmbeddingImpl::CastedEmbeddingImpl(int64_t num, int64_t dim, double init_std) {
+  embedding_weight = torch::empty({num, dim});
+  TruncNormalInit(embedding_weight, init_std);
+  embedding_weight = register_parameter("embedding_weight", embedding_weight);
+}
+
+at::Tensor CastedEmbeddingImpl::forward(const at::Tensor& ids, at::ScalarType dtype) {
+  at::Tensor e = torch::embedding(embedding_weight, ids.to(torch::kLong));
+  return e.scalar_type() == dtype ? e : e.to(dtype);
+}
+
+at::Tensor RmsNorm(const at::Tensor& x, double eps) {
+  auto dt = x.scalar_type();
+  at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  at::Tensor y = x32 * torch::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps);
+  return dt == torch::kFloat32 ? y : y.to(dt);
+}
+
+RotaryTables RotaryTables::Make(int64_t max_positions, int64_t head_dim, double theta) {
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  at::Tensor inv = 1.0 / torch::pow(theta, torch::arange(0, head_dim, 2, f32) / static_cast<double>(head_dim));
+  at::Tensor pos = torch::arange(max_positions, f32);
+  at::Tensor freqs = torch::outer(pos, inv);
+  at::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset) {
+  const int64_t S = x.size(1), half = x.size(-1) / 2;
+  at::Tensor cos = rope.cos.narrow(0, offset, S).unsqueeze(1);  // [S, 1, D] over [B, S, H, D]
+  at::Tensor sin = rope.sin.narrow(0, offset, S).unsqueeze(1);
+  if (cos.device() != x.device()) {
+    cos = cos.to(x.device());
+    sin = sin.to(x.device());
+  }
+  auto dt = x.scalar_type();
+  at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  at::Tensor rotated = torch::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
+  at::Tensor y = x32 * cos + rotated * sin;
+  return dt == torch::kFloat32 ? y : y.to(dt);
+}
+
+namespace {
+
+// softmax(q k^T / sqrt(d)) v for q [B, H, S, D] against k, v [B, H, T, D], where query i sits at
+// absolute position offset + i and, when causal, sees keys 0..offset + i.
+at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, int64_t offset) {
+  const int64_t S = q.size(2), T = k.size(2);
+  const bool masked = causal && !(S == 1 && offset + 1 == T);  // a last-position query sees all
+  auto FutureMask = [&] {
+    auto opts = torch::TensorOptions().dtype(torch::kLong).device(q.device());
+    return torch::arange(T, opts).unsqueeze(0) > (torch::arange(S, opts) + offset).unsqueeze(1);
+  };
+  if (q.is_cuda()) {
+    // Fused kernels (flash / memory-efficient) on the GPU.
+    if (!masked) return compat::ScaledDotProductAttention(q, k, v, false);
+    if (offset == 0 && S == T) return compat::ScaledDotProductAttention(q, k, v, true);
+    return compat::ScaledDotProductAttentionMasked(q, k, v, FutureMask().logical_not());
+  }
+  // The reference's own formulation, op for op, so CPU float32 results are bitwise those of the
+  // PyTorch reference: deep recursions amplify any rounding difference.
+  at::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  if (masked) scores = scores.masked_fill(FutureMask(), -std::numeric_limits<float>::infinity());
+  return torch::matmul(scores.softmax(-1), v);
+}
+
+}  // namespace
+
+AttentionImpl::AttentionImpl(const ArchConfig& cfg)
+    : num_heads_(cfg.num_heads), head_dim_(cfg.head_dim()), causal_(cfg.causal) {
+  qkv_proj = register_module("qkv_proj", CastedLinear(cfg.hidden_size, 3 * cfg.hidden_size, false));
+  o_proj = register_module("o_proj", CastedLinear(cfg.hidden_size, cfg.hidden_size, false));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope, KvCache* cache) {
+  const int64_t B = x.size(0), S = x.size(1), H = num_heads_, D = head_dim_;
+  at::Tensor qkv = qkv_proj(x).view({B, S, 3 * H, D});
+  at::Tensor q = qkv.narrow(2, 0, H), k = qkv.narrow(2, H, H), v = qkv.narrow(2, 2 * H, H);
+  const int64_t offset = cache && cache->k.defined() ? cache->k.size(2) : 0;
+  if (rope) {
+    q = ApplyRotary(q, *rope, offset);
+    k = ApplyRotary(k, *rope, offset);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
+  v = v.transpose(1, 2);
+  if (cache) {
+    if (cache->k.defined()) {
+      k = torch::cat({cache->k, k}, 2);
+      v = torch::cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+  }
+  at::Tensor o = Attend(q, k, v, causal_, offset);
+  return o_proj(o.transpose(1, 2).reshape({B, S, H * D}));
+}
+
+SwiGluImpl::SwiGluImpl(int64_t hidden, int64_t intermediate) {
+  gate_up_proj = register_module("gate_up_proj", CastedLinear(hidden, 2 * intermediate, false));
+  down_proj = register_module("down_proj", CastedLinear(intermediate, hidden, false));
+}
+
+at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
+  auto gu = gate_up_proj(x).chunk(2, -1);
+  return down_proj(torch::silu(gu[0]) * gu[1]);
+}
+
+BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
+  self_attn = register_module("self_attn", Attention(cfg));
+  mlp = register_module("mlp", SwiGlu(cfg.hidden_size, cfg.mlp_intermediate()));
+}
+
+at::Tensor BlockImpl::forward(const at::Tensor& h_in, const RotaryTables* rope, KvCache* cache) {
+  at::Tensor h = RmsNorm(h_in + self_attn(h_in, rope, cache), eps_);
+  return RmsNorm(h + mlp(h), eps_);
+}
+
+ReasoningModuleImpl::ReasoningModuleImpl(const ArchConfig& cfg) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < cfg.L_layers; ++i) {
+    blocks_.push_back(Block(cfg));
+    layers->push_back(blocks_.back());
+  }
+}
+
+at::Tensor ReasoningModuleImpl::forward(const at::Tensor& h_in, const at::Tensor& injection,
+                                        const RotaryTables* rope, std::vector<KvCache>* caches) {
+  at::Tensor h = h_in + injection;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    h = blocks_[i]->forward(h, rope, caches ? &(*caches)[i] : nullptr);
+  }
+  return h;
+}
+
+}  // namespace trm::model

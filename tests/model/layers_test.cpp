@@ -1,0 +1,187 @@
+#include "trm/model/layers.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "trm/model/init.h"
+
+namespace trm::model {
+namespace {
+
+ArchConfig SmallConfig(bool causal) {
+  ArchConfig c;
+  c.vocab_size = 11;
+  c.seq_len = 6;
+  c.hidden_size = 8;
+  c.num_heads = 2;
+  c.expansion = 2;
+  c.L_layers = 2;
+  c.causal = causal;
+  c.forward_dtype = ForwardDtype::kFloat32;
+  return c;
+}
+
+TEST(LayersTest, RmsNormHandChecked) {
+  at::Tensor x = torch::tensor({3.0f, 4.0f}).view({1, 2});
+  at::Tensor y = RmsNorm(x, 0.0);
+  const double r = std::sqrt(12.5);  // mean(9, 16)
+  EXPECT_NEAR(y[0][0].item<float>(), 3 / r, 1e-6);
+  EXPECT_NEAR(y[0][1].item<float>(), 4 / r, 1e-6);
+  // bfloat16 in, bfloat16 out, computed in float32.
+  at::Tensor yb = RmsNorm(x.to(torch::kBFloat16), 1e-5);
+  EXPECT_EQ(yb.scalar_type(), torch::kBFloat16);
+  EXPECT_NEAR(yb[0][1].item<float>(), 4 / r, 1e-2);
+}
+
+TEST(LayersTest, CastedLinearCastsWeightsToTheActivationDtype) {
+  CastedLinear lin(3, 2, true);
+  {
+    torch::NoGradGuard g;
+    lin->weight.copy_(torch::tensor({1.0f, 2.0f, 3.0f, -1.0f, 0.0f, 1.0f}).view({2, 3}));
+    lin->bias.copy_(torch::tensor({0.5f, -0.5f}));
+  }
+  at::Tensor x = torch::tensor({1.0f, 1.0f, 2.0f}).view({1, 3});
+  at::Tensor y = lin(x);
+  EXPECT_FLOAT_EQ(y[0][0].item<float>(), 1 + 2 + 6 + 0.5f);
+  EXPECT_FLOAT_EQ(y[0][1].item<float>(), -1 + 0 + 2 - 0.5f);
+  at::Tensor yb = lin(x.to(torch::kBFloat16));
+  EXPECT_EQ(yb.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(lin->weight.scalar_type(), torch::kFloat32);  // parameters stay float32
+  EXPECT_FLOAT_EQ(yb[0][0].item<float>(), 9.5f);
+}
+
+TEST(LayersTest, EmbeddingLooksUpAndCasts) {
+  CastedEmbedding emb(4, 2, 1.0);
+  {
+    torch::NoGradGuard g;
+    emb->embedding_weight.copy_(torch::arange(8, torch::kFloat32).view({4, 2}));
+  }
+  at::Tensor ids = torch::tensor({3, 0}, torch::kInt32).view({1, 2});
+  at::Tensor e = emb(ids, torch::kBFloat16);
+  EXPECT_EQ(e.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(e.sizes(), (std::vector<int64_t>{1, 2, 2}));
+  EXPECT_FLOAT_EQ(e[0][0][1].item<float>(), 7.0f);
+  EXPECT_FLOAT_EQ(e[0][1][0].item<float>(), 0.0f);
+}
+
+TEST(LayersTest, RotaryHandChecked) {
+  // head_dim 2: inv_freq = [1], so position p rotates (x0, x1) by angle p.
+  RotaryTables rope = RotaryTables::Make(4, 2, 10000.0);
+  EXPECT_EQ(rope.cos.sizes(), (std::vector<int64_t>{4, 2}));
+  at::Tensor x = torch::tensor({1.0f, 0.0f, 1.0f, 0.0f}).view({1, 2, 1, 2});  // [B, S, H, D]
+  at::Tensor y = ApplyRotary(x, rope, 0);
+  EXPECT_NEAR(y[0][0][0][0].item<float>(), 1.0, 1e-6);  // position 0: identity
+  EXPECT_NEAR(y[0][0][0][1].item<float>(), 0.0, 1e-6);
+  // position 1: x*cos + rotate_half(x)*sin = (cos 1, sin 1)
+  EXPECT_NEAR(y[0][1][0][0].item<float>(), std::cos(1.0), 1e-6);
+  EXPECT_NEAR(y[0][1][0][1].item<float>(), std::sin(1.0), 1e-6);
+  // With an offset of 2 the first row is position 2.
+  at::Tensor z = ApplyRotary(x, rope, 2);
+  EXPECT_NEAR(z[0][0][0][0].item<float>(), std::cos(2.0), 1e-6);
+  // head_dim 4: frequencies 1 and theta^-0.5.
+  RotaryTables r4 = RotaryTables::Make(3, 4, 100.0);
+  EXPECT_NEAR(r4.cos[2][1].item<float>(), std::cos(2.0 / 10.0), 1e-6);
+  EXPECT_NEAR(r4.sin[2][3].item<float>(), std::sin(2.0 / 10.0), 1e-6);
+}
+
+// Attention equals a hand-written softmax(q k^T / sqrt(d)) v with the causal mask.
+TEST(LayersTest, AttentionMatchesExplicitFormula) {
+  for (bool causal : {true, false}) {
+    torch::manual_seed(3);
+    ArchConfig cfg = SmallConfig(causal);
+    Attention attn(cfg);
+    RotaryTables rope = RotaryTables::Make(cfg.seq_len, cfg.head_dim(), cfg.rope_theta);
+    at::Tensor x = torch::randn({2, 5, 8});
+    at::Tensor got = attn(x, &rope);
+
+    const int64_t H = 2, D = 4;
+    at::Tensor qkv = torch::matmul(x, attn->qkv_proj->weight.t()).view({2, 5, 3 * H, D});
+    at::Tensor q = ApplyRotary(qkv.narrow(2, 0, H), rope, 0).transpose(1, 2);
+    at::Tensor k = ApplyRotary(qkv.narrow(2, H, H), rope, 0).transpose(1, 2);
+    at::Tensor v = qkv.narrow(2, 2 * H, H).transpose(1, 2);
+    at::Tensor s = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(4.0);
+    if (causal) s = s.masked_fill(torch::ones({5, 5}, torch::kBool).triu(1), -INFINITY);
+    at::Tensor o = torch::matmul(s.softmax(-1), v).transpose(1, 2).reshape({2, 5, 8});
+    at::Tensor want = torch::matmul(o, attn->o_proj->weight.t());
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << "causal=" << causal;
+  }
+}
+
+TEST(LayersTest, CausalAttentionIgnoresTheFuture) {
+  torch::manual_seed(4);
+  for (bool causal : {true, false}) {
+    ArchConfig cfg = SmallConfig(causal);
+    Attention attn(cfg);
+    at::Tensor x = torch::randn({1, 6, 8});
+    at::Tensor x2 = x.clone();
+    x2.narrow(1, 4, 2).add_(1.0);  // change positions 4 and 5
+    at::Tensor a = attn(x, nullptr), b = attn(x2, nullptr);
+    bool prefix_same = torch::allclose(a.narrow(1, 0, 4), b.narrow(1, 0, 4), 1e-6, 1e-6);
+    EXPECT_EQ(prefix_same, causal);
+  }
+}
+
+TEST(LayersTest, CachedAttentionMatchesFullAttention) {
+  torch::manual_seed(5);
+  ArchConfig cfg = SmallConfig(true);
+  Attention attn(cfg);
+  RotaryTables rope = RotaryTables::Make(cfg.seq_len, cfg.head_dim(), cfg.rope_theta);
+  at::Tensor x = torch::randn({2, 6, 8});
+  at::Tensor full = attn(x, &rope);
+  KvCache cache;
+  at::Tensor first = attn(x.narrow(1, 0, 3), &rope, &cache);  // prompt of 3
+  at::Tensor rest = attn(x.narrow(1, 3, 2), &rope, &cache);   // 2 more at once
+  at::Tensor last = attn(x.narrow(1, 5, 1), &rope, &cache);   // then one
+  EXPECT_TRUE(torch::allclose(torch::cat({first, rest, last}, 1), full, 1e-5, 1e-5));
+  EXPECT_EQ(cache.k.size(2), 6);
+}
+
+TEST(LayersTest, SwiGluShapesAndFormula) {
+  torch::manual_seed(6);
+  SwiGlu mlp(8, 256);
+  EXPECT_EQ(mlp->gate_up_proj->weight.sizes(), (std::vector<int64_t>{512, 8}));
+  EXPECT_EQ(mlp->down_proj->weight.sizes(), (std::vector<int64_t>{8, 256}));
+  at::Tensor x = torch::randn({3, 8});
+  at::Tensor gu = torch::matmul(x, mlp->gate_up_proj->weight.t());
+  at::Tensor gate = gu.narrow(1, 0, 256), up = gu.narrow(1, 256, 256);
+  at::Tensor want = torch::matmul(gate * torch::sigmoid(gate) * up, mlp->down_proj->weight.t());
+  EXPECT_TRUE(torch::allclose(mlp(x), want, 1e-5, 1e-5));
+}
+
+TEST(LayersTest, PostNormBlockOutputsUnitRms) {
+  torch::manual_seed(7);
+  ArchConfig cfg = SmallConfig(true);
+  Block block(cfg);
+  at::Tensor y = block(torch::randn({2, 4, 8}) * 10, nullptr);
+  at::Tensor rms = y.square().mean(-1).sqrt();
+  EXPECT_TRUE(torch::allclose(rms, torch::ones_like(rms), 1e-4, 1e-4));
+}
+
+TEST(LayersTest, ReasoningModuleAddsInjectionFirst) {
+  torch::manual_seed(8);
+  ArchConfig cfg = SmallConfig(true);
+  ReasoningModule m(cfg);
+  EXPECT_EQ(m->num_layers(), 2);
+  at::Tensor h = torch::randn({1, 3, 8}), inj = torch::randn({1, 3, 8});
+  EXPECT_TRUE(torch::allclose(m(h, inj, nullptr), m(h + inj, torch::zeros_like(inj), nullptr), 1e-6, 1e-6));
+}
+
+TEST(InitTest, TruncatedNormalHasRequestedStdAndBounds) {
+  torch::manual_seed(9);
+  at::Tensor t = torch::empty({1 << 20});
+  TruncNormalInit(t, 0.05);
+  EXPECT_NEAR(t.std().item<double>(), 0.05, 0.05 * 0.01);
+  EXPECT_NEAR(t.mean().item<double>(), 0.0, 0.001);
+  // Truncated at 2 "raw" sigmas; the corrected scale is ~1.14x the std.
+  double bound = t.abs().max().item<double>();
+  EXPECT_LE(bound, 2 * 0.05 * 1.1379 + 1e-6);
+  EXPECT_GT(bound, 2 * 0.05 * 1.13);
+  at::Tensor z = torch::ones({4});
+  TruncNormalInit(z, 0.0);
+  EXPECT_EQ(z.abs().sum().item<float>(), 0.0f);
+}
+
+}  // namespace
+}  // namespace trm::model
