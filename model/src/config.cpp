@@ -6,38 +6,12 @@
 #include <nlohmann/json.hpp>
 
 #include "trm/common/error.h"
+#include "trm/common/json_fields.h"
 
 namespace trm::model {
 namespace {
 
 using nlohmann::json;
-
-std::string TypeName(const json& v) { return v.type_name(); }
-
-int64_t GetInt(const json& v, const std::string& key) {
-  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
-  // YAML/JSON writers sometimes emit 4.0 for an integer; accept it only when exact.
-  if (v.is_number_float()) {
-    double d = v.get<double>();
-    if (std::floor(d) == d && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
-  }
-  InvalidArgument(key + ": expected an integer, got " + TypeName(v) + " " + v.dump());
-}
-
-double GetDouble(const json& v, const std::string& key) {
-  if (v.is_number()) return v.get<double>();
-  InvalidArgument(key + ": expected a number, got " + TypeName(v) + " " + v.dump());
-}
-
-bool GetBool(const json& v, const std::string& key) {
-  if (v.is_boolean()) return v.get<bool>();
-  InvalidArgument(key + ": expected true or false, got " + TypeName(v) + " " + v.dump());
-}
-
-std::string GetString(const json& v, const std::string& key) {
-  if (v.is_string()) return v.get<std::string>();
-  InvalidArgument(key + ": expected a string, got " + TypeName(v) + " " + v.dump());
-}
 
 // Python's round(): half to even.
 int64_t RoundHalfEven(double x) {
@@ -107,45 +81,45 @@ ArchConfig ArchConfig::FromJson(const json& arch, const std::string& where) {
     const std::string& k = it.key();
     const json& v = it.value();
     const std::string key = where + "." + k;
-    if (k == "vocab_size") { c.vocab_size = GetInt(v, key); have_vocab = true; }
-    else if (k == "seq_len") { c.seq_len = GetInt(v, key); have_seq = true; }
-    else if (k == "batch_size") c.batch_size = GetInt(v, key);
-    else if (k == "num_puzzle_identifiers") c.num_puzzle_identifiers = GetInt(v, key);
-    else if (k == "hidden_size") c.hidden_size = GetInt(v, key);
-    else if (k == "num_heads") c.num_heads = GetInt(v, key);
-    else if (k == "expansion") c.expansion = GetDouble(v, key);
-    else if (k == "L_layers") c.L_layers = GetInt(v, key);
-    else if (k == "H_layers") c.H_layers = GetInt(v, key);
-    else if (k == "H_cycles") c.H_cycles = GetInt(v, key);
-    else if (k == "L_cycles") c.L_cycles = GetInt(v, key);
-    else if (k == "halt_max_steps") c.halt_max_steps = GetInt(v, key);
-    else if (k == "halt_exploration_prob") c.halt_exploration_prob = GetDouble(v, key);
+    if (k == "vocab_size") { c.vocab_size = JsonInt(v, key); have_vocab = true; }
+    else if (k == "seq_len") { c.seq_len = JsonInt(v, key); have_seq = true; }
+    else if (k == "batch_size") c.batch_size = JsonInt(v, key);
+    else if (k == "num_puzzle_identifiers") c.num_puzzle_identifiers = JsonInt(v, key);
+    else if (k == "hidden_size") c.hidden_size = JsonInt(v, key);
+    else if (k == "num_heads") c.num_heads = JsonInt(v, key);
+    else if (k == "expansion") c.expansion = JsonNumber(v, key);
+    else if (k == "L_layers") c.L_layers = JsonInt(v, key);
+    else if (k == "H_layers") c.H_layers = JsonInt(v, key);
+    else if (k == "H_cycles") c.H_cycles = JsonInt(v, key);
+    else if (k == "L_cycles") c.L_cycles = JsonInt(v, key);
+    else if (k == "halt_max_steps") c.halt_max_steps = JsonInt(v, key);
+    else if (k == "halt_exploration_prob") c.halt_exploration_prob = JsonNumber(v, key);
     else if (k == "pos_encodings") {
-      c.pos_encodings_name = GetString(v, key);
+      c.pos_encodings_name = JsonString(v, key);
       c.pos_encodings = c.pos_encodings_name == "rope"      ? PosEncoding::kRope
                         : c.pos_encodings_name == "learned" ? PosEncoding::kLearned
                                                             : PosEncoding::kNone;
-    } else if (k == "rope_theta") c.rope_theta = GetDouble(v, key);
-    else if (k == "rms_norm_eps") c.rms_norm_eps = GetDouble(v, key);
-    else if (k == "causal") c.causal = GetBool(v, key);
+    } else if (k == "rope_theta") c.rope_theta = JsonNumber(v, key);
+    else if (k == "rms_norm_eps") c.rms_norm_eps = JsonNumber(v, key);
+    else if (k == "causal") c.causal = JsonBool(v, key);
     else if (k == "forward_dtype") {
-      std::string d = GetString(v, key);
+      std::string d = JsonString(v, key);
       if (d == "float32") c.forward_dtype = ForwardDtype::kFloat32;
       else if (d == "bfloat16") c.forward_dtype = ForwardDtype::kBfloat16;
       else InvalidArgument(key + ": expected float32 or bfloat16, got '" + d + "'");
-    } else if (k == "puzzle_emb_ndim") c.puzzle_emb_ndim = GetInt(v, key);
-    else if (k == "puzzle_emb_len") c.puzzle_emb_len = GetInt(v, key);
-    else if (k == "mlp_t") c.mlp_t = GetBool(v, key);
-    else if (k == "no_ACT_continue") c.no_ACT_continue = GetBool(v, key);
-    else if (k == "name") GetString(v, key);  // the reference's Python class path; informational
+    } else if (k == "puzzle_emb_ndim") c.puzzle_emb_ndim = JsonInt(v, key);
+    else if (k == "puzzle_emb_len") c.puzzle_emb_len = JsonInt(v, key);
+    else if (k == "mlp_t") c.mlp_t = JsonBool(v, key);
+    else if (k == "no_ACT_continue") c.no_ACT_continue = JsonBool(v, key);
+    else if (k == "name") JsonString(v, key);  // the reference's Python class path; informational
     else if (k == "loss") {
       if (!v.is_object()) InvalidArgument(key + ": expected a mapping with loss_type, got " + v.type_name());
       for (auto li = v.begin(); li != v.end(); ++li) {
-        if (li.key() == "loss_type") c.loss_type = ParseLossType(GetString(li.value(), key + ".loss_type"), key + ".loss_type");
-        else if (li.key() == "name") GetString(li.value(), key + ".name");
+        if (li.key() == "loss_type") c.loss_type = ParseLossType(JsonString(li.value(), key + ".loss_type"), key + ".loss_type");
+        else if (li.key() == "name") JsonString(li.value(), key + ".name");
         else InvalidArgument(key + "." + li.key() + ": unknown key (expected loss_type or name)");
       }
-    } else if (k == "loss_type") c.loss_type = ParseLossType(GetString(v, key), key);
+    } else if (k == "loss_type") c.loss_type = ParseLossType(JsonString(v, key), key);
     else InvalidArgument(key + ": unknown arch key");
   }
   if (!have_vocab) InvalidArgument(where + ".vocab_size: missing (set it from the dataset)");

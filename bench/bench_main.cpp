@@ -1,0 +1,75 @@
+// trm-bench dispatcher. Benchmarks: bench.h.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench.h"
+#include "trm/common/error.h"
+
+namespace trm::bench {
+namespace {
+
+struct Benchmark {
+  const char* name;
+  BenchFn run;
+  const char* help;
+};
+
+constexpr Benchmark kBenchmarks[] = {
+    {"tokenize", RunTokenize,
+     "[--tokenizer gpt2|byte|PATH] [--input FILE.json|.jsonl] [--reps N]  encode MB/s, one thread"},
+};
+
+void Usage(std::FILE* out) {
+  std::fprintf(out, "usage: trm-bench <benchmark> [options]   (prints one JSON line)\n");
+  for (const auto& b : kBenchmarks) std::fprintf(out, "  %s %s\n", b.name, b.help);
+}
+
+}  // namespace
+
+std::string FlagValue(const std::vector<std::string>& args, const std::string& name,
+                      const std::string& fallback) {
+  const std::string flag = "--" + name;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == flag) {
+      if (i + 1 >= args.size()) InvalidArgument(flag + ": expected a value");
+      return args[i + 1];
+    }
+    if (args[i].rfind(flag + "=", 0) == 0) return args[i].substr(flag.size() + 1);
+  }
+  return fallback;
+}
+
+void CheckFlags(const std::vector<std::string>& args, const std::vector<std::string>& known) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i].rfind("--", 0) != 0) continue;
+    const std::string name = args[i].substr(2, args[i].find('=') - 2);
+    bool ok = false;
+    for (const auto& k : known) ok = ok || k == name;
+    if (!ok) InvalidArgument("unknown option '" + args[i] + "'");
+  }
+}
+
+}  // namespace trm::bench
+
+int main(int argc, char** argv) {
+  using trm::bench::kBenchmarks;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    trm::bench::Usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  try {
+    for (const auto& b : kBenchmarks) {
+      if (std::strcmp(argv[1], b.name) == 0) return b.run(std::vector<std::string>(argv + 2, argv + argc));
+    }
+    trm::InvalidArgument(std::string("unknown benchmark '") + argv[1] + "'");
+  } catch (const trm::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (e.code() == trm::Code::kInvalidArgument) trm::bench::Usage(stderr);
+    return e.code() == trm::Code::kInvalidArgument || e.code() == trm::Code::kNotFound ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,47 @@
+#include "trm/common/json_fields.h"
+
+#include <cmath>
+
+#include "trm/common/error.h"
+
+namespace trm {
+
+using nlohmann::json;
+
+int64_t JsonInt(const json& v, const std::string& key) {
+  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::floor(d) == d && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  InvalidArgument(key + ": expected an integer, got " + std::string(v.type_name()) + " " + v.dump());
+}
+
+double JsonNumber(const json& v, const std::string& key) {
+  if (v.is_number()) return v.get<double>();
+  InvalidArgument(key + ": expected a number, got " + std::string(v.type_name()) + " " + v.dump());
+}
+
+bool JsonBool(const json& v, const std::string& key) {
+  if (v.is_boolean()) return v.get<bool>();
+  InvalidArgument(key + ": expected true or false, got " + std::string(v.type_name()) + " " + v.dump());
+}
+
+std::string JsonString(const json& v, const std::string& key) {
+  if (v.is_string()) return v.get<std::string>();
+  InvalidArgument(key + ": expected a string, got " + std::string(v.type_name()) + " " + v.dump());
+}
+
+std::vector<std::string> JsonStringList(const json& v, const std::string& key) {
+  if (v.is_null()) return {};
+  if (v.is_string()) return {v.get<std::string>()};
+  if (!v.is_array()) InvalidArgument(key + ": expected a list of strings, got " + v.dump());
+  std::vector<std::string> out;
+  for (const auto& e : v) {
+    if (!e.is_string()) InvalidArgument(key + ": expected a list of strings, got element " + e.dump());
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace trm

@@ -1,0 +1,196 @@
+#include "trm/worker/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "trm/common/error.h"
+#include "trm/data/dataset_builder.h"
+#include "trm/model/safetensors.h"
+#include "trm/worker/checkpoint.h"
+
+namespace trm::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / ("trm_trainer_" + std::to_string(::getpid()));
+    fs::create_directories(root_);
+    data::BuildOptions b;
+    b.input = std::string(TRM_SHARED_DIR) + "/data/sharegpt_fastchat_dummy.json";
+    b.tokenizer = "byte";
+    b.max_length = 32;
+    b.subsample_size = 120;
+    b.output_dir = (root_ / "ds").string();
+    data::BuildDataset(b);
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  // A small recursive model with ACT exploration on, so RNG state matters for resume.
+  static TrainConfig Config(const std::string& run, std::vector<std::string> extra = {}) {
+    std::vector<std::string> ov = {"data_paths=[" + (root_ / "ds").string() + "]",
+                                   "run_dir=" + (root_ / run).string(),
+                                   "global_batch_size=8",
+                                   "epochs=4",
+                                   "eval_interval=0",
+                                   "lr=3e-3",
+                                   "lr_warmup_steps=3",
+                                   "lr_min_ratio=0.1",
+                                   "threads=1",
+                                   "arch.hidden_size=32",
+                                   "arch.num_heads=2",
+                                   "arch.L_layers=1",
+                                   "arch.H_cycles=2",
+                                   "arch.L_cycles=1",
+                                   "arch.halt_max_steps=3",
+                                   "arch.halt_exploration_prob=0.5"};
+    ov.insert(ov.end(), extra.begin(), extra.end());
+    return LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", "cfg_tiny", ov);
+  }
+
+  static TrainerOptions Quiet() {
+    TrainerOptions o;
+    o.progress = 0;
+    return o;
+  }
+
+  static std::vector<nlohmann::json> Metrics(const std::string& run) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(root_ / run / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (!j.contains("eval")) out.push_back(j);
+    }
+    return out;
+  }
+
+  static fs::path root_;
+};
+fs::path TrainerTest::root_;
+
+TEST_F(TrainerTest, LossFalls) {
+  Trainer t(Config("falls", {"max_steps=40"}), Quiet());
+  TrainResult r = t.Run();
+  EXPECT_EQ(r.steps, 40);
+  auto m = Metrics("falls");
+  ASSERT_EQ(m.size(), 40u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += m[i]["lm_loss"].get<double>() / 5;
+  for (int i = 35; i < 40; ++i) last += m[i]["lm_loss"].get<double>() / 5;
+  EXPECT_LT(last, 0.8 * first) << "first " << first << " last " << last;
+  EXPECT_FALSE(r.last_checkpoint.empty());
+}
+
+// The bar of the issue: interrupted at step n and resumed == uninterrupted, bit for bit.
+TEST_F(TrainerTest, ResumeIsBitExact) {
+  const std::vector<std::string> common = {"max_steps=14", "gradient_accumulation_steps=2", "ema=true",
+                                           "optimizer=adam_atan2", "grad_clip_norm=1.0"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> v = common;
+    v.insert(v.end(), more.begin(), more.end());
+    return v;
+  };
+  Trainer full(Config("full", common), Quiet());
+  full.Run();
+
+  {
+    Trainer first(Config("split", with({"max_steps=6"})), Quiet());
+    TrainResult r = first.Run();
+    ASSERT_EQ(r.steps, 6);
+    ASSERT_TRUE(fs::exists(root_ / "split" / "step_6"));
+  }
+  {
+    // A fresh process state: other RNG draws happen before the resume, which must not matter.
+    torch::manual_seed(12345);
+    (void)torch::rand({100});
+    Trainer second(Config("split", with({"resume=true"})), Quiet());
+    EXPECT_EQ(second.step(), 6);
+    TrainResult r = second.Run();
+    ASSERT_EQ(r.steps, 14);
+    auto a = full.Weights(), b = second.Weights();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+    }
+  }
+  auto ma = Metrics("full"), mb = Metrics("split");
+  ASSERT_EQ(ma.size(), 14u);
+  ASSERT_EQ(mb.size(), 14u);  // the metrics file reads as one run
+  for (size_t i = 0; i < ma.size(); ++i) {
+    EXPECT_EQ(ma[i]["lm_loss"].get<double>(), mb[i]["lm_loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(ma[i]["act_steps"].get<double>(), mb[i]["act_steps"].get<double>()) << "step " << i + 1;
+  }
+  // The EMA weights are what model.safetensors exports; they match too.
+  LoadedCheckpoint ca = LoadCheckpoint(LatestCheckpoint((root_ / "full").string()), true);
+  LoadedCheckpoint cb = LoadCheckpoint(LatestCheckpoint((root_ / "split").string()), true);
+  for (const auto& [n, t] : ca.model) EXPECT_TRUE(torch::equal(t, cb.model.at(n))) << n;
+}
+
+TEST_F(TrainerTest, CancelCheckpointsAndRetentionKeepsTheNewest) {
+  std::atomic<bool> cancel{false};
+  TrainerOptions o = Quiet();
+  o.cancel = &cancel;
+  o.hooks.on_step = [&](const StepMetrics& m) {
+    if (m.step == 9) cancel = true;
+  };
+  Trainer t(Config("cancel", {"checkpoint_interval_steps=2", "keep_checkpoints=2"}), o);
+  TrainResult r = t.Run();
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(r.steps, 9);
+  auto all = ListCheckpoints((root_ / "cancel").string());
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, 8);
+  EXPECT_EQ(all[1].first, 9);
+  // No temporary directories left behind.
+  for (const auto& e : fs::directory_iterator(root_ / "cancel"))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+}
+
+TEST_F(TrainerTest, CheckpointUsesReferenceNamesAndCarriesTheTokenizer) {
+  Trainer t(Config("ckpt", {"max_steps=2"}), Quiet());
+  TrainResult r = t.Run();
+  model::SafetensorsFile f = model::SafetensorsFile::Open(r.last_checkpoint + "/model.safetensors");
+  EXPECT_TRUE(f.Has("model.inner.L_level.layers.0.self_attn.qkv_proj.weight"));
+  EXPECT_TRUE(f.Has("model.inner.H_init"));
+  EXPECT_TRUE(f.metadata().count("arch"));
+  EXPECT_TRUE(fs::exists(r.last_checkpoint + "/tokenizer"));
+  EXPECT_TRUE(fs::exists(r.last_checkpoint + "/optimizer.safetensors"));
+  EXPECT_TRUE(fs::exists(r.last_checkpoint + "/train_state.safetensors"));
+}
+
+TEST_F(TrainerTest, EvaluationReportsTestMetrics) {
+  Trainer t(Config("eval", {"max_steps=3"}), Quiet());
+  t.Run();
+  EvalMetrics em = t.Evaluate();
+  EXPECT_GT(em.values.at("rows"), 0);
+  EXPECT_EQ(em.values.at("count"), em.values.at("rows"));  // every row halts at full depth
+  EXPECT_EQ(em.values.at("act_steps"), 3.0);
+  EXPECT_GT(em.values.at("lm_loss"), 0);
+}
+
+TEST_F(TrainerTest, NonFiniteStepsAreSkipped) {
+  Trainer t(Config("nan", {"max_steps=4", "lr=1e30", "lr_warmup_steps=0", "optimizer=adamw"}), Quiet());
+  TrainResult r = t.Run();
+  EXPECT_GT(r.skipped_steps, 0);
+  EXPECT_EQ(r.steps, 4);
+}
+
+TEST_F(TrainerTest, ArchDisagreeingWithTheDataIsAnError) {
+  try {
+    Trainer t(Config("bad", {"arch.vocab_size=100"}), Quiet());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("arch.vocab_size"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace trm::worker

@@ -1,0 +1,99 @@
+// Single-process TRM training, as the reference
+// pretrain.py does it: ACT carry kept across batches, gradient accumulation, AdamW / AdamATan2,
+// warm-up + cosine schedule, optional clipping, NaN/Inf steps skipped, EMA, periodic evaluation,
+// checkpoints that resume bit for bit. A library: trm-train and the worker drive it with hooks
+// and a cancellation flag.
+//
+// Thread safety: Run() on one thread; `cancel` may be set from any thread (and signal handlers).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trm/worker/train_config.h"
+
+namespace at {
+class Tensor;
+}
+
+namespace trm::worker {
+
+struct StepMetrics {
+  int64_t step = 0;          // optimiser steps done
+  int64_t total_steps = 0;
+  double epoch = 0;          // fractional epochs of training data consumed
+  double lr = 0;
+  double lm_loss = 0;        // per sequence, averaged over the step's rows
+  double q_halt_loss = 0;
+  double q_continue_loss = 0;
+  double accuracy = 0;       // over halted rows
+  double exact_accuracy = 0;
+  double q_halt_accuracy = 0;
+  double act_steps = 0;      // mean ACT steps of the rows that halted
+  double halted_rows = 0;
+  double grad_norm = 0;      // before clipping
+  double tokens_per_s = 0;
+  double step_s = 0;
+  bool skipped = false;      // non-finite gradients: update skipped
+  int64_t skipped_total = 0;
+};
+
+struct EvalMetrics {
+  int64_t step = 0;
+  std::map<std::string, double> values;  // lm_loss, accuracy, exact_accuracy, q_halt_accuracy, act_steps, count
+};
+
+struct TrainerHooks {
+  std::function<void(const StepMetrics&)> on_step;
+  std::function<void(const EvalMetrics&)> on_eval;
+  std::function<void(const std::string& dir, int64_t step)> on_checkpoint;
+};
+
+struct TrainerOptions {
+  const std::atomic<bool>* cancel = nullptr;
+  TrainerHooks hooks;
+  int progress = -1;                        // 1 bar, 0 log lines, -1 bar when stderr is a terminal
+  bool checkpoint_on_cancel = true;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t skipped_steps = 0;
+  bool cancelled = false;
+  std::string last_checkpoint;
+  StepMetrics last;
+  std::vector<EvalMetrics> evals;
+};
+
+class Trainer {
+ public:
+  // Opens the data, builds the model and optimiser, and resumes when the config says so.
+  // Throws trm::Error for bad config, data or checkpoints.
+  Trainer(TrainConfig config, TrainerOptions options = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  TrainResult Run();
+  // Evaluates the current (EMA when enabled) weights on the test splits.
+  EvalMetrics Evaluate();
+  // Writes a checkpoint of the current state now (rank 0 only writes); returns its directory.
+  std::string SaveCheckpointNow();
+
+  // Live weights under the reference names (views; clone to keep).
+  std::vector<std::pair<std::string, at::Tensor>> Weights() const;
+  int64_t step() const;
+  int64_t total_steps() const;
+  const TrainConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::worker

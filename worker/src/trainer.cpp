@@ -1,0 +1,489 @@
+#include "trm/worker/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "progress.h"
+#include "trm/common/error.h"
+#include "trm/common/file_util.h"
+#include "trm/data/batch_iterator.h"
+#include "trm/model/trm.h"
+#include "trm/worker/checkpoint.h"
+#include "trm/worker/flat_params.h"
+#include "trm/worker/optimizer.h"
+
+namespace trm::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Order of the per-step metric sums kept on the device (one host sync per optimiser step).
+enum MetricIndex { kLmLoss, kQHaltLoss, kQContinueLoss, kCount, kAccuracy, kExact, kQHaltAcc, kSteps, kNumMetrics };
+const char* const kMetricNames[kNumMetrics] = {"lm_loss",  "q_halt_loss",    "q_continue_loss",
+                                               "count",    "accuracy",       "exact_accuracy",
+                                               "q_halt_accuracy", "steps"};
+
+torch::Device PickDevice(const std::string& want) {
+  if (want == "cuda" || (want == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) InvalidArgument("config key device: cuda requested but no CUDA device is available");
+    return torch::Device(torch::kCUDA, 0);
+  }
+  return torch::Device(torch::kCPU);
+}
+
+model::Batch ToModelBatch(const data::Batch& b, torch::Device dev) {
+  auto i32 = torch::TensorOptions().dtype(torch::kInt32);
+  model::Batch mb;
+  mb.inputs = torch::from_blob(const_cast<int32_t*>(b.inputs.data()), {b.rows, b.seq_len}, i32).clone().to(dev);
+  mb.labels = torch::from_blob(const_cast<int32_t*>(b.labels.data()), {b.rows, b.seq_len}, i32).clone().to(dev);
+  mb.puzzle_identifiers = torch::zeros({b.rows}, i32.device(dev));
+  return mb;
+}
+
+at::Tensor StackMetrics(const model::Metrics& m, const at::Tensor& like) {
+  std::vector<at::Tensor> v;
+  v.reserve(kNumMetrics);
+  for (int i = 0; i < kNumMetrics; ++i) {
+    auto it = m.find(kMetricNames[i]);
+    v.push_back(it == m.end() ? torch::zeros({}, like.options()) : it->second.to(like.options()));
+  }
+  return torch::stack(v);
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  TrainConfig cfg;
+  TrainerOptions opt;
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<data::BatchIterator> train_it;
+  model::ArchConfig arch;
+  model::Trm model{nullptr};
+  std::unique_ptr<FlatParams> flat;
+  std::unique_ptr<Optimizer> optimizer;
+  at::Tensor ema;  // flat EMA shadow, undefined without EMA
+  model::Carry carry;
+  bool have_carry = false;
+  int64_t step = 0;
+  int64_t skipped = 0;
+  int64_t total_steps = 0;
+  int64_t batches_consumed = 0;  // micro-batches since the start of training
+  std::string tokenizer_dir;
+  std::vector<std::string> test_paths;
+
+  Impl(TrainConfig c, TrainerOptions o) : cfg(std::move(c)), opt(std::move(o)) {
+    if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
+    device = PickDevice(cfg.device);
+    data::BatchConfig bc;
+    bc.global_batch = cfg.global_batch_size;
+    bc.seed = static_cast<uint64_t>(cfg.seed);
+    train_it = std::make_unique<data::BatchIterator>(data::BatchIterator::Open(cfg.data_paths, "train", bc));
+    const data::DatasetMeta& meta = train_it->meta();
+
+    json a = cfg.arch;
+    for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", meta.vocab_size},
+                                     {"seq_len", meta.seq_len}}) {
+      if (a.contains(key) && !a[key].is_null() && a[key] != value) {
+        InvalidArgument(std::string("config key arch.") + key + ": " + a[key].dump() + " disagrees with the dataset (" +
+                        std::to_string(value) + ", " + cfg.data_paths.front() + ")");
+      }
+      a[key] = value;
+    }
+    a["batch_size"] = cfg.global_batch_size;
+    if (device.is_cpu() && a.value("forward_dtype", "bfloat16") == "bfloat16") {
+      // bfloat16 matmuls on the CPU are slow and gain nothing here; float32 is the reference.
+      spdlog::info("forward_dtype bfloat16 is for GPUs; training in float32 on the CPU");
+      a["forward_dtype"] = "float32";
+    }
+    arch = model::ArchConfig::FromJson(a, "config arch");
+
+    torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // same initial weights on every rank
+    model = model::Trm(arch);
+    model->to(device);
+    flat = std::make_unique<FlatParams>(ParamList());
+    OptimizerOptions oo;
+    oo.kind = cfg.optimizer;
+    oo.beta1 = cfg.beta1;
+    oo.beta2 = cfg.beta2;
+    oo.eps = cfg.adam_eps;
+    oo.weight_decay = cfg.weight_decay;
+    optimizer = std::make_unique<Optimizer>(flat.get(), oo);
+    if (cfg.ema) ema = flat->params().clone();
+    torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // training randomness (ACT exploration)
+
+    const double rows_per_step = static_cast<double>(cfg.global_batch_size * cfg.gradient_accumulation_steps);
+    total_steps = static_cast<int64_t>(static_cast<double>(cfg.epochs) * static_cast<double>(train_it->total_rows()) /
+                                       rows_per_step);
+    if (total_steps <= 0) {
+      InvalidArgument("config: epochs x training rows (" + std::to_string(train_it->total_rows()) +
+                      ") is less than one optimiser step of " + std::to_string(static_cast<int64_t>(rows_per_step)) +
+                      " rows; lower global_batch_size or raise epochs");
+    }
+    tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
+    test_paths = cfg.data_paths_test.empty() ? cfg.data_paths : cfg.data_paths_test;
+
+    std::string resume_from = cfg.load_checkpoint;
+    if (resume_from.empty() && cfg.resume) resume_from = LatestCheckpoint(cfg.run_dir);
+    if (!resume_from.empty()) Restore(resume_from);
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> ParamList() {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (auto& [name, t] : model->StateDict())
+      if (t.requires_grad()) out.emplace_back(name, t);
+    return out;
+  }
+
+  // Checkpoint I/O ------------------------------------------------------------------------
+  NamedTensors RngState() {
+    NamedTensors out;
+    auto cpu = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(cpu.mutex());
+      out.emplace_back("rng.torch_cpu", cpu.get_state());
+    }
+    if (device.is_cuda()) {
+      auto g = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(g.mutex());
+      out.emplace_back("rng.torch_cuda", g.get_state());
+    }
+    return out;
+  }
+
+  void SetRngState(const std::map<std::string, at::Tensor>& t, const std::string& src) {
+    auto it = t.find("rng.torch_cpu");
+    if (it == t.end()) DataLoss(src + ": train_state has no rng.torch_cpu");
+    auto cpu = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(cpu.mutex());
+      cpu.set_state(it->second);
+    }
+    if (device.is_cuda()) {
+      auto c = t.find("rng.torch_cuda");
+      if (c != t.end()) {
+        auto g = at::globalContext().defaultGenerator(device);
+        std::lock_guard<std::mutex> lock(g.mutex());
+        g.set_state(c->second);
+      }
+    }
+  }
+
+  CheckpointContents Contents() {
+    CheckpointContents c;
+    for (auto& [name, t] : model->StateDict()) c.model.emplace_back(name, t);
+    if (ema.defined()) {
+      // EMA shadow for parameters; buffers (H_init/L_init) are not trained, so they are shared.
+      std::map<std::string, at::Tensor> shadow;
+      for (size_t i = 0; i < flat->slots().size(); ++i) shadow[flat->slots()[i].name] = flat->View(ema, i);
+      for (auto& [name, t] : model->StateDict()) c.ema.emplace_back(name, shadow.count(name) ? shadow[name] : t);
+    }
+    c.optimizer = optimizer->StateTensors();
+    if (have_carry) {
+      c.train_state = {{"carry.z_H", carry.z_H},
+                       {"carry.z_L", carry.z_L},
+                       {"carry.steps", carry.steps},
+                       {"carry.halted", carry.halted},
+                       {"carry.inputs", carry.data.inputs},
+                       {"carry.labels", carry.data.labels},
+                       {"carry.puzzle_identifiers", carry.data.puzzle_identifiers}};
+    }
+    for (auto& r : RngState()) c.train_state.push_back(r);
+    data::IteratorState it = train_it->state();
+    c.state = {{"format", "trm-checkpoint-v1"},
+               {"step", step},
+               {"total_steps", total_steps},
+               {"skipped_steps", skipped},
+               {"batches_consumed", batches_consumed},
+               {"optimizer_step", optimizer->step()},
+               {"iterator", {{"epoch", it.epoch}, {"position", it.position}}},
+               {"config", cfg.ToJson()}};
+    c.arch = arch.ToJson();
+    c.tokenizer_dir = tokenizer_dir;
+    return c;
+  }
+
+  void Restore(const std::string& dir) {
+    LoadedCheckpoint ck = LoadCheckpoint(dir);
+    const json& st = ck.state;
+    model::ArchConfig saved = model::ArchConfig::FromJson(ck.arch, dir + ": arch");
+    json mine = arch.ToJson(), theirs = saved.ToJson();
+    for (auto it = mine.begin(); it != mine.end(); ++it) {
+      if (it.key() == "batch_size" || it.key() == "halt_exploration_prob") continue;
+      if (theirs[it.key()] != it.value()) {
+        InvalidArgument(dir + ": checkpoint arch." + it.key() + " = " + theirs[it.key()].dump() +
+                        " differs from the config's " + it.value().dump());
+      }
+    }
+    if (st.contains("config")) {
+      // Changing these makes the continuation differ from the uninterrupted run; allowed, but said.
+      const json before = st["config"], now = cfg.ToJson();
+      for (const char* k : {"data_paths", "global_batch_size", "gradient_accumulation_steps", "epochs", "lr",
+                            "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2", "weight_decay", "optimizer", "ema",
+                            "ema_rate", "seed", "grad_clip_norm"}) {
+        if (before.contains(k) && before[k] != now[k]) {
+          spdlog::warn("resuming with {} = {} (the checkpoint was trained with {}): not an exact continuation", k,
+                       now[k].dump(), before[k].dump());
+        }
+      }
+    }
+    model->LoadStateDict(ck.weights, dir + "/weights");
+    if (ema.defined()) {
+      torch::NoGradGuard g;
+      for (size_t i = 0; i < flat->slots().size(); ++i) {
+        auto f = ck.model.find(flat->slots()[i].name);
+        if (f == ck.model.end()) DataLoss(dir + ": model.safetensors lacks " + flat->slots()[i].name);
+        flat->View(ema, i).copy_(f->second);
+      }
+    }
+    optimizer->LoadState(ck.optimizer, st.at("optimizer_step").get<int64_t>(), dir + "/optimizer.safetensors");
+    step = st.at("step").get<int64_t>();
+    skipped = st.value("skipped_steps", int64_t{0});
+    batches_consumed = st.value("batches_consumed", int64_t{0});
+    data::IteratorState is;
+    is.epoch = st.at("iterator").at("epoch").get<uint64_t>();
+    is.position = st.at("iterator").at("position").get<uint64_t>();
+    train_it->Restore(is);
+    const auto& ts = ck.train_state;
+    have_carry = ts.count("carry.z_H") != 0;
+    if (have_carry) {
+      auto get = [&](const char* n) {
+        auto it = ts.find(n);
+        if (it == ts.end()) DataLoss(dir + ": train_state lacks " + std::string(n));
+        return it->second.to(device);
+      };
+      carry.z_H = get("carry.z_H").to(model->inner->forward_dtype());
+      carry.z_L = get("carry.z_L").to(model->inner->forward_dtype());
+      carry.steps = get("carry.steps");
+      carry.halted = get("carry.halted");
+      carry.data.inputs = get("carry.inputs");
+      carry.data.labels = get("carry.labels");
+      carry.data.puzzle_identifiers = get("carry.puzzle_identifiers");
+    }
+    SetRngState(ts, dir);
+    spdlog::info("resumed from {} at step {}/{}", dir, step, total_steps);
+  }
+
+  std::string Save() {
+    std::string dir = SaveCheckpoint(cfg.run_dir, Contents(), cfg.keep_checkpoints);
+    if (opt.hooks.on_checkpoint) opt.hooks.on_checkpoint(dir, step);
+    return dir;
+  }
+
+  // Metrics file: one JSON line per step / evaluation. On resume, lines past the checkpoint's
+  // step are dropped so the file reads as one uninterrupted run.
+  std::ofstream OpenMetricsFile() {
+    std::error_code ec;
+    fs::create_directories(cfg.run_dir, ec);
+    const std::string path = (fs::path(cfg.run_dir) / "metrics.jsonl").string();
+    if (fs::exists(path)) {
+      std::ifstream in(path);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        try {
+          json j = json::parse(line);
+          if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+        } catch (const json::exception&) {  // a torn last line from a crash
+        }
+      }
+      WriteFileAtomic(path, kept);
+    }
+    std::ofstream out(path, std::ios::app);
+    if (!out) IoError(path + ": cannot open for appending");
+    return out;
+  }
+
+  // Evaluation -----------------------------------------------------------------------------
+  EvalMetrics Evaluate() {
+    EvalMetrics em;
+    em.step = step;
+    at::Tensor backup;
+    if (ema.defined()) {
+      backup = flat->params().clone();
+      flat->params().copy_(ema);
+    }
+    model->eval();
+    torch::NoGradGuard no_grad;
+    at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    int64_t rows = 0;
+    for (const auto& path : test_paths) {
+      if (!fs::exists(fs::path(path) / "test" / "dataset.json")) continue;
+      data::BatchConfig bc;
+      bc.global_batch = cfg.global_batch_size;
+      bc.shuffle = false;
+      bc.drop_last = false;
+      data::BatchIterator it = data::BatchIterator::Open({path}, "test", bc);
+      data::Batch b;
+      for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
+        it.Next(&b);
+        model::Batch mb = ToModelBatch(b, device);
+        model::Carry c = model->InitialCarry(mb);
+        model::StepOutput out;
+        for (int64_t k = 0; k < arch.halt_max_steps; ++k) {
+          out = model->forward(c, mb);
+          c = out.carry;
+        }
+        sums += StackMetrics(out.metrics, sums);
+        rows += b.rows;
+      }
+    }
+    model->train();
+    if (backup.defined()) flat->params().copy_(backup);
+    at::Tensor h = sums.cpu();
+    const double count = std::max(1.0, h[kCount].item<double>());
+    em.values["count"] = h[kCount].item<double>();
+    em.values["rows"] = static_cast<double>(rows);
+    for (int i : {kLmLoss, kQHaltLoss, kAccuracy, kExact, kQHaltAcc}) em.values[kMetricNames[i]] = h[i].item<double>() / count;
+    em.values["act_steps"] = h[kSteps].item<double>() / count;
+    return em;
+  }
+
+  // Training -------------------------------------------------------------------------------
+  TrainResult Run() {
+    TrainResult result;
+    ProgressReporter progress(opt.progress, cfg.log_interval);
+    std::ofstream metrics_file = OpenMetricsFile();
+    const int64_t stop_at = cfg.max_steps > 0 ? std::min(total_steps, cfg.max_steps) : total_steps;
+    const int64_t accum = cfg.gradient_accumulation_steps;
+    const int64_t bpe = std::max<int64_t>(1, train_it->batches_per_epoch());
+    const double loss_scale = 1.0 / static_cast<double>(cfg.global_batch_size * accum);
+    progress.Message(fmt::format("training {} parameters for {} steps ({} epochs of {} rows, batch {} x {} accumulation) on {}",
+                                 flat->numel(), total_steps, cfg.epochs, train_it->total_rows(),
+                                 cfg.global_batch_size, accum, device.str()));
+    model->train();
+    data::Batch batch;
+    bool evaluated_last = false;
+    while (step < stop_at) {
+      if (opt.cancel && opt.cancel->load()) {
+        result.cancelled = true;
+        break;
+      }
+      const auto t0 = Clock::now();
+      flat->ZeroGrad();
+      at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+      int64_t tokens = 0;
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        train_it->Next(&batch);
+        ++batches_consumed;
+        model::Batch mb = ToModelBatch(batch, device);
+        if (!have_carry) {
+          carry = model->InitialCarry(mb);
+          have_carry = true;
+        }
+        model::StepOutput out = model->forward(carry, mb);
+        (out.loss * loss_scale).backward();
+        carry = out.carry;
+        sums += StackMetrics(out.metrics, sums);
+        tokens += batch.rows * batch.seq_len;
+      }
+      at::Tensor& grads = flat->grads();
+      const double grad_norm = grads.norm().item<double>();
+      StepMetrics m;
+      const int64_t next = step + 1;
+      m.lr = CosineScheduleLr(next, cfg.lr, cfg.lr_warmup_steps, total_steps, cfg.lr_min_ratio);
+      if (!std::isfinite(grad_norm)) {
+        m.skipped = true;
+        ++skipped;
+      } else {
+        if (cfg.grad_clip_norm > 0 && grad_norm > cfg.grad_clip_norm) grads.mul_(cfg.grad_clip_norm / (grad_norm + 1e-6));
+        optimizer->Step(m.lr);
+        if (ema.defined()) ema.lerp_(flat->params(), 1.0 - cfg.ema_rate);
+      }
+      step = next;
+      at::Tensor h = sums.cpu();
+      const double rows = static_cast<double>(cfg.global_batch_size * accum);
+      const double count = std::max(1.0, h[kCount].item<double>());
+      m.step = step;
+      m.total_steps = total_steps;
+      m.epoch = static_cast<double>(batches_consumed) / static_cast<double>(bpe);
+      m.lm_loss = h[kLmLoss].item<double>() / rows;
+      m.q_halt_loss = h[kQHaltLoss].item<double>() / rows;
+      m.q_continue_loss = h[kQContinueLoss].item<double>() / rows;
+      m.accuracy = h[kAccuracy].item<double>() / count;
+      m.exact_accuracy = h[kExact].item<double>() / count;
+      m.q_halt_accuracy = h[kQHaltAcc].item<double>() / count;
+      m.act_steps = h[kSteps].item<double>() / count;
+      m.halted_rows = h[kCount].item<double>();
+      m.grad_norm = grad_norm;
+      m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      m.tokens_per_s = static_cast<double>(tokens) / std::max(m.step_s, 1e-9);
+      m.skipped_total = skipped;
+      result.last = m;
+      progress.Step(m);
+      metrics_file << json{{"step", m.step},           {"epoch", m.epoch},
+                           {"lr", m.lr},               {"lm_loss", m.lm_loss},
+                           {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
+                           {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
+                           {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
+                           {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
+                           {"skipped", m.skipped}}
+                          .dump()
+                   << "\n";
+      metrics_file.flush();
+      if (opt.hooks.on_step) opt.hooks.on_step(m);
+
+      // Evaluation every eval_interval epochs (the reference's cadence), checkpoints with it.
+      const int64_t epochs_before = (batches_consumed - accum) / bpe, epochs_now = batches_consumed / bpe;
+      evaluated_last = false;
+      bool checkpoint = cfg.checkpoint_interval_steps > 0 && step % cfg.checkpoint_interval_steps == 0;
+      if (cfg.eval_interval > 0 && epochs_now != epochs_before && epochs_now % cfg.eval_interval == 0 &&
+          epochs_now >= cfg.min_eval_interval) {
+        EvalMetrics em = Evaluate();
+        LogEval(em, &progress, &metrics_file);
+        result.evals.push_back(em);
+        evaluated_last = true;
+        checkpoint = checkpoint || cfg.checkpoint_every_eval;
+      }
+      if (checkpoint) result.last_checkpoint = Save();
+    }
+    progress.Finish();
+    const bool finished = step >= total_steps;
+    if (finished && cfg.eval_interval > 0 && !evaluated_last && !result.cancelled) {
+      EvalMetrics em = Evaluate();
+      LogEval(em, &progress, &metrics_file);
+      result.evals.push_back(em);
+    }
+    if (step > 0 && (result.last_checkpoint.empty() || ListCheckpoints(cfg.run_dir).back().first != step) &&
+        (!result.cancelled || opt.checkpoint_on_cancel)) {
+      result.last_checkpoint = Save();
+    }
+    result.steps = step;
+    result.skipped_steps = skipped;
+    spdlog::info("{} at step {}/{}; checkpoint {}", result.cancelled ? "cancelled" : "stopped", step, total_steps,
+                 result.last_checkpoint.empty() ? "(none)" : result.last_checkpoint);
+    return result;
+  }
+
+  void LogEval(const EvalMetrics& em, ProgressReporter* progress, std::ofstream* file) {
+    json j = {{"step", em.step}, {"eval", true}};
+    std::string line = "eval at step " + std::to_string(em.step) + ":";
+    for (const auto& [k, v] : em.values) {
+      j[k] = v;
+      line += fmt::format(" {} {:.4f}", k, v);
+    }
+    progress->Message(line);
+    *file << j.dump() << "\n";
+    file->flush();
+    if (opt.hooks.on_eval) opt.hooks.on_eval(em);
+  }
+};
+
+Trainer::Trainer(TrainConfig config, TrainerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(options))) {}
+Trainer::~Trainer() = default;
+TrainResult Trainer::Run() { return impl_->Run(); }
+EvalMetrics Trainer::Evaluate() { return impl_->Evaluate(); }
+std::string Trainer::SaveCheckpointNow() { return impl_->Save(); }
+std::vector<std::pair<std::string, at::Tensor>> Trainer::Weights() const { return impl_->model->StateDict(); }
+int64_t Trainer::step() const { return impl_->step; }
+int64_t Trainer::total_steps() const { return impl_->total_steps; }
+const TrainConfig& Trainer::config() const { return impl_->cfg; }
+
+}  // namespace trm::worker

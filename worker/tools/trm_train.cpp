@@ -1,0 +1,78 @@
+// trm-train --config-name NAME [--config-dir DIR] [--resume] [key=value ...]
+// Trains as the reference's `pretrain.py --config-name NAME key=value ...` does. SIGINT/SIGTERM
+// stop after the current step with a checkpoint, so `--resume` continues exactly.
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "trm/common/error.h"
+#include "trm/worker/trainer.h"
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+void OnSignal(int) { g_cancel.store(true); }
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: trm-train --config-name NAME [--config-dir DIR] [--resume] [--progress|--no-progress] "
+               "[key=value ...]\n"
+               "  e.g. trm-train --config-name cfg_chat data_paths=[data/x] global_batch_size=2 arch.H_cycles=3\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string name, dir;
+  std::vector<std::string> overrides;
+  int progress = -1;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const std::string& flag) -> std::string {
+      if (a.size() > flag.size() && a.compare(0, flag.size() + 1, flag + "=") == 0) return a.substr(flag.size() + 1);
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", flag.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--config-name" || a.rfind("--config-name=", 0) == 0) name = value("--config-name");
+    else if (a == "--config-dir" || a.rfind("--config-dir=", 0) == 0) dir = value("--config-dir");
+    else if (a == "--resume") overrides.push_back("resume=true");
+    else if (a == "--progress") progress = 1;
+    else if (a == "--no-progress") progress = 0;
+    else if (a == "-h" || a == "--help") return Usage();
+    else if (a.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "error: unknown option %s\n", a.c_str());
+      return Usage();
+    } else overrides.push_back(a);
+  }
+  if (name.empty()) return Usage();
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  try {
+    trm::worker::TrainConfig cfg =
+        trm::worker::LoadTrainConfig(dir.empty() ? trm::worker::DefaultConfigDir() : dir, name, overrides);
+    trm::worker::TrainerOptions opt;
+    opt.cancel = &g_cancel;
+    opt.progress = progress;
+    trm::worker::Trainer trainer(std::move(cfg), opt);
+    trm::worker::TrainResult r = trainer.Run();
+    return r.cancelled ? 130 : 0;
+  } catch (const trm::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return e.code() == trm::Code::kInvalidArgument || e.code() == trm::Code::kNotFound ||
+                   e.code() == trm::Code::kDataLoss
+               ? 2
+               : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
