@@ -5,7 +5,7 @@ SHARED ?= $(abspath ../shared)
 JOBS   ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup configure build test run clean
+.PHONY: all setup configure build test run parity clean
 
 all: build
 
@@ -21,9 +21,12 @@ build: configure
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
 
-# The main job. For now: replay the reference fixtures through the C++ TRM and print the
-# parity table (later issues replace this with the end-to-end training service).
+# The main job: build the example chat dataset, train the tiny model, chat with it.
 run: build
+	@bash scripts/demo.sh
+
+# The C++ TRM against the reference fixtures (worst relative error per group).
+parity: build
 	@$(BUILD)/bin/trm-parity $(SHARED)/fixtures/trm/*.safetensors
 
 clean:

@@ -13,6 +13,8 @@ namespace trm::bench {
 using BenchFn = int (*)(const std::vector<std::string>& args);
 
 int RunTokenize(const std::vector<std::string>& args);
+int RunTrain(const std::vector<std::string>& args);
+int RunGenerate(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

@@ -8,7 +8,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libsqlite3-dev libssl-dev
+  libsqlite3-dev libssl-dev libgloo-dev
   libgtest-dev libgmock-dev
   # The PyTorch reference (shared/reference/trm_ref.py) runs on Debian's torch: used by the
   # randomised parity test and the side-by-side benchmarks.

@@ -60,11 +60,11 @@ const RotaryTables* TrmInnerImpl::rope() {
   return &rope_;
 }
 
-at::Tensor TrmInnerImpl::InputEmbedding(const at::Tensor& inputs) {
+at::Tensor TrmInnerImpl::InputEmbedding(const at::Tensor& inputs, int64_t offset) {
   at::Tensor e = embed_tokens(inputs, dtype_);
   if (embed_pos) {
     const int64_t S = inputs.size(1);
-    at::Tensor pos = embed_pos->embedding_weight.narrow(0, 0, S).to(dtype_);
+    at::Tensor pos = embed_pos->embedding_weight.narrow(0, offset, S).to(dtype_);
     e = 0.707106781 * (e + pos);
   }
   return std::sqrt(static_cast<double>(cfg_.hidden_size)) * e;
@@ -95,7 +95,48 @@ TrmInnerImpl::Output TrmInnerImpl::forward(const at::Tensor& z_H_in, const at::T
   return out;
 }
 
+TrmInnerImpl::Output TrmInnerImpl::ForwardCached(const at::Tensor& z_H_in, const at::Tensor& z_L_in,
+                                                 const at::Tensor& inputs, int64_t offset,
+                                                 std::vector<std::vector<KvCache>>* call_caches) {
+  if (!cfg_.causal) InvalidArgument("incremental decoding needs a causal model (arch.causal: true)");
+  torch::NoGradGuard no_grad;
+  if (static_cast<int64_t>(call_caches->size()) != CallsPerInner()) {
+    call_caches->assign(static_cast<size_t>(CallsPerInner()), std::vector<KvCache>(static_cast<size_t>(cfg_.L_layers)));
+  }
+  const RotaryTables* rp = rope();
+  at::Tensor e = InputEmbedding(inputs, offset);
+  at::Tensor z_H = z_H_in, z_L = z_L_in;
+  size_t call = 0;
+  // The same call sequence as forward(); each call keeps its own keys/values.
+  for (int64_t h = 0; h < cfg_.H_cycles; ++h) {
+    for (int64_t l = 0; l < cfg_.L_cycles; ++l) z_L = L_level(z_L, z_H + e, rp, &(*call_caches)[call++]);
+    z_H = L_level(z_H, z_L, rp, &(*call_caches)[call++]);
+  }
+  Output out;
+  out.logits = lm_head(z_H);
+  at::Tensor q = q_head(z_H.select(1, 0)).to(torch::kFloat32);
+  out.q_halt_logits = q.select(1, 0);
+  out.q_continue_logits = q.select(1, 1);
+  out.z_H = z_H;
+  out.z_L = z_L;
+  return out;
+}
+
 TrmImpl::TrmImpl(const ArchConfig& cfg) : cfg_(cfg) { inner = register_module("inner", TrmInner(cfg)); }
+
+at::Tensor TrmImpl::Predict(const at::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  const auto dt = inner->forward_dtype();
+  std::vector<int64_t> shape = {inputs.size(0), inputs.size(1), cfg_.hidden_size};
+  at::Tensor z_H = inner->H_init.to(dt).expand(shape), z_L = inner->L_init.to(dt).expand(shape);
+  TrmInnerImpl::Output out;
+  for (int64_t k = 0; k < cfg_.halt_max_steps; ++k) {
+    out = inner(z_H, z_L, inputs);
+    z_H = out.z_H;
+    z_L = out.z_L;
+  }
+  return out.logits;
+}
 
 Carry TrmImpl::InitialCarry(const Batch& batch) {
   const int64_t B = batch.inputs.size(0), S = batch.inputs.size(1);

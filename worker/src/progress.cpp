@@ -47,10 +47,12 @@ void ProgressReporter::Step(const StepMetrics& m) {
     std::fflush(stderr);
     bar_drawn_ = true;
   } else if (m.step % log_interval_ == 0 || m.step == m.total_steps) {
-    spdlog::info("step {}/{} epoch {:.2f} lm_loss {:.4f} accuracy {:.4f} act_steps {:.2f} lr {:.3e} grad_norm {:.3f} "
-                 "{:.0f} tok/s eta {}{}",
-                 m.step, m.total_steps, m.epoch, m.lm_loss, m.accuracy, m.act_steps, m.lr, m.grad_norm,
-                 m.tokens_per_s, Duration(eta), m.skipped ? " (skipped: non-finite gradients)" : "");
+    // Accuracy and ACT steps are over the rows that halted in this step; there may be none.
+    const std::string halted = m.halted_rows > 0 ? fmt::format("accuracy {:.4f} act_steps {:.2f}", m.accuracy, m.act_steps)
+                                                 : std::string("accuracy - (no row halted)");
+    spdlog::info("step {}/{} epoch {:.2f} lm_loss {:.4f} {} lr {:.3e} grad_norm {:.3f} {:.0f} tok/s eta {}{}", m.step,
+                 m.total_steps, m.epoch, m.lm_loss, halted, m.lr, m.grad_norm, m.tokens_per_s, Duration(eta),
+                 m.skipped ? " (skipped: non-finite gradients)" : "");
   }
 }
 

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <fmt/ranges.h>
+
 #include "progress.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
@@ -301,6 +303,17 @@ struct Trainer::Impl {
   }
 
   // Evaluation -----------------------------------------------------------------------------
+  // Test splits that exist and hold rows; evaluation is skipped (and said so once) without any.
+  std::vector<std::string> TestPaths() {
+    std::vector<std::string> out;
+    for (const auto& path : test_paths) {
+      if (fs::exists(fs::path(path) / "test" / "dataset.json") && data::DatasetSplit::Open(path, "test").rows() > 0) {
+        out.push_back(path);
+      }
+    }
+    return out;
+  }
+
   EvalMetrics Evaluate() {
     EvalMetrics em;
     em.step = step;
@@ -313,8 +326,7 @@ struct Trainer::Impl {
     torch::NoGradGuard no_grad;
     at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
     int64_t rows = 0;
-    for (const auto& path : test_paths) {
-      if (!fs::exists(fs::path(path) / "test" / "dataset.json")) continue;
+    for (const auto& path : TestPaths()) {
       data::BatchConfig bc;
       bc.global_batch = cfg.global_batch_size;
       bc.shuffle = false;
@@ -360,6 +372,11 @@ struct Trainer::Impl {
     model->train();
     data::Batch batch;
     bool evaluated_last = false;
+    int64_t eval_interval = cfg.eval_interval;
+    if (eval_interval > 0 && TestPaths().empty()) {
+      progress.Message("no test rows in " + fmt::format("{}", fmt::join(test_paths, ", ")) + ": evaluation skipped");
+      eval_interval = 0;
+    }
     while (step < stop_at) {
       if (opt.cancel && opt.cancel->load()) {
         result.cancelled = true;
@@ -433,7 +450,7 @@ struct Trainer::Impl {
       const int64_t epochs_before = (batches_consumed - accum) / bpe, epochs_now = batches_consumed / bpe;
       evaluated_last = false;
       bool checkpoint = cfg.checkpoint_interval_steps > 0 && step % cfg.checkpoint_interval_steps == 0;
-      if (cfg.eval_interval > 0 && epochs_now != epochs_before && epochs_now % cfg.eval_interval == 0 &&
+      if (eval_interval > 0 && epochs_now != epochs_before && epochs_now % eval_interval == 0 &&
           epochs_now >= cfg.min_eval_interval) {
         EvalMetrics em = Evaluate();
         LogEval(em, &progress, &metrics_file);
@@ -445,7 +462,7 @@ struct Trainer::Impl {
     }
     progress.Finish();
     const bool finished = step >= total_steps;
-    if (finished && cfg.eval_interval > 0 && !evaluated_last && !result.cancelled) {
+    if (finished && eval_interval > 0 && !evaluated_last && !result.cancelled) {
       EvalMetrics em = Evaluate();
       LogEval(em, &progress, &metrics_file);
       result.evals.push_back(em);

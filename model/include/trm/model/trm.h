@@ -46,8 +46,17 @@ class TrmInnerImpl : public torch::nn::Module {
   // without autograd.
   Output forward(const at::Tensor& z_H, const at::Tensor& z_L, const at::Tensor& inputs);
 
-  // Input embedding: scaled token (+ learned position) embedding in the forward dtype.
-  at::Tensor InputEmbedding(const at::Tensor& inputs);
+  // Incremental evaluation for decoding: the new positions [offset, offset + S) of `inputs`
+  // (z_H, z_L [B, S, D] for those positions), with one KV cache list per reasoning-module call of
+  // the recursion (CallsPerInner() of them, each with L_layers entries) holding the earlier
+  // positions. Causal models only; no autograd.
+  Output ForwardCached(const at::Tensor& z_H, const at::Tensor& z_L, const at::Tensor& inputs, int64_t offset,
+                       std::vector<std::vector<KvCache>>* call_caches);
+  int64_t CallsPerInner() const { return cfg_.H_cycles * (cfg_.L_cycles + 1); }
+
+  // Input embedding: scaled token (+ learned position) embedding in the forward dtype, for
+  // positions [offset, offset + S).
+  at::Tensor InputEmbedding(const at::Tensor& inputs, int64_t offset = 0);
 
   const ArchConfig& config() const { return cfg_; }
   at::ScalarType forward_dtype() const { return dtype_; }
@@ -90,6 +99,10 @@ class TrmImpl : public torch::nn::Module {
   Carry InitialCarry(const Batch& batch);
   // One ACT call (TRM_SPEC.md "ACT wrapper") followed by the loss head.
   StepOutput forward(const Carry& carry, const Batch& batch);
+
+  // Evaluation-mode logits [B, S, V] for `inputs` [B, S]: halt_max_steps inner calls from the
+  // initial latents, as evaluation and generation run the model (no loss, no autograd).
+  at::Tensor Predict(const at::Tensor& inputs);
 
   // Parameters and persistent buffers under the reference names ("model.inner.…").
   std::vector<std::pair<std::string, at::Tensor>> StateDict();

@@ -1,0 +1,116 @@
+#include "trm/model/generate.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "trm/common/error.h"
+
+namespace trm::model {
+namespace {
+
+ArchConfig Config(PosEncoding pos, int64_t H, int64_t L, int64_t M) {
+  ArchConfig c;
+  c.vocab_size = 37;
+  c.seq_len = 24;
+  c.hidden_size = 32;
+  c.num_heads = 4;
+  c.expansion = 2;
+  c.L_layers = 2;
+  c.H_cycles = H;
+  c.L_cycles = L;
+  c.halt_max_steps = M;
+  c.pos_encodings = pos;
+  c.forward_dtype = ForwardDtype::kFloat32;
+  return c;
+}
+
+// Cached decoding equals recomputing the whole sequence, for every recursion shape.
+TEST(GenerateTest, CachedLogitsMatchRecompute) {
+  for (auto [pos, H, L, M] : {std::tuple{PosEncoding::kRope, 2, 3, 3}, std::tuple{PosEncoding::kLearned, 3, 1, 2},
+                              std::tuple{PosEncoding::kNone, 1, 1, 1}}) {
+    torch::manual_seed(1);
+    Trm model(Config(pos, H, L, M));
+    Decoder cached(model, true), full(model, false);
+    at::Tensor prompt = torch::randint(0, 37, {1, 7}, torch::kInt32);
+    at::Tensor a = cached.Append(prompt), b = full.Append(prompt);
+    EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-4));
+    for (int i = 0; i < 10; ++i) {
+      at::Tensor t = torch::randint(0, 37, {1, 1 + i % 2}, torch::kInt32);  // 1 or 2 tokens at a time
+      a = cached.Append(t);
+      b = full.Append(t);
+      EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-4)) << "step " << i << " max diff " << (a - b).abs().max().item<float>();
+    }
+    EXPECT_EQ(cached.length(), full.length());
+  }
+}
+
+TEST(GenerateTest, GreedyGenerationIsIdenticalWithAndWithoutCache) {
+  torch::manual_seed(2);
+  Trm model(Config(PosEncoding::kRope, 2, 2, 2));
+  GenerateOptions o;
+  o.max_new_tokens = 15;
+  o.sampling.temperature = 0;
+  Decoder cached(model, true), full(model, false);
+  std::vector<int32_t> prompt = {3, 5, 7, 11};
+  auto a = Generate(cached, prompt, o), b = Generate(full, prompt, o);
+  EXPECT_EQ(a.size(), 15u);
+  EXPECT_EQ(a, b);
+}
+
+TEST(GenerateTest, StopsAtStopTokenAndAtTheContextEnd) {
+  torch::manual_seed(3);
+  Trm model(Config(PosEncoding::kRope, 1, 1, 1));
+  GenerateOptions o;
+  o.max_new_tokens = 100;
+  o.sampling.temperature = 0;
+  Decoder d(model, true);
+  std::vector<int32_t> prompt = {1, 2, 3};
+  auto all = Generate(d, prompt, o);
+  // The context (24) fills up; the prediction made from the full context is the last token.
+  EXPECT_EQ(static_cast<int64_t>(prompt.size() + all.size()), 25);
+  ASSERT_GE(all.size(), 3u);
+  d.Reset();
+  o.stop_tokens = {all[2]};
+  auto stopped = Generate(d, prompt, o);
+  EXPECT_LE(stopped.size(), 2u);
+  d.Reset();
+  EXPECT_THROW(d.Append(torch::zeros({1, 25}, torch::kInt32)), Error);
+}
+
+TEST(GenerateTest, SamplingIsSeededAndRespectsTopK) {
+  at::Tensor logits = torch::tensor({0.0f, 1.0f, 2.0f, 3.0f, -1.0f});
+  SamplingOptions s;
+  s.temperature = 1.0;
+  s.seed = 7;
+  Sampler a(s), b(s);
+  std::vector<int32_t> xa, xb;
+  for (int i = 0; i < 50; ++i) {
+    xa.push_back(a.Sample(logits));
+    xb.push_back(b.Sample(logits));
+  }
+  EXPECT_EQ(xa, xb);
+  s.top_k = 2;
+  Sampler k(s);
+  for (int i = 0; i < 100; ++i) {
+    int32_t t = k.Sample(logits);
+    EXPECT_TRUE(t == 2 || t == 3) << t;
+  }
+  s.top_k = 0;
+  s.top_p = 0.5;  // token 3 alone holds ~64% of the mass
+  Sampler p(s);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(p.Sample(logits), 3);
+  s.temperature = 0;
+  EXPECT_EQ(Sampler(s).Sample(logits), 3);
+}
+
+TEST(GenerateTest, CachedDecodingRefusesBidirectionalModels) {
+  ArchConfig c = Config(PosEncoding::kRope, 1, 1, 1);
+  c.causal = false;
+  Trm model(c);
+  EXPECT_THROW(Decoder(model, true), Error);
+  Decoder full(model, false);
+  EXPECT_EQ(full.Append(torch::ones({1, 3}, torch::kInt32)).size(1), 37);
+}
+
+}  // namespace
+}  // namespace trm::model

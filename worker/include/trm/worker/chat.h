@@ -1,0 +1,50 @@
+// Chatting with a trained checkpoint: loads the model and the tokenizer the data was built with,
+// renders the chat template, generates with the cached decoder (full ACT depth, as evaluation),
+// and streams text as it comes. Thread safety: one thread per ChatSession.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trm/model/generate.h"
+
+namespace trm::worker {
+
+struct InferenceModel {
+  model::Trm model{nullptr};
+  std::string checkpoint_dir;
+  std::string tokenizer_spec;  // the checkpoint's tokenizer/ directory
+};
+
+// `path` is a checkpoint directory or a run directory (its newest checkpoint is used). The model
+// runs in float32 on the CPU, in the checkpoint's forward dtype on CUDA. Throws NotFound /
+// DataLoss naming the path.
+InferenceModel LoadInferenceModel(const std::string& path, const std::string& device = "auto");
+
+struct ChatOptions {
+  model::GenerateOptions generate;  // stop tokens are filled in from the tokenizer
+  bool use_cache = true;
+  std::string tokenizer;            // override the checkpoint's tokenizer (Tokenizer::Load spec)
+};
+
+class ChatSession {
+ public:
+  ChatSession(InferenceModel model, ChatOptions options);
+  ~ChatSession();
+
+  // One user turn: generates the reply, calling on_text with each complete UTF-8 piece as it is
+  // produced. Earlier turns are part of the prompt while they fit in the context; the oldest are
+  // dropped first. Returns the whole reply.
+  std::string Reply(const std::string& user_text, const std::function<void(const std::string&)>& on_text = {});
+  // Continues raw text (no chat template), for language models.
+  std::string Complete(const std::string& text, const std::function<void(const std::string&)>& on_text = {});
+  void ClearHistory();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::worker
