@@ -6,7 +6,7 @@
 
 namespace trm::model {
 
-at::Tensor& TruncNormalInit(at::Tensor& t, double std) {
+at::Tensor& TruncNormalInit(at::Tensor& t, double std, c10::optional<at::Generator> gen) {
   torch::NoGradGuard no_grad;
   if (std == 0.0) {
     t.zero_();
@@ -18,7 +18,7 @@ at::Tensor& TruncNormalInit(at::Tensor& t, double std) {
   const double c = 1.0 / std::sqrt(2.0 * M_PI);
   const double pu = c * std::exp(-0.5 * lo * lo), pl = c * std::exp(-0.5 * hi * hi);
   const double comp = std / std::sqrt(1.0 - (hi * pl - lo * pu) / z - ((pu - pl) / z) * ((pu - pl) / z));
-  t.uniform_(a, b).erfinv_().mul_(std::sqrt(2.0) * comp).clamp_(lo * comp, hi * comp);
+  t.uniform_(a, b, gen).erfinv_().mul_(std::sqrt(2.0) * comp).clamp_(lo * comp, hi * comp);
   return t;
 }
 

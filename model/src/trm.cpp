@@ -265,6 +265,25 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
   return {lm_loss + 0.5 * loss_q, m};
 }
 
+void TrmImpl::ResetParameters(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const double embed_std = 1.0 / std::sqrt(static_cast<double>(cfg_.hidden_size));
+  for (auto& [name, t] : StateDict()) {
+    // Drawn on the CPU so the values do not depend on the device.
+    at::Tensor v = torch::empty(t.sizes(), torch::kFloat32);
+    const std::string leaf = name.substr(name.rfind('.') + 1);
+    if (name == std::string(kStateDictPrefix) + "q_head.weight") v.zero_();
+    else if (name == std::string(kStateDictPrefix) + "q_head.bias") v.fill_(-5.0);
+    else if (leaf == "H_init" || leaf == "L_init") TruncNormalInit(v, 1.0, gen);
+    else if (leaf == "embedding_weight") TruncNormalInit(v, embed_std, gen);
+    else if (leaf == "weight") TruncNormalInit(v, 1.0 / std::sqrt(static_cast<double>(t.size(1))), gen);
+    else if (leaf == "bias") v.zero_();
+    else Internal("ResetParameters: no initialisation rule for " + name);
+    t.copy_(v);
+  }
+}
+
 std::vector<std::pair<std::string, at::Tensor>> TrmImpl::StateDict() {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : inner->named_parameters(/*recurse=*/true)) out.emplace_back(kStateDictPrefix + p.key(), p.value());

@@ -19,12 +19,13 @@ std::string Duration(double s) {
 
 }  // namespace
 
-ProgressReporter::ProgressReporter(int mode, int64_t log_interval)
-    : bar_(mode == 1 || (mode < 0 && ::isatty(STDERR_FILENO))), log_interval_(log_interval) {
+ProgressReporter::ProgressReporter(int mode, int64_t log_interval, bool enabled)
+    : enabled_(enabled), bar_(mode == 1 || (mode < 0 && ::isatty(STDERR_FILENO))), log_interval_(log_interval) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
 void ProgressReporter::Step(const StepMetrics& m) {
+  if (!enabled_) return;
   auto now = std::chrono::steady_clock::now();
   if (first_step_ < 0) {
     first_step_ = m.step - 1;
@@ -57,6 +58,7 @@ void ProgressReporter::Step(const StepMetrics& m) {
 }
 
 void ProgressReporter::Message(const std::string& line) {
+  if (!enabled_) return;
   if (bar_drawn_) {
     std::fprintf(stderr, "\n");
     bar_drawn_ = false;

@@ -12,12 +12,14 @@ namespace trm::worker {
 
 class ProgressReporter {
  public:
-  ProgressReporter(int mode, int64_t log_interval);  // mode as TrainerOptions::progress
+  // mode as TrainerOptions::progress; a disabled reporter (ranks other than 0) prints nothing.
+  ProgressReporter(int mode, int64_t log_interval, bool enabled = true);
   void Step(const StepMetrics& m);
   void Message(const std::string& line);  // a log line that does not break the bar
   void Finish();
 
  private:
+  bool enabled_;
   bool bar_;
   int64_t log_interval_;
   bool bar_drawn_ = false;

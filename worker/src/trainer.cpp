@@ -17,6 +17,7 @@
 #include "trm/data/batch_iterator.h"
 #include "trm/model/trm.h"
 #include "trm/worker/checkpoint.h"
+#include "trm/worker/collective.h"
 #include "trm/worker/flat_params.h"
 #include "trm/worker/optimizer.h"
 
@@ -28,15 +29,17 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 // Order of the per-step metric sums kept on the device (one host sync per optimiser step).
-enum MetricIndex { kLmLoss, kQHaltLoss, kQContinueLoss, kCount, kAccuracy, kExact, kQHaltAcc, kSteps, kNumMetrics };
-const char* const kMetricNames[kNumMetrics] = {"lm_loss",  "q_halt_loss",    "q_continue_loss",
-                                               "count",    "accuracy",       "exact_accuracy",
-                                               "q_halt_accuracy", "steps"};
+// The last two entries ride along in the same all-reduce: rows processed, and how many ranks
+// were asked to stop (so every rank stops after the same step).
+enum MetricIndex { kLmLoss, kQHaltLoss, kQContinueLoss, kCount, kAccuracy, kExact, kQHaltAcc, kSteps, kRows, kStop, kNumMetrics };
+const char* const kMetricNames[kNumMetrics] = {"lm_loss",         "q_halt_loss", "q_continue_loss", "count",
+                                               "accuracy",        "exact_accuracy", "q_halt_accuracy", "steps",
+                                               "rows",            "stop"};
 
-torch::Device PickDevice(const std::string& want) {
+torch::Device PickDevice(const std::string& want, int index) {
   if (want == "cuda" || (want == "auto" && torch::cuda::is_available())) {
     if (!torch::cuda::is_available()) InvalidArgument("config key device: cuda requested but no CUDA device is available");
-    return torch::Device(torch::kCUDA, 0);
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   return torch::Device(torch::kCPU);
 }
@@ -65,6 +68,9 @@ at::Tensor StackMetrics(const model::Metrics& m, const at::Tensor& like) {
 struct Trainer::Impl {
   TrainConfig cfg;
   TrainerOptions opt;
+  Collective* comm = nullptr;  // nullptr: one rank
+  int rank = 0, world = 1;
+  bool leader = true;          // rank 0: writes checkpoints, metrics and logs
   torch::Device device{torch::kCPU};
   std::unique_ptr<data::BatchIterator> train_it;
   model::ArchConfig arch;
@@ -82,11 +88,19 @@ struct Trainer::Impl {
   std::vector<std::string> test_paths;
 
   Impl(TrainConfig c, TrainerOptions o) : cfg(std::move(c)), opt(std::move(o)) {
+    comm = opt.collective;
+    if (comm) {
+      rank = comm->rank();
+      world = comm->world();
+      leader = rank == 0;
+    }
     if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
-    device = PickDevice(cfg.device);
+    device = PickDevice(cfg.device, opt.device_index);
     data::BatchConfig bc;
     bc.global_batch = cfg.global_batch_size;
     bc.seed = static_cast<uint64_t>(cfg.seed);
+    bc.rank = rank;
+    bc.world = world;
     train_it = std::make_unique<data::BatchIterator>(data::BatchIterator::Open(cfg.data_paths, "train", bc));
     const data::DatasetMeta& meta = train_it->meta();
 
@@ -102,13 +116,13 @@ struct Trainer::Impl {
     a["batch_size"] = cfg.global_batch_size;
     if (device.is_cpu() && a.value("forward_dtype", "bfloat16") == "bfloat16") {
       // bfloat16 matmuls on the CPU are slow and gain nothing here; float32 is the reference.
-      spdlog::info("forward_dtype bfloat16 is for GPUs; training in float32 on the CPU");
+      if (leader) spdlog::info("forward_dtype bfloat16 is for GPUs; training in float32 on the CPU");
       a["forward_dtype"] = "float32";
     }
     arch = model::ArchConfig::FromJson(a, "config arch");
 
-    torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // same initial weights on every rank
     model = model::Trm(arch);
+    model->ResetParameters(static_cast<uint64_t>(cfg.seed));  // from the seed alone, on every rank
     model->to(device);
     flat = std::make_unique<FlatParams>(ParamList());
     OptimizerOptions oo;
@@ -118,8 +132,15 @@ struct Trainer::Impl {
     oo.eps = cfg.adam_eps;
     oo.weight_decay = cfg.weight_decay;
     optimizer = std::make_unique<Optimizer>(flat.get(), oo);
+    if (comm) {
+      // Every rank starts from rank 0's parameters and buffers, whatever its own init did.
+      comm->Broadcast(flat->params(), 0);
+      for (auto& [name, t] : model->StateDict())
+        if (!t.requires_grad()) comm->Broadcast(t, 0);
+    }
     if (cfg.ema) ema = flat->params().clone();
-    torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // training randomness (ACT exploration)
+    // Training randomness (ACT exploration), distinct per rank as in the reference (seed + RANK).
+    torch::manual_seed(static_cast<uint64_t>(cfg.seed + rank));
 
     const double rows_per_step = static_cast<double>(cfg.global_batch_size * cfg.gradient_accumulation_steps);
     total_steps = static_cast<int64_t>(static_cast<double>(cfg.epochs) * static_cast<double>(train_it->total_rows()) /
@@ -145,37 +166,57 @@ struct Trainer::Impl {
   }
 
   // Checkpoint I/O ------------------------------------------------------------------------
+  // This rank's generator states (CPU, and CUDA when training there).
   NamedTensors RngState() {
     NamedTensors out;
     auto cpu = at::detail::getDefaultCPUGenerator();
     {
       std::lock_guard<std::mutex> lock(cpu.mutex());
-      out.emplace_back("rng.torch_cpu", cpu.get_state());
+      out.emplace_back("torch_cpu", cpu.get_state());
     }
     if (device.is_cuda()) {
       auto g = at::globalContext().defaultGenerator(device);
       std::lock_guard<std::mutex> lock(g.mutex());
-      out.emplace_back("rng.torch_cuda", g.get_state());
+      out.emplace_back("torch_cuda", g.get_state());
     }
     return out;
   }
 
   void SetRngState(const std::map<std::string, at::Tensor>& t, const std::string& src) {
-    auto it = t.find("rng.torch_cpu");
-    if (it == t.end()) DataLoss(src + ": train_state has no rng.torch_cpu");
+    const std::string prefix = "rng.rank" + std::to_string(rank) + ".";
+    auto it = t.find(prefix + "torch_cpu");
+    if (it == t.end()) {
+      spdlog::warn("{}: no RNG state saved for rank {} (the run had fewer ranks); ACT exploration continues from "
+                   "a fresh seed", src, rank);
+      return;
+    }
     auto cpu = at::detail::getDefaultCPUGenerator();
     {
       std::lock_guard<std::mutex> lock(cpu.mutex());
       cpu.set_state(it->second);
     }
-    if (device.is_cuda()) {
-      auto c = t.find("rng.torch_cuda");
-      if (c != t.end()) {
-        auto g = at::globalContext().defaultGenerator(device);
-        std::lock_guard<std::mutex> lock(g.mutex());
-        g.set_state(c->second);
-      }
+    auto c = t.find(prefix + "torch_cuda");
+    if (device.is_cuda() && c != t.end()) {
+      auto g = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_state(c->second);
     }
+  }
+
+  // Concatenates each rank's `local` (same shape on every rank) along dim 0 in rank order, on
+  // every rank: a zero-padded all-reduce, so no shared filesystem is needed.
+  at::Tensor GatherRows(const at::Tensor& local) {
+    if (!comm) return local;
+    const auto type = local.scalar_type();
+    at::Tensor wide = local.scalar_type() == torch::kBool || local.scalar_type() == torch::kUInt8 ? local.to(torch::kInt32)
+                                                                                                   : local;
+    std::vector<int64_t> shape = wide.sizes().vec();
+    const int64_t rows = shape[0];
+    shape[0] = rows * world;
+    at::Tensor full = torch::zeros(shape, wide.options());
+    full.narrow(0, rank * rows, rows).copy_(wide);
+    comm->AllReduceSum(full);
+    return full.to(type);
   }
 
   CheckpointContents Contents() {
@@ -189,15 +230,20 @@ struct Trainer::Impl {
     }
     c.optimizer = optimizer->StateTensors();
     if (have_carry) {
-      c.train_state = {{"carry.z_H", carry.z_H},
-                       {"carry.z_L", carry.z_L},
-                       {"carry.steps", carry.steps},
-                       {"carry.halted", carry.halted},
-                       {"carry.inputs", carry.data.inputs},
-                       {"carry.labels", carry.data.labels},
-                       {"carry.puzzle_identifiers", carry.data.puzzle_identifiers}};
+      // The carry of the whole global batch (ranks hold contiguous slices in rank order), so a
+      // checkpoint does not depend on how many ranks wrote it.
+      c.train_state = {{"carry.z_H", GatherRows(carry.z_H)},
+                       {"carry.z_L", GatherRows(carry.z_L)},
+                       {"carry.steps", GatherRows(carry.steps)},
+                       {"carry.halted", GatherRows(carry.halted)},
+                       {"carry.inputs", GatherRows(carry.data.inputs)},
+                       {"carry.labels", GatherRows(carry.data.labels)},
+                       {"carry.puzzle_identifiers", GatherRows(carry.data.puzzle_identifiers)}};
     }
-    for (auto& r : RngState()) c.train_state.push_back(r);
+    for (auto& [name, state] : RngState()) {
+      at::Tensor all = GatherRows(state.unsqueeze(0));
+      for (int r = 0; r < world; ++r) c.train_state.emplace_back("rng.rank" + std::to_string(r) + "." + name, all[r]);
+    }
     data::IteratorState it = train_it->state();
     c.state = {{"format", "trm-checkpoint-v1"},
                {"step", step},
@@ -255,11 +301,17 @@ struct Trainer::Impl {
     train_it->Restore(is);
     const auto& ts = ck.train_state;
     have_carry = ts.count("carry.z_H") != 0;
+    if (have_carry && ts.at("carry.z_H").size(0) != cfg.global_batch_size) {
+      spdlog::warn("{}: the saved ACT carry holds {} rows, the global batch is now {}: starting a fresh carry", dir,
+                   ts.at("carry.z_H").size(0), cfg.global_batch_size);
+      have_carry = false;
+    }
     if (have_carry) {
+      const int64_t local = cfg.global_batch_size / world;
       auto get = [&](const char* n) {
         auto it = ts.find(n);
         if (it == ts.end()) DataLoss(dir + ": train_state lacks " + std::string(n));
-        return it->second.to(device);
+        return it->second.narrow(0, rank * local, local).contiguous().to(device);
       };
       carry.z_H = get("carry.z_H").to(model->inner->forward_dtype());
       carry.z_L = get("carry.z_L").to(model->inner->forward_dtype());
@@ -270,12 +322,19 @@ struct Trainer::Impl {
       carry.data.puzzle_identifiers = get("carry.puzzle_identifiers");
     }
     SetRngState(ts, dir);
-    spdlog::info("resumed from {} at step {}/{}", dir, step, total_steps);
+    if (leader) spdlog::info("resumed from {} at step {}/{}", dir, step, total_steps);
   }
 
+  // Collective: every rank calls it; rank 0 writes, the others wait until the checkpoint is
+  // durable (so none runs ahead of a checkpoint that may yet fail).
   std::string Save() {
-    std::string dir = SaveCheckpoint(cfg.run_dir, Contents(), cfg.keep_checkpoints);
-    if (opt.hooks.on_checkpoint) opt.hooks.on_checkpoint(dir, step);
+    CheckpointContents c = Contents();
+    std::string dir = (fs::path(cfg.run_dir) / ("step_" + std::to_string(step))).string();
+    if (leader) {
+      dir = SaveCheckpoint(cfg.run_dir, c, cfg.keep_checkpoints);
+      if (opt.hooks.on_checkpoint) opt.hooks.on_checkpoint(dir, step);
+    }
+    if (comm) comm->Barrier();
     return dir;
   }
 
@@ -325,16 +384,18 @@ struct Trainer::Impl {
     model->eval();
     torch::NoGradGuard no_grad;
     at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-    int64_t rows = 0;
     for (const auto& path : TestPaths()) {
       data::BatchConfig bc;
       bc.global_batch = cfg.global_batch_size;
       bc.shuffle = false;
       bc.drop_last = false;
+      bc.rank = rank;
+      bc.world = world;
       data::BatchIterator it = data::BatchIterator::Open({path}, "test", bc);
       data::Batch b;
       for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
         it.Next(&b);
+        if (b.rows == 0) continue;  // a short last batch may leave a rank without rows
         model::Batch mb = ToModelBatch(b, device);
         model::Carry c = model->InitialCarry(mb);
         model::StepOutput out;
@@ -343,15 +404,16 @@ struct Trainer::Impl {
           c = out.carry;
         }
         sums += StackMetrics(out.metrics, sums);
-        rows += b.rows;
+        sums[kRows] += static_cast<double>(b.rows);
       }
     }
+    if (comm) comm->AllReduceSum(sums);
     model->train();
     if (backup.defined()) flat->params().copy_(backup);
     at::Tensor h = sums.cpu();
     const double count = std::max(1.0, h[kCount].item<double>());
     em.values["count"] = h[kCount].item<double>();
-    em.values["rows"] = static_cast<double>(rows);
+    em.values["rows"] = h[kRows].item<double>();
     for (int i : {kLmLoss, kQHaltLoss, kAccuracy, kExact, kQHaltAcc}) em.values[kMetricNames[i]] = h[i].item<double>() / count;
     em.values["act_steps"] = h[kSteps].item<double>() / count;
     return em;
@@ -360,32 +422,35 @@ struct Trainer::Impl {
   // Training -------------------------------------------------------------------------------
   TrainResult Run() {
     TrainResult result;
-    ProgressReporter progress(opt.progress, cfg.log_interval);
-    std::ofstream metrics_file = OpenMetricsFile();
+    ProgressReporter progress(opt.progress, cfg.log_interval, leader);
+    std::ofstream metrics_file;
+    if (leader) metrics_file = OpenMetricsFile();
     const int64_t stop_at = cfg.max_steps > 0 ? std::min(total_steps, cfg.max_steps) : total_steps;
     const int64_t accum = cfg.gradient_accumulation_steps;
     const int64_t bpe = std::max<int64_t>(1, train_it->batches_per_epoch());
+    // The reference scales the summed loss by 1 / global batch; with every rank's gradients
+    // summed, N ranks of b rows equal one rank of N*b rows.
     const double loss_scale = 1.0 / static_cast<double>(cfg.global_batch_size * accum);
-    progress.Message(fmt::format("training {} parameters for {} steps ({} epochs of {} rows, batch {} x {} accumulation) on {}",
-                                 flat->numel(), total_steps, cfg.epochs, train_it->total_rows(),
-                                 cfg.global_batch_size, accum, device.str()));
+    progress.Message(fmt::format("training {} parameters for {} steps ({} epochs of {} rows, batch {} x {} accumulation, "
+                                 "{} rank{}) on {}",
+                                 flat->numel(), total_steps, cfg.epochs, train_it->total_rows(), cfg.global_batch_size,
+                                 accum, world, world > 1 ? "s" : "", device.str()));
     model->train();
     data::Batch batch;
-    bool evaluated_last = false;
+    bool evaluated_last = false, stop = false;
     int64_t eval_interval = cfg.eval_interval;
     if (eval_interval > 0 && TestPaths().empty()) {
       progress.Message("no test rows in " + fmt::format("{}", fmt::join(test_paths, ", ")) + ": evaluation skipped");
       eval_interval = 0;
     }
-    while (step < stop_at) {
-      if (opt.cancel && opt.cancel->load()) {
-        result.cancelled = true;
+    while (step < stop_at && !stop) {
+      if (!comm && opt.cancel && opt.cancel->load()) {  // one rank: stop at once
+        stop = true;
         break;
       }
       const auto t0 = Clock::now();
       flat->ZeroGrad();
       at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-      int64_t tokens = 0;
       for (int64_t micro = 0; micro < accum; ++micro) {
         train_it->Next(&batch);
         ++batches_consumed;
@@ -398,9 +463,14 @@ struct Trainer::Impl {
         (out.loss * loss_scale).backward();
         carry = out.carry;
         sums += StackMetrics(out.metrics, sums);
-        tokens += batch.rows * batch.seq_len;
+        sums[kRows] += static_cast<double>(batch.rows * batch.seq_len);
       }
       at::Tensor& grads = flat->grads();
+      if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
+      if (comm) {
+        comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
+        comm->AllReduceSum(sums);
+      }
       const double grad_norm = grads.norm().item<double>();
       StepMetrics m;
       const int64_t next = step + 1;
@@ -415,6 +485,7 @@ struct Trainer::Impl {
       }
       step = next;
       at::Tensor h = sums.cpu();
+      stop = h[kStop].item<double>() > 0;
       const double rows = static_cast<double>(cfg.global_batch_size * accum);
       const double count = std::max(1.0, h[kCount].item<double>());
       m.step = step;
@@ -430,20 +501,22 @@ struct Trainer::Impl {
       m.halted_rows = h[kCount].item<double>();
       m.grad_norm = grad_norm;
       m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
-      m.tokens_per_s = static_cast<double>(tokens) / std::max(m.step_s, 1e-9);
+      m.tokens_per_s = h[kRows].item<double>() / std::max(m.step_s, 1e-9);
       m.skipped_total = skipped;
       result.last = m;
       progress.Step(m);
-      metrics_file << json{{"step", m.step},           {"epoch", m.epoch},
-                           {"lr", m.lr},               {"lm_loss", m.lm_loss},
-                           {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
-                           {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
-                           {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
-                           {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
-                           {"skipped", m.skipped}}
-                          .dump()
-                   << "\n";
-      metrics_file.flush();
+      if (leader) {
+        metrics_file << json{{"step", m.step},           {"epoch", m.epoch},
+                             {"lr", m.lr},               {"lm_loss", m.lm_loss},
+                             {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
+                             {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
+                             {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
+                             {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
+                             {"skipped", m.skipped}}
+                            .dump()
+                     << "\n";
+        metrics_file.flush();
+      }
       if (opt.hooks.on_step) opt.hooks.on_step(m);
 
       // Evaluation every eval_interval epochs (the reference's cadence), checkpoints with it.
@@ -460,6 +533,7 @@ struct Trainer::Impl {
       }
       if (checkpoint) result.last_checkpoint = Save();
     }
+    result.cancelled = stop && step < stop_at;
     progress.Finish();
     const bool finished = step >= total_steps;
     if (finished && eval_interval > 0 && !evaluated_last && !result.cancelled) {
@@ -467,14 +541,15 @@ struct Trainer::Impl {
       LogEval(em, &progress, &metrics_file);
       result.evals.push_back(em);
     }
-    if (step > 0 && (result.last_checkpoint.empty() || ListCheckpoints(cfg.run_dir).back().first != step) &&
-        (!result.cancelled || opt.checkpoint_on_cancel)) {
-      result.last_checkpoint = Save();
-    }
+    const bool saved_now = !result.last_checkpoint.empty() &&
+                           result.last_checkpoint == (fs::path(cfg.run_dir) / ("step_" + std::to_string(step))).string();
+    if (step > 0 && !saved_now && (!result.cancelled || opt.checkpoint_on_cancel)) result.last_checkpoint = Save();
     result.steps = step;
     result.skipped_steps = skipped;
-    spdlog::info("{} at step {}/{}; checkpoint {}", result.cancelled ? "cancelled" : "stopped", step, total_steps,
-                 result.last_checkpoint.empty() ? "(none)" : result.last_checkpoint);
+    if (leader) {
+      spdlog::info("{} at step {}/{}; checkpoint {}", result.cancelled ? "cancelled" : "stopped", step, total_steps,
+                   result.last_checkpoint.empty() ? "(none)" : result.last_checkpoint);
+    }
     return result;
   }
 
@@ -486,8 +561,10 @@ struct Trainer::Impl {
       line += fmt::format(" {} {:.4f}", k, v);
     }
     progress->Message(line);
-    *file << j.dump() << "\n";
-    file->flush();
+    if (leader) {
+      *file << j.dump() << "\n";
+      file->flush();
+    }
     if (opt.hooks.on_eval) opt.hooks.on_eval(em);
   }
 };

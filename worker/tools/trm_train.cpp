@@ -1,22 +1,40 @@
 // trm-train --config-name NAME [--config-dir DIR] [--resume] [key=value ...]
-// Trains as the reference's `pretrain.py --config-name NAME key=value ...` does. SIGINT/SIGTERM
-// stop after the current step with a checkpoint, so `--resume` continues exactly.
+// Trains as the reference's `pretrain.py --config-name NAME key=value ...` does; under trm-launch
+// (or torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK) it is one
+// rank of a data-parallel run, and TRM_RESTART_COUNT > 0 resumes from the newest checkpoint.
+// Alone, SIGINT/SIGTERM stop after the current step with a checkpoint (`--resume` continues
+// exactly). As one of several ranks, SIGTERM exits at once: the launcher is stopping the group
+// because a peer failed, collectives may never complete, and the last committed checkpoint is
+// where the restart resumes.
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <memory>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include "trm/common/error.h"
+#include "trm/worker/collective.h"
 #include "trm/worker/trainer.h"
 
 namespace {
 
-std::atomic<bool> g_cancel{false};
+std::atomic<bool> g_cancel{false};  // set by the signal handler, read by the trainer
 void OnSignal(int) { g_cancel.store(true); }
+void ExitNow(int sig) { ::_exit(128 + sig); }
+
+int EnvInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
 
 int Usage() {
   std::fprintf(stderr,
@@ -54,14 +72,26 @@ int main(int argc, char** argv) {
     } else overrides.push_back(a);
   }
   if (name.empty()) return Usage();
+  const int world = EnvInt("WORLD_SIZE", 1);
   std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGTERM, world > 1 ? ExitNow : OnSignal);
   try {
+    if (EnvInt("TRM_RESTART_COUNT", 0) > 0) overrides.push_back("resume=true");
     trm::worker::TrainConfig cfg =
         trm::worker::LoadTrainConfig(dir.empty() ? trm::worker::DefaultConfigDir() : dir, name, overrides);
     trm::worker::TrainerOptions opt;
     opt.cancel = &g_cancel;
     opt.progress = progress;
+    std::unique_ptr<trm::worker::Collective> comm;
+    if (world > 1) {
+      trm::worker::CollectiveOptions co = trm::worker::CollectiveOptionsFromEnv();
+      co.cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
+      if (co.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the run
+      comm = trm::worker::CreateCollective(co);
+      opt.collective = comm.get();
+      opt.device_index = EnvInt("LOCAL_RANK", 0);
+      if (co.rank != 0) opt.progress = 0;
+    }
     trm::worker::Trainer trainer(std::move(cfg), opt);
     trm::worker::TrainResult r = trainer.Run();
     return r.cancelled ? 130 : 0;

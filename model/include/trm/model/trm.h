@@ -104,6 +104,11 @@ class TrmImpl : public torch::nn::Module {
   // initial latents, as evaluation and generation run the model (no loss, no autograd).
   at::Tensor Predict(const at::Tensor& inputs);
 
+  // Re-draws every parameter and buffer with the reference initialisation from a private
+  // generator seeded with `seed`: the same weights whatever else uses the global generator
+  // (several trainers in one process, for instance).
+  void ResetParameters(uint64_t seed);
+
   // Parameters and persistent buffers under the reference names ("model.inner.…").
   std::vector<std::pair<std::string, at::Tensor>> StateDict();
   // Copies tensors from `lookup(name)` into every entry of StateDict(); throws InvalidArgument

@@ -1,4 +1,4 @@
-// Single-process TRM training, as the reference
+// TRM training (one process, or one rank of a data-parallel run), as the reference
 // pretrain.py does it: ACT carry kept across batches, gradient accumulation, AdamW / AdamATan2,
 // warm-up + cosine schedule, optional clipping, NaN/Inf steps skipped, EMA, periodic evaluation,
 // checkpoints that resume bit for bit. A library: trm-train and the worker drive it with hooks
@@ -54,7 +54,16 @@ struct TrainerHooks {
   std::function<void(const std::string& dir, int64_t step)> on_checkpoint;
 };
 
+class Collective;
+
 struct TrainerOptions {
+  // Data parallel: this process is collective->rank() of collective->world(); it reads only its
+  // slice of every global batch, gradients and metrics are summed over ranks, parameters start
+  // from rank 0's, and only rank 0 writes checkpoints and metrics. Not owned; nullptr = 1 rank.
+  Collective* collective = nullptr;
+  int device_index = 0;                     // CUDA device (LOCAL_RANK) when training on GPUs
+  // Stops the run after the current optimiser step (all ranks agree on the step), with a
+  // checkpoint when checkpoint_on_cancel.
   const std::atomic<bool>* cancel = nullptr;
   TrainerHooks hooks;
   int progress = -1;                        // 1 bar, 0 log lines, -1 bar when stderr is a terminal

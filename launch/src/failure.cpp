@@ -1,0 +1,60 @@
+#include "failure.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "trm/common/error.h"
+
+namespace trm::launch {
+
+std::string SignalName(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev ? "SIG" + std::string(abbrev) : "signal " + std::to_string(sig);
+}
+
+void DescribeStatus(int wait_status, Failure& f) {
+  if (WIFEXITED(wait_status)) {
+    f.exit_code = WEXITSTATUS(wait_status);
+    f.what = "exited with code " + std::to_string(f.exit_code);
+  } else if (WIFSIGNALED(wait_status)) {
+    f.signal = WTERMSIG(wait_status);
+    f.what = "killed by " + SignalName(f.signal);
+    if (WCOREDUMP(wait_status)) f.what += " (core dumped)";
+  } else {
+    f.what = "ended with wait status " + std::to_string(wait_status);
+  }
+}
+
+std::string FailureToJson(const Failure& f) {
+  nlohmann::json j = {{"generation", f.generation}, {"node_rank", f.node_rank}, {"global_rank", f.global_rank},
+                      {"local_rank", f.local_rank}, {"exit_code", f.exit_code},  {"signal", f.signal},
+                      {"what", f.what},             {"log_path", f.log_path},    {"log_tail", f.log_tail},
+                      {"abort", f.abort}};
+  // Rank output need not be UTF-8: replace what JSON cannot carry rather than fail.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Failure FailureFromJson(const std::string& text) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    Failure f;
+    f.generation = j.at("generation").get<int>();
+    f.node_rank = j.at("node_rank").get<int>();
+    f.global_rank = j.at("global_rank").get<int>();
+    f.local_rank = j.at("local_rank").get<int>();
+    f.exit_code = j.at("exit_code").get<int>();
+    f.signal = j.at("signal").get<int>();
+    f.what = j.at("what").get<std::string>();
+    f.log_path = j.at("log_path").get<std::string>();
+    f.log_tail = j.at("log_tail").get<std::vector<std::string>>();
+    f.abort = j.at("abort").get<bool>();
+    return f;
+  } catch (const nlohmann::json::exception& e) {
+    DataLoss(std::string("rendezvous: malformed failure record: ") + e.what());
+  }
+}
+
+}  // namespace trm::launch

@@ -1,0 +1,59 @@
+#include "net.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "trm/common/error.h"
+#include "unique_fd.h"
+
+namespace trm::launch {
+
+int PickFreePort() {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) ThrowError(Code::kUnavailable, std::string("socket: ") + std::strerror(errno));
+  sockaddr_in addr {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ThrowError(Code::kUnavailable, std::string("cannot pick a free port: ") + std::strerror(errno));
+  }
+  return ntohs(addr.sin_port);
+}
+
+bool CanConnect(const std::string& host, int port, int timeout_ms) {
+  addrinfo hints {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return false;
+  bool ok = false;
+  for (addrinfo* ai = res; ai && !ok; ai = ai->ai_next) {
+    UniqueFd s(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (!s.valid()) continue;
+    if (::connect(s.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
+      ok = true;
+      break;
+    }
+    if (errno != EINPROGRESS) continue;
+    pollfd pfd {s.get(), POLLOUT, 0};
+    if (::poll(&pfd, 1, timeout_ms) == 1) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      ok = ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+  }
+  ::freeaddrinfo(res);
+  return ok;
+}
+
+}  // namespace trm::launch
