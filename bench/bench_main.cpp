@@ -6,6 +6,7 @@
 
 #include "bench.h"
 #include "trm/common/error.h"
+#include "trm/common/process_env.h"
 
 namespace trm::bench {
 namespace {
@@ -57,6 +58,7 @@ void CheckFlags(const std::vector<std::string>& args, const std::vector<std::str
 }  // namespace trm::bench
 
 int main(int argc, char** argv) {
+  trm::ConfigureComputeProcess(argc, argv);
   using trm::bench::kBenchmarks;
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     trm::bench::Usage(argc < 2 ? stderr : stdout);

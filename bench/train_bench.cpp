@@ -2,7 +2,10 @@
 // float32, random tokens, one ACT call + backward + AdamW per step, 2 threads by default), so
 // the two print comparable JSON lines.
 #include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <chrono>
@@ -34,6 +37,7 @@ int RunTrain(const std::vector<std::string>& args) {
   torch::manual_seed(0);
   model::ArchConfig cfg = PresetConfig(preset);
   model::Trm m(cfg);
+  m->SetFusedHead(true);  // as the trainer runs it
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (auto& [n, t] : m->StateDict())
     if (t.requires_grad()) params.emplace_back(n, t);
@@ -43,25 +47,49 @@ int RunTrain(const std::vector<std::string>& args) {
   m->train();
   const int64_t B = cfg.batch_size, S = cfg.seq_len;
   model::Carry carry;
-  std::vector<double> times;
+  std::vector<double> times, fwd, bwd, upd;
+  const char* profile = std::getenv("TRM_BENCH_PROFILE");
   for (int i = 0; i < steps + 2; ++i) {
     at::Tensor x = torch::randint(0, cfg.vocab_size, {B, S + 1}, torch::kInt32);
     model::Batch b{x.narrow(1, 0, S).contiguous(), x.narrow(1, 1, S).contiguous(), at::Tensor()};
     if (i == 0) carry = m->InitialCarry(b);
-    auto t0 = std::chrono::steady_clock::now();
+    using Clock = std::chrono::steady_clock;
+    auto t0 = Clock::now();
     model::StepOutput out = m->forward(carry, b);
+    auto t1 = Clock::now();
     out.loss.backward();
+    auto t2 = Clock::now();
     opt.Step(1e-4);
     flat.ZeroGrad();
     carry = out.carry;
-    if (i >= 2) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    auto t3 = Clock::now();
+    if (i == 2 && profile) {
+      // One more step under the profiler (chrome trace in $TRM_BENCH_PROFILE), not timed.
+      torch::autograd::profiler::RecordProfile guard(profile);
+      model::StepOutput o2 = m->forward(carry, b);
+      o2.loss.backward();
+      opt.Step(1e-4);
+      flat.ZeroGrad();
+    }
+    if (i >= 2) {
+      times.push_back(std::chrono::duration<double>(t3 - t0).count());
+      fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
+      bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
+      upd.push_back(std::chrono::duration<double>(t3 - t2).count());
+    }
   }
-  std::sort(times.begin(), times.end());
-  const double med = times[times.size() / 2];
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return std::round(v[v.size() / 2] * 1e4) / 1e4;
+  };
+  const double med = median(times);
   nlohmann::json j = {{"impl", "trm-cpp"},
                       {"preset", preset},
                       {"params", flat.numel()},
-                      {"step_s_median", std::round(med * 1e4) / 1e4},
+                      {"step_s_median", med},
+                      {"forward_s_median", median(fwd)},
+                      {"backward_s_median", median(bwd)},
+                      {"optimizer_s_median", median(upd)},
                       {"tokens_per_s", std::round(static_cast<double>(B * S) / med * 10) / 10},
                       {"threads", threads},
                       {"torch", TORCH_VERSION},

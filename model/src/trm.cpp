@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "trm/common/error.h"
+#include "linear_cross_entropy.h"
 #include "trm/model/init.h"
 
 namespace trm::model {
@@ -21,6 +22,26 @@ at::Tensor ReplaceRows(const at::Tensor& halted, const at::Tensor& fresh, const 
   std::vector<int64_t> shape(static_cast<size_t>(fresh.dim()), 1);
   shape[0] = halted.size(0);
   return torch::where(halted.view(shape), fresh, old);
+}
+
+// Per-sequence mean token loss summed over the batch (TRM_SPEC.md "Loss head"), on float32
+// logits [B, S, V]: softmax or stablemax cross-entropy, ignored labels contributing nothing.
+at::Tensor TokenLossSum(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
+                        const at::Tensor& div, LossType type) {
+  at::Tensor token_loss;
+  if (type == LossType::kStablemaxCrossEntropy) {
+    at::Tensor s = torch::where(logits < 0, 1.0 / (1.0 - logits + 1e-30), logits + 1.0);
+    at::Tensor logp = torch::log(s / s.sum(-1, /*keepdim=*/true));
+    at::Tensor safe = torch::where(mask, labels, torch::zeros_like(labels));
+    at::Tensor picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1);
+    token_loss = -torch::where(mask, picked, torch::zeros_like(picked));
+  } else {
+    token_loss = torch::nn::functional::cross_entropy(
+                     logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}),
+                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone))
+                     .view(labels.sizes());
+  }
+  return (token_loss / div).sum();
 }
 
 }  // namespace
@@ -71,7 +92,7 @@ at::Tensor TrmInnerImpl::InputEmbedding(const at::Tensor& inputs, int64_t offset
 }
 
 TrmInnerImpl::Output TrmInnerImpl::forward(const at::Tensor& z_H_in, const at::Tensor& z_L_in,
-                                           const at::Tensor& inputs) {
+                                           const at::Tensor& inputs, bool with_logits) {
   const RotaryTables* rp = rope();
   at::Tensor e = InputEmbedding(inputs);
   at::Tensor z_H = z_H_in, z_L = z_L_in;
@@ -86,10 +107,11 @@ TrmInnerImpl::Output TrmInnerImpl::forward(const at::Tensor& z_H_in, const at::T
   for (int64_t l = 0; l < cfg_.L_cycles; ++l) z_L = L_level(z_L, z_H + e, rp);
   z_H = L_level(z_H, z_L, rp);
   Output out;
-  out.logits = lm_head(z_H);
+  if (with_logits) out.logits = lm_head(z_H);
   at::Tensor q = q_head(z_H.select(1, 0)).to(torch::kFloat32);
   out.q_halt_logits = q.select(1, 0);
   out.q_continue_logits = q.select(1, 1);
+  out.hidden = z_H;
   out.z_H = z_H.detach();
   out.z_L = z_L.detach();
   return out;
@@ -170,7 +192,8 @@ StepOutput TrmImpl::forward(const Carry& carry, const Batch& batch) {
                                 : carry.data.puzzle_identifiers;
 
   // 2. Inner call.
-  TrmInnerImpl::Output out = inner(z_H, z_L, data.inputs);
+  const bool fused = fused_head_ && cfg_.loss_type == LossType::kSoftmaxCrossEntropy;
+  TrmInnerImpl::Output out = inner(z_H, z_L, data.inputs, !fused);
 
   // 3-4. Step count and halting.
   at::Tensor halted, target_q_continue;
@@ -190,7 +213,7 @@ StepOutput TrmImpl::forward(const Carry& carry, const Batch& batch) {
       if (!cfg_.no_ACT_continue) {
         // Bootstrap target for Q-continue from the next call's Q values (no replay buffer or
         // target network, as in the reference).
-        TrmInnerImpl::Output next = inner(out.z_H, out.z_L, data.inputs);
+        TrmInnerImpl::Output next = inner(out.z_H, out.z_L, data.inputs, /*with_logits=*/false);
         target_q_continue = torch::sigmoid(torch::where(
             is_last_step, next.q_halt_logits, torch::maximum(next.q_halt_logits, next.q_continue_logits)));
       }
@@ -217,33 +240,30 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
   const at::Tensor mask = labels != kIgnoreLabel;
   const at::Tensor counts = mask.sum(-1);
   const at::Tensor div = counts.clamp_min(1).unsqueeze(-1);
-  const at::Tensor logits = out.logits.to(torch::kFloat32);
-  const int64_t V = logits.size(-1);
-
-  at::Tensor token_loss;
-  if (cfg_.loss_type == LossType::kStablemaxCrossEntropy) {
-    at::Tensor s = torch::where(logits < 0, 1.0 / (1.0 - logits + 1e-30), logits + 1.0);
-    at::Tensor logp = torch::log(s / s.sum(-1, /*keepdim=*/true));
-    at::Tensor safe = torch::where(mask, labels, torch::zeros_like(labels));
-    at::Tensor picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1);
-    token_loss = -torch::where(mask, picked, torch::zeros_like(picked));
+  at::Tensor lm_loss, predicted;  // predicted: argmax token [B, S]
+  if (!out.logits.defined()) {
+    // Fused LM head + softmax cross-entropy: the same sum, without [B, S, V] logits.
+    const int64_t D = out.hidden.size(-1);
+    at::Tensor row_weight = (mask.to(torch::kFloat32) / div).reshape({-1});
+    LinearCrossEntropyResult r =
+        LinearCrossEntropy(out.hidden.reshape({-1, D}), inner->lm_head->weight, labels.reshape({-1}), row_weight);
+    lm_loss = r.loss;
+    predicted = r.argmax.view(labels.sizes());
   } else {
-    token_loss = torch::nn::functional::cross_entropy(
-                     logits.reshape({-1, V}), labels.reshape({-1}),
-                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone))
-                     .view(labels.sizes());
+    const at::Tensor logits = out.logits.to(torch::kFloat32);
+    lm_loss = TokenLossSum(logits, labels, mask, div, cfg_.loss_type);
+    predicted = logits.argmax(-1);
   }
-  at::Tensor lm_loss = (token_loss / div).sum();
 
   const at::Tensor& q_halt = out.q_halt_logits;
   at::Tensor seq_correct;
   Metrics m;
   {
     torch::NoGradGuard no_grad;
-    at::Tensor correct = mask & (logits.argmax(-1) == labels);
+    at::Tensor correct = mask & (predicted == labels);
     seq_correct = correct.sum(-1) == counts;
     at::Tensor valid = carry.halted & (counts > 0);
-    at::Tensor zero = torch::zeros({}, logits.options());
+    at::Tensor zero = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(labels.device()));
     m["count"] = valid.sum();
     m["accuracy"] = torch::where(valid, (correct.to(torch::kFloat32) / div).sum(-1), zero).sum();
     m["exact_accuracy"] = (valid & seq_correct).sum();

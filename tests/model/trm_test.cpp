@@ -206,3 +206,47 @@ TEST(TrmTest, Bfloat16RunsOnCpu) {
 
 }  // namespace
 }  // namespace trm::model
+
+namespace trm::model {
+namespace {
+
+// The fused, chunked LM head + cross-entropy gives the loss, gradients and metrics of the plain
+// path. Vocabulary large enough for several row blocks.
+TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
+  torch::manual_seed(11);
+  ArchConfig c = Config();
+  c.vocab_size = 70000;  // 59 rows per block: 160 rows make blocks of 59, 59 and 42
+  c.seq_len = 40;
+  Trm plain(c), fused(c);
+  std::map<std::string, at::Tensor> sd;
+  for (const auto& [n, t] : plain->StateDict()) sd[n] = t;
+  fused->LoadStateDict(sd, "plain");
+  fused->SetFusedHead(true);
+  plain->train();
+  fused->train();
+  Batch b = RandomBatch(c, 4);
+  b.labels.select(0, 3).fill_(-100);  // a row with nothing to predict
+  StepOutput p = plain->forward(plain->InitialCarry(b), b), f = fused->forward(fused->InitialCarry(b), b);
+  EXPECT_FALSE(f.logits.defined());
+  EXPECT_NEAR(f.loss.item<double>(), p.loss.item<double>(), 1e-5 * std::abs(p.loss.item<double>()));
+  for (const char* k : {"count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"})
+    EXPECT_EQ(f.metrics.at(k).item<double>(), p.metrics.at(k).item<double>()) << k;
+  p.loss.backward();
+  f.loss.backward();
+  auto pp = plain->named_parameters(), fp = fused->named_parameters();
+  for (const auto& item : pp) {
+    at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
+    ASSERT_TRUE(g.defined()) << item.key();
+    double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
+    EXPECT_LT(rel, 1e-5) << item.key();
+  }
+  // Without autograd (evaluation) the same loss.
+  torch::NoGradGuard ng;
+  fused->eval();
+  plain->eval();
+  EXPECT_NEAR(fused->forward(fused->InitialCarry(b), b).loss.item<double>(),
+              plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-4);
+}
+
+}  // namespace
+}  // namespace trm::model

@@ -8,6 +8,32 @@
 
 namespace trm::worker {
 
+// AdamW in one pass over parameters, gradients and both moments (the unfused form makes about
+// ten passes over buffers of tens of MB; this is memory-bound, so one pass is several times
+// faster). Same arithmetic as torch.optim.AdamW, element by element, in float32.
+void Optimizer::FusedAdamWCpu(at::Tensor& p, const at::Tensor& g, double lr, double bc1, double bc2) {
+  float* P = p.data_ptr<float>();
+  const float* G = g.data_ptr<float>();
+  float* M = exp_avg_.data_ptr<float>();
+  float* Vv = exp_avg_sq_.data_ptr<float>();
+  const float decay = static_cast<float>(1.0 - lr * opt_.weight_decay);
+  const float b1 = static_cast<float>(opt_.beta1), one_b1 = static_cast<float>(1.0 - opt_.beta1);
+  const float b2 = static_cast<float>(opt_.beta2), one_b2 = static_cast<float>(1.0 - opt_.beta2);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float eps = static_cast<float>(opt_.eps);
+  const float step = static_cast<float>(lr / bc1);
+  at::parallel_for(0, p.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = G[i];
+      const float m = b1 * M[i] + one_b1 * gi;
+      const float v = b2 * Vv[i] + one_b2 * gi * gi;
+      M[i] = m;
+      Vv[i] = v;
+      P[i] = P[i] * decay - step * m / (std::sqrt(v) * inv_sqrt_bc2 + eps);
+    }
+  });
+}
+
 Optimizer::Optimizer(FlatParams* params, OptimizerOptions options) : params_(params), opt_(options) {
   exp_avg_ = torch::zeros_like(params_->params());
   exp_avg_sq_ = torch::zeros_like(params_->params());
@@ -20,6 +46,10 @@ void Optimizer::Step(double lr) {
   const at::Tensor& g = params_->grads();
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
+  if (opt_.kind == OptimizerKind::kAdamW && p.is_cpu() && p.scalar_type() == torch::kFloat32) {
+    FusedAdamWCpu(p, g, lr, bc1, bc2);
+    return;
+  }
   if (opt_.weight_decay != 0.0) p.mul_(1.0 - lr * opt_.weight_decay);
   exp_avg_.lerp_(g, 1.0 - opt_.beta1);
   exp_avg_sq_.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);

@@ -123,6 +123,7 @@ struct Trainer::Impl {
 
     model = model::Trm(arch);
     model->ResetParameters(static_cast<uint64_t>(cfg.seed));  // from the seed alone, on every rank
+    model->SetFusedHead(true);  // no [B, S, V] logits: the trainer only needs the loss and metrics
     model->to(device);
     flat = std::make_unique<FlatParams>(ParamList());
     OptimizerOptions oo;

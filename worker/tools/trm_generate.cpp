@@ -6,6 +6,7 @@
 #include <string>
 
 #include "trm/common/error.h"
+#include "trm/common/process_env.h"
 #include "trm/worker/chat.h"
 
 namespace {
@@ -31,6 +32,7 @@ double ParseNumber(const std::string& flag, const std::string& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  trm::ConfigureComputeProcess(argc, argv);
   std::string checkpoint, prompt, device = "auto";
   bool interactive = false, raw = false;
   trm::worker::ChatOptions opt;

@@ -22,6 +22,7 @@
 #include <cstdlib>
 
 #include "trm/common/error.h"
+#include "trm/common/process_env.h"
 #include "trm/worker/collective.h"
 #include "trm/worker/trainer.h"
 
@@ -47,6 +48,7 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  trm::ConfigureComputeProcess(argc, argv);
   std::string name, dir;
   std::vector<std::string> overrides;
   int progress = -1;

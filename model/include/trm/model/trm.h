@@ -39,12 +39,13 @@ class TrmInnerImpl : public torch::nn::Module {
 
   struct Output {
     at::Tensor z_H, z_L;  // detached new latents
-    at::Tensor logits;    // [B, S, V] forward dtype
+    at::Tensor hidden;    // z_H still attached to the graph (input of the LM head)
+    at::Tensor logits;    // [B, S, V] forward dtype; undefined when not asked for
     at::Tensor q_halt_logits, q_continue_logits;  // [B] float32
   };
   // One inner call: H_cycles x (L_cycles z_L updates + one z_H update), the first H_cycles-1
-  // without autograd.
-  Output forward(const at::Tensor& z_H, const at::Tensor& z_L, const at::Tensor& inputs);
+  // without autograd. with_logits=false skips the LM head (a fused loss computes it itself).
+  Output forward(const at::Tensor& z_H, const at::Tensor& z_L, const at::Tensor& inputs, bool with_logits = true);
 
   // Incremental evaluation for decoding: the new positions [offset, offset + S) of `inputs`
   // (z_H, z_L [B, S, D] for those positions), with one KV cache list per reasoning-module call of
@@ -118,10 +119,16 @@ class TrmImpl : public torch::nn::Module {
   const ArchConfig& config() const { return cfg_; }
   TrmInner inner{nullptr};
 
+  // Training speed: compute the LM head together with a softmax cross-entropy in row blocks
+  // (linear_cross_entropy.h) instead of materialising [B, S, V] logits. Same loss and gradients
+  // up to float rounding; StepOutput::logits is then undefined. No effect with stablemax.
+  void SetFusedHead(bool on) { fused_head_ = on; }
+
  private:
   std::pair<at::Tensor, Metrics> LossHead(const Carry& carry, const TrmInnerImpl::Output& out,
                                           const at::Tensor& target_q_continue);
   ArchConfig cfg_;
+  bool fused_head_ = false;
 };
 TORCH_MODULE(Trm);
 

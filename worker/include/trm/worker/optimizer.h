@@ -35,6 +35,8 @@ class Optimizer {
   void LoadState(const std::map<std::string, at::Tensor>& tensors, int64_t step, const std::string& source);
 
  private:
+  void FusedAdamWCpu(at::Tensor& p, const at::Tensor& g, double lr, double bc1, double bc2);
+
   FlatParams* params_;
   OptimizerOptions opt_;
   at::Tensor exp_avg_, exp_avg_sq_;

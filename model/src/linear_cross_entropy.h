@@ -1,0 +1,23 @@
+// The language-model head and its softmax cross-entropy, fused and chunked: logits are produced
+// a block of rows at a time, reduced to the loss, the argmax and their gradients while the block
+// is hot in cache, and never stored whole. For a 50k vocabulary this removes the [N, V] logits,
+// log-softmax and gradient tensors (hundreds of MB each) and several passes over them.
+// Private to model/.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+namespace trm::model {
+
+struct LinearCrossEntropyResult {
+  at::Tensor loss;    // 0-d float32: sum_i weight_i * CE(z_i W^T, label_i); differentiable in z and w
+  at::Tensor argmax;  // [N] int64: argmax_v (z_i W^T)_v
+};
+
+// z [N, D] (activation dtype), w [V, D] (cast to z's dtype), labels [N] int64 with -100 = ignore,
+// row_weight [N] float32 (0 for ignored rows). Gradients are computed during the forward when
+// autograd is recording (they are exact: d loss / d logits = weight * (softmax - onehot)).
+LinearCrossEntropyResult LinearCrossEntropy(const at::Tensor& z, const at::Tensor& w, const at::Tensor& labels,
+                                            const at::Tensor& row_weight);
+
+}  // namespace trm::model
