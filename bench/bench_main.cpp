@@ -23,6 +23,7 @@ constexpr Benchmark kBenchmarks[] = {
     {"train", RunTrain, "[--preset tiny|language|chat] [--steps N] [--threads T]  training step time, as trm_ref.py bench"},
     {"generate", RunGenerate,
      "[--preset tiny|language|chat] [--new-tokens N] [--prompt-tokens P] [--threads T]  tokens/s, cached vs recompute"},
+    {"allreduce", RunAllreduce, "[--ranks N] [--reps R] [--max-mb M]  Gloo all-reduce time and bus bandwidth by size"},
 };
 
 void Usage(std::FILE* out) {

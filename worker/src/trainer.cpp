@@ -468,9 +468,12 @@ struct Trainer::Impl {
       }
       at::Tensor& grads = flat->grads();
       if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
+      double allreduce_s = 0;
       if (comm) {
+        const auto a0 = Clock::now();
         comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
         comm->AllReduceSum(sums);
+        allreduce_s = std::chrono::duration<double>(Clock::now() - a0).count();
       }
       const double grad_norm = grads.norm().item<double>();
       StepMetrics m;
@@ -502,6 +505,7 @@ struct Trainer::Impl {
       m.halted_rows = h[kCount].item<double>();
       m.grad_norm = grad_norm;
       m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      m.allreduce_s = allreduce_s;
       m.tokens_per_s = h[kRows].item<double>() / std::max(m.step_s, 1e-9);
       m.skipped_total = skipped;
       result.last = m;
@@ -513,6 +517,7 @@ struct Trainer::Impl {
                              {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
                              {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
                              {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
+                             {"step_s", m.step_s},       {"allreduce_s", m.allreduce_s},
                              {"skipped", m.skipped}}
                             .dump()
                      << "\n";

@@ -39,6 +39,7 @@ struct StepMetrics {
   double grad_norm = 0;      // before clipping
   double tokens_per_s = 0;
   double step_s = 0;
+  double allreduce_s = 0;    // time in the gradient and metric all-reduces (data parallel)
   bool skipped = false;      // non-finite gradients: update skipped
   int64_t skipped_total = 0;
 };
