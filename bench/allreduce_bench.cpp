@@ -1,11 +1,7 @@
 // trm-bench allreduce: Gloo all-reduce (sum, float32) between ranks on this machine (threads of
 // this process over loopback TCP, as data-parallel CPU training uses it), by message size.
 // busbw = bytes * 2 (n - 1) / n / time, the ring all-reduce convention.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,24 +11,10 @@
 
 #include "bench.h"
 #include "trm/common/error.h"
+#include "trm/common/net.h"
 #include "trm/worker/collective.h"
 
 namespace trm::bench {
-namespace {
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-}  // namespace
 
 int RunAllreduce(const std::vector<std::string>& args) {
   CheckFlags(args, {"ranks", "reps", "max-mb"});
@@ -41,7 +23,7 @@ int RunAllreduce(const std::vector<std::string>& args) {
   const int64_t max_bytes = std::stoll(FlagValue(args, "max-mb", "64")) << 20;
   if (world < 2) InvalidArgument("--ranks: at least 2");
   torch::set_num_threads(1);
-  const int port = FreePort();
+  const int port = PickFreePort();
   std::vector<int64_t> sizes;
   for (int64_t b = 4 << 10; b <= max_bytes; b *= 4) sizes.push_back(b);
   std::vector<std::vector<double>> secs(sizes.size());

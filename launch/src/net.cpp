@@ -15,21 +15,6 @@
 
 namespace trm::launch {
 
-int PickFreePort() {
-  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) ThrowError(Code::kUnavailable, std::string("socket: ") + std::strerror(errno));
-  sockaddr_in addr {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ThrowError(Code::kUnavailable, std::string("cannot pick a free port: ") + std::strerror(errno));
-  }
-  return ntohs(addr.sin_port);
-}
-
 bool CanConnect(const std::string& host, int port, int timeout_ms) {
   addrinfo hints {};
   hints.ai_family = AF_UNSPEC;

@@ -3,12 +3,13 @@
 
 #include <string>
 
+#include "trm/common/net.h"
+
 namespace trm::launch {
 
-// A TCP port that is free on every local address right now (bind to port 0, read it back,
-// close). Another process may take it before it is used; the launcher picks a new one for each
-// generation, which keeps that window short. Throws kUnavailable.
-int PickFreePort();
+// Free ports come from trm::PickFreePort (trm/common/net.h); the launcher picks a new one for
+// each generation, which keeps the window in which another process could take it short.
+using trm::PickFreePort;
 
 // True when a TCP connection to host:port succeeds within `timeout_ms` (the connection is
 // closed at once). Used to wait for the rendezvous server without LibTorch's connect loop,

@@ -5,17 +5,14 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <cstdlib>
 
 namespace trm::model {
 namespace {
 
 constexpr int64_t kIgnore = -100;
-// Rows per block: ~16 MB of float32 logits, small enough to stay in cache between the passes.
-int64_t ChunkRows(int64_t vocab) {
-  static const int64_t mb = std::getenv("TRM_CE_CHUNK_MB") ? std::atoi(std::getenv("TRM_CE_CHUNK_MB")) : 32;
-  return std::max<int64_t>(16, (mb << 18) / std::max<int64_t>(vocab, 1));
-}
+// Rows per block: 32 MB of float32 logits, big enough for efficient matrix products (measured
+// 8-64 MB on the language preset: 32 was fastest), small enough to stay in cache between passes.
+int64_t ChunkRows(int64_t vocab) { return std::max<int64_t>(16, (int64_t{32} << 18) / std::max<int64_t>(vocab, 1)); }
 
 struct Chunked {
   at::Tensor loss, argmax, dz, dw;

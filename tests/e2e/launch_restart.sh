@@ -14,7 +14,7 @@ trap cleanup EXIT
 "$BIN/trm-data" build --input "$SHARED/data/alpaca_gpteacher_roleplay.json" --tokenizer byte --max-length 48 \
   --subsample-size 64 --output-dir "$WORK/ds" >/dev/null
 TRAIN=(trm-train --config-name cfg_tiny --config-dir "$SRC/configs" --no-progress "data_paths=[$WORK/ds]"
-       global_batch_size=8 max_steps=40 checkpoint_interval_steps=5 keep_checkpoints=0 threads=1 log_interval=10
+       global_batch_size=8 max_steps=60 checkpoint_interval_steps=5 keep_checkpoints=0 threads=1 log_interval=10
        eval_interval=0)
 
 wait_for() {  # path, seconds
@@ -30,7 +30,7 @@ kill_rank1() {  # run dir: SIGKILL the trm-train process whose RANK is 1
 
 echo "== undisturbed 2-rank run"
 "$BIN/trm-launch" --standalone --nproc-per-node 2 "${TRAIN[@]}" "run_dir=$WORK/a" > "$WORK/a.log" 2>&1
-test -f "$WORK/a/step_40/model.safetensors"
+test -f "$WORK/a/step_60/model.safetensors"
 
 echo "== SIGKILL of rank 1 with --max-restarts 1"
 "$BIN/trm-launch" --standalone --nproc-per-node 2 --max-restarts 1 --log-dir "$WORK/logs_b" \
@@ -41,8 +41,8 @@ kill_rank1 "$WORK/b"
 rc=0; wait "$launcher" || rc=$?
 [ "$rc" -eq 0 ] || { echo "launcher exited $rc"; cat "$WORK/b.log"; exit 1; }
 [ -d "$WORK/logs_b/attempt_1" ] || { echo "no restart happened"; exit 1; }
-cmp "$WORK/a/step_40/model.safetensors" "$WORK/b/step_40/model.safetensors"
-cmp "$WORK/a/step_40/optimizer.safetensors" "$WORK/b/step_40/optimizer.safetensors"
+cmp "$WORK/a/step_60/model.safetensors" "$WORK/b/step_60/model.safetensors"
+cmp "$WORK/a/step_60/optimizer.safetensors" "$WORK/b/step_60/optimizer.safetensors"
 echo "restarted run ends with the undisturbed run's weights and optimizer state, byte for byte"
 
 echo "== SIGKILL of rank 1 with --max-restarts 0"
@@ -68,5 +68,5 @@ for node in 0 1; do
   pids[$node]=$!
 done
 for node in 0 1; do wait "${pids[$node]}" || { echo "node $node failed"; cat "$WORK/d$node.log"; exit 1; }; done
-cmp "$WORK/a/step_40/model.safetensors" "$WORK/d/step_40/model.safetensors"
+cmp "$WORK/a/step_60/model.safetensors" "$WORK/d/step_60/model.safetensors"
 echo "two launchers trained together to the same weights"

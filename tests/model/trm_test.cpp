@@ -215,7 +215,7 @@ namespace {
 TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
   torch::manual_seed(11);
   ArchConfig c = Config();
-  c.vocab_size = 70000;  // 59 rows per block: 160 rows make blocks of 59, 59 and 42
+  c.vocab_size = 70000;  // 119 rows per block: the 160 rows make a full block and a partial one
   c.seq_len = 40;
   Trm plain(c), fused(c);
   std::map<std::string, at::Tensor> sd;

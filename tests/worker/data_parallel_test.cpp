@@ -1,8 +1,5 @@
 // Data parallel on one machine: ranks are threads of this process talking Gloo over loopback.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -12,6 +9,7 @@
 #include <thread>
 
 #include "trm/common/error.h"
+#include "trm/common/net.h"
 #include "trm/data/dataset_builder.h"
 #include "trm/worker/collective.h"
 #include "trm/worker/trainer.h"
@@ -22,17 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using Weights = std::vector<std::pair<std::string, at::Tensor>>;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 CollectiveOptions Opts(int rank, int world, int port, int timeout_ms = 60000) {
   CollectiveOptions o;
@@ -87,7 +74,7 @@ class DataParallelTest : public ::testing::Test {
 
   // Runs `world` ranks as threads; returns rank 0's weights (and checks all ranks agree).
   static Weights RunRanks(int world, const std::string& run, const std::vector<std::string>& extra) {
-    const int port = FreePort();
+    const int port = PickFreePort();
     std::vector<Weights> out(static_cast<size_t>(world));
     std::vector<std::string> errors(static_cast<size_t>(world));
     std::vector<std::thread> threads;
@@ -160,7 +147,7 @@ TEST_F(DataParallelTest, ResumeUnderTwoRanksIsExact) {
 }
 
 TEST_F(DataParallelTest, MissingPeerIsADeadlineNotAHang) {
-  const int port = FreePort();
+  const int port = PickFreePort();
   auto t0 = std::chrono::steady_clock::now();
   try {
     CreateCollective(Opts(0, 2, port, 1500));  // rank 1 never comes
@@ -172,7 +159,7 @@ TEST_F(DataParallelTest, MissingPeerIsADeadlineNotAHang) {
 }
 
 TEST_F(DataParallelTest, StuckPeerTimesOutTheCollective) {
-  const int port = FreePort();
+  const int port = PickFreePort();
   std::unique_ptr<Collective> c1;
   std::thread peer([&] { c1 = CreateCollective(Opts(1, 2, port, 1500)); });
   auto c0 = CreateCollective(Opts(0, 2, port, 1500));
