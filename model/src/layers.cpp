@@ -61,7 +61,10 @@ at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t of
   }
   auto dt = x.scalar_type();
   at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
-  at::Tensor rotated = torch::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
+  // unbind rather than narrow: its backward stacks the two halves instead of zero-filling a
+  // full-size tensor per half (same values, less memory traffic).
+  auto halves = x32.unflatten(-1, {2, half}).unbind(-2);
+  at::Tensor rotated = torch::cat({-halves[1], halves[0]}, -1);
   at::Tensor y = x32 * cos + rotated * sin;
   return dt == torch::kFloat32 ? y : y.to(dt);
 }
@@ -100,8 +103,9 @@ AttentionImpl::AttentionImpl(const ArchConfig& cfg)
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope, KvCache* cache) {
   const int64_t B = x.size(0), S = x.size(1), H = num_heads_, D = head_dim_;
-  at::Tensor qkv = qkv_proj(x).view({B, S, 3 * H, D});
-  at::Tensor q = qkv.narrow(2, 0, H), k = qkv.narrow(2, H, H), v = qkv.narrow(2, 2 * H, H);
+  // [q heads | k heads | v heads]; unbind (not narrow) for a cheaper backward, as in ApplyRotary.
+  auto parts = qkv_proj(x).view({B, S, 3, H, D}).unbind(2);
+  at::Tensor q = parts[0], k = parts[1], v = parts[2];
   const int64_t offset = cache && cache->k.defined() ? cache->k.size(2) : 0;
   if (rope) {
     q = ApplyRotary(q, *rope, offset);

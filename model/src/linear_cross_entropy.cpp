@@ -165,7 +165,10 @@ class Fn : public torch::autograd::Function<Fn> {
     auto saved = ctx->get_saved_variables();
     const at::Tensor& g = grads[0];  // 0-d
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
-    return {saved[0] * g.to(saved[0].scalar_type()), (saved[1] * g).to(w_dtype), at::Tensor(), at::Tensor()};
+    // The saved gradients are ours alone: scale them in place rather than allocate copies.
+    at::Tensor dz = saved[0].mul_(g.to(saved[0].scalar_type()));
+    at::Tensor dw = saved[1].mul_(g);
+    return {dz, dw.scalar_type() == w_dtype ? dw : dw.to(w_dtype), at::Tensor(), at::Tensor()};
   }
 };
 
