@@ -16,6 +16,7 @@ int RunTokenize(const std::vector<std::string>& args);
 int RunTrain(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunAllreduce(const std::vector<std::string>& args);
+int RunControlPlane(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

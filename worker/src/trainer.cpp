@@ -511,7 +511,7 @@ struct Trainer::Impl {
       result.last = m;
       progress.Step(m);
       if (leader) {
-        metrics_file << json{{"step", m.step},           {"epoch", m.epoch},
+        metrics_file << json{{"step", m.step},           {"total_steps", total_steps}, {"epoch", m.epoch},
                              {"lr", m.lr},               {"lm_loss", m.lm_loss},
                              {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
                              {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
@@ -563,7 +563,7 @@ struct Trainer::Impl {
     json j = {{"step", em.step}, {"eval", true}};
     std::string line = "eval at step " + std::to_string(em.step) + ":";
     for (const auto& [k, v] : em.values) {
-      j[k] = v;
+      j["eval_" + k] = v;  // distinct from the step's training metrics wherever they are merged
       line += fmt::format(" {} {:.4f}", k, v);
     }
     progress->Message(line);

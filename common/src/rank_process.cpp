@@ -1,4 +1,4 @@
-#include "rank_process.h"
+#include "trm/common/rank_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 
 #include "trm/common/error.h"
 
-namespace trm::launch {
+namespace trm {
 namespace {
 
 // Everything between fork and exec must be async-signal-safe (the launcher has other threads:
@@ -166,4 +166,4 @@ void RankProcess::Reap() {
   reaped_ = true;
 }
 
-}  // namespace trm::launch
+}  // namespace trm

@@ -1,0 +1,157 @@
+// trmctl's command table: names, flags, help texts and dispatch.
+#include "trm/cli/cli.h"
+
+#include <chrono>
+
+#include "internal.h"
+#include "trm/rpc/client.h"
+
+namespace trm::cli {
+
+namespace {
+
+using Handler = int (*)(const Args&, const Context&);
+
+struct Command {
+  std::string name;  // "dataset push" for the two-word ones
+  std::string usage;
+  std::vector<FlagSpec> flags;
+  Handler run;
+};
+
+const char kCommon[] =
+    "\ncommon options:\n"
+    "  --coordinator HOST:PORT  the coordinator (default $TRM_COORDINATOR, else localhost:50051)\n"
+    "  --timeout-s N            deadline of each request in seconds (default 30)\n"
+    "  -h, --help               this text\n";
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {"submit",
+       "usage: trmctl submit (--config-name NAME [--config-dir DIR] | --config FILE.yaml) [--name N]\n"
+       "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N] [--priority P]\n"
+       "                     [--max-restarts M] [key=value ...]\n"
+       "Submits a training job and prints its id. --config-name composes configs/NAME.yaml with its\n"
+       "defaults here, as trm-train does; key=value overrides are checked here and applied by the\n"
+       "coordinator. --world-size defaults to 1, --priority (higher first) and --max-restarts to 0.\n",
+       {{"--config-name"}, {"--config-dir"}, {"--config"}, {"--name"}, {"--dataset"}, {"--data-path"},
+        {"--world-size"}, {"--priority"}, {"--max-restarts"}},
+       RunSubmit},
+      {"list",
+       "usage: trmctl list [--state STATE[,STATE...]] [--limit N]\n"
+       "Lists jobs (newest first); STATE is queued, running, succeeded, failed or cancelled.\n",
+       {{"--state"}, {"--limit"}},
+       RunList},
+      {"status",
+       "usage: trmctl status JOB [--json]\n"
+       "Shows a job: state, message, failure kind, placement, latest checkpoint, restarts.\n",
+       {{"--json", false}},
+       RunStatus},
+      {"watch",
+       "usage: trmctl watch JOB [--logs] [--events] [--after-seq N] [--reconnect-s N]\n"
+       "Follows a job until it ends: state changes, live progress (step, loss, tokens/s, ETA),\n"
+       "checkpoints, and with --logs the ranks' output. --events prints every event as one JSON\n"
+       "line. Reconnects for up to --reconnect-s (default 120) when the coordinator goes away.\n"
+       "Exits 0 when the job succeeded, 1 when it failed or was cancelled. --after-seq N starts\n"
+       "after event N (a script's resume point; events are numbered from 1).\n",
+       {{"--logs", false}, {"--events", false}, {"--after-seq"}, {"--reconnect-s"}},
+       RunWatch},
+      {"logs",
+       "usage: trmctl logs JOB [-f] [--reconnect-s N]\n"
+       "Prints the job's log lines ([rank N] text); -f keeps following until the job ends.\n",
+       {{"--follow", false, "-f"}, {"--reconnect-s"}},
+       RunLogs},
+      {"cancel", "usage: trmctl cancel JOB\nCancels a queued or running job.\n", {}, RunCancel},
+      {"checkpoints", "usage: trmctl checkpoints JOB\nLists a job's checkpoints.\n", {}, RunCheckpoints},
+      {"pull",
+       "usage: trmctl pull JOB -o DIR [--select latest|best:METRIC|step:N] [--retries N] [--force]\n"
+       "Downloads a checkpoint into DIR (through DIR.partial), resuming after broken streams\n"
+       "(--retries, default 5) and verifying every file's SHA-256. DIR must not exist or be empty\n"
+       "unless --force.\n",
+       {{"--output", true, "-o"}, {"--select"}, {"--retries"}, {"--force", false}},
+       RunPull},
+      {"workers", "usage: trmctl workers\nLists the workers the coordinator knows.\n", {}, RunWorkers},
+      {"dataset push",
+       "usage: trmctl dataset push DIR [--name NAME]\n"
+       "Uploads a dataset built by trm-data build (NAME defaults to DIR's name) and prints its name\n"
+       "and content hash; jobs use it with --dataset NAME_OR_HASH.\n",
+       {{"--name"}},
+       RunDatasetPush},
+      {"dataset list", "usage: trmctl dataset list\nLists the pushed datasets.\n", {}, RunDatasetList},
+  };
+  return commands;
+}
+
+const Command* Find(const std::string& name) {
+  for (const auto& c : Commands())
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+bool IsHelp(const std::string& a) { return a == "-h" || a == "--help" || a == "help"; }
+
+}  // namespace
+
+std::string Usage(const std::string& command) {
+  if (const Command* c = Find(command)) return c->usage + kCommon;
+  return "usage: trmctl COMMAND [options]\n"
+         "\n"
+         "commands:\n"
+         "  submit        submit a training job (prints its id)\n"
+         "  list          list jobs\n"
+         "  status JOB    show a job\n"
+         "  watch JOB     follow a job's progress until it ends\n"
+         "  logs JOB      print a job's logs (-f to follow)\n"
+         "  cancel JOB    cancel a job\n"
+         "  checkpoints JOB   list a job's checkpoints\n"
+         "  pull JOB -o DIR   download a checkpoint\n"
+         "  workers       list workers\n"
+         "  dataset push DIR | dataset list\n"
+         "\n"
+         "trmctl COMMAND --help describes one.\n" +
+         std::string(kCommon);
+}
+
+int Run(const std::vector<std::string>& argv, const ConnectFn& connect, const Io& io) {
+  if (argv.empty()) throw UsageError("missing command (trmctl --help lists them)");
+  if (IsHelp(argv[0])) {
+    *io.out << Usage(argv.size() > 1 ? argv[1] : "");
+    return 0;
+  }
+  std::string name = argv[0];
+  size_t rest = 1;
+  if (name == "dataset") {
+    if (argv.size() < 2 || IsHelp(argv[1])) {
+      if (argv.size() < 2) throw UsageError("trmctl dataset: expected push or list");
+      *io.out << Usage("dataset push") << '\n' << Usage("dataset list");
+      return 0;
+    }
+    name += " " + argv[1];
+    rest = 2;
+  }
+  const Command* cmd = Find(name);
+  if (!cmd) throw UsageError("unknown command '" + name + "' (trmctl --help lists them)");
+  std::vector<FlagSpec> flags = cmd->flags;
+  flags.push_back({"--coordinator"});
+  flags.push_back({"--timeout-s"});
+  flags.push_back({"--help", false, "-h"});
+  const Args args(name, std::vector<std::string>(argv.begin() + static_cast<long>(rest), argv.end()), flags);
+  if (args.Has("--help")) {
+    *io.out << Usage(name);
+    return 0;
+  }
+  const Context ctx(connect, rpc::CoordinatorAddress(args.Get("--coordinator")), io,
+                    std::chrono::seconds(args.GetInt("--timeout-s", 30, 1, 86400)));
+  return cmd->run(args, ctx);
+}
+
+int ExitCodeFor(const std::exception& e) {
+  if (dynamic_cast<const UsageError*>(&e)) return 2;
+  if (dynamic_cast<const RpcError*>(&e)) return 1;
+  // Local input the user named (a directory to push, a config file) that is missing or wrong.
+  if (const auto* err = dynamic_cast<const Error*>(&e))
+    return err->code() == Code::kInvalidArgument || err->code() == Code::kNotFound ? 2 : 1;
+  return 1;
+}
+
+}  // namespace trm::cli

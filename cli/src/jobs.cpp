@@ -1,0 +1,152 @@
+// trmctl list / status / cancel / checkpoints / workers: one unary RPC each, shown as a table
+// or as key: value lines.
+#include <google/protobuf/util/json_util.h>
+
+#include "format.h"
+#include "internal.h"
+#include "trm/cli/commands.h"
+#include "trm/rpc/client.h"
+
+namespace trm::cli {
+
+namespace {
+
+std::string StepText(const v1::Job& j) {
+  return std::to_string(j.step()) + "/" + (j.total_steps() > 0 ? std::to_string(j.total_steps()) : "?");
+}
+
+}  // namespace
+
+int RunList(const Args& args, const Context& ctx) {
+  args.ExpectPositional(0, "");
+  v1::ListJobsRequest req;
+  for (const auto& v : args.GetAll("--state")) {
+    // --state queued,running as well as --state queued --state running.
+    size_t start = 0;
+    while (start <= v.size()) {
+      size_t end = v.find(',', start);
+      if (end == std::string::npos) end = v.size();
+      req.add_states(ParseState(v.substr(start, end - start)));
+      start = end + 1;
+    }
+  }
+  req.set_limit(args.GetInt("--limit", 0, 0, 100000));
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::ListJobsResponse resp;
+  CheckRpc(ctx.jobs()->ListJobs(&c, req, &resp), "list jobs");
+  Table t({"ID", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
+  const int64_t now = NowUnixMs();
+  for (const auto& j : resp.jobs())
+    t.AddRow({j.id(), j.spec().name(), StateName(j.state()), StepText(j),
+              j.step() > 0 ? FormatNumber(j.loss()) : "-", std::to_string(j.attempt()),
+              FormatAge(j.created_unix_ms(), now)});
+  t.Print(*ctx.io.out);
+  return 0;
+}
+
+int RunStatus(const Args& args, const Context& ctx) {
+  args.ExpectPositional(1, "JOB");
+  v1::GetJobRequest req;
+  req.set_job_id(args.positional()[0]);
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::Job j;
+  CheckRpc(ctx.jobs()->GetJob(&c, req, &j), "job " + req.job_id());
+  std::ostream& out = *ctx.io.out;
+  if (args.Has("--json")) {
+    google::protobuf::util::JsonPrintOptions opt;
+    opt.preserve_proto_field_names = true;
+    opt.add_whitespace = true;
+    std::string text;
+    google::protobuf::util::MessageToJsonString(j, &text, opt);
+    out << text;
+    if (text.empty() || text.back() != '\n') out << '\n';
+    return 0;
+  }
+  const int64_t now = NowUnixMs();
+  auto row = [&](const char* k, const std::string& v) {
+    if (!v.empty()) out << k << std::string(13 - std::string(k).size(), ' ') << v << '\n';
+  };
+  row("id:", j.id());
+  row("name:", j.spec().name());
+  row("state:", StateName(j.state()));
+  row("message:", j.message());
+  row("failure:", j.failure_kind());
+  row("config:", j.spec().config_name());
+  std::string ovs;
+  for (const auto& o : j.spec().overrides()) ovs += (ovs.empty() ? "" : " ") + o;
+  row("overrides:", ovs);
+  row("dataset:", !j.spec().dataset().empty() ? j.spec().dataset() + (j.dataset_hash().empty() ? "" : " (" + j.dataset_hash().substr(0, 12) + ")")
+                                              : j.spec().data_path());
+  row("world size:", std::to_string(j.spec().world_size()));
+  row("priority:", std::to_string(j.spec().priority()));
+  row("attempt:", std::to_string(j.attempt()));
+  row("restarts:", std::to_string(j.restarts()) + " of " + std::to_string(j.spec().max_restarts()));
+  row("step:", StepText(j));
+  if (j.step() > 0) row("loss:", FormatNumber(j.loss()));
+  if (j.tokens_per_s() > 0) row("tokens/s:", FormatNumber(j.tokens_per_s()));
+  row("checkpoint:", j.latest_checkpoint());
+  std::string placement;
+  for (const auto& p : j.placement())
+    placement += (placement.empty() ? "" : ", ") + ("rank " + std::to_string(p.rank()) + " on " + p.worker_id());
+  row("placement:", placement);
+  row("created:", FormatAge(j.created_unix_ms(), now) + " ago");
+  if (j.started_unix_ms() > 0) row("started:", FormatAge(j.started_unix_ms(), now) + " ago");
+  if (j.finished_unix_ms() > 0) row("finished:", FormatAge(j.finished_unix_ms(), now) + " ago");
+  return 0;
+}
+
+int RunCancel(const Args& args, const Context& ctx) {
+  args.ExpectPositional(1, "JOB");
+  v1::CancelJobRequest req;
+  req.set_job_id(args.positional()[0]);
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::Job j;
+  CheckRpc(ctx.jobs()->CancelJob(&c, req, &j), "cancel " + req.job_id());
+  *ctx.io.out << j.id() << " " << StateName(j.state()) << '\n';
+  return 0;
+}
+
+int RunCheckpoints(const Args& args, const Context& ctx) {
+  args.ExpectPositional(1, "JOB");
+  v1::ListCheckpointsRequest req;
+  req.set_job_id(args.positional()[0]);
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::ListCheckpointsResponse resp;
+  CheckRpc(ctx.jobs()->ListCheckpoints(&c, req, &resp), "checkpoints of " + req.job_id());
+  Table t({"NAME", "STEP", "SIZE", "SHA256", "AGE", "METRICS"});
+  const int64_t now = NowUnixMs();
+  for (const auto& cp : resp.checkpoints())
+    t.AddRow({cp.name(), std::to_string(cp.step()), FormatBytes(cp.size_bytes()), cp.content_sha256().substr(0, 12),
+              FormatAge(cp.created_unix_ms(), now), CompactMetrics(cp.metrics())});
+  t.Print(*ctx.io.out);
+  return 0;
+}
+
+int RunWorkers(const Args& args, const Context& ctx) {
+  args.ExpectPositional(0, "");
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::ListWorkersResponse resp;
+  CheckRpc(ctx.jobs()->ListWorkers(&c, v1::ListWorkersRequest(), &resp), "list workers");
+  Table t({"ID", "HOST", "DEVICE", "FREE/SLOTS", "ALIVE", "HEARTBEAT", "JOBS"});
+  const int64_t now = NowUnixMs();
+  for (const auto& w : resp.workers()) {
+    std::string device = w.device_kind();
+    if (w.devices_size() > 0) {
+      device += ":";
+      for (int i = 0; i < w.devices_size(); ++i) device += (i ? "," : "") + w.devices(i);
+    }
+    std::string jobs;
+    for (const auto& id : w.jobs()) jobs += (jobs.empty() ? "" : ",") + id;
+    t.AddRow({w.id(), w.host(), device, std::to_string(w.free_slots()) + "/" + std::to_string(w.slots()),
+              w.alive() ? "yes" : "no", FormatAge(w.last_heartbeat_unix_ms(), now), jobs.empty() ? "-" : jobs});
+  }
+  t.Print(*ctx.io.out);
+  return 0;
+}
+
+}  // namespace trm::cli

@@ -1,0 +1,98 @@
+// The coordinator's logic: jobs, attempts, workers, datasets and checkpoints, persisted in a
+// Store. The gRPC services (server.h) are thin adapters over this class, so everything here is
+// tested without a server.
+//
+// Model: a job is QUEUED until the scheduler (Tick) finds enough free worker slots; it then gets
+// an attempt (placement of ranks on workers, a rendezvous endpoint, the checkpoint to resume
+// from). Workers learn their part through heartbeats and report metrics, logs, checkpoints and
+// rank exits. A failed attempt requeues the job (from its latest checkpoint) while restarts
+// remain. Every change to a job appends a numbered event, which is what watchers stream.
+//
+// Thread safety: all public methods may be called from any thread (one internal mutex).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trm/v1/trm.pb.h"
+
+namespace trm::rpc {
+class FileReceiver;
+}
+
+namespace trm::coordinator {
+
+class CoordinatorMetrics;
+
+struct CoordinatorOptions {
+  std::string data_dir = "trm-coordinator";  // coordinator.db, datasets/, checkpoints/, tmp/
+  std::string config_dir;                    // for specs that name a config without sending it
+  int heartbeat_interval_ms = 1000;
+  int heartbeat_timeout_ms = 15000;          // a silent worker is lost after this
+  int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
+  std::string keep_best_metric = "eval_lm_loss";
+  uint64_t max_dataset_bytes = uint64_t{64} << 30;
+  uint64_t max_checkpoint_bytes = uint64_t{64} << 30;
+  std::function<int64_t()> now_ms;           // the clock; default: system time
+  CoordinatorMetrics* metrics = nullptr;     // not owned; may be null
+};
+
+struct FileSet {  // a directory of files and the manifest that describes them
+  std::string dir;
+  v1::Manifest manifest;
+};
+
+class Coordinator {
+ public:
+  // Opens (or creates) the state under data_dir and reloads every job, worker and checkpoint.
+  explicit Coordinator(CoordinatorOptions options);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // ---- users. Errors: trm::Error naming the field (kInvalidArgument), kNotFound for unknown
+  // jobs / datasets / checkpoints, kFailedPrecondition for impossible requests.
+  std::string SubmitJob(const v1::JobSpec& spec);
+  v1::Job GetJob(const std::string& job_id);
+  std::vector<v1::Job> ListJobs(const std::vector<v1::JobState>& states, int limit);
+  v1::Job CancelJob(const std::string& job_id);
+  std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
+  // Waits up to `timeout` for an event after `after_seq`. Returns false when the job has ended
+  // and has no event after `after_seq` (a watcher is done).
+  bool WaitForEvents(const std::string& job_id, uint64_t after_seq, std::chrono::milliseconds timeout);
+  std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit);
+  std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id);
+  // selector: latest | best:<metric> | step:N | step_N.
+  FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector);
+  std::vector<v1::WorkerInfo> ListWorkers();
+
+  // ---- datasets: uploads land in a temporary directory (NewUploadDir), then Commit* verifies
+  // and moves them into place.
+  std::string NewUploadDir(const std::string& kind);
+  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received);
+  std::vector<v1::DatasetInfo> ListDatasets();
+  FileSet DatasetFiles(const std::string& content_sha256);
+  uint64_t max_dataset_bytes() const;
+  uint64_t max_checkpoint_bytes() const;
+
+  // ---- workers.
+  v1::RegisterResponse Register(const v1::RegisterRequest& req);
+  v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& req);
+  v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req);
+  // Validates an upload before its data is accepted (job, attempt, name).
+  void CheckCheckpointUpload(const v1::CheckpointUploadHeader& header);
+  v1::CheckpointInfo CommitCheckpoint(const v1::CheckpointUploadHeader& header, rpc::FileReceiver* received);
+
+  // ---- housekeeping: lost workers, scheduling. The server calls it a few times a second.
+  void Tick();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::coordinator

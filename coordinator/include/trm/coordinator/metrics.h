@@ -1,0 +1,48 @@
+// The coordinator's Prometheus metrics (prometheus-cpp): job and worker gauges, and each job's
+// training metrics labelled by job id. Thread-safe (prometheus-cpp's gauges are).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace prometheus {
+class Registry;
+}
+
+namespace trm::coordinator {
+
+class CoordinatorMetrics {
+ public:
+  CoordinatorMetrics();
+  ~CoordinatorMetrics();
+  std::shared_ptr<prometheus::Registry> registry() const;
+
+  void SetJobCounts(const std::map<std::string, int>& by_state);
+  void SetWorkerCounts(int alive, int lost, int slots, int busy_slots);
+  void SetJobProgress(const std::string& job_id, int64_t step, int64_t total_steps, double loss, double tokens_per_s,
+                      double act_steps);
+  void SetJobRestarts(const std::string& job_id, int restarts);
+  void SetJobCheckpointTime(const std::string& job_id, int64_t unix_ms);  // exported as an age
+  void ObserveRpc(const std::string& method, double seconds);
+
+ private:
+  friend class MetricsServer;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Serves `metrics` at http://listen/metrics until destroyed.
+class MetricsServer {
+ public:
+  MetricsServer(const std::string& listen, const CoordinatorMetrics& metrics);
+  ~MetricsServer();
+  int port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::coordinator

@@ -1,0 +1,40 @@
+// The coordinator as a gRPC server: JobService, DatasetService and WorkerService adapters over
+// a Coordinator, the standard health service, server reflection (grpcurl works without the
+// .proto files) and, when asked, a Prometheus endpoint.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "trm/coordinator/coordinator.h"
+
+namespace trm::coordinator {
+
+struct ServerOptions {
+  std::string listen = "0.0.0.0:50051";  // port 0 picks a free one (see port())
+  std::string metrics_listen;            // HOST:PORT for /metrics; empty = none
+  int tick_ms = 200;                     // scheduling / liveness cadence
+  CoordinatorOptions coordinator;
+};
+
+class CoordinatorServer {
+ public:
+  // Opens the state and starts serving. Throws trm::Error when the address cannot be bound or
+  // the state cannot be opened.
+  explicit CoordinatorServer(ServerOptions options);
+  ~CoordinatorServer();  // Shutdown()
+  CoordinatorServer(const CoordinatorServer&) = delete;
+  CoordinatorServer& operator=(const CoordinatorServer&) = delete;
+
+  int port() const;
+  int metrics_port() const;  // 0 without a metrics endpoint
+  Coordinator& coordinator();
+  // Stops accepting calls, ends open streams within a second, stops the tick thread.
+  void Shutdown();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::coordinator

@@ -1,0 +1,69 @@
+// The coordinator's durable state in SQLite (one file, WAL, synchronous=FULL so every committed
+// transaction survives a crash): jobs, their event logs and metric history, checkpoints, workers,
+// datasets. Rows hold the records of trm/v1/state.proto serialized, plus the columns queries
+// need.
+//
+// Thread safety: none; the Coordinator serialises access under its mutex.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trm/v1/state.pb.h"
+#include "trm/v1/trm.pb.h"
+
+namespace trm::coordinator {
+
+class Store {
+ public:
+  // Opens or creates `path` and its schema. Throws IoError / DataLoss naming the file.
+  explicit Store(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // All writes of one logical change go in one transaction: Begin(); ...; Commit().
+  class Transaction {
+   public:
+    explicit Transaction(Store* s);
+    ~Transaction();  // rolls back unless committed
+    void Commit();
+
+   private:
+    Store* s_;
+    bool done_ = false;
+  };
+
+  int64_t NextJobNumber();  // 1, 2, ... across restarts
+
+  void PutJob(const v1::JobRecord& job);
+  std::optional<v1::JobRecord> GetJob(const std::string& id);
+  std::vector<v1::JobRecord> ListJobs();
+
+  // Appends an event whose seq the caller already assigned (JobRecord.last_seq + 1).
+  void AppendEvent(const std::string& job_id, const v1::JobEvent& event);
+  std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
+
+  void AppendMetrics(const std::string& job_id, const v1::StepMetrics& m);
+  std::vector<v1::StepMetrics> ReadMetrics(const std::string& job_id, int64_t from_step, int limit);
+
+  void PutCheckpoint(const std::string& job_id, const v1::CheckpointRecord& c);
+  void DeleteCheckpoint(const std::string& job_id, const std::string& name);
+  std::vector<v1::CheckpointRecord> ListCheckpoints(const std::string& job_id);  // by step
+
+  void PutWorker(const v1::WorkerRecord& w);
+  std::vector<v1::WorkerRecord> ListWorkers();
+
+  void PutDataset(const v1::DatasetInfo& d);
+  std::optional<v1::DatasetInfo> FindDataset(const std::string& name_or_hash);
+  std::vector<v1::DatasetInfo> ListDatasets();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trm::coordinator

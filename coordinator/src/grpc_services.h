@@ -1,0 +1,64 @@
+// The three gRPC services as thin adapters: unpack the request, call Coordinator, convert
+// trm::Error to a status (rpc::Guard). Streams poll ServerContext cancellation so a server
+// shutdown or a gone client ends them.
+#pragma once
+
+#include <atomic>
+
+#include "trm/coordinator/coordinator.h"
+#include "trm/coordinator/metrics.h"
+#include "trm/v1/trm.grpc.pb.h"
+
+namespace trm::coordinator {
+
+class JobServiceImpl final : public v1::JobService::Service {
+ public:
+  JobServiceImpl(Coordinator* c, CoordinatorMetrics* m, const std::atomic<bool>* stopping)
+      : c_(c), m_(m), stopping_(stopping) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::SubmitJobResponse*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*, grpc::ServerWriter<v1::JobEvent>*) override;
+  grpc::Status GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest*, v1::GetMetricsResponse*) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest*,
+                               v1::ListCheckpointsResponse*) override;
+  grpc::Status DownloadCheckpoint(grpc::ServerContext*, const v1::DownloadCheckpointRequest*,
+                                  grpc::ServerWriter<v1::TransferMessage>*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
+
+ private:
+  Coordinator* c_;
+  CoordinatorMetrics* m_;
+  const std::atomic<bool>* stopping_;
+};
+
+class DatasetServiceImpl final : public v1::DatasetService::Service {
+ public:
+  explicit DatasetServiceImpl(Coordinator* c) : c_(c) {}
+  grpc::Status PushDataset(grpc::ServerContext*, grpc::ServerReader<v1::TransferMessage>*, v1::DatasetInfo*) override;
+  grpc::Status ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*, v1::ListDatasetsResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Coordinator* c, CoordinatorMetrics* m) : c_(c), m_(m) {}
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
+  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest*, v1::ReportEventsResponse*) override;
+  grpc::Status UploadCheckpoint(grpc::ServerContext*, grpc::ServerReader<v1::CheckpointUpload>*,
+                                v1::UploadCheckpointResponse*) override;
+  grpc::Status FetchDataset(grpc::ServerContext*, const v1::FetchDatasetRequest*,
+                            grpc::ServerWriter<v1::TransferMessage>*) override;
+  grpc::Status FetchCheckpoint(grpc::ServerContext*, const v1::FetchCheckpointRequest*,
+                               grpc::ServerWriter<v1::TransferMessage>*) override;
+
+ private:
+  Coordinator* c_;
+  CoordinatorMetrics* m_;
+};
+
+}  // namespace trm::coordinator

@@ -1,0 +1,97 @@
+#include "trm/coordinator/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <thread>
+
+#include "grpc_services.h"
+#include "trm/common/error.h"
+#include "trm/coordinator/metrics.h"
+#include "trm/rpc/client.h"
+
+namespace trm::coordinator {
+
+struct CoordinatorServer::Impl {
+  ServerOptions opt;
+  CoordinatorMetrics metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  std::unique_ptr<Coordinator> coordinator;
+  std::atomic<bool> stopping{false};
+  std::unique_ptr<JobServiceImpl> jobs;
+  std::unique_ptr<DatasetServiceImpl> datasets;
+  std::unique_ptr<WorkerServiceImpl> workers;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::thread ticker;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool shut = false;
+};
+
+CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.opt = std::move(options);
+  s.opt.coordinator.metrics = &s.metrics;
+  s.coordinator = std::make_unique<Coordinator>(s.opt.coordinator);
+  if (!s.opt.metrics_listen.empty()) s.metrics_server = std::make_unique<MetricsServer>(s.opt.metrics_listen, s.metrics);
+  s.jobs = std::make_unique<JobServiceImpl>(s.coordinator.get(), &s.metrics, &s.stopping);
+  s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get());
+  s.workers = std::make_unique<WorkerServiceImpl>(s.coordinator.get(), &s.metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder b;
+  b.AddListeningPort(s.opt.listen, grpc::InsecureServerCredentials(), &s.port);
+  b.SetMaxReceiveMessageSize(rpc::kMaxMessageBytes);
+  b.SetMaxSendMessageSize(rpc::kMaxMessageBytes);
+  b.RegisterService(s.jobs.get());
+  b.RegisterService(s.datasets.get());
+  b.RegisterService(s.workers.get());
+  s.server = b.BuildAndStart();
+  if (!s.server || s.port == 0) ThrowError(Code::kUnavailable, "--listen " + s.opt.listen + ": cannot listen there");
+  s.server->GetHealthCheckService()->SetServingStatus(true);
+  s.ticker = std::thread([&s] {
+    std::unique_lock<std::mutex> l(s.mu);
+    while (!s.shut) {
+      l.unlock();
+      try {
+        s.coordinator->Tick();
+      } catch (const std::exception& e) {
+        spdlog::error("scheduler: {}", e.what());  // e.g. a full disk: keep serving reads
+      }
+      l.lock();
+      s.cv.wait_for(l, std::chrono::milliseconds(s.opt.tick_ms), [&] { return s.shut; });
+    }
+  });
+  spdlog::info("coordinator listening on port {}{}", s.port,
+               s.metrics_server ? ", metrics on port " + std::to_string(s.metrics_server->port()) : "");
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+int CoordinatorServer::port() const { return impl_->port; }
+int CoordinatorServer::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
+Coordinator& CoordinatorServer::coordinator() { return *impl_->coordinator; }
+
+void CoordinatorServer::Shutdown() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard<std::mutex> l(s.mu);
+    if (s.shut) return;
+    s.shut = true;
+  }
+  s.cv.notify_all();
+  s.stopping = true;
+  if (s.server) {
+    s.server->GetHealthCheckService()->SetServingStatus(false);
+    s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+  if (s.ticker.joinable()) s.ticker.join();
+}
+
+}  // namespace trm::coordinator

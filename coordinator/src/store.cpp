@@ -1,0 +1,254 @@
+#include "trm/coordinator/store.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+#include "trm/common/error.h"
+
+namespace trm::coordinator {
+namespace {
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK)
+      Internal(std::string("sqlite prepare: ") + sqlite3_errmsg(db) + " in: " + sql);
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(st_, i, v);
+    return *this;
+  }
+  bool Step() {  // true while rows come
+    const int rc = sqlite3_step(st_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    const int ext = sqlite3_extended_errcode(db_);
+    const std::string msg = std::string("coordinator database: ") + sqlite3_errmsg(db_);
+    if (ext == SQLITE_FULL || ext == SQLITE_IOERR || (ext & 0xff) == SQLITE_IOERR) IoError(msg);
+    Internal(msg);
+  }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(st_, col);
+    return std::string(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(st_, col)));
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(st_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+template <class Msg>
+Msg Parse(const std::string& bytes, const char* what) {
+  Msg m;
+  if (!m.ParseFromString(bytes)) DataLoss(std::string("coordinator database: a corrupt ") + what + " record");
+  return m;
+}
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, created INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events(job_id TEXT NOT NULL, seq INTEGER NOT NULL, is_log INTEGER NOT NULL,
+                                  data BLOB NOT NULL, PRIMARY KEY(job_id, seq));
+CREATE TABLE IF NOT EXISTS metrics(job_id TEXT NOT NULL, step INTEGER NOT NULL, eval INTEGER NOT NULL,
+                                   data BLOB NOT NULL, PRIMARY KEY(job_id, step, eval));
+CREATE TABLE IF NOT EXISTS checkpoints(job_id TEXT NOT NULL, name TEXT NOT NULL, step INTEGER NOT NULL,
+                                       data BLOB NOT NULL, PRIMARY KEY(job_id, name));
+CREATE TABLE IF NOT EXISTS workers(id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets(hash TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL,
+                                    data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS datasets_by_name ON datasets(name, created);
+)sql";
+
+}  // namespace
+
+struct Store::Impl {
+  sqlite3* db = nullptr;
+  std::string path;
+  void Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      IoError(path + ": " + msg);
+    }
+  }
+};
+
+Store::Store(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  if (sqlite3_open_v2(path.c_str(), &impl_->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    const std::string msg = impl_->db ? sqlite3_errmsg(impl_->db) : "out of memory";
+    sqlite3_close(impl_->db);
+    impl_->db = nullptr;
+    IoError(path + ": cannot open the coordinator database: " + msg);
+  }
+  sqlite3_busy_timeout(impl_->db, 5000);
+  try {
+    impl_->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+    impl_->Exec(kSchema);
+    Stmt check(impl_->db, "PRAGMA quick_check");
+    if (check.Step() && check.Blob(0) != "ok") DataLoss(path + ": database integrity check failed: " + check.Blob(0));
+  } catch (...) {
+    sqlite3_close(impl_->db);
+    impl_->db = nullptr;
+    throw;
+  }
+}
+
+Store::~Store() {
+  if (impl_->db) sqlite3_close(impl_->db);
+}
+
+Store::Transaction::Transaction(Store* s) : s_(s) { s_->impl_->Exec("BEGIN IMMEDIATE"); }
+Store::Transaction::~Transaction() {
+  if (!done_) sqlite3_exec(s_->impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+void Store::Transaction::Commit() {
+  s_->impl_->Exec("COMMIT");
+  done_ = true;
+}
+
+int64_t Store::NextJobNumber() {
+  Stmt(impl_->db, "INSERT INTO meta(key, value) VALUES('job_number', 1) "
+                  "ON CONFLICT(key) DO UPDATE SET value = value + 1")
+      .Step();
+  Stmt q(impl_->db, "SELECT value FROM meta WHERE key = 'job_number'");
+  q.Step();
+  return q.Int(0);
+}
+
+void Store::PutJob(const v1::JobRecord& job) {
+  Stmt(impl_->db, "INSERT INTO jobs(id, created, data) VALUES(?1, ?2, ?3) "
+                  "ON CONFLICT(id) DO UPDATE SET data = excluded.data")
+      .Bind(1, job.job().id())
+      .Bind(2, job.job().created_unix_ms())
+      .BindBlob(3, job.SerializeAsString())
+      .Step();
+}
+
+std::optional<v1::JobRecord> Store::GetJob(const std::string& id) {
+  Stmt q(impl_->db, "SELECT data FROM jobs WHERE id = ?1");
+  q.Bind(1, id);
+  if (!q.Step()) return std::nullopt;
+  return Parse<v1::JobRecord>(q.Blob(0), "job");
+}
+
+std::vector<v1::JobRecord> Store::ListJobs() {
+  Stmt q(impl_->db, "SELECT data FROM jobs ORDER BY created, id");
+  std::vector<v1::JobRecord> out;
+  while (q.Step()) out.push_back(Parse<v1::JobRecord>(q.Blob(0), "job"));
+  return out;
+}
+
+void Store::AppendEvent(const std::string& job_id, const v1::JobEvent& e) {
+  Stmt(impl_->db, "INSERT INTO events(job_id, seq, is_log, data) VALUES(?1, ?2, ?3, ?4)")
+      .Bind(1, job_id)
+      .Bind(2, static_cast<int64_t>(e.seq()))
+      .Bind(3, int64_t{e.has_log() ? 1 : 0})
+      .BindBlob(4, e.SerializeAsString())
+      .Step();
+}
+
+std::vector<v1::JobEvent> Store::ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs,
+                                            int limit) {
+  Stmt q(impl_->db, include_logs
+                        ? "SELECT data FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                        : "SELECT data FROM events WHERE job_id = ?1 AND seq > ?2 AND is_log = 0 ORDER BY seq LIMIT ?3");
+  q.Bind(1, job_id).Bind(2, static_cast<int64_t>(after_seq)).Bind(3, int64_t{limit});
+  std::vector<v1::JobEvent> out;
+  while (q.Step()) out.push_back(Parse<v1::JobEvent>(q.Blob(0), "event"));
+  return out;
+}
+
+void Store::AppendMetrics(const std::string& job_id, const v1::StepMetrics& m) {
+  // A restarted attempt replays steps after its checkpoint: the newest values win.
+  Stmt(impl_->db, "INSERT OR REPLACE INTO metrics(job_id, step, eval, data) VALUES(?1, ?2, ?3, ?4)")
+      .Bind(1, job_id)
+      .Bind(2, m.step())
+      .Bind(3, int64_t{m.eval() ? 1 : 0})
+      .BindBlob(4, m.SerializeAsString())
+      .Step();
+}
+
+std::vector<v1::StepMetrics> Store::ReadMetrics(const std::string& job_id, int64_t from_step, int limit) {
+  Stmt q(impl_->db, "SELECT data FROM metrics WHERE job_id = ?1 AND step >= ?2 ORDER BY step, eval LIMIT ?3");
+  q.Bind(1, job_id).Bind(2, from_step).Bind(3, limit > 0 ? int64_t{limit} : int64_t{-1});
+  std::vector<v1::StepMetrics> out;
+  while (q.Step()) out.push_back(Parse<v1::StepMetrics>(q.Blob(0), "metrics"));
+  return out;
+}
+
+void Store::PutCheckpoint(const std::string& job_id, const v1::CheckpointRecord& c) {
+  Stmt(impl_->db, "INSERT OR REPLACE INTO checkpoints(job_id, name, step, data) VALUES(?1, ?2, ?3, ?4)")
+      .Bind(1, job_id)
+      .Bind(2, c.info().name())
+      .Bind(3, c.info().step())
+      .BindBlob(4, c.SerializeAsString())
+      .Step();
+}
+
+void Store::DeleteCheckpoint(const std::string& job_id, const std::string& name) {
+  Stmt(impl_->db, "DELETE FROM checkpoints WHERE job_id = ?1 AND name = ?2").Bind(1, job_id).Bind(2, name).Step();
+}
+
+std::vector<v1::CheckpointRecord> Store::ListCheckpoints(const std::string& job_id) {
+  Stmt q(impl_->db, "SELECT data FROM checkpoints WHERE job_id = ?1 ORDER BY step");
+  q.Bind(1, job_id);
+  std::vector<v1::CheckpointRecord> out;
+  while (q.Step()) out.push_back(Parse<v1::CheckpointRecord>(q.Blob(0), "checkpoint"));
+  return out;
+}
+
+void Store::PutWorker(const v1::WorkerRecord& w) {
+  Stmt(impl_->db, "INSERT OR REPLACE INTO workers(id, data) VALUES(?1, ?2)")
+      .Bind(1, w.info().id())
+      .BindBlob(2, w.SerializeAsString())
+      .Step();
+}
+
+std::vector<v1::WorkerRecord> Store::ListWorkers() {
+  Stmt q(impl_->db, "SELECT data FROM workers ORDER BY id");
+  std::vector<v1::WorkerRecord> out;
+  while (q.Step()) out.push_back(Parse<v1::WorkerRecord>(q.Blob(0), "worker"));
+  return out;
+}
+
+void Store::PutDataset(const v1::DatasetInfo& d) {
+  Stmt(impl_->db, "INSERT OR REPLACE INTO datasets(hash, name, created, data) VALUES(?1, ?2, ?3, ?4)")
+      .Bind(1, d.content_sha256())
+      .Bind(2, d.name())
+      .Bind(3, d.created_unix_ms())
+      .BindBlob(4, d.SerializeAsString())
+      .Step();
+}
+
+std::optional<v1::DatasetInfo> Store::FindDataset(const std::string& key) {
+  // A name means its newest push; a hash (or a unique prefix of 12+ digits) means that content.
+  Stmt q(impl_->db, "SELECT data FROM datasets WHERE name = ?1 OR hash = ?1 OR (length(?1) >= 12 AND hash LIKE ?1 || '%') "
+                    "ORDER BY (hash = ?1) DESC, created DESC LIMIT 1");
+  q.Bind(1, key);
+  if (!q.Step()) return std::nullopt;
+  return Parse<v1::DatasetInfo>(q.Blob(0), "dataset");
+}
+
+std::vector<v1::DatasetInfo> Store::ListDatasets() {
+  Stmt q(impl_->db, "SELECT data FROM datasets ORDER BY created");
+  std::vector<v1::DatasetInfo> out;
+  while (q.Step()) out.push_back(Parse<v1::DatasetInfo>(q.Blob(0), "dataset"));
+  return out;
+}
+
+}  // namespace trm::coordinator

@@ -1,0 +1,153 @@
+// trm-coordinator: the control plane's server. `--standalone` also starts a local trm-worker, so
+// one command gives a working service on one machine (the README's main job).
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trm/common/error.h"
+#include "trm/common/file_util.h"
+#include "trm/common/rank_process.h"
+#include "trm/coordinator/server.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: trm-coordinator [--listen HOST:PORT] [--data-dir DIR] [--metrics-listen HOST:PORT]\n"
+               "                       [--heartbeat-timeout-s S] [--heartbeat-interval-ms MS] [--keep-last K]\n"
+               "                       [--keep-best METRIC] [--config-dir DIR] [--port-file FILE]\n"
+               "                       [--standalone [--cpu-slots N] [--worker-binary PATH]]\n"
+               "  --standalone  also run a local trm-worker (CPU slots) under DATA_DIR/worker\n");
+  return 2;
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : p.parent_path().string();
+}
+
+// Copies the worker's output to ours, line for line, until it closes.
+void Forward(trm::UniqueFd fd) {
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof(buf))) > 0) {
+    if (::write(STDERR_FILENO, buf, static_cast<size_t>(n)) < 0) break;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  trm::coordinator::ServerOptions opt;
+  opt.coordinator.data_dir = "trm-coordinator";
+  bool standalone = false;
+  int cpu_slots = 2;
+  std::string port_file, worker_binary;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) trm::InvalidArgument(a + " needs a value");
+        return argv[++i];
+      };
+      auto number = [&]() -> long {
+        const std::string v = value();
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end || n < 0) trm::InvalidArgument(a + " '" + v + "': expected a non-negative integer");
+        return n;
+      };
+      if (a == "--listen") opt.listen = value();
+      else if (a == "--data-dir") opt.coordinator.data_dir = value();
+      else if (a == "--metrics-listen") opt.metrics_listen = value();
+      else if (a == "--heartbeat-timeout-s") opt.coordinator.heartbeat_timeout_ms = static_cast<int>(number() * 1000);
+      else if (a == "--heartbeat-interval-ms") opt.coordinator.heartbeat_interval_ms = static_cast<int>(number());
+      else if (a == "--keep-last") opt.coordinator.keep_last_checkpoints = static_cast<int>(number());
+      else if (a == "--keep-best") opt.coordinator.keep_best_metric = value();
+      else if (a == "--config-dir") opt.coordinator.config_dir = value();
+      else if (a == "--port-file") port_file = value();
+      else if (a == "--standalone") standalone = true;
+      else if (a == "--cpu-slots") cpu_slots = static_cast<int>(number());
+      else if (a == "--worker-binary") worker_binary = value();
+      else if (a == "-h" || a == "--help") return Usage();
+      else {
+        std::fprintf(stderr, "error: unknown option %s\n", a.c_str());
+        return Usage();
+      }
+    }
+    if (opt.coordinator.config_dir.empty()) {
+      const char* env = std::getenv("TRM_CONFIG_DIR");
+      opt.coordinator.config_dir = env && *env ? env : (fs::exists("configs") ? "configs" : SelfDir() + "/../../configs");
+    }
+  } catch (const trm::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return Usage();
+  }
+
+  // Signals are taken synchronously by this thread; every other thread (gRPC's included)
+  // inherits the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    trm::coordinator::CoordinatorServer server(opt);
+    if (!port_file.empty()) trm::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n");
+    std::unique_ptr<trm::RankProcess> worker;
+    std::thread out_thread, err_thread;
+    if (standalone) {
+      trm::SpawnSpec spec;
+      spec.path = worker_binary.empty() ? SelfDir() + "/trm-worker" : worker_binary;
+      spec.argv = {spec.path, "--coordinator", "127.0.0.1:" + std::to_string(server.port()), "--cpu-slots",
+                   std::to_string(cpu_slots), "--work-dir", (fs::path(opt.coordinator.data_dir) / "worker").string(),
+                   "--id", "local"};
+      for (char** e = environ; *e; ++e) spec.env.push_back(*e);
+      worker = std::make_unique<trm::RankProcess>(spec);
+      out_thread = std::thread(Forward, worker->TakeStdout());
+      err_thread = std::thread(Forward, worker->TakeStderr());
+      spdlog::info("standalone: local worker pid {} with {} CPU slot(s)", worker->pid(), cpu_slots);
+    }
+    // Wait for a signal, or for the local worker to die (then the service is useless: exit).
+    int sig = 0;
+    while (sig == 0) {
+      timespec ts{0, 200 * 1000 * 1000};
+      const int got = sigtimedwait(&set, nullptr, &ts);
+      if (got > 0) sig = got;
+      if (worker && worker->PollExit()) {
+        spdlog::error("standalone: the local worker exited (status {}); stopping", worker->wait_status());
+        break;
+      }
+    }
+    if (sig) spdlog::info("signal {}: shutting down", sig);
+    if (worker && !worker->exited()) {
+      worker->SignalGroup(SIGTERM);
+      for (int i = 0; i < 100 && !worker->PollExit(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!worker->exited()) worker->SignalGroup(SIGKILL);
+      while (!worker->PollExit()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (worker) worker->Reap();
+    if (out_thread.joinable()) out_thread.join();
+    if (err_thread.joinable()) err_thread.join();
+    server.Shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,334 @@
+// The coordinator's logic driven as workers and users would drive it, without a server: a fake
+// clock, a real SQLite database in a temporary directory, real files for checkpoints.
+#include "trm/coordinator/coordinator.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "trm/common/error.h"
+#include "trm/rpc/transfer.h"
+
+namespace fs = std::filesystem;
+
+namespace trm::coordinator {
+namespace {
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("trm_coord_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    Open();
+  }
+  void TearDown() override {
+    c_.reset();
+    fs::remove_all(root_);
+  }
+  void Open() {
+    CoordinatorOptions o;
+    o.data_dir = (root_ / "state").string();
+    o.config_dir = std::string(TRM_SOURCE_DIR) + "/configs";
+    o.heartbeat_timeout_ms = 15000;
+    o.keep_last_checkpoints = 2;
+    o.keep_best_metric = "eval_lm_loss";
+    o.now_ms = [this] { return now_; };
+    c_ = std::make_unique<Coordinator>(o);
+  }
+  void AddWorker(const std::string& id, int slots) {
+    v1::RegisterRequest r;
+    r.set_worker_id(id);
+    r.set_host("127.0.0.1");
+    r.set_slots(slots);
+    r.set_device_kind("cpu");
+    c_->Register(r);
+  }
+  v1::HeartbeatResponse Beat(const std::string& id, std::vector<std::pair<std::string, int>> running = {}) {
+    v1::HeartbeatRequest h;
+    h.set_worker_id(id);
+    h.add_free_ports(40000 + static_cast<uint32_t>(std::hash<std::string>()(id) % 1000));
+    for (const auto& [job, attempt] : running) {
+      auto* a = h.add_attempts();
+      a->set_job_id(job);
+      a->set_attempt(attempt);
+      a->add_ranks()->set_phase(v1::PHASE_COMPUTE);
+    }
+    return c_->Heartbeat(h);
+  }
+  v1::JobSpec Spec(int world) {
+    v1::JobSpec s;
+    s.set_config_name("cfg_tiny");
+    s.set_data_path("/data/chat");
+    s.set_world_size(world);
+    s.add_overrides("global_batch_size=4");
+    return s;
+  }
+  void Report(const std::string& worker, const std::string& job, int attempt, std::vector<v1::WorkerEvent> evs,
+              bool* stop = nullptr) {
+    v1::ReportEventsRequest r;
+    r.set_worker_id(worker);
+    r.set_job_id(job);
+    r.set_attempt(attempt);
+    for (auto& e : evs) *r.add_events() = e;
+    auto resp = c_->ReportEvents(r);
+    if (stop) *stop = resp.stop();
+  }
+  static v1::WorkerEvent Metrics(int64_t step, double loss) {
+    v1::WorkerEvent e;
+    e.mutable_metrics()->set_step(step);
+    e.mutable_metrics()->set_total_steps(10);
+    (*e.mutable_metrics()->mutable_values())["lm_loss"] = loss;
+    return e;
+  }
+  static v1::WorkerEvent Exit(int rank, int code) {
+    v1::WorkerEvent e;
+    e.mutable_exit()->set_rank(rank);
+    e.mutable_exit()->set_exit_code(code);
+    if (code) e.mutable_exit()->set_message("error: boom");
+    return e;
+  }
+  // Uploads a small checkpoint through the same receiver the gRPC adapter uses.
+  v1::CheckpointInfo Upload(const std::string& job, int attempt, int64_t step, double eval_loss = -1) {
+    const fs::path src = root_ / ("ckpt_src_" + std::to_string(step));
+    fs::create_directories(src / "tokenizer");
+    std::ofstream(src / "model.safetensors") << "weights at " << step;
+    std::ofstream(src / "tokenizer" / "vocab.json") << "{}";
+    v1::CheckpointUploadHeader h;
+    h.set_worker_id("w1");
+    h.set_job_id(job);
+    h.set_attempt(attempt);
+    h.mutable_info()->set_name("step_" + std::to_string(step));
+    h.mutable_info()->set_step(step);
+    if (eval_loss >= 0) (*h.mutable_info()->mutable_metrics())["eval_lm_loss"] = eval_loss;
+    *h.mutable_manifest() = rpc::BuildManifest(src.string(), h.info().name());
+    c_->CheckCheckpointUpload(h);
+    rpc::FileReceiver rx(c_->NewUploadDir("checkpoint"), 1 << 20);
+    rpc::SendFiles(src.string(), h.manifest(), 0, [&](const v1::TransferMessage& m) {
+      rx.OnMessage(m);
+      return true;
+    });
+    return c_->CommitCheckpoint(h, &rx);
+  }
+
+  fs::path root_;
+  int64_t now_ = 1000000;
+  std::unique_ptr<Coordinator> c_;
+};
+
+std::string ErrorOf(const std::function<void()>& fn, Code* code = nullptr) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (code) *code = e.code();
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(CoordinatorTest, BadSubmissionsNameTheProblem) {
+  AddWorker("w1", 2);
+  Code code{};
+  auto bad_key = Spec(1);
+  bad_key.add_overrides("arch.hiden_size=8");
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(bad_key); }, &code).find("hiden_size"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+
+  auto bad_yaml = Spec(1);
+  bad_yaml.set_config_yaml("lr: [1, 2\nepochs: 3\n");
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(bad_yaml); }, &code).find("spec.config_yaml"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(Spec(3)); }, &code).find("not divisible"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  auto big = Spec(4);
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(big); }, &code).find("2 slots"), std::string::npos);
+  EXPECT_EQ(code, Code::kFailedPrecondition);
+  auto neg = Spec(-1);
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(neg); }, &code).find("spec.world_size"), std::string::npos);
+
+  auto no_data = Spec(1);
+  no_data.clear_data_path();
+  no_data.set_dataset("chat");
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(no_data); }, &code).find("no dataset"), std::string::npos);
+  EXPECT_EQ(code, Code::kNotFound);
+  no_data.set_dataset("../etc");
+  ErrorOf([&] { c_->SubmitJob(no_data); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+
+  EXPECT_NE(ErrorOf([&] { c_->GetJob("job-999999"); }, &code).find("does not exist"), std::string::npos);
+  EXPECT_EQ(code, Code::kNotFound);
+  EXPECT_TRUE(c_->ListJobs({}, 0).empty());  // nothing half-submitted
+}
+
+TEST_F(CoordinatorTest, JobRunsToCompletionAcrossTwoWorkers) {
+  AddWorker("w1", 1);
+  AddWorker("w2", 1);
+  Beat("w1");
+  Beat("w2");
+  const std::string id = c_->SubmitJob(Spec(2));
+  EXPECT_EQ(id, "job-000001");
+  c_->Tick();
+  ASSERT_EQ(c_->GetJob(id).state(), v1::JOB_RUNNING);
+  auto r1 = Beat("w1"), r2 = Beat("w2");
+  ASSERT_EQ(r1.start_size() + r2.start_size(), 2);
+  const v1::Assignment& a0 = r1.start_size() ? r1.start(0) : r2.start(0);
+  EXPECT_EQ(a0.world_size(), 2);
+  EXPECT_EQ(a0.attempt(), 1);
+  EXPECT_NE(a0.master_port(), 0u);
+  EXPECT_NE(a0.config_json().find("\"global_batch_size\":4"), std::string::npos);
+  // Re-sent until the worker lists the attempt, then not any more.
+  EXPECT_EQ(Beat("w1").start_size(), 1);
+  EXPECT_EQ(Beat("w1", {{id, 1}}).start_size(), 0);
+  EXPECT_EQ(Beat("w1", {{id, 1}}).start_size(), 0);
+  EXPECT_EQ(Beat("w2", {{id, 1}}).stop_size(), 0);
+
+  Report("w1", id, 1, {Metrics(1, 5.0), Metrics(2, 4.0)});
+  Upload(id, 1, 2);
+  Report("w1", id, 1, {Exit(0, 0)});
+  EXPECT_EQ(c_->GetJob(id).state(), v1::JOB_RUNNING);
+  Report("w2", id, 1, {Exit(1, 0)});
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(j.step(), 2);
+  EXPECT_DOUBLE_EQ(j.loss(), 4.0);
+  EXPECT_EQ(j.latest_checkpoint(), "step_2");
+
+  auto events = c_->ReadEvents(id, 0, true, 1000);
+  ASSERT_GE(events.size(), 6u);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), i + 1);  // no gaps
+  EXPECT_TRUE(events.back().has_state());
+  EXPECT_EQ(events.back().state().state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(c_->ReadEvents(id, 3, true, 1000).front().seq(), 4u);  // a watcher resumes exactly
+  EXPECT_FALSE(c_->WaitForEvents(id, events.back().seq(), std::chrono::milliseconds(1)));
+  EXPECT_EQ(c_->GetMetrics(id, 0, 0).size(), 2u);
+  // The finished attempt's leftovers are told to stop.
+  EXPECT_EQ(Beat("w1", {{id, 1}}).stop_size(), 1);
+}
+
+TEST_F(CoordinatorTest, FailedRankRestartsFromTheLatestCheckpointThenFails) {
+  AddWorker("w1", 2);
+  Beat("w1");
+  auto spec = Spec(2);
+  spec.set_max_restarts(1);
+  const std::string id = c_->SubmitJob(spec);
+  c_->Tick();
+  Upload(id, 1, 3);
+  bool stop = false;
+  Report("w1", id, 1, {Exit(1, 137)}, &stop);
+  EXPECT_TRUE(stop);
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.state(), v1::JOB_QUEUED);
+  EXPECT_EQ(j.restarts(), 1);
+  EXPECT_NE(j.message().find("rank 1"), std::string::npos);
+  // The worker still runs attempt 1: its slots are not free until it stops.
+  auto hb = Beat("w1", {{id, 1}});
+  EXPECT_EQ(hb.stop_size(), 1);
+  c_->Tick();
+  EXPECT_EQ(c_->GetJob(id).state(), v1::JOB_QUEUED);
+  hb = Beat("w1");  // stopped
+  c_->Tick();
+  hb = Beat("w1");
+  ASSERT_EQ(hb.start_size(), 1);
+  EXPECT_EQ(hb.start(0).attempt(), 2);
+  EXPECT_EQ(hb.start(0).resume_checkpoint(), "step_3");
+  // Late news from attempt 1 is ignored and told to stop.
+  Report("w1", id, 1, {Metrics(9, 1.0)}, &stop);
+  EXPECT_TRUE(stop);
+  EXPECT_EQ(c_->GetJob(id).step(), 0);
+  Report("w1", id, 2, {Exit(0, 3)});
+  j = c_->GetJob(id);
+  EXPECT_EQ(j.state(), v1::JOB_FAILED);
+  EXPECT_EQ(j.failure_kind(), "exit_code");
+  EXPECT_NE(j.message().find("boom"), std::string::npos);
+}
+
+TEST_F(CoordinatorTest, SilentWorkerIsLostAndItsJobRequeued) {
+  AddWorker("w1", 1);
+  AddWorker("w2", 1);
+  Beat("w1");
+  Beat("w2");
+  auto spec = Spec(1);
+  spec.set_max_restarts(2);
+  const std::string id = c_->SubmitJob(spec);
+  const std::string where = c_->GetJob(id).placement(0).worker_id();
+  const std::string other = where == "w1" ? "w2" : "w1";
+  now_ += 10000;
+  Beat(other);
+  c_->Tick();
+  EXPECT_EQ(c_->GetJob(id).state(), v1::JOB_RUNNING);
+  now_ += 6000;  // `where` silent for 16 s > 15 s
+  Beat(other);
+  c_->Tick();
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.failure_kind(), "lost_worker");
+  EXPECT_EQ(j.state(), v1::JOB_RUNNING);  // rescheduled at once on the other worker
+  EXPECT_EQ(j.attempt(), 2);
+  EXPECT_EQ(j.placement(0).worker_id(), other);
+}
+
+TEST_F(CoordinatorTest, RestartedCoordinatorKnowsEverything) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  Report("w1", id, 1, {Metrics(1, 3.5)});
+  Upload(id, 1, 1);
+  const auto before = c_->ReadEvents(id, 0, true, 1000);
+  c_.reset();
+  Open();
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.state(), v1::JOB_RUNNING);
+  EXPECT_EQ(j.latest_checkpoint(), "step_1");
+  EXPECT_EQ(c_->ReadEvents(id, 0, true, 1000).size(), before.size());
+  EXPECT_EQ(c_->ListCheckpoints(id).size(), 1u);
+  EXPECT_EQ(c_->GetMetrics(id, 0, 0).size(), 1u);
+  ASSERT_EQ(c_->ListWorkers().size(), 1u);
+  // The worker carries on: no re-assignment, events continue the numbering.
+  EXPECT_EQ(Beat("w1", {{id, 1}}).start_size(), 0);
+  Report("w1", id, 1, {Exit(0, 0)});
+  EXPECT_EQ(c_->GetJob(id).state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(c_->ReadEvents(id, 0, true, 1000).back().seq(), before.size() + 1);
+  EXPECT_EQ(c_->SubmitJob(Spec(1)), "job-000002");
+}
+
+TEST_F(CoordinatorTest, RetentionKeepsTheLastAndTheBest) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  Upload(id, 1, 10, 2.0);
+  Upload(id, 1, 20, 1.0);  // best
+  Upload(id, 1, 30, 3.0);
+  Upload(id, 1, 40, 4.0);
+  std::vector<std::string> names;
+  for (const auto& c : c_->ListCheckpoints(id)) names.push_back(c.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"step_20", "step_30", "step_40"}));
+  EXPECT_FALSE(fs::exists(root_ / "state" / "checkpoints" / id / "step_10"));
+  EXPECT_EQ(c_->ResolveCheckpoint(id, "best:eval_lm_loss").manifest.name(), "step_20");
+  EXPECT_EQ(c_->ResolveCheckpoint(id, "latest").manifest.name(), "step_40");
+  EXPECT_EQ(c_->ResolveCheckpoint(id, "step:30").manifest.name(), "step_30");
+  Code code{};
+  ErrorOf([&] { c_->ResolveCheckpoint(id, "../../etc/passwd"); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  ErrorOf([&] { c_->ResolveCheckpoint(id, "step:10"); }, &code);
+  EXPECT_EQ(code, Code::kNotFound);
+  ErrorOf([&] { c_->ResolveCheckpoint(id, "best:nope"); }, &code);
+  EXPECT_EQ(code, Code::kNotFound);
+}
+
+TEST_F(CoordinatorTest, CancelStopsTheAttempt) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  EXPECT_EQ(Beat("w1", {{id, 1}}).stop_size(), 0);
+  EXPECT_EQ(c_->CancelJob(id).state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(Beat("w1", {{id, 1}}).stop_size(), 1);
+  EXPECT_EQ(c_->CancelJob(id).state(), v1::JOB_CANCELLED);  // idempotent
+}
+
+}  // namespace
+}  // namespace trm::coordinator

@@ -1,0 +1,109 @@
+#include "metrics_tailer.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "trm/common/unique_fd.h"
+
+namespace trm::agent {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr size_t kKeepSteps = 4096;         // metric lines remembered for checkpoint infos
+constexpr size_t kMaxReadPerPoll = 4 << 20;  // a huge backlog is read over several polls
+constexpr size_t kMaxLine = 1 << 20;
+
+}  // namespace
+
+std::vector<MetricsLine> MetricsTailer::Poll() {
+  std::vector<MetricsLine> out;
+  UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return out;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return out;
+  if (st.st_ino != inode_ || static_cast<uint64_t>(st.st_size) < offset_) {
+    // Rewritten (the trainer trims it atomically on resume): start over; the step filter below
+    // keeps already-reported lines from being reported twice.
+    inode_ = st.st_ino;
+    offset_ = 0;
+    partial_.clear();
+  }
+  std::string data;
+  char buf[65536];
+  while (data.size() < kMaxReadPerPoll) {
+    const ssize_t n = ::pread(fd.get(), buf, sizeof buf, static_cast<off_t>(offset_ + data.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    data.append(buf, static_cast<size_t>(n));
+  }
+  offset_ += data.size();
+  partial_ += data;
+  size_t start = 0;
+  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    const std::string line = partial_.substr(start, nl - start);
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      spdlog::warn("{}: skipping a malformed line: {}", path_, e.what());
+      continue;
+    }
+    if (!j.is_object()) continue;
+    MetricsLine m;
+    m.step = j.value("step", int64_t{0});
+    m.total_steps = j.value("total_steps", int64_t{0});
+    m.eval = j.value("eval", false);
+    for (const auto& [k, v] : j.items()) {
+      if (v.is_number()) m.values[k] = v.get<double>();
+    }
+    if (m.eval) {
+      if (m.step <= last_eval_step_) continue;
+      last_eval_step_ = m.step;
+      last_eval_ = m.values;
+    } else {
+      if (m.step <= last_train_step_) continue;
+      last_train_step_ = m.step;
+      by_step_[m.step] = m.values;
+      while (by_step_.size() > kKeepSteps) by_step_.erase(by_step_.begin());
+    }
+    out.push_back(std::move(m));
+  }
+  partial_.erase(0, start);
+  if (partial_.size() > kMaxLine) partial_.clear();  // not a metrics line; do not grow forever
+  return out;
+}
+
+std::map<std::string, double> MetricsTailer::ValuesForCheckpoint(int64_t step) const {
+  std::map<std::string, double> v;
+  if (auto it = by_step_.find(step); it != by_step_.end()) v = it->second;
+  for (const auto& [k, x] : last_eval_) {
+    if (k != "step") v[k] = x;  // eval keys are eval_*; "step" is the checkpoint's own
+  }
+  v["step"] = static_cast<double>(step);
+  return v;
+}
+
+std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(run_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("step_", 0) != 0 || name.size() == 5 || name.size() > 24) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    std::error_code ec2;
+    if (!it->is_directory(ec2)) continue;
+    out.emplace_back(std::stoll(name.substr(5)), it->path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace trm::agent
