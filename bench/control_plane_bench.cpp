@@ -4,7 +4,10 @@
 //   2. W simulated workers heartbeating once a second each (coordinator CPU share, heartbeat
 //      latency);
 //   3. checkpoint transfer: an M MiB checkpoint uploaded by a worker, then downloaded (MB/s,
-//      SHA-256 checked as trmctl pull does).
+//      SHA-256 checked as trmctl pull does);
+//   4. load: a job reporting 10 steps (metrics + a log line each) per second while 50 clients
+//      watch it and 200 poll its status every second (status latency, events delivered,
+//      coordinator CPU and memory).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -80,10 +83,164 @@ void Deadline(Ctx* ctx, int seconds) {
   rpc::SetDeadline(ctx, std::chrono::seconds(seconds));
 }
 
+// Phase 4: one job making progress, many watchers and status pollers.
+nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers, int n_pollers, int seconds) {
+  std::shared_ptr<grpc::Channel> ch(ch_raw, [](grpc::Channel*) {});
+  auto jobs = v1::JobService::NewStub(ch);
+  auto workers = v1::WorkerService::NewStub(ch);
+  {
+    v1::RegisterRequest r;
+    r.set_worker_id("bench-load");
+    r.set_host("127.0.0.1");
+    r.set_slots(1);
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 10);
+    rpc::ThrowIfFailed(workers->Register(&ctx, r, &resp), "Register");
+  }
+  v1::SubmitJobRequest req;
+  req.mutable_spec()->set_config_name("cfg_tiny");
+  req.mutable_spec()->set_data_path("/data/bench");
+  req.mutable_spec()->set_world_size(1);
+  req.mutable_spec()->set_priority(200);
+  v1::SubmitJobResponse sub;
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 10);
+    rpc::ThrowIfFailed(jobs->SubmitJob(&ctx, req, &sub), "SubmitJob");
+  }
+  int attempt = 0;
+  for (int i = 0; i < 100 && !attempt; ++i) {
+    v1::HeartbeatRequest h;
+    h.set_worker_id("bench-load");
+    h.add_free_ports(2);
+    v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 5);
+    rpc::ThrowIfFailed(workers->Heartbeat(&ctx, h, &resp), "Heartbeat");
+    for (const auto& a : resp.start())
+      if (a.job_id() == sub.job_id()) attempt = a.attempt();
+    if (!attempt) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!attempt) ThrowError(Code::kDeadlineExceeded, "the load job was never placed");
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> emitted{0};
+  std::vector<int64_t> received(static_cast<size_t>(n_watchers), 0);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < n_watchers; ++w) {
+    threads.emplace_back([&, w] {
+      auto stub = v1::JobService::NewStub(ch);
+      grpc::ClientContext ctx;
+      Deadline(&ctx, seconds + 60);
+      v1::WatchJobRequest q;
+      q.set_job_id(sub.job_id());
+      q.set_follow(true);
+      q.set_include_logs(true);
+      auto rd = stub->WatchJob(&ctx, q);
+      v1::JobEvent e;
+      while (rd->Read(&e)) {
+        ++received[static_cast<size_t>(w)];
+        if (e.has_state() && e.state().state() == v1::JOB_CANCELLED) break;
+      }
+      ctx.TryCancel();
+      rd->Finish();
+    });
+  }
+  std::mutex mu;
+  std::vector<double> lat;
+  std::atomic<int64_t> poll_failures{0};
+  const auto start = Clock::now();
+  for (int p = 0; p < n_pollers; ++p) {
+    threads.emplace_back([&, p] {
+      auto stub = v1::JobService::NewStub(ch);
+      std::vector<double> mine;
+      for (int k = 0; !stop.load(); ++k) {
+        std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(k + static_cast<double>(p) / n_pollers)));
+        if (stop.load()) break;
+        v1::GetJobRequest q;
+        q.set_job_id(sub.job_id());
+        v1::Job j;
+        grpc::ClientContext ctx;
+        Deadline(&ctx, 5);
+        const auto t0 = Clock::now();
+        if (stub->GetJob(&ctx, q, &j).ok()) mine.push_back(Seconds(Clock::now() - t0) * 1000);
+        else ++poll_failures;
+      }
+      std::lock_guard<std::mutex> l(mu);
+      lat.insert(lat.end(), mine.begin(), mine.end());
+    });
+  }
+  const ProcUsage u0 = ReadUsage(coord_pid);
+  const auto t0 = Clock::now();
+  int64_t step = 0;
+  double peak_rss = 0;
+  while (Clock::now() - t0 < std::chrono::seconds(seconds)) {
+    v1::ReportEventsRequest r;
+    r.set_worker_id("bench-load");
+    r.set_job_id(sub.job_id());
+    r.set_attempt(attempt);
+    auto* m = r.add_events()->mutable_metrics();
+    m->set_step(++step);
+    m->set_total_steps(1000000);
+    (*m->mutable_values())["lm_loss"] = 1.0 / static_cast<double>(step);
+    r.add_events()->mutable_log()->set_text("step " + std::to_string(step) + " done");
+    v1::ReportEventsResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 5);
+    if (workers->ReportEvents(&ctx, r, &resp).ok()) emitted += 2;
+    if (step % 10 == 0) {
+      v1::HeartbeatRequest h;
+      h.set_worker_id("bench-load");
+      auto* a = h.add_attempts();
+      a->set_job_id(sub.job_id());
+      a->set_attempt(attempt);
+      v1::HeartbeatResponse hr;
+      grpc::ClientContext hctx;
+      Deadline(&hctx, 5);
+      workers->Heartbeat(&hctx, h, &hr);
+      peak_rss = std::max(peak_rss, ReadUsage(coord_pid).rss_mb);
+    }
+    std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100 * step));
+  }
+  const double wall = Seconds(Clock::now() - t0);
+  const ProcUsage u1 = ReadUsage(coord_pid);
+  stop = true;
+  {
+    v1::CancelJobRequest c;
+    c.set_job_id(sub.job_id());
+    v1::Job j;
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 10);
+    jobs->CancelJob(&ctx, c, &j);
+  }
+  for (auto& t : threads) t.join();
+  // Every watcher must have seen every event the job had when it was cancelled (all of them:
+  // submit, start, the reported ones, the cancel).
+  int64_t min_rx = received.empty() ? 0 : *std::min_element(received.begin(), received.end());
+  std::fprintf(stderr, "load: GetJob p50 %.2f ms p99 %.2f ms under %d watchers, %d pollers; CPU %.1f%%\n",
+               Percentile(lat, 0.5), Percentile(lat, 0.99), n_watchers, n_pollers, 100 * (u1.cpu_s - u0.cpu_s) / wall);
+  return {{"watchers", n_watchers},
+          {"pollers", n_pollers},
+          {"seconds", wall},
+          {"events_reported", emitted.load()},
+          {"min_events_per_watcher", min_rx},
+          {"status_polls", lat.size()},
+          {"status_failures", poll_failures.load()},
+          {"status_p50_ms", Percentile(lat, 0.5)},
+          {"status_p99_ms", Percentile(lat, 0.99)},
+          {"coordinator_cpu_share", (u1.cpu_s - u0.cpu_s) / wall},
+          {"coordinator_rss_mb", std::max(peak_rss, u1.rss_mb)}};
+}
+
 }  // namespace
 
 int RunControlPlane(const std::vector<std::string>& args) {
-  CheckFlags(args, {"jobs", "workers", "seconds", "mb", "threads"});
+  CheckFlags(args, {"jobs", "workers", "seconds", "mb", "threads", "watchers", "pollers", "load-seconds"});
+  const int n_watchers = std::stoi(FlagValue(args, "watchers", "50"));
+  const int n_pollers = std::stoi(FlagValue(args, "pollers", "200"));
+  const int load_seconds = std::stoi(FlagValue(args, "load-seconds", "15"));
   const int n_jobs = std::stoi(FlagValue(args, "jobs", "1000"));
   const int n_workers = std::stoi(FlagValue(args, "workers", "1000"));
   const int seconds = std::stoi(FlagValue(args, "seconds", "20"));
@@ -307,6 +464,7 @@ int RunControlPlane(const std::vector<std::string>& args) {
                          {"upload_mib_per_s", bytes / (1 << 20) / up_s},
                          {"download_mib_per_s", Percentile(down, 0.5)},
                          {"download_mib_per_s_runs", down}};
+    out["load"] = LoadPhase(channel.get(), coord.pid(), n_watchers, n_pollers, load_seconds);
     out["coordinator_peak_rss_mb"] = ReadUsage(coord.pid()).rss_mb;
   } catch (...) {
     coord.SignalGroup(SIGKILL);

@@ -16,6 +16,8 @@ const char* CodeName(Code code) {
     case Code::kResourceExhausted: return "RESOURCE_EXHAUSTED";
     case Code::kInternal: return "INTERNAL";
     case Code::kIoError: return "IO_ERROR";
+    case Code::kUnauthenticated: return "UNAUTHENTICATED";
+    case Code::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

@@ -58,23 +58,40 @@ json ScalarToJson(const YAML::Node& n) {
   return s;
 }
 
-json NodeToJson(const YAML::Node& n, const std::string& source) {
+// Aliases make the YAML graph shared or even cyclic (`a: &x [*x]`), and expanding it is
+// recursive and can be exponential ("billion laughs"): both are bounded.
+constexpr int kMaxDepth = 256;
+constexpr size_t kMaxNodes = size_t{1} << 16;  // configs hold hundreds
+
+struct Budget {
+  const std::string& source;
+  size_t nodes_left = kMaxNodes;
+};
+
+json NodeToJson(const YAML::Node& n, Budget& b, int depth) {
+  if (depth > kMaxDepth || b.nodes_left == 0) {
+    InvalidArgument(b.source + ":" + std::to_string(n.Mark().line + 1) + ": " +
+                    (depth > kMaxDepth ? "nested deeper than " + std::to_string(kMaxDepth) + " levels"
+                                       : "more than " + std::to_string(kMaxNodes) + " values") +
+                    " (a recursive or repeatedly expanded alias?)");
+  }
+  --b.nodes_left;
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined: return nullptr;
     case YAML::NodeType::Scalar: return ScalarToJson(n);
     case YAML::NodeType::Sequence: {
       json a = json::array();
-      for (const auto& e : n) a.push_back(NodeToJson(e, source));
+      for (const auto& e : n) a.push_back(NodeToJson(e, b, depth + 1));
       return a;
     }
     case YAML::NodeType::Map: {
       json o = json::object();
       for (const auto& kv : n) {
         if (!kv.first.IsScalar()) {
-          InvalidArgument(source + ":" + std::to_string(kv.first.Mark().line + 1) + ": mapping keys must be scalars");
+          InvalidArgument(b.source + ":" + std::to_string(kv.first.Mark().line + 1) + ": mapping keys must be scalars");
         }
-        o[kv.first.Scalar()] = NodeToJson(kv.second, source);
+        o[kv.first.Scalar()] = NodeToJson(kv.second, b, depth + 1);
       }
       return o;
     }
@@ -109,7 +126,8 @@ json YamlToJson(const std::string& text, const std::string& source) {
     InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
                     ": invalid YAML: " + e.msg);
   }
-  return NodeToJson(root, source);
+  Budget budget{source};
+  return NodeToJson(root, budget, 0);
 }
 
 json LoadComposedConfig(const std::string& config_dir, const std::string& name) {
@@ -139,7 +157,7 @@ json LoadComposedConfig(const std::string& config_dir, const std::string& name) 
     } else if (d.is_string()) {
       Merge(&out, LoadComposedConfig(config_dir, d.get<std::string>()));
     } else {
-      InvalidArgument(path + ": defaults: entries must be '_self_', a name, or 'group: name', got " + d.dump());
+      InvalidArgument(path + ": defaults: entries must be '_self_', a name, or 'group: name', got " + d.dump(-1, ' ', false, json::error_handler_t::replace));
     }
   }
   if (!self_applied) Merge(&out, self);  // Hydra's default: the file's own keys win
@@ -155,6 +173,10 @@ void ApplyOverrides(json* config, const std::vector<std::string>& overrides) {
     if (remove || add) key = key.substr(1);
     if (key.empty() || (eq == std::string::npos && !remove)) {
       InvalidArgument("override '" + ov + "': expected key=value (e.g. global_batch_size=2 or arch.H_cycles=3)");
+    }
+    if (config->is_null()) *config = json::object();  // an empty file
+    if (!config->is_object()) {
+      InvalidArgument("override '" + ov + "': the config is a " + config->type_name() + ", not a mapping of keys");
     }
     json* node = config;
     size_t start = 0;

@@ -60,8 +60,18 @@ struct WorkerState {
 
 }  // namespace
 
+// When an attempt last made progress (in memory: after a coordinator restart every attempt
+// gets a fresh budget).
+struct Progress {
+  int attempt = 0;
+  int64_t step = -1;
+  int64_t since_ms = 0;
+  std::string phase;  // as the rank-0 worker last reported it
+};
+
 struct Coordinator::Impl {
   CoordinatorOptions opt;
+  std::map<std::string, Progress> progress;  // job id -> its active attempt's progress
   std::mutex mu;
   std::condition_variable events_cv;  // notified on every new event
   std::unique_ptr<Store> store;
@@ -267,6 +277,28 @@ struct Coordinator::Impl {
                     "worker " + id + " sent no heartbeat for " + std::to_string((now - w.last_seen_ms) / 1000) + " s");
         Commit(&tx, std::move(rec));
       }
+    }
+  }
+
+  void DetectHangs() {
+    const int64_t now = Now();
+    std::vector<std::string> hung;
+    for (const auto& [id, r] : jobs) {
+      if (!r.attempt().active()) continue;
+      Progress& p = progress[id];
+      if (p.attempt != r.attempt().number()) p = Progress{r.attempt().number(), -1, now, ""};
+      const int64_t budget = p.step < 0 ? opt.start_timeout_ms : opt.hang_timeout_ms;
+      if (now - p.since_ms > budget) hung.push_back(id);
+    }
+    for (const auto& id : hung) {
+      v1::JobRecord rec = jobs[id];
+      const Progress p = progress[id];
+      Store::Transaction tx(store.get());
+      FailAttempt(&rec, "hang",
+                  (p.step < 0 ? std::string("no first step") : "no step after step " + std::to_string(p.step)) +
+                      " for " + std::to_string((now - p.since_ms) / 1000) + " s" +
+                      (p.phase.empty() ? "" : " (rank 0 phase " + p.phase + ")"));
+      Commit(&tx, std::move(rec));
     }
   }
 
@@ -553,6 +585,16 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   impl_->store->PutWorker(w.rec);
   spdlog::info("worker {} {}: {} {} slot(s) at {}", req.worker_id(), known ? "re-registered" : "registered",
                req.slots(), req.device_kind(), req.host());
+  // A worker registers when its process starts: ranks it ran before are gone with the old
+  // process, so attempts that placed ranks there cannot finish.
+  for (const std::string& job_id : impl_->JobsOn(req.worker_id())) {
+    const auto& acked = impl_->jobs[job_id].attempt().acked_workers();
+    if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end()) continue;  // not started there yet
+    v1::JobRecord rec = impl_->jobs[job_id];
+    Store::Transaction tx(impl_->store.get());
+    impl_->FailAttempt(&rec, "lost_worker", "worker " + req.worker_id() + " restarted");
+    impl_->Commit(&tx, std::move(rec));
+  }
   impl_->PublishCounts();
   v1::RegisterResponse resp;
   resp.set_heartbeat_interval_ms(impl_->opt.heartbeat_interval_ms);
@@ -592,6 +634,11 @@ v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& req) {
       continue;
     }
     v1::JobRecord& rec = jit->second;
+    for (const auto& r : a.ranks()) {
+      if (r.rank() != 0) continue;
+      Progress& p = impl_->progress[a.job_id()];
+      p.phase = v1::RankPhase_Name(r.phase());
+    }
     auto& acked = rec.attempt().acked_workers();
     if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end()) {
       v1::JobRecord copy = rec;
@@ -644,6 +691,10 @@ v1::ReportEventsResponse Coordinator::ReportEvents(const v1::ReportEventsRequest
       const auto& m = ev.metrics();
       impl_->store->AppendMetrics(j->id(), m);
       if (!m.eval()) {
+        Progress& p = impl_->progress[j->id()];
+        if (p.attempt != rec.attempt().number() || m.step() > p.step) {
+          p = Progress{rec.attempt().number(), m.step(), impl_->Now(), p.phase};
+        }
         j->set_step(m.step());
         if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
         auto get = [&](const char* k) {
@@ -737,6 +788,7 @@ v1::CheckpointInfo Coordinator::CommitCheckpoint(const v1::CheckpointUploadHeade
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->LoseWorkers();
+  impl_->DetectHangs();
   impl_->Schedule();
   impl_->PublishCounts();
 }

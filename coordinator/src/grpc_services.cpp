@@ -25,6 +25,12 @@ class RpcTimer {
   Clock::time_point t0_;
 };
 
+std::string AuthHeader(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
 void RequireJobId(const std::string& id) {
   if (id.empty()) InvalidArgument("job_id is required");
   rpc::CheckName(id, "job_id");
@@ -40,24 +46,27 @@ grpc::Status Stream(const FileSet& files, uint64_t offset, grpc::ServerContext* 
 
 }  // namespace
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                                        v1::SubmitJobResponse* resp) {
   RpcTimer t(m_, "SubmitJob");
-  return rpc::Guard([&] { resp->set_job_id(c_->SubmitJob(req->spec())); });
+  return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "SubmitJob"); resp->set_job_id(c_->SubmitJob(req->spec())); });
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req, v1::Job* resp) {
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "GetJob");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob");
     RequireJobId(req->job_id());
     *resp = c_->GetJob(req->job_id());
   });
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* resp) {
   RpcTimer t(m_, "ListJobs");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListJobs");
     std::vector<v1::JobState> states;
     for (int s : req->states()) states.push_back(static_cast<v1::JobState>(s));
     if (req->limit() < 0 || req->limit() > 10000) InvalidArgument("limit: expected 0 to 10000");
@@ -65,9 +74,10 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRe
   });
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req, v1::Job* resp) {
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "CancelJob");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "CancelJob");
     RequireJobId(req->job_id());
     *resp = c_->CancelJob(req->job_id());
   });
@@ -76,6 +86,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJob
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                       grpc::ServerWriter<v1::JobEvent>* w) {
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
     RequireJobId(req->job_id());
     uint64_t after = req->after_seq();
     c_->GetJob(req->job_id());  // NOT_FOUND before the stream starts
@@ -99,20 +110,22 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
   });
 }
 
-grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest* req,
+grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsRequest* req,
                                         v1::GetMetricsResponse* resp) {
   RpcTimer t(m_, "GetMetrics");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetMetrics");
     RequireJobId(req->job_id());
     if (req->limit() < 0) InvalidArgument("limit: must not be negative");
     for (auto& m : c_->GetMetrics(req->job_id(), req->from_step(), req->limit())) *resp->add_points() = std::move(m);
   });
 }
 
-grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest* req,
+grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1::ListCheckpointsRequest* req,
                                              v1::ListCheckpointsResponse* resp) {
   RpcTimer t(m_, "ListCheckpoints");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListCheckpoints");
     RequireJobId(req->job_id());
     for (auto& c : c_->ListCheckpoints(req->job_id())) *resp->add_checkpoints() = std::move(c);
   });
@@ -122,6 +135,7 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
                                                 grpc::ServerWriter<v1::TransferMessage>* w) {
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
     RequireJobId(req->job_id());
     if (req->selector().size() > 256) InvalidArgument("selector: longer than 256 characters");
     FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector());
@@ -130,17 +144,19 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
   return g.ok() ? s : g;
 }
 
-grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*,
                                          v1::ListWorkersResponse* resp) {
   RpcTimer t(m_, "ListWorkers");
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListWorkers");
     for (auto& w : c_->ListWorkers()) *resp->add_workers() = std::move(w);
   });
 }
 
-grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext*, grpc::ServerReader<v1::TransferMessage>* r,
+grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,
                                              v1::DatasetInfo* resp) {
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
     v1::TransferMessage msg;
     if (!r->Read(&msg) || !msg.has_manifest()) InvalidArgument("PushDataset: the first message must be the manifest");
     rpc::CheckName(msg.manifest().name(), "manifest.name (the dataset name)");
@@ -151,37 +167,42 @@ grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext*, grpc::ServerR
   });
 }
 
-grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*,
+grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext* ctx, const v1::ListDatasetsRequest*,
                                               v1::ListDatasetsResponse* resp) {
   return rpc::Guard([&] {
+    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListDatasets");
     for (auto& d : c_->ListDatasets()) *resp->add_datasets() = std::move(d);
   });
 }
 
-grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* resp) {
   RpcTimer t(m_, "Register");
-  return rpc::Guard([&] { *resp = c_->Register(*req); });
+  return rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Register"); *resp = c_->Register(*req); });
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* resp) {
   RpcTimer t(m_, "Heartbeat");
-  return rpc::Guard([&] { *resp = c_->Heartbeat(*req); });
+  return rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Heartbeat"); *resp = c_->Heartbeat(*req); });
 }
 
-grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest* req,
+grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* ctx, const v1::ReportEventsRequest* req,
                                              v1::ReportEventsResponse* resp) {
   RpcTimer t(m_, "ReportEvents");
   return rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "ReportEvents");
     if (req->events_size() > 10000) InvalidArgument("events: more than 10000 in one report");
     *resp = c_->ReportEvents(*req);
   });
 }
 
-grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*, grpc::ServerReader<v1::CheckpointUpload>* r,
+grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext* ctx, grpc::ServerReader<v1::CheckpointUpload>* r,
                                                  v1::UploadCheckpointResponse* resp) {
   return rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "UploadCheckpoint");
     v1::CheckpointUpload msg;
     if (!r->Read(&msg) || !msg.has_header()) InvalidArgument("UploadCheckpoint: the first message must be the header");
     const v1::CheckpointUploadHeader header = msg.header();
@@ -199,7 +220,8 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*, grpc::Ser
 grpc::Status WorkerServiceImpl::FetchDataset(grpc::ServerContext* ctx, const v1::FetchDatasetRequest* req,
                                              grpc::ServerWriter<v1::TransferMessage>* w) {
   grpc::Status s;
-  grpc::Status g = rpc::Guard([&] { s = Stream(c_->DatasetFiles(req->content_sha256()), req->offset(), ctx, w); });
+  grpc::Status g = rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchDataset"); s = Stream(c_->DatasetFiles(req->content_sha256()), req->offset(), ctx, w); });
   return g.ok() ? s : g;
 }
 
@@ -207,6 +229,7 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
                                                 grpc::ServerWriter<v1::TransferMessage>* w) {
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchCheckpoint");
     RequireJobId(req->job_id());
     rpc::CheckName(req->name(), "name");
     s = Stream(c_->ResolveCheckpoint(req->job_id(), req->name()), req->offset(), ctx, w);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "trm/coordinator/auth.h"
 #include "trm/coordinator/coordinator.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/v1/trm.grpc.pb.h"
@@ -13,8 +14,8 @@ namespace trm::coordinator {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(Coordinator* c, CoordinatorMetrics* m, const std::atomic<bool>* stopping)
-      : c_(c), m_(m), stopping_(stopping) {}
+  JobServiceImpl(Coordinator* c, CoordinatorMetrics* m, const Authorizer* auth, const std::atomic<bool>* stopping)
+      : c_(c), m_(m), auth_(auth), stopping_(stopping) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::SubmitJobResponse*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
@@ -30,22 +31,24 @@ class JobServiceImpl final : public v1::JobService::Service {
  private:
   Coordinator* c_;
   CoordinatorMetrics* m_;
+  const Authorizer* auth_;
   const std::atomic<bool>* stopping_;
 };
 
 class DatasetServiceImpl final : public v1::DatasetService::Service {
  public:
-  explicit DatasetServiceImpl(Coordinator* c) : c_(c) {}
+  DatasetServiceImpl(Coordinator* c, const Authorizer* auth) : c_(c), auth_(auth) {}
   grpc::Status PushDataset(grpc::ServerContext*, grpc::ServerReader<v1::TransferMessage>*, v1::DatasetInfo*) override;
   grpc::Status ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*, v1::ListDatasetsResponse*) override;
 
  private:
   Coordinator* c_;
+  const Authorizer* auth_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(Coordinator* c, CoordinatorMetrics* m) : c_(c), m_(m) {}
+  WorkerServiceImpl(Coordinator* c, CoordinatorMetrics* m, const Authorizer* auth) : c_(c), m_(m), auth_(auth) {}
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
   grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest*, v1::ReportEventsResponse*) override;
@@ -59,6 +62,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
  private:
   Coordinator* c_;
   CoordinatorMetrics* m_;
+  const Authorizer* auth_;
 };
 
 }  // namespace trm::coordinator

@@ -11,16 +11,46 @@
 
 #include "grpc_services.h"
 #include "trm/common/error.h"
+#include "trm/common/file_util.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/rpc/client.h"
 
 namespace trm::coordinator {
+
+namespace {
+
+bool LoopbackAddress(const std::string& listen) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ServerOptions& o) {
+  if (o.tls_cert.empty() != o.tls_key.empty()) InvalidArgument("--tls-cert and --tls-key go together");
+  if (o.tls_cert.empty()) {
+    if (!o.tls_client_ca.empty()) InvalidArgument("--tls-client-ca needs --tls-cert/--tls-key");
+    if (!LoopbackAddress(o.listen) && !o.insecure)
+      InvalidArgument("--listen " + o.listen +
+                      ": plaintext outside loopback; give --tls-cert/--tls-key, or --insecure for development");
+    if (!o.auth.enabled && !LoopbackAddress(o.listen))
+      spdlog::warn("no --auth-tokens: anyone who reaches {} can submit and cancel jobs", o.listen);
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl(o.tls_client_ca.empty()
+                                            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                            : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_key_cert_pairs.push_back({ReadFile(o.tls_key), ReadFile(o.tls_cert)});
+  ssl.pem_root_certs = o.tls_client_ca.empty() ? "" : ReadFile(o.tls_client_ca);
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
 
 struct CoordinatorServer::Impl {
   ServerOptions opt;
   CoordinatorMetrics metrics;
   std::unique_ptr<MetricsServer> metrics_server;
   std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<Authorizer> auth;
   std::atomic<bool> stopping{false};
   std::unique_ptr<JobServiceImpl> jobs;
   std::unique_ptr<DatasetServiceImpl> datasets;
@@ -39,14 +69,15 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   s.opt.coordinator.metrics = &s.metrics;
   s.coordinator = std::make_unique<Coordinator>(s.opt.coordinator);
   if (!s.opt.metrics_listen.empty()) s.metrics_server = std::make_unique<MetricsServer>(s.opt.metrics_listen, s.metrics);
-  s.jobs = std::make_unique<JobServiceImpl>(s.coordinator.get(), &s.metrics, &s.stopping);
-  s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get());
-  s.workers = std::make_unique<WorkerServiceImpl>(s.coordinator.get(), &s.metrics);
+  s.auth = std::make_unique<Authorizer>(s.opt.auth);
+  s.jobs = std::make_unique<JobServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get(), &s.stopping);
+  s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get(), s.auth.get());
+  s.workers = std::make_unique<WorkerServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder b;
-  b.AddListeningPort(s.opt.listen, grpc::InsecureServerCredentials(), &s.port);
+  b.AddListeningPort(s.opt.listen, ServerCredentials(s.opt), &s.port);
   b.SetMaxReceiveMessageSize(rpc::kMaxMessageBytes);
   b.SetMaxSendMessageSize(rpc::kMaxMessageBytes);
   b.RegisterService(s.jobs.get());

@@ -27,9 +27,16 @@ int Usage() {
   std::fprintf(stderr,
                "usage: trm-coordinator [--listen HOST:PORT] [--data-dir DIR] [--metrics-listen HOST:PORT]\n"
                "                       [--heartbeat-timeout-s S] [--heartbeat-interval-ms MS] [--keep-last K]\n"
+               "                       [--hang-timeout-s S (900)] [--start-timeout-s S (1800)]\n"
                "                       [--keep-best METRIC] [--config-dir DIR] [--port-file FILE]\n"
                "                       [--standalone [--cpu-slots N] [--worker-binary PATH]]\n"
-               "  --standalone  also run a local trm-worker (CPU slots) under DATA_DIR/worker\n");
+               "                       [--auth-tokens FILE] [--worker-secret-file FILE] [--tls-cert PEM --tls-key PEM\n"
+               "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
+               "  --standalone     also run a local trm-worker (CPU slots) under DATA_DIR/worker\n"
+               "  --auth-tokens    'TOKEN ROLE [NAME]' lines (roles read | submit | admin); clients send TRM_TOKEN\n"
+               "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
+               "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
+               "  default --listen 127.0.0.1:50051\n");
   return 2;
 }
 
@@ -55,7 +62,8 @@ int main(int argc, char** argv) {
   opt.coordinator.data_dir = "trm-coordinator";
   bool standalone = false;
   int cpu_slots = 2;
-  std::string port_file, worker_binary;
+  std::string port_file, worker_binary, worker_secret_file, tokens_file;
+  bool require_worker_cert = false;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -74,6 +82,8 @@ int main(int argc, char** argv) {
       else if (a == "--data-dir") opt.coordinator.data_dir = value();
       else if (a == "--metrics-listen") opt.metrics_listen = value();
       else if (a == "--heartbeat-timeout-s") opt.coordinator.heartbeat_timeout_ms = static_cast<int>(number() * 1000);
+      else if (a == "--hang-timeout-s") opt.coordinator.hang_timeout_ms = number() * 1000;
+      else if (a == "--start-timeout-s") opt.coordinator.start_timeout_ms = number() * 1000;
       else if (a == "--heartbeat-interval-ms") opt.coordinator.heartbeat_interval_ms = static_cast<int>(number());
       else if (a == "--keep-last") opt.coordinator.keep_last_checkpoints = static_cast<int>(number());
       else if (a == "--keep-best") opt.coordinator.keep_best_metric = value();
@@ -82,12 +92,28 @@ int main(int argc, char** argv) {
       else if (a == "--standalone") standalone = true;
       else if (a == "--cpu-slots") cpu_slots = static_cast<int>(number());
       else if (a == "--worker-binary") worker_binary = value();
+      else if (a == "--auth-tokens") tokens_file = value();
+      else if (a == "--worker-secret-file") worker_secret_file = value();
+      else if (a == "--tls-cert") opt.tls_cert = value();
+      else if (a == "--tls-key") opt.tls_key = value();
+      else if (a == "--tls-client-ca") opt.tls_client_ca = value();
+      else if (a == "--require-worker-cert") require_worker_cert = true;
+      else if (a == "--insecure") opt.insecure = true;
       else if (a == "-h" || a == "--help") return Usage();
       else {
         std::fprintf(stderr, "error: unknown option %s\n", a.c_str());
         return Usage();
       }
     }
+    if (!tokens_file.empty()) opt.auth = trm::coordinator::LoadTokenFile(tokens_file);
+    if (!worker_secret_file.empty()) {
+      std::string secret = trm::ReadFile(worker_secret_file);
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+      if (secret.size() < 16) trm::InvalidArgument(worker_secret_file + ": the worker secret needs 16+ characters");
+      opt.auth.worker_secret = secret;
+    }
+    opt.auth.require_worker_cert = require_worker_cert;
+    if (require_worker_cert && opt.tls_client_ca.empty()) trm::InvalidArgument("--require-worker-cert needs --tls-client-ca");
     if (opt.coordinator.config_dir.empty()) {
       const char* env = std::getenv("TRM_CONFIG_DIR");
       opt.coordinator.config_dir = env && *env ? env : (fs::exists("configs") ? "configs" : SelfDir() + "/../../configs");
@@ -118,6 +144,7 @@ int main(int argc, char** argv) {
                    std::to_string(cpu_slots), "--work-dir", (fs::path(opt.coordinator.data_dir) / "worker").string(),
                    "--id", "local"};
       for (char** e = environ; *e; ++e) spec.env.push_back(*e);
+      if (!worker_secret_file.empty()) spec.env.push_back("TRM_WORKER_SECRET_FILE=" + worker_secret_file);
       worker = std::make_unique<trm::RankProcess>(spec);
       out_thread = std::thread(Forward, worker->TakeStdout());
       err_thread = std::thread(Forward, worker->TakeStderr());

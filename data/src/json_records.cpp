@@ -21,6 +21,12 @@ std::string JsonErrorReason(const nlohmann::json::parse_error& e) {
   return colon == std::string::npos ? msg : msg.substr(colon + 2);
 }
 
+std::string JsonErrorReason(const nlohmann::json::out_of_range& e) {
+  const std::string msg = e.what();  // "[json.exception.out_of_range.406] number overflow parsing '1E400'"
+  const size_t end = msg.find("] ");
+  return end == std::string::npos ? msg : msg.substr(end + 2);
+}
+
 JsonRecordReader::JsonRecordReader(const std::string& path) : path_(path), buf_(size_t{1} << 20) {
   f_ = std::fopen(path.c_str(), "rb");
   if (f_ == nullptr) {
@@ -167,6 +173,8 @@ bool JsonRecordReader::NextInArray(nlohmann::json* record) {
     *record = nlohmann::json::parse(text_);
   } catch (const nlohmann::json::parse_error& e) {
     FailJson(e, text_, start_line, start_col, what);
+  } catch (const nlohmann::json::out_of_range& e) {  // a number too large for a double
+    Fail(start_line, start_col, "malformed JSON in " + what + ": " + JsonErrorReason(e));
   }
   return true;
 }
@@ -187,6 +195,8 @@ bool JsonRecordReader::NextLine(nlohmann::json* record) {
       *record = nlohmann::json::parse(text_);
     } catch (const nlohmann::json::parse_error& e) {
       FailJson(e, text_, line, 1, what + " (JSON Lines: one complete object a line)");
+    } catch (const nlohmann::json::out_of_range& e) {
+      Fail(line, 1, "malformed JSON in " + what + ": " + JsonErrorReason(e));
     }
     if (!record->is_object()) Fail(line, 1, "expected an object for " + what);
     return true;

@@ -16,6 +16,8 @@ namespace trm::data::internal {
 // nlohmann's parse_error message without its own position (relative to the text it was given,
 // not to the file): "syntax error while parsing value - ...".
 std::string JsonErrorReason(const nlohmann::json::parse_error& e);
+// Same for out_of_range, which parse() throws for a number too large for a double ("1E400").
+std::string JsonErrorReason(const nlohmann::json::out_of_range& e);
 
 class JsonRecordReader {
  public:

@@ -17,6 +17,8 @@ nlohmann::json ParseLine(const std::string& line, const std::string& where) {
   } catch (const nlohmann::json::parse_error& e) {
     // e.byte is 1-based within the line: the column.
     InvalidArgument(where + ":" + std::to_string(e.byte) + ": malformed JSON: " + internal::JsonErrorReason(e));
+  } catch (const nlohmann::json::out_of_range& e) {  // a number too large for a double
+    InvalidArgument(where + ": malformed JSON: " + internal::JsonErrorReason(e));
   }
 }
 

@@ -61,6 +61,10 @@ void ArchConfig::Validate(const std::string& where) const {
   if (!(expansion > 0) || !std::isfinite(expansion)) {
     InvalidArgument(where + ".expansion: must be a positive number");
   }
+  // mlp_intermediate() rounds expansion * hidden_size * 2/3 to an int64: keep it exact and in range.
+  if (expansion * static_cast<double>(hidden_size) > 1e15) {
+    InvalidArgument(where + ".expansion: expansion * hidden_size is too large for the MLP width");
+  }
   if (!(halt_exploration_prob >= 0.0 && halt_exploration_prob <= 1.0)) {
     InvalidArgument(where + ".halt_exploration_prob: must be in [0, 1]");
   }

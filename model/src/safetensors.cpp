@@ -113,7 +113,9 @@ SafetensorsFile SafetensorsFile::Parse(std::string bytes, const std::string& nam
     bool overflow = false;
     for (const auto& d : h["shape"]) {
       uint64_t dim = GetU64(d, name, field + ".shape");
-      if (dim != 0 && numel > UINT64_MAX / dim) overflow = true;
+      // Shapes are int64 (TensorView, LibTorch): dims and the running product must fit.
+      if (dim > static_cast<uint64_t>(INT64_MAX)) Bad(name, field + ".shape: dimension " + std::to_string(dim) + " exceeds int64");
+      if (dim != 0 && numel > static_cast<uint64_t>(INT64_MAX) / dim) overflow = true;
       numel *= dim;
       view.shape.push_back(static_cast<int64_t>(dim));
     }

@@ -16,6 +16,8 @@ grpc::StatusCode ToGrpcCode(Code code) {
     case Code::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
     case Code::kIoError: return grpc::StatusCode::INTERNAL;
     case Code::kInternal: return grpc::StatusCode::INTERNAL;
+    case Code::kUnauthenticated: return grpc::StatusCode::UNAUTHENTICATED;
+    case Code::kPermissionDenied: return grpc::StatusCode::PERMISSION_DENIED;
   }
   return grpc::StatusCode::UNKNOWN;
 }
@@ -32,8 +34,8 @@ Code FromGrpcCode(grpc::StatusCode code) {
     case grpc::StatusCode::DEADLINE_EXCEEDED: return Code::kDeadlineExceeded;
     case grpc::StatusCode::CANCELLED: return Code::kCancelled;
     case grpc::StatusCode::RESOURCE_EXHAUSTED: return Code::kResourceExhausted;
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return Code::kFailedPrecondition;
+    case grpc::StatusCode::UNAUTHENTICATED: return Code::kUnauthenticated;
+    case grpc::StatusCode::PERMISSION_DENIED: return Code::kPermissionDenied;
     default: return Code::kInternal;
   }
 }

@@ -34,6 +34,8 @@ class CoordinatorTest : public ::testing::Test {
     o.config_dir = std::string(TRM_SOURCE_DIR) + "/configs";
     o.heartbeat_timeout_ms = 15000;
     o.keep_last_checkpoints = 2;
+    o.hang_timeout_ms = 60000;
+    o.start_timeout_ms = 120000;
     o.keep_best_metric = "eval_lm_loss";
     o.now_ms = [this] { return now_; };
     c_ = std::make_unique<Coordinator>(o);
@@ -269,6 +271,23 @@ TEST_F(CoordinatorTest, SilentWorkerIsLostAndItsJobRequeued) {
   EXPECT_EQ(j.placement(0).worker_id(), other);
 }
 
+TEST_F(CoordinatorTest, RestartedWorkerFailsItsAttempts) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  auto spec = Spec(1);
+  spec.set_max_restarts(1);
+  const std::string id = c_->SubmitJob(spec);
+  c_->Tick();
+  AddWorker("w1", 1);  // registered again before it took the attempt up: nothing lost
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  EXPECT_EQ(c_->GetJob(id).restarts(), 0);
+  Beat("w1", {{id, 1}});
+  AddWorker("w1", 1);  // a new worker process: attempt 1's rank died with the old one
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.failure_kind(), "lost_worker");
+  EXPECT_EQ(j.restarts(), 1);
+}
+
 TEST_F(CoordinatorTest, RestartedCoordinatorKnowsEverything) {
   AddWorker("w1", 1);
   Beat("w1");
@@ -317,6 +336,38 @@ TEST_F(CoordinatorTest, RetentionKeepsTheLastAndTheBest) {
   EXPECT_EQ(code, Code::kNotFound);
   ErrorOf([&] { c_->ResolveCheckpoint(id, "best:nope"); }, &code);
   EXPECT_EQ(code, Code::kNotFound);
+}
+
+TEST_F(CoordinatorTest, AttemptWithoutProgressFailsAsHang) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  auto spec = Spec(1);
+  spec.set_max_restarts(1);
+  const std::string id = c_->SubmitJob(spec);
+  c_->Tick();
+  now_ += 100000;  // within the start budget (120 s)
+  Beat("w1", {{id, 1}});
+  c_->Tick();
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  Report("w1", id, 1, {Metrics(1, 5.0)});
+  now_ += 50000;
+  Report("w1", id, 1, {Metrics(2, 4.0)});  // progress resets the clock
+  now_ += 50000;
+  Beat("w1", {{id, 1}});
+  c_->Tick();
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  now_ += 11000;  // 61 s after step 2
+  Beat("w1", {{id, 1}});
+  c_->Tick();
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.failure_kind(), "hang");
+  EXPECT_EQ(j.restarts(), 1);
+  EXPECT_EQ(j.attempt(), 2);  // rescheduled at once
+  std::string why;
+  for (const auto& e : c_->ReadEvents(id, 0, false, 1000))
+    if (e.has_state() && e.state().message().find("(hang)") != std::string::npos) why = e.state().message();
+  EXPECT_NE(why.find("no step after step 2 for 61 s"), std::string::npos) << why;
+  EXPECT_NE(why.find("PHASE_COMPUTE"), std::string::npos) << why;
 }
 
 TEST_F(CoordinatorTest, CancelStopsTheAttempt) {

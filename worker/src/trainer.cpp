@@ -154,9 +154,14 @@ struct Trainer::Impl {
     tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
     test_paths = cfg.data_paths_test.empty() ? cfg.data_paths : cfg.data_paths_test;
 
-    std::string resume_from = cfg.load_checkpoint;
-    if (resume_from.empty() && cfg.resume) resume_from = LatestCheckpoint(cfg.run_dir);
-    if (!resume_from.empty()) Restore(resume_from);
+    if (!cfg.load_checkpoint.empty()) {
+      Restore(cfg.load_checkpoint, /*verify=*/true);  // an explicit choice: a failed verification is an error
+    } else if (cfg.resume) {
+      // The newest committed checkpoint that verifies; rank 0 (which owns run_dir) quarantines the
+      // ones that fail and removes a crashed save's temporary directory, the others only skip.
+      std::string dir = ResumeCheckpoint(cfg.run_dir, /*repair=*/leader);
+      if (!dir.empty()) Restore(dir, /*verify=*/false);
+    }
   }
 
   std::vector<std::pair<std::string, at::Tensor>> ParamList() {
@@ -259,8 +264,8 @@ struct Trainer::Impl {
     return c;
   }
 
-  void Restore(const std::string& dir) {
-    LoadedCheckpoint ck = LoadCheckpoint(dir);
+  void Restore(const std::string& dir, bool verify) {
+    LoadedCheckpoint ck = LoadCheckpoint(dir, /*inference_only=*/false, verify);
     const json& st = ck.state;
     model::ArchConfig saved = model::ArchConfig::FromJson(ck.arch, dir + ": arch");
     json mine = arch.ToJson(), theirs = saved.ToJson();

@@ -59,7 +59,7 @@ namespace {
 class GrpcCoordinatorClient : public CoordinatorClient {
  public:
   GrpcCoordinatorClient(const std::string& address, const GrpcClientOptions& o)
-      : opt_(o), stub_(v1::WorkerService::NewStub(rpc::MakeChannel(address))) {}
+      : opt_(o), stub_(v1::WorkerService::NewStub(rpc::MakeChannel(address, rpc::WorkerSecurityFromEnv()))) {}
 
   v1::RegisterResponse Register(const v1::RegisterRequest& req) override {
     grpc::ClientContext ctx;

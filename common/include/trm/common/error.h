@@ -22,6 +22,8 @@ enum class Code {
   kResourceExhausted,
   kInternal,           // a bug: an invariant of ours does not hold
   kIoError,            // the filesystem refused (permissions, disk full)
+  kUnauthenticated,    // no or unknown credentials
+  kPermissionDenied,   // known credentials without the role the call needs
 };
 
 const char* CodeName(Code code);

@@ -33,6 +33,10 @@ struct CoordinatorOptions {
   std::string config_dir;                    // for specs that name a config without sending it
   int heartbeat_interval_ms = 1000;
   int heartbeat_timeout_ms = 15000;          // a silent worker is lost after this
+  // Hang detection: an attempt whose step does not advance for this long fails as "hang" (and
+  // restarts like any failure). The first step gets its own, longer budget (data fetch, start).
+  int64_t hang_timeout_ms = 15 * 60 * 1000;
+  int64_t start_timeout_ms = 30 * 60 * 1000;
   int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
   std::string keep_best_metric = "eval_lm_loss";
   uint64_t max_dataset_bytes = uint64_t{64} << 30;

@@ -6,14 +6,21 @@
 #include <memory>
 #include <string>
 
+#include "trm/coordinator/auth.h"
 #include "trm/coordinator/coordinator.h"
 
 namespace trm::coordinator {
 
 struct ServerOptions {
-  std::string listen = "0.0.0.0:50051";  // port 0 picks a free one (see port())
+  std::string listen = "127.0.0.1:50051";  // port 0 picks a free one (see port())
   std::string metrics_listen;            // HOST:PORT for /metrics; empty = none
   int tick_ms = 200;                     // scheduling / liveness cadence
+  // TLS (PEM files). Without a certificate the server speaks plaintext, which it accepts only
+  // on a loopback address unless `insecure` says otherwise.
+  std::string tls_cert, tls_key;
+  std::string tls_client_ca;             // verify client certificates against this CA (mutual TLS)
+  bool insecure = false;
+  AuthConfig auth;
   CoordinatorOptions coordinator;
 };
 

@@ -15,8 +15,22 @@ namespace trm::rpc {
 constexpr int kMaxMessageBytes = 8 << 20;
 constexpr size_t kChunkBytes = 1 << 20;
 
-// A channel to HOST:PORT (insecure; TLS arrives with authentication). Throws InvalidArgument for
-// an address without a port.
+// How a client proves who it is and checks the server.
+struct ClientSecurity {
+  std::string token;      // sent as "authorization: Bearer <token>" on every call; "" = none
+  std::string ca_file;    // TLS: verify the server against this CA; "" = plaintext
+  std::string cert_file;  // mutual TLS: this client's certificate and key (PEM)
+  std::string key_file;
+};
+// Users: $TRM_TOKEN (or the file $TRM_TOKEN_FILE), $TRM_TLS_CA, $TRM_TLS_CERT, $TRM_TLS_KEY.
+ClientSecurity UserSecurityFromEnv();
+// Workers: the shared secret $TRM_WORKER_SECRET (or the file $TRM_WORKER_SECRET_FILE), same TLS.
+ClientSecurity WorkerSecurityFromEnv();
+
+// A channel to HOST:PORT. Throws InvalidArgument for an address without a port, NotFound for
+// unreadable certificate files.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const ClientSecurity& security);
+// MakeChannel(address, UserSecurityFromEnv()).
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 
 // Sets ctx's deadline to now + timeout.

@@ -6,9 +6,26 @@
 //   train_state.safetensors  the ACT carry (carry.*) and every RNG state (rng.*)
 //   state.json               step, data-iterator position, counters, resolved config and arch
 //   tokenizer/               the tokenizer the data was built with (a copy), when known
-// A checkpoint is written into a temporary directory, every file fsynced, then renamed into
-// place and the run directory fsynced: a crash leaves the previous checkpoints intact and never
-// a half-written step_<N>. Retention keeps the newest K.
+//   manifest.json            {"format": 1, "step": N, "files": [{"path", "size", "sha256"}, ...]}
+//                            over every other file (paths relative, '/'-separated)
+//
+// Saving commits in two phases. Phase 1 writes every file into `.tmp-step_<N>-<pid>/`, fsyncs
+// each, then writes manifest.json (size + SHA-256 of each file as written) and fsyncs it and the
+// directory. Phase 2 renames the temporary directory to step_<N> (atomically exchanging it with
+// an existing step_<N> of the same step) and fsyncs run_dir. Only a step_<N> directory with a
+// manifest is a committed checkpoint; a crash leaves at most a `.tmp-step_*` directory, which is
+// never loaded and is removed at the next save or resume.
+//
+// Loading verifies first: every file's size and SHA-256 against the manifest; a listed file
+// missing, or an unlisted file the loader would read (state.json, *.safetensors, tokenizer/...),
+// is a failure (kDataLoss naming the file and the mismatch). Checkpoints written before manifests
+// existed (state.json, no manifest.json) are "legacy": loaded unverified, with a warning.
+// When resuming a run directory, a checkpoint that fails verification is quarantined: renamed to
+// `step_<N>.quarantined-<unix time>` (never deleted), and the previous committed one is used.
+//
+// Retention (keep-last-K) counts committed checkpoints only, never deletes the newest one or the
+// one just written, and leaves quarantined directories alone; a deleted checkpoint is first
+// renamed out of the step_<N> namespace so a crash never leaves a half-deleted step_<N>.
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -43,19 +60,41 @@ struct LoadedCheckpoint {
   nlohmann::json arch;
 };
 
-// Writes step_<state.step> under run_dir (created if needed); returns its path. Then deletes the
-// oldest checkpoints beyond `keep` (0 = keep all). Throws IoError naming the path on failure,
-// leaving earlier checkpoints untouched.
+// Writes step_<state.step> under run_dir (created if needed) in two phases (above); returns its
+// path. Removes leftover temporary directories first, then deletes the oldest committed
+// checkpoints beyond `keep` (0 = keep all). Throws IoError naming the path on failure, leaving
+// earlier checkpoints untouched.
 std::string SaveCheckpoint(const std::string& run_dir, const CheckpointContents& c, int64_t keep);
 
-// Reads a checkpoint directory. `inference_only` skips optimizer and training state. Throws
-// NotFound / DataLoss naming the file.
-LoadedCheckpoint LoadCheckpoint(const std::string& dir, bool inference_only = false);
+// Reads a checkpoint directory, verifying it against its manifest first unless `verify` is false
+// (the caller verified it already). `inference_only` skips optimizer and training state. Throws
+// NotFound / DataLoss naming the file (a verification failure names the file and the mismatch).
+LoadedCheckpoint LoadCheckpoint(const std::string& dir, bool inference_only = false, bool verify = true);
 
-// The newest step_<N> directory in run_dir, or "" when there is none.
+enum class Verified { kOk, kLegacy };
+// Checks dir against its manifest.json (sizes, SHA-256, no unlisted critical file, the manifest's
+// step equal to the directory's step_<N>). kLegacy (and a logged warning) when the directory has
+// state.json but no manifest.json. Throws DataLoss naming the file and the mismatch, NotFound when
+// dir is not a directory.
+Verified VerifyCheckpoint(const std::string& dir);
+
+// Renames dir to `<dir>.quarantined-<unix time>` (a suffix -2, -3, ... when taken) and logs an
+// error with `reason`; returns the new path. Never deletes.
+std::string QuarantineCheckpoint(const std::string& dir, const std::string& reason);
+
+// The checkpoint to resume run_dir from: the newest committed checkpoint that verifies, or ""
+// when there is none. With `repair` (the one process that owns run_dir: rank 0), leftover
+// temporary directories are removed and every newer checkpoint that fails verification is
+// quarantined; without, failures are logged and skipped and nothing is renamed.
+std::string ResumeCheckpoint(const std::string& run_dir, bool repair = true);
+
+// The newest committed checkpoint of run_dir that verifies (failures are logged and skipped,
+// nothing is renamed), or "" when there is none.
 std::string LatestCheckpoint(const std::string& run_dir);
 
-// All step_<N> directories of run_dir, oldest first, as (step, path).
+// All committed step_<N> directories of run_dir (with manifest.json, or legacy with state.json),
+// oldest first, as (step, path). Structural only: contents are verified when loaded.
+// Temporary and quarantined directories are not listed.
 std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir);
 
 }  // namespace trm::worker
