@@ -8,6 +8,43 @@
 #include "trm/worker/train_config.h"
 
 namespace trm::coordinator {
+namespace {
+
+void AtMost(const std::string& key, double value, double limit, const char* why) {
+  if (value > limit)
+    InvalidArgument("config " + key + " = " + std::to_string(static_cast<long long>(value)) + ": more than " +
+                    std::to_string(static_cast<long long>(limit)) + " (" + why + ")");
+}
+
+// A typo must not reach a worker as a job that allocates terabytes: sizes are bounded one by
+// one, then the model and one step's activations are estimated against a per-rank budget.
+void CheckBudget(const worker::TrainConfig& cfg, const model::ArchConfig& a, int world_size) {
+  AtMost("arch.hidden_size", static_cast<double>(a.hidden_size), 65536, "the largest model this service trains");
+  AtMost("arch.L_layers", static_cast<double>(a.L_layers), 256, "layers");
+  AtMost("arch.H_cycles * arch.L_cycles", static_cast<double>(a.H_cycles * a.L_cycles), 4096, "recursion depth");
+  AtMost("arch.halt_max_steps", static_cast<double>(a.halt_max_steps), 1024, "ACT steps");
+  AtMost("arch.vocab_size", static_cast<double>(a.vocab_size), 4.0e6, "vocabulary");
+  AtMost("arch.seq_len", static_cast<double>(a.seq_len), 1 << 20, "context");
+  AtMost("global_batch_size", static_cast<double>(cfg.global_batch_size), 1 << 22, "rows per step");
+  AtMost("gradient_accumulation_steps", static_cast<double>(cfg.gradient_accumulation_steps), 1 << 16, "micro-steps");
+  AtMost("epochs", static_cast<double>(cfg.epochs), 1e9, "epochs");
+  const double h = static_cast<double>(a.hidden_size);
+  const double params = static_cast<double>(a.L_layers) * (4 * h * h + 3 * h * static_cast<double>(a.mlp_intermediate())) +
+                        2 * static_cast<double>(a.vocab_size) * h;
+  // Weights, gradients, two Adam moments and an EMA copy in float32.
+  const double state_bytes = params * 4 * 5;
+  AtMost("the model (parameters x 20 bytes of training state)", state_bytes, 512.0 * (1ull << 30),
+         "per-rank memory budget of 512 GiB; check arch.hidden_size / arch.L_layers / vocab_size");
+  // Activations of one micro-batch on one rank: rows x seq_len x hidden x layers x recursion
+  // (only the last H cycle keeps its graph), a generous 16 values per element.
+  const double rows = static_cast<double>(cfg.global_batch_size) / world_size;
+  const double act = rows * static_cast<double>(a.seq_len) * h * static_cast<double>(a.L_layers) *
+                     static_cast<double>(a.L_cycles + 1) * 16 * 4;
+  AtMost("one step's activations (global_batch_size / world_size x seq_len x hidden x layers)", act,
+         2048.0 * (1ull << 30), "per-rank memory budget; lower global_batch_size or raise world_size");
+}
+
+}  // namespace
 
 std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_dir, const std::string& data_ref) {
   if (spec.world_size() < 1 || spec.world_size() > 4096)
@@ -42,7 +79,8 @@ std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_
   nlohmann::json arch = cfg.arch.is_object() ? cfg.arch : nlohmann::json::object();
   if (!arch.contains("vocab_size")) arch["vocab_size"] = 50257;
   if (!arch.contains("seq_len")) arch["seq_len"] = 1024;
-  model::ArchConfig::FromJson(arch, "config arch");
+  const model::ArchConfig a = model::ArchConfig::FromJson(arch, "config arch");
+  CheckBudget(cfg, a, spec.world_size());
   if (!cfg.load_checkpoint.empty() || cfg.resume)
     InvalidArgument("config: load_checkpoint / resume are managed by the coordinator; remove them");
   nlohmann::json out = cfg.ToJson();

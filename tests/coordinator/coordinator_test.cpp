@@ -151,6 +151,15 @@ TEST_F(CoordinatorTest, BadSubmissionsNameTheProblem) {
   auto neg = Spec(-1);
   EXPECT_NE(ErrorOf([&] { c_->SubmitJob(neg); }, &code).find("spec.world_size"), std::string::npos);
 
+  auto huge = Spec(1);
+  huge.add_overrides("arch.hidden_size=655360");  // a typo for 65536
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(huge); }, &code).find("arch.hidden_size"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  auto batch = Spec(1);
+  batch.add_overrides("global_batch_size=4000000");
+  batch.add_overrides("arch.hidden_size=1024");
+  EXPECT_NE(ErrorOf([&] { c_->SubmitJob(batch); }, &code).find("activations"), std::string::npos);
+
   auto no_data = Spec(1);
   no_data.clear_data_path();
   no_data.set_dataset("chat");
@@ -163,6 +172,17 @@ TEST_F(CoordinatorTest, BadSubmissionsNameTheProblem) {
   EXPECT_NE(ErrorOf([&] { c_->GetJob("job-999999"); }, &code).find("does not exist"), std::string::npos);
   EXPECT_EQ(code, Code::kNotFound);
   EXPECT_TRUE(c_->ListJobs({}, 0).empty());  // nothing half-submitted
+}
+
+TEST_F(CoordinatorTest, ShippedConfigsPassTheChecks) {
+  AddWorker("w1", 8);
+  for (const char* name : {"cfg_tiny", "cfg_chat", "cfg_language"}) {
+    v1::JobSpec s;
+    s.set_config_name(name);
+    s.set_data_path("/data/chat");
+    s.set_world_size(8);
+    EXPECT_NO_THROW(c_->SubmitJob(s)) << name;
+  }
 }
 
 TEST_F(CoordinatorTest, JobRunsToCompletionAcrossTwoWorkers) {
