@@ -76,11 +76,57 @@ ProcUsage ReadUsage(pid_t pid) {
   return u;
 }
 
-std::string SelfDir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
-
 template <class Ctx>
 void Deadline(Ctx* ctx, int seconds) {
   rpc::SetDeadline(ctx, std::chrono::seconds(seconds));
+}
+
+void RegisterWorker(v1::WorkerService::Stub* workers, const std::string& id, int slots) {
+  v1::RegisterRequest r;
+  r.set_worker_id(id);
+  r.set_host("127.0.0.1");
+  r.set_slots(slots);
+  r.set_device_kind("cpu");
+  v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx, 10);
+  rpc::ThrowIfFailed(workers->Register(&ctx, r, &resp), "Register");
+}
+
+v1::SubmitJobRequest TinyJob(int priority, const std::string& name = "") {
+  v1::SubmitJobRequest req;
+  req.mutable_spec()->set_config_name("cfg_tiny");
+  req.mutable_spec()->set_data_path("/data/bench");
+  req.mutable_spec()->set_world_size(1);
+  req.mutable_spec()->set_priority(priority);
+  req.mutable_spec()->set_name(name);
+  return req;
+}
+
+std::string Submit(v1::JobService::Stub* jobs, const v1::SubmitJobRequest& req) {
+  v1::SubmitJobResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx, 10);
+  rpc::ThrowIfFailed(jobs->SubmitJob(&ctx, req, &resp), "SubmitJob");
+  return resp.job_id();
+}
+
+// Heartbeats as `worker` (offering a port so the job can be placed) until the coordinator
+// assigns it `job_id`; returns the attempt number.
+int AwaitAssignment(v1::WorkerService::Stub* workers, const std::string& worker, const std::string& job_id) {
+  for (int i = 0; i < 100; ++i) {
+    v1::HeartbeatRequest h;
+    h.set_worker_id(worker);
+    h.add_free_ports(1);
+    v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 5);
+    rpc::ThrowIfFailed(workers->Heartbeat(&ctx, h, &resp), "Heartbeat");
+    for (const auto& a : resp.start())
+      if (a.job_id() == job_id) return a.attempt();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ThrowError(Code::kDeadlineExceeded, "job " + job_id + " was never placed on " + worker);
 }
 
 // Phase 4: one job making progress, many watchers and status pollers.
@@ -88,41 +134,9 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
   std::shared_ptr<grpc::Channel> ch(ch_raw, [](grpc::Channel*) {});
   auto jobs = v1::JobService::NewStub(ch);
   auto workers = v1::WorkerService::NewStub(ch);
-  {
-    v1::RegisterRequest r;
-    r.set_worker_id("bench-load");
-    r.set_host("127.0.0.1");
-    r.set_slots(1);
-    v1::RegisterResponse resp;
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 10);
-    rpc::ThrowIfFailed(workers->Register(&ctx, r, &resp), "Register");
-  }
-  v1::SubmitJobRequest req;
-  req.mutable_spec()->set_config_name("cfg_tiny");
-  req.mutable_spec()->set_data_path("/data/bench");
-  req.mutable_spec()->set_world_size(1);
-  req.mutable_spec()->set_priority(200);
-  v1::SubmitJobResponse sub;
-  {
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 10);
-    rpc::ThrowIfFailed(jobs->SubmitJob(&ctx, req, &sub), "SubmitJob");
-  }
-  int attempt = 0;
-  for (int i = 0; i < 100 && !attempt; ++i) {
-    v1::HeartbeatRequest h;
-    h.set_worker_id("bench-load");
-    h.add_free_ports(2);
-    v1::HeartbeatResponse resp;
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 5);
-    rpc::ThrowIfFailed(workers->Heartbeat(&ctx, h, &resp), "Heartbeat");
-    for (const auto& a : resp.start())
-      if (a.job_id() == sub.job_id()) attempt = a.attempt();
-    if (!attempt) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (!attempt) ThrowError(Code::kDeadlineExceeded, "the load job was never placed");
+  RegisterWorker(workers.get(), "bench-load", 1);
+  const std::string job_id = Submit(jobs.get(), TinyJob(200));
+  const int attempt = AwaitAssignment(workers.get(), "bench-load", job_id);
 
   std::atomic<bool> stop{false};
   std::atomic<int64_t> emitted{0};
@@ -134,7 +148,7 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
       grpc::ClientContext ctx;
       Deadline(&ctx, seconds + 60);
       v1::WatchJobRequest q;
-      q.set_job_id(sub.job_id());
+      q.set_job_id(job_id);
       q.set_follow(true);
       q.set_include_logs(true);
       auto rd = stub->WatchJob(&ctx, q);
@@ -160,7 +174,7 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
                                                   std::chrono::duration<double>(k + static_cast<double>(p) / n_pollers)));
         if (stop.load()) break;
         v1::GetJobRequest q;
-        q.set_job_id(sub.job_id());
+        q.set_job_id(job_id);
         v1::Job j;
         grpc::ClientContext ctx;
         Deadline(&ctx, 5);
@@ -179,7 +193,7 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
   while (Clock::now() - t0 < std::chrono::seconds(seconds)) {
     v1::ReportEventsRequest r;
     r.set_worker_id("bench-load");
-    r.set_job_id(sub.job_id());
+    r.set_job_id(job_id);
     r.set_attempt(attempt);
     auto* m = r.add_events()->mutable_metrics();
     m->set_step(++step);
@@ -194,7 +208,7 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
       v1::HeartbeatRequest h;
       h.set_worker_id("bench-load");
       auto* a = h.add_attempts();
-      a->set_job_id(sub.job_id());
+      a->set_job_id(job_id);
       a->set_attempt(attempt);
       v1::HeartbeatResponse hr;
       grpc::ClientContext hctx;
@@ -209,7 +223,7 @@ nlohmann::json LoadPhase(grpc::Channel* ch_raw, pid_t coord_pid, int n_watchers,
   stop = true;
   {
     v1::CancelJobRequest c;
-    c.set_job_id(sub.job_id());
+    c.set_job_id(job_id);
     v1::Job j;
     grpc::ClientContext ctx;
     Deadline(&ctx, 10);
@@ -252,7 +266,7 @@ int RunControlPlane(const std::vector<std::string>& args) {
   fs::remove_all(root);
   fs::create_directories(root);
   SpawnSpec spec;
-  spec.path = SelfDir() + "/trm-coordinator";
+  spec.path = ExecutableDir() + "/trm-coordinator";
   spec.argv = {spec.path, "--listen", "127.0.0.1:0", "--data-dir", (root / "state").string(), "--port-file",
                (root / "port").string(), "--heartbeat-timeout-s", "600"};
   for (char** e = environ; *e; ++e) spec.env.push_back(*e);
@@ -277,34 +291,16 @@ int RunControlPlane(const std::vector<std::string>& args) {
     auto workers = v1::WorkerService::NewStub(channel);
 
     // A worker without free ports gives the jobs slots to be valid against but never runs them.
-    auto reg = [&](const std::string& id, int slots) {
-      v1::RegisterRequest r;
-      r.set_worker_id(id);
-      r.set_host("127.0.0.1");
-      r.set_slots(slots);
-      r.set_device_kind("cpu");
-      v1::RegisterResponse resp;
-      grpc::ClientContext ctx;
-      Deadline(&ctx, 10);
-      rpc::ThrowIfFailed(workers->Register(&ctx, r, &resp), "Register");
-    };
-    reg("bench-holder", 1);
+    RegisterWorker(workers.get(), "bench-holder", 1);
 
     // 1. Submit latency.
     std::vector<double> lat;
     const ProcUsage u0 = ReadUsage(coord.pid());
     const auto s0 = Clock::now();
     for (int i = 0; i < n_jobs; ++i) {
-      v1::SubmitJobRequest req;
-      req.mutable_spec()->set_config_name("cfg_tiny");
-      req.mutable_spec()->set_data_path("/data/bench");
-      req.mutable_spec()->set_world_size(1);
-      req.mutable_spec()->set_name("bench-" + std::to_string(i));
-      v1::SubmitJobResponse resp;
-      grpc::ClientContext ctx;
-      Deadline(&ctx, 10);
+      const v1::SubmitJobRequest req = TinyJob(0, "bench-" + std::to_string(i));
       const auto t0 = Clock::now();
-      rpc::ThrowIfFailed(jobs->SubmitJob(&ctx, req, &resp), "SubmitJob");
+      Submit(jobs.get(), req);
       lat.push_back(Seconds(Clock::now() - t0) * 1000);
     }
     const double submit_wall = Seconds(Clock::now() - s0);
@@ -318,7 +314,7 @@ int RunControlPlane(const std::vector<std::string>& args) {
     std::fprintf(stderr, "submit: p50 %.2f ms, p99 %.2f ms\n", Percentile(lat, 0.5), Percentile(lat, 0.99));
 
     // 2. Heartbeats: each simulated worker once a second, spread evenly over the second.
-    for (int i = 0; i < n_workers; ++i) reg("sim-" + std::to_string(i), 1);
+    for (int i = 0; i < n_workers; ++i) RegisterWorker(workers.get(), "sim-" + std::to_string(i), 1);
     std::atomic<bool> stop{false};
     std::mutex mu;
     std::vector<double> hb_lat;
@@ -374,32 +370,9 @@ int RunControlPlane(const std::vector<std::string>& args) {
                  static_cast<double>(beats) / hb_wall, 100 * (h1.cpu_s - h0.cpu_s) / hb_wall);
 
     // 3. Checkpoint upload and download.
-    reg("bench-ckpt", 1);
-    v1::SubmitJobRequest req;
-    req.mutable_spec()->set_config_name("cfg_tiny");
-    req.mutable_spec()->set_data_path("/data/bench");
-    req.mutable_spec()->set_world_size(1);
-    req.mutable_spec()->set_priority(100);
-    v1::SubmitJobResponse sub;
-    {
-      grpc::ClientContext ctx;
-      Deadline(&ctx, 10);
-      rpc::ThrowIfFailed(jobs->SubmitJob(&ctx, req, &sub), "SubmitJob");
-    }
-    int attempt = 0;
-    for (int i = 0; i < 100 && attempt == 0; ++i) {
-      v1::HeartbeatRequest h;
-      h.set_worker_id("bench-ckpt");
-      h.add_free_ports(1);
-      v1::HeartbeatResponse resp;
-      grpc::ClientContext ctx;
-      Deadline(&ctx, 5);
-      rpc::ThrowIfFailed(workers->Heartbeat(&ctx, h, &resp), "Heartbeat");
-      for (const auto& a : resp.start())
-        if (a.job_id() == sub.job_id()) attempt = a.attempt();
-      if (!attempt) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (!attempt) ThrowError(Code::kDeadlineExceeded, "the checkpoint job was never placed");
+    RegisterWorker(workers.get(), "bench-ckpt", 1);
+    const std::string job_id = Submit(jobs.get(), TinyJob(100));
+    const int attempt = AwaitAssignment(workers.get(), "bench-ckpt", job_id);
     const fs::path ck = root / "step_1";
     fs::create_directories(ck);
     {
@@ -414,7 +387,7 @@ int RunControlPlane(const std::vector<std::string>& args) {
     v1::CheckpointUpload head;
     auto* hdr = head.mutable_header();
     hdr->set_worker_id("bench-ckpt");
-    hdr->set_job_id(sub.job_id());
+    hdr->set_job_id(job_id);
     hdr->set_attempt(attempt);
     hdr->mutable_info()->set_name("step_1");
     hdr->mutable_info()->set_step(1);
@@ -441,7 +414,7 @@ int RunControlPlane(const std::vector<std::string>& args) {
       grpc::ClientContext ctx;
       Deadline(&ctx, 600);
       v1::DownloadCheckpointRequest d;
-      d.set_job_id(sub.job_id());
+      d.set_job_id(job_id);
       d.set_selector("latest");
       const auto t0 = Clock::now();
       auto r = jobs->DownloadCheckpoint(&ctx, d);

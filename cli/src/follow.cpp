@@ -13,8 +13,6 @@
 
 namespace trm::cli {
 
-namespace {
-
 // Codes a restarting or unreachable coordinator produces; anything else (NOT_FOUND, ...) is
 // an answer, not an outage.
 bool Retryable(const grpc::Status& s) {
@@ -28,8 +26,6 @@ bool Retryable(const grpc::Status& s) {
       return false;
   }
 }
-
-}  // namespace
 
 void CheckRpc(const grpc::Status& s, const std::string& what) {
   if (s.ok()) return;

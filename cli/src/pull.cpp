@@ -18,15 +18,6 @@ namespace fs = std::filesystem;
 
 namespace trm::cli {
 
-namespace {
-
-bool Retryable(const grpc::Status& s) {
-  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         s.error_code() == grpc::StatusCode::ABORTED || s.error_code() == grpc::StatusCode::UNKNOWN;
-}
-
-}  // namespace
-
 PullResult Pull(v1::JobService::StubInterface* jobs, const PullOptions& o) {
   if (o.out_dir.empty()) throw UsageError("trmctl pull: -o DIR is required");
   std::string out = o.out_dir;

@@ -74,4 +74,10 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
   FsyncDirOf(path);
 }
 
+std::string ExecutableDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
+
 }  // namespace trm

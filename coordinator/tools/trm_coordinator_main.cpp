@@ -18,6 +18,7 @@
 #include "trm/common/file_util.h"
 #include "trm/common/rank_process.h"
 #include "trm/coordinator/server.h"
+#include "trm/worker/train_config.h"
 
 namespace fs = std::filesystem;
 
@@ -38,12 +39,6 @@ int Usage() {
                "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
                "  default --listen 127.0.0.1:50051\n");
   return 2;
-}
-
-std::string SelfDir() {
-  std::error_code ec;
-  fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : p.parent_path().string();
 }
 
 // Copies the worker's output to ours, line for line, until it closes.
@@ -114,10 +109,7 @@ int main(int argc, char** argv) {
     }
     opt.auth.require_worker_cert = require_worker_cert;
     if (require_worker_cert && opt.tls_client_ca.empty()) trm::InvalidArgument("--require-worker-cert needs --tls-client-ca");
-    if (opt.coordinator.config_dir.empty()) {
-      const char* env = std::getenv("TRM_CONFIG_DIR");
-      opt.coordinator.config_dir = env && *env ? env : (fs::exists("configs") ? "configs" : SelfDir() + "/../../configs");
-    }
+    if (opt.coordinator.config_dir.empty()) opt.coordinator.config_dir = trm::worker::DefaultConfigDir();
   } catch (const trm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return Usage();
@@ -139,7 +131,7 @@ int main(int argc, char** argv) {
     std::thread out_thread, err_thread;
     if (standalone) {
       trm::SpawnSpec spec;
-      spec.path = worker_binary.empty() ? SelfDir() + "/trm-worker" : worker_binary;
+      spec.path = worker_binary.empty() ? trm::ExecutableDir() + "/trm-worker" : worker_binary;
       spec.argv = {spec.path, "--coordinator", "127.0.0.1:" + std::to_string(server.port()), "--cpu-slots",
                    std::to_string(cpu_slots), "--work-dir", (fs::path(opt.coordinator.data_dir) / "worker").string(),
                    "--id", "local"};

@@ -165,7 +165,8 @@ TEST(Launch, LogDirHoldsOneLogPerRankAndAttempt) {
   const std::string logs = tmp / "logs";
   const Outcome r = RunLaunch({"--nproc-per-node", "2", "--max-restarts", "1", "--log-dir", logs,
                                "trm_launch_test_child", "--lines", "2", "--stderr", "to stderr", "--fail-rank", "1",
-                               "--fail-first-attempt"},
+                               // Late enough that rank 0 has written its lines before the group is stopped.
+                               "--fail-after-ms", "500", "--fail-first-attempt"},
                               tmp);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (int attempt : {0, 1}) {

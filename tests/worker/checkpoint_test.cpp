@@ -1,5 +1,6 @@
 // Checkpoints committed in two phases (files + manifest under a temporary name, then a rename),
 // verified on load, quarantined when corrupt, never half-written even under SIGKILL.
+#include "test_dataset.h"
 #include "trm/worker/checkpoint.h"
 
 #include <fcntl.h>
@@ -23,7 +24,6 @@
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/common/sha256.h"
-#include "trm/data/dataset_builder.h"
 #include "trm/worker/trainer.h"
 
 namespace trm::worker {
@@ -76,13 +76,7 @@ class CheckpointTest : public ::testing::Test {
   static void SetUpTestSuite() {
     root_ = fs::temp_directory_path() / ("trm_ckpt_" + std::to_string(::getpid()));
     fs::create_directories(root_);
-    data::BuildOptions b;
-    b.input = std::string(TRM_SHARED_DIR) + "/data/sharegpt_fastchat_dummy.json";
-    b.tokenizer = "byte";
-    b.max_length = 32;
-    b.subsample_size = 120;
-    b.output_dir = (root_ / "ds").string();
-    data::BuildDataset(b);
+    BuildTestDataset("sharegpt_fastchat_dummy.json", 120, (root_ / "ds").string());
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <thread>
 
+#include "test_dataset.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
-#include "trm/data/dataset_builder.h"
 #include "trm/worker/collective.h"
 #include "trm/worker/trainer.h"
 
@@ -35,13 +35,7 @@ class DataParallelTest : public ::testing::Test {
   static void SetUpTestSuite() {
     root_ = fs::temp_directory_path() / ("trm_dp_" + std::to_string(::getpid()));
     fs::create_directories(root_);
-    data::BuildOptions b;
-    b.input = std::string(TRM_SHARED_DIR) + "/data/alpaca_gpteacher_roleplay.json";
-    b.tokenizer = "byte";
-    b.max_length = 32;
-    b.subsample_size = 96;
-    b.output_dir = (root_ / "ds").string();
-    data::BuildDataset(b);
+    BuildTestDataset("alpaca_gpteacher_roleplay.json", 96, (root_ / "ds").string());
   }
   static void TearDownTestSuite() {
     if (!std::getenv("TRM_KEEP_TEST_DIRS")) fs::remove_all(root_);

@@ -1,3 +1,4 @@
+#include "test_dataset.h"
 #include "trm/worker/trainer.h"
 
 #include <gtest/gtest.h>
@@ -9,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "trm/common/error.h"
-#include "trm/data/dataset_builder.h"
 #include "trm/model/safetensors.h"
 #include "trm/worker/checkpoint.h"
 
@@ -23,13 +23,7 @@ class TrainerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     root_ = fs::temp_directory_path() / ("trm_trainer_" + std::to_string(::getpid()));
     fs::create_directories(root_);
-    data::BuildOptions b;
-    b.input = std::string(TRM_SHARED_DIR) + "/data/sharegpt_fastchat_dummy.json";
-    b.tokenizer = "byte";
-    b.max_length = 32;
-    b.subsample_size = 120;
-    b.output_dir = (root_ / "ds").string();
-    data::BuildDataset(b);
+    BuildTestDataset("sharegpt_fastchat_dummy.json", 120, (root_ / "ds").string());
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 

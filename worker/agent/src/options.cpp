@@ -29,12 +29,6 @@ int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
   InvalidArgument(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + v + "'");
 }
 
-std::string OwnDirectory() {
-  std::error_code ec;
-  const auto exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
 }  // namespace
 
 std::string PersistentWorkerId(const std::string& work_dir) {
@@ -106,7 +100,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
   o.work_dir = fs::absolute(o.work_dir).lexically_normal().string();
   if (o.worker_id.empty()) o.worker_id = PersistentWorkerId(o.work_dir);
   rpc::CheckName(o.worker_id, "--id");
-  if (o.train_binary.empty()) o.train_binary = OwnDirectory() + "/trm-train";
+  if (o.train_binary.empty()) o.train_binary = ExecutableDir() + "/trm-train";
   if (::access(o.train_binary.c_str(), X_OK) != 0)
     NotFound("--train-binary: '" + o.train_binary + "' is not an executable file");
   o.train_binary = fs::absolute(o.train_binary).string();

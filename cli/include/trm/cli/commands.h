@@ -18,6 +18,8 @@ using std::chrono::milliseconds;
 
 // Throws RpcError("<what>: <server message>") when `s` failed.
 void CheckRpc(const grpc::Status& s, const std::string& what);
+// True for what a restarting or unreachable coordinator answers (streams reconnect then).
+bool Retryable(const grpc::Status& s);
 
 // ---------------------------------------------------------------- submit
 struct SubmitOptions {

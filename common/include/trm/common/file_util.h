@@ -13,4 +13,7 @@ std::string ReadFile(const std::string& path);
 // Atomic replace of `path` with `data` (temp file + fsync + rename + fsync of the directory).
 void WriteFileAtomic(const std::string& path, const std::string& data);
 
+// The directory of the running executable (where its sibling binaries are), "." if unknown.
+std::string ExecutableDir();
+
 }  // namespace trm
