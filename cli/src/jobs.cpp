@@ -73,6 +73,7 @@ int RunStatus(const Args& args, const Context& ctx) {
   row("state:", StateName(j.state()));
   row("message:", j.message());
   row("failure:", j.failure_kind());
+  row("warning:", j.warning());
   row("config:", j.spec().config_name());
   std::string ovs;
   for (const auto& o : j.spec().overrides()) ovs += (ovs.empty() ? "" : " ") + o;

@@ -1,5 +1,8 @@
 #include "trm/common/error.h"
 
+#include <cerrno>
+#include <cstring>
+
 namespace trm {
 
 const char* CodeName(Code code) {
@@ -25,5 +28,11 @@ const char* CodeName(Code code) {
 Error::Error(Code code, const std::string& message) : std::runtime_error(message), code_(code) {}
 
 void ThrowError(Code code, const std::string& message) { throw Error(code, message); }
+
+bool IsDiskFullErrno(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
+
+void FileError(const std::string& message, int err) {
+  ThrowError(IsDiskFullErrno(err) ? Code::kResourceExhausted : Code::kIoError, message + ": " + std::strerror(err));
+}
 
 }  // namespace trm

@@ -23,7 +23,7 @@ void WriteAll(int fd, const std::string& path, const std::string& data) {
     ssize_t n = ::write(fd, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      IoError(path + ": write failed: " + ErrnoText());
+      FileError(path + ": write failed", errno);
     }
     p += n;
     left -= static_cast<size_t>(n);
@@ -56,10 +56,10 @@ std::string ReadFile(const std::string& path) {
 void WriteFileAtomic(const std::string& path, const std::string& data) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) IoError(tmp + ": cannot create: " + ErrnoText());
+  if (fd < 0) FileError(tmp + ": cannot create", errno);
   try {
     WriteAll(fd, tmp, data);
-    if (::fsync(fd) != 0) IoError(tmp + ": fsync failed: " + ErrnoText());
+    if (::fsync(fd) != 0) FileError(tmp + ": fsync failed", errno);
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -67,9 +67,9 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = ErrnoText();
+    const int err = errno;
     ::unlink(tmp.c_str());
-    IoError(path + ": rename from temporary file failed: " + why);
+    FileError(path + ": rename from temporary file failed", err);
   }
   FsyncDirOf(path);
 }

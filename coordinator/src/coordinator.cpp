@@ -3,10 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -16,8 +19,12 @@
 #include "trm/coordinator/metrics.h"
 #include "trm/coordinator/scheduler.h"
 #include "trm/coordinator/store.h"
+#include "trm/data/batch_iterator.h"
+#include "trm/data/dataset_reader.h"
+#include "trm/data/dataset_shard.h"
 #include "trm/rpc/transfer.h"
 #include "trm/v1/state.pb.h"
+#include "trm/worker/train_config.h"
 
 namespace fs = std::filesystem;
 
@@ -63,15 +70,25 @@ struct WorkerState {
 // When an attempt last made progress (in memory: after a coordinator restart every attempt
 // gets a fresh budget).
 struct Progress {
+  struct RankClock {
+    v1::RankPhase phase = v1::PHASE_UNSPECIFIED;
+    int64_t entered_ms = 0;  // coordinator clock: heartbeat time minus the reported time in phase
+    int64_t step = 0;
+  };
   int attempt = 0;
   int64_t step = -1;
   int64_t since_ms = 0;
   std::string phase;  // as the rank-0 worker last reported it
+  std::map<int, RankClock> ranks;  // ranks that report phases and have not exited
 };
 
 struct Coordinator::Impl {
   CoordinatorOptions opt;
   std::map<std::string, Progress> progress;  // job id -> its active attempt's progress
+  std::map<std::string, std::string> warnings;  // job id -> Job.warning (in memory: a live condition)
+  std::map<std::string, int64_t> train_rows;    // dataset hash -> rows of its train split
+  std::map<std::string, std::optional<v1::ShardSpec>> shard_plans;  // "job/attempt/first rank" -> plan
+  std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
   std::mutex mu;
   std::condition_variable events_cv;  // notified on every new event
   std::unique_ptr<Store> store;
@@ -81,6 +98,52 @@ struct Coordinator::Impl {
 
   int64_t Now() const { return opt.now_ms ? opt.now_ms() : SystemNowMs(); }
   fs::path DatasetDir(const std::string& hash) const { return fs::path(opt.data_dir) / "datasets" / hash; }
+
+  // Training rows of a stored dataset (read from its train split's header; memoized).
+  int64_t TrainRows(const std::string& hash) {
+    auto it = train_rows.find(hash);
+    if (it != train_rows.end()) return it->second;
+    const int64_t n = data::DatasetSplit::Open(DatasetDir(hash).string(), "train").rows();
+    train_rows[hash] = n;
+    return n;
+  }
+
+  // What the ranks `ranks` of the job's active attempt read: a shard when that is less than the
+  // whole training split (a run shorter than its data), nothing when they read every row.
+  std::optional<v1::ShardSpec> ShardFor(const v1::JobRecord& rec, const std::vector<int>& ranks) {
+    const auto& job = rec.job();
+    if (job.dataset_hash().empty()) return std::nullopt;
+    const std::string key = job.id() + "/" + std::to_string(rec.attempt().number()) + "/" +
+                            std::to_string(ranks.empty() ? -1 : ranks.front());
+    if (auto it = shard_plans.find(key); it != shard_plans.end()) return it->second;
+    std::optional<v1::ShardSpec> plan;
+    try {
+      const worker::TrainConfig cfg =
+          worker::TrainConfig::FromJson(nlohmann::json::parse(job.resolved_config_json()), job.spec().config_name());
+      const int64_t rows = TrainRows(job.dataset_hash());
+      // As the trainer reads: trainer.cpp builds its BatchIterator with these (shuffle, drop_last).
+      data::BatchConfig bc;
+      bc.global_batch = cfg.global_batch_size;
+      bc.seed = static_cast<uint64_t>(cfg.seed);
+      bc.world = job.spec().world_size();
+      const int64_t batches = worker::StepsToRun(cfg, rows) * cfg.gradient_accumulation_steps;
+      if (batches > 0 && data::RowsReadByRanks(rows, bc, ranks, batches).size() < static_cast<size_t>(rows)) {
+        v1::ShardSpec s;
+        s.set_world_size(bc.world);
+        for (int r : ranks) s.add_ranks(r);
+        s.set_global_batch(bc.global_batch);
+        s.set_seed(bc.seed);
+        s.set_batches(batches);
+        plan = s;
+      }
+    } catch (const std::exception& e) {
+      // The whole dataset always works; the trainer reports what is wrong with the config.
+      spdlog::warn("job {}: no shard plan ({}); its workers fetch the whole dataset", job.id(), e.what());
+    }
+    if (shard_plans.size() > 10000) shard_plans.clear();
+    shard_plans[key] = plan;
+    return plan;
+  }
   fs::path CheckpointDir(const std::string& job, const std::string& name) const {
     return fs::path(opt.data_dir) / "checkpoints" / job / name;
   }
@@ -117,6 +180,11 @@ struct Coordinator::Impl {
     jobs[id] = std::move(rec);
     events_cv.notify_all();
     PublishJob(jobs[id]);
+  }
+
+  v1::Job WithWarning(v1::Job j) const {
+    if (auto it = warnings.find(j.id()); it != warnings.end() && !Terminal(j.state())) j.set_warning(it->second);
+    return j;
   }
 
   void PublishJob(const v1::JobRecord& rec) {
@@ -280,24 +348,49 @@ struct Coordinator::Impl {
     }
   }
 
+  int64_t PhaseBudgetMs(v1::RankPhase phase) const {
+    std::string name = v1::RankPhase_Name(phase);  // PHASE_ALLREDUCE -> allreduce
+    name = name.substr(name.find('_') + 1);
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (auto it = opt.phase_budget_ms.find(name); it != opt.phase_budget_ms.end()) return it->second;
+    if (phase == v1::PHASE_STARTING) return opt.start_timeout_ms;
+    if (phase == v1::PHASE_CHECKPOINT || phase == v1::PHASE_EVAL) return std::max<int64_t>(opt.hang_timeout_ms, 30 * 60 * 1000);
+    return opt.hang_timeout_ms;
+  }
+
+  Progress& ProgressOf(const std::string& job_id, int attempt) {
+    Progress& p = progress[job_id];
+    if (p.attempt != attempt) p = Progress{attempt, -1, Now(), "", {}};
+    return p;
+  }
+
+  // Why the job's active attempt counts as hung, or "" while it makes progress.
+  std::string HangReason(const Progress& p, int64_t now) const {
+    for (const auto& [rank, rc] : p.ranks) {
+      const int64_t in_phase = now - rc.entered_ms, budget = PhaseBudgetMs(rc.phase);
+      if (in_phase > budget)
+        return fmt::format("rank {} in {} for {:.1f} s at step {} (budget {:.0f} s)", rank, v1::RankPhase_Name(rc.phase),
+                           in_phase / 1000.0, rc.step, budget / 1000.0);
+    }
+    if (!p.ranks.empty()) return "";
+    const int64_t budget = p.step < 0 ? opt.start_timeout_ms : opt.hang_timeout_ms;
+    if (now - p.since_ms <= budget) return "";
+    return (p.step < 0 ? std::string("no first step") : "no step after step " + std::to_string(p.step)) + " for " +
+           std::to_string((now - p.since_ms) / 1000) + " s" + (p.phase.empty() ? "" : " (rank 0 phase " + p.phase + ")");
+  }
+
   void DetectHangs() {
     const int64_t now = Now();
-    std::vector<std::string> hung;
+    std::vector<std::pair<std::string, std::string>> hung;
     for (const auto& [id, r] : jobs) {
       if (!r.attempt().active()) continue;
-      Progress& p = progress[id];
-      if (p.attempt != r.attempt().number()) p = Progress{r.attempt().number(), -1, now, ""};
-      const int64_t budget = p.step < 0 ? opt.start_timeout_ms : opt.hang_timeout_ms;
-      if (now - p.since_ms > budget) hung.push_back(id);
+      const std::string why = HangReason(ProgressOf(id, r.attempt().number()), now);
+      if (!why.empty()) hung.emplace_back(id, why);
     }
-    for (const auto& id : hung) {
+    for (const auto& [id, why] : hung) {
       v1::JobRecord rec = jobs[id];
-      const Progress p = progress[id];
       Store::Transaction tx(store.get());
-      FailAttempt(&rec, "hang",
-                  (p.step < 0 ? std::string("no first step") : "no step after step " + std::to_string(p.step)) +
-                      " for " + std::to_string((now - p.since_ms) / 1000) + " s" +
-                      (p.phase.empty() ? "" : " (rank 0 phase " + p.phase + ")"));
+      FailAttempt(&rec, "hang", why);
       Commit(&tx, std::move(rec));
     }
   }
@@ -409,7 +502,7 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
 
 v1::Job Coordinator::GetJob(const std::string& job_id) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  return impl_->Job(job_id).job();
+  return impl_->WithWarning(impl_->Job(job_id).job());
 }
 
 std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int limit) {
@@ -419,7 +512,8 @@ std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& stat
   // Newest first: what a user looks for.
   for (auto it = impl_->jobs.rbegin(); it != impl_->jobs.rend() && static_cast<int>(out.size()) < limit; ++it) {
     const auto& j = it->second.job();
-    if (states.empty() || std::find(states.begin(), states.end(), j.state()) != states.end()) out.push_back(j);
+    if (states.empty() || std::find(states.begin(), states.end(), j.state()) != states.end())
+      out.push_back(impl_->WithWarning(j));
   }
   return out;
 }
@@ -566,6 +660,47 @@ FileSet Coordinator::DatasetFiles(const std::string& hash) {
   return FileSet{dir.string(), m};
 }
 
+FileSet Coordinator::DatasetShardFiles(const std::string& hash, const v1::ShardSpec& shard) {
+  const FileSet whole = DatasetFiles(hash);  // validates the hash, NotFound for unknown ones
+  if (shard.world_size() < 1 || shard.world_size() > 4096) InvalidArgument("shard.world_size: expected 1 to 4096");
+  if (shard.ranks_size() < 1 || shard.ranks_size() > shard.world_size())
+    InvalidArgument("shard.ranks: expected 1 to world_size ranks");
+  if (shard.global_batch() < 1 || shard.global_batch() > (int64_t{1} << 22))
+    InvalidArgument("shard.global_batch: expected 1 to 4194304");
+  if (shard.batches() < 1 || shard.batches() > (int64_t{1} << 40)) InvalidArgument("shard.batches: out of range");
+  const std::string name = hash + "-" + rpc::ShardKey(shard);
+  const fs::path dir = fs::path(impl_->opt.data_dir) / "shards" / name;
+  std::lock_guard<std::mutex> build(impl_->shard_build_mu);
+  v1::Manifest m;
+  try {
+    if (m.ParseFromString(ReadFile(dir.string() + ".manifest"))) return FileSet{dir.string(), m};
+  } catch (const Error& e) {
+    if (e.code() != Code::kNotFound) throw;
+  }
+  int64_t rows = 0;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    rows = impl_->TrainRows(hash);
+  }
+  data::BatchConfig bc;
+  bc.global_batch = shard.global_batch();
+  bc.seed = shard.seed();
+  bc.world = shard.world_size();
+  const std::vector<int64_t> picked = data::RowsReadByRanks(
+      rows, bc, std::vector<int>(shard.ranks().begin(), shard.ranks().end()), shard.batches());
+  if (picked.size() == static_cast<size_t>(rows)) return whole;
+  std::error_code ec;
+  fs::remove_all(dir, ec);  // a build cut short before its manifest was written
+  fs::create_directories(dir.parent_path(), ec);
+  data::WriteDatasetShard(whole.dir, "train", picked, dir.string());
+  m = rpc::BuildManifest(dir.string(), name);
+  m.set_content_sha256(rpc::ContentHash(m));
+  WriteFileAtomic(dir.string() + ".manifest", m.SerializeAsString());
+  spdlog::info("dataset {}: shard {} built: {} of {} training rows ({} bytes)", hash.substr(0, 12), name.substr(65),
+               picked.size(), rows, m.total_bytes());
+  return FileSet{dir.string(), m};
+}
+
 v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   rpc::CheckName(req.worker_id(), "worker_id");
   if (req.slots() < 1 || req.slots() > 1024) InvalidArgument("slots: expected 1 to 1024");
@@ -634,10 +769,14 @@ v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& req) {
       continue;
     }
     v1::JobRecord& rec = jit->second;
+    Progress& p = impl_->ProgressOf(a.job_id(), a.attempt());
     for (const auto& r : a.ranks()) {
-      if (r.rank() != 0) continue;
-      Progress& p = impl_->progress[a.job_id()];
-      p.phase = v1::RankPhase_Name(r.phase());
+      if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
+      if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
+        p.ranks.erase(r.rank());
+      } else {
+        p.ranks[r.rank()] = Progress::RankClock{r.phase(), impl_->Now() - r.phase_elapsed_ms(), r.step()};
+      }
     }
     auto& acked = rec.attempt().acked_workers();
     if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end()) {
@@ -666,6 +805,8 @@ v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& req) {
       s->set_dataset_hash(rec.job().dataset_hash());
       if (rec.job().dataset_hash().empty()) s->set_data_path(rec.job().spec().data_path());
       s->set_resume_checkpoint(a.resume_checkpoint());
+      if (auto shard = impl_->ShardFor(rec, std::vector<int>(p.ranks().begin(), p.ranks().end())))
+        *s->mutable_shard() = *shard;
     }
   }
   return resp;
@@ -693,7 +834,9 @@ v1::ReportEventsResponse Coordinator::ReportEvents(const v1::ReportEventsRequest
       if (!m.eval()) {
         Progress& p = impl_->progress[j->id()];
         if (p.attempt != rec.attempt().number() || m.step() > p.step) {
-          p = Progress{rec.attempt().number(), m.step(), impl_->Now(), p.phase};
+          const bool same = p.attempt == rec.attempt().number();
+          p = Progress{rec.attempt().number(), m.step(), impl_->Now(), p.phase,
+                       same ? std::move(p.ranks) : std::map<int, Progress::RankClock>{}};
         }
         j->set_step(m.step());
         if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
@@ -781,8 +924,19 @@ v1::CheckpointInfo Coordinator::CommitCheckpoint(const v1::CheckpointUploadHeade
     std::error_code ec;
     fs::remove_all(d, ec);
   }
+  impl_->warnings.erase(h.job_id());
   spdlog::info("job {}: checkpoint {} committed ({} bytes)", h.job_id(), c.info().name(), c.info().size_bytes());
   return c.info();
+}
+
+void Coordinator::CheckpointUploadFailed(const v1::CheckpointUploadHeader& h, const Error& error) {
+  if (error.code() != Code::kResourceExhausted) return;
+  std::lock_guard<std::mutex> l(impl_->mu);
+  if (!impl_->jobs.count(h.job_id())) return;
+  const std::string warning = "checkpoint " + h.info().name() +
+                              " cannot be stored (the worker keeps it and retries): " + error.what();
+  if (impl_->warnings[h.job_id()] != warning) spdlog::error("job {}: {}", h.job_id(), warning);
+  impl_->warnings[h.job_id()] = warning;
 }
 
 void Coordinator::Tick() {

@@ -88,6 +88,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
     RequireJobId(req->job_id());
+    const auto slot = watches_.Acquire();
     uint64_t after = req->after_seq();
     c_->GetJob(req->job_id());  // NOT_FOUND before the stream starts
     while (!ctx->IsCancelled() && !stopping_->load()) {
@@ -137,6 +138,7 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
     RequireJobId(req->job_id());
+    const auto slot = downloads_.Acquire();
     if (req->selector().size() > 256) InvalidArgument("selector: longer than 256 characters");
     FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector());
     s = Stream(files, req->offset(), ctx, w);
@@ -195,6 +197,7 @@ grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* ctx, const v1:
   return rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "ReportEvents");
     if (req->events_size() > 10000) InvalidArgument("events: more than 10000 in one report");
+    events_.Take("worker " + req->worker_id(), req->events_size());
     *resp = c_->ReportEvents(*req);
   });
 }
@@ -203,17 +206,23 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext* ctx, grpc:
                                                  v1::UploadCheckpointResponse* resp) {
   return rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "UploadCheckpoint");
+    const auto slot = transfers_.Acquire();
     v1::CheckpointUpload msg;
     if (!r->Read(&msg) || !msg.has_header()) InvalidArgument("UploadCheckpoint: the first message must be the header");
     const v1::CheckpointUploadHeader header = msg.header();
     c_->CheckCheckpointUpload(header);
-    rpc::FileReceiver receiver(c_->NewUploadDir("checkpoint"), c_->max_checkpoint_bytes());
-    receiver.OnManifest(header.manifest());
-    while (r->Read(&msg)) {
-      if (!msg.has_chunk()) InvalidArgument("UploadCheckpoint: only chunks may follow the header");
-      receiver.OnChunk(msg.chunk());
+    try {
+      rpc::FileReceiver receiver(c_->NewUploadDir("checkpoint"), c_->max_checkpoint_bytes());
+      receiver.OnManifest(header.manifest());
+      while (r->Read(&msg)) {
+        if (!msg.has_chunk()) InvalidArgument("UploadCheckpoint: only chunks may follow the header");
+        receiver.OnChunk(msg.chunk());
+      }
+      *resp->mutable_info() = c_->CommitCheckpoint(header, &receiver);
+    } catch (const Error& e) {
+      c_->CheckpointUploadFailed(header, e);
+      throw;
     }
-    *resp->mutable_info() = c_->CommitCheckpoint(header, &receiver);
   });
 }
 
@@ -221,7 +230,11 @@ grpc::Status WorkerServiceImpl::FetchDataset(grpc::ServerContext* ctx, const v1:
                                              grpc::ServerWriter<v1::TransferMessage>* w) {
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
-    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchDataset"); s = Stream(c_->DatasetFiles(req->content_sha256()), req->offset(), ctx, w); });
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchDataset");
+    const auto slot = transfers_.Acquire();
+    const bool shard = req->has_shard() && req->shard().world_size() > 0;
+    s = Stream(shard ? c_->DatasetShardFiles(req->content_sha256(), req->shard()) : c_->DatasetFiles(req->content_sha256()),
+               req->offset(), ctx, w); });
   return g.ok() ? s : g;
 }
 
@@ -230,6 +243,7 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchCheckpoint");
+    const auto slot = transfers_.Acquire();
     RequireJobId(req->job_id());
     rpc::CheckName(req->name(), "name");
     s = Stream(c_->ResolveCheckpoint(req->job_id(), req->name()), req->offset(), ctx, w);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "stream_limits.h"
 #include "trm/coordinator/auth.h"
 #include "trm/coordinator/coordinator.h"
 #include "trm/coordinator/metrics.h"
@@ -33,6 +34,9 @@ class JobServiceImpl final : public v1::JobService::Service {
   CoordinatorMetrics* m_;
   const Authorizer* auth_;
   const std::atomic<bool>* stopping_;
+  // Each stream holds a server thread while it lasts (stream_limits.h).
+  StreamLimit watches_{"job watches", 1024};
+  StreamLimit downloads_{"checkpoint downloads", 64};
 };
 
 class DatasetServiceImpl final : public v1::DatasetService::Service {
@@ -63,6 +67,10 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   Coordinator* c_;
   CoordinatorMetrics* m_;
   const Authorizer* auth_;
+  // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
+  // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
+  RateLimit events_{"events", 2000, 20000};
+  StreamLimit transfers_{"dataset and checkpoint transfers", 256};
 };
 
 }  // namespace trm::coordinator

@@ -88,12 +88,17 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   s.server->GetHealthCheckService()->SetServingStatus(true);
   s.ticker = std::thread([&s] {
     std::unique_lock<std::mutex> l(s.mu);
+    std::string last_error;  // one log line per distinct failure, not one per tick
     while (!s.shut) {
       l.unlock();
       try {
         s.coordinator->Tick();
+        if (!last_error.empty()) spdlog::info("scheduler: working again");
+        last_error.clear();
       } catch (const std::exception& e) {
-        spdlog::error("scheduler: {}", e.what());  // e.g. a full disk: keep serving reads
+        // E.g. a full disk: keep serving reads, retry next tick.
+        if (e.what() != last_error) spdlog::error("scheduler: {}", e.what());
+        last_error = e.what();
       }
       l.lock();
       s.cv.wait_for(l, std::chrono::milliseconds(s.opt.tick_ms), [&] { return s.shut; });

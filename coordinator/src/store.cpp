@@ -35,7 +35,10 @@ class Stmt {
     if (rc == SQLITE_DONE) return false;
     const int ext = sqlite3_extended_errcode(db_);
     const std::string msg = std::string("coordinator database: ") + sqlite3_errmsg(db_);
-    if (ext == SQLITE_FULL || ext == SQLITE_IOERR || (ext & 0xff) == SQLITE_IOERR) IoError(msg);
+    // A full disk is the caller's to report as such (the RPC fails RESOURCE_EXHAUSTED, the
+    // in-memory state stays as committed, the coordinator keeps serving).
+    if ((ext & 0xff) == SQLITE_FULL) ThrowError(Code::kResourceExhausted, msg + " (the data dir's disk is full)");
+    if ((ext & 0xff) == SQLITE_IOERR) IoError(msg);
     Internal(msg);
   }
   std::string Blob(int col) {
@@ -81,6 +84,7 @@ struct Store::Impl {
     if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown error";
       sqlite3_free(err);
+      if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_FULL) ThrowError(Code::kResourceExhausted, path + ": " + msg);
       IoError(path + ": " + msg);
     }
   }

@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,15 +27,38 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// "data=60,allreduce=30" -> {"data": 60000, "allreduce": 30000}.
+void ParseHangBudgets(const std::string& flag, const std::string& text, std::map<std::string, int64_t>* out) {
+  static const std::set<std::string> kPhases{"starting", "data", "compute", "allreduce", "checkpoint", "eval"};
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const size_t eq = item.find('=');
+    const std::string phase = item.substr(0, eq);
+    if (eq == std::string::npos || !kPhases.count(phase))
+      trm::InvalidArgument(flag + " '" + item + "': expected PHASE=SECONDS with PHASE one of starting, data, "
+                                                 "compute, allreduce, checkpoint, eval");
+    const std::string v = item.substr(eq + 1);
+    char* end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end || n <= 0) trm::InvalidArgument(flag + " '" + item + "': expected a positive number of seconds");
+    (*out)[phase] = static_cast<int64_t>(n) * 1000;
+  }
+}
+
 int Usage() {
   std::fprintf(stderr,
                "usage: trm-coordinator [--listen HOST:PORT] [--data-dir DIR] [--metrics-listen HOST:PORT]\n"
                "                       [--heartbeat-timeout-s S] [--heartbeat-interval-ms MS] [--keep-last K]\n"
                "                       [--hang-timeout-s S (900)] [--start-timeout-s S (1800)]\n"
+               "                       [--hang-budget-s PHASE=S[,PHASE=S...]]\n"
                "                       [--keep-best METRIC] [--config-dir DIR] [--port-file FILE]\n"
                "                       [--standalone [--cpu-slots N] [--worker-binary PATH]]\n"
                "                       [--auth-tokens FILE] [--worker-secret-file FILE] [--tls-cert PEM --tls-key PEM\n"
                "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
+               "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
+               "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
+               "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
                "  --standalone     also run a local trm-worker (CPU slots) under DATA_DIR/worker\n"
                "  --auth-tokens    'TOKEN ROLE [NAME]' lines (roles read | submit | admin); clients send TRM_TOKEN\n"
                "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
@@ -79,6 +105,7 @@ int main(int argc, char** argv) {
       else if (a == "--heartbeat-timeout-s") opt.coordinator.heartbeat_timeout_ms = static_cast<int>(number() * 1000);
       else if (a == "--hang-timeout-s") opt.coordinator.hang_timeout_ms = number() * 1000;
       else if (a == "--start-timeout-s") opt.coordinator.start_timeout_ms = number() * 1000;
+      else if (a == "--hang-budget-s") ParseHangBudgets(a, value(), &opt.coordinator.phase_budget_ms);
       else if (a == "--heartbeat-interval-ms") opt.coordinator.heartbeat_interval_ms = static_cast<int>(number());
       else if (a == "--keep-last") opt.coordinator.keep_last_checkpoints = static_cast<int>(number());
       else if (a == "--keep-best") opt.coordinator.keep_best_metric = value();

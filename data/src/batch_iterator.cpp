@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <numeric>
 
 #include "prng.h"
 #include "trm/common/error.h"
@@ -59,8 +58,7 @@ BatchIterator::BatchIterator(std::vector<DatasetSplit> splits, BatchConfig confi
     total_rows_ += s.rows();
   }
   starts_.push_back(total_rows_);
-  batches_per_epoch_ = config_.drop_last ? total_rows_ / config_.global_batch
-                                         : (total_rows_ + config_.global_batch - 1) / config_.global_batch;
+  batches_per_epoch_ = BatchesPerEpoch(total_rows_, config_.global_batch, config_.drop_last);
   if (batches_per_epoch_ == 0) {
     InvalidArgument("batch iterator: the datasets have " + std::to_string(total_rows_) +
                     " rows, fewer than one global batch of " + std::to_string(config_.global_batch));
@@ -76,10 +74,7 @@ BatchIterator BatchIterator::Open(const std::vector<std::string>& data_paths, co
 
 void BatchIterator::PrepareEpoch(uint64_t epoch) {
   if (!config_.shuffle || order_epoch_ == epoch) return;
-  order_.resize(static_cast<size_t>(total_rows_));
-  std::iota(order_.begin(), order_.end(), int64_t{0});
-  internal::SplitMix64 rng(internal::DeriveSeed(config_.seed, epoch));
-  internal::Shuffle(&order_, &rng);
+  internal::EpochOrder(config_.seed, epoch, total_rows_, &order_);
   order_epoch_ = epoch;
 }
 
@@ -103,8 +98,7 @@ void BatchIterator::Next(Batch* out) {
   const int64_t begin = static_cast<int64_t>(state_.position) * g;
   const int64_t size = std::min(g, total_rows_ - begin);  // < g only for a kept last batch
   // Rank r takes the r-th contiguous slice of the global batch.
-  const int64_t lo = size * config_.rank / config_.world;
-  const int64_t hi = size * (config_.rank + 1) / config_.world;
+  const auto [lo, hi] = internal::RankSlice(size, config_.rank, config_.world);
   const int64_t len = meta().seq_len;
 
   out->rows = hi - lo;
@@ -118,11 +112,52 @@ void BatchIterator::Next(Batch* out) {
     const int64_t row = GlobalRowAt(begin + lo + i);
     const size_t s = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), row) - starts_.begin() - 1);
     const int64_t local = row - starts_[s];
-    std::copy_n(splits_[s].inputs(local), len, out->inputs.begin() + i * len);
+    std::copy_n(splits_[s].inputs(local), len, out->inputs.begin() + i * len);  // DataLoss outside a shard
     std::copy_n(splits_[s].labels(local), len, out->labels.begin() + i * len);
     out->row_ids[static_cast<size_t>(i)] = row;
   }
   ++state_.position;
+}
+
+int64_t BatchesPerEpoch(int64_t rows, int64_t global_batch, bool drop_last) {
+  return drop_last ? rows / global_batch : (rows + global_batch - 1) / global_batch;
+}
+
+std::vector<int64_t> RowsReadByRanks(int64_t total_rows, const BatchConfig& config, const std::vector<int>& ranks,
+                                     int64_t batches) {
+  const int64_t g = config.global_batch;
+  if (total_rows <= 0 || g <= 0 || config.world <= 0 || g % config.world != 0)
+    InvalidArgument("shard plan: " + std::to_string(total_rows) + " rows, global batch " + std::to_string(g) +
+                    ", world " + std::to_string(config.world) + ": not a valid loader configuration");
+  for (int r : ranks)
+    if (r < 0 || r >= config.world) InvalidArgument("shard plan: rank " + std::to_string(r) + " outside the world");
+  const int64_t per_epoch = BatchesPerEpoch(total_rows, g, config.drop_last);
+  std::vector<char> read(static_cast<size_t>(total_rows), 0);
+  int64_t count = 0;
+  std::vector<int64_t> order;
+  for (int64_t b = 0; b < batches && count < total_rows && per_epoch > 0; ++b) {
+    const uint64_t epoch = static_cast<uint64_t>(b / per_epoch);
+    const int64_t begin = (b % per_epoch) * g;
+    if (config.shuffle && (b % per_epoch == 0 || order.empty())) internal::EpochOrder(config.seed, epoch, total_rows, &order);
+    const int64_t size = std::min(g, total_rows - begin);
+    for (int r : ranks) {
+      const auto [lo, hi] = internal::RankSlice(size, r, config.world);
+      for (int64_t k = begin + lo; k < begin + hi; ++k) {
+        const int64_t row = config.shuffle ? order[static_cast<size_t>(k)] : k;
+        if (!read[static_cast<size_t>(row)]) {
+          read[static_cast<size_t>(row)] = 1;
+          ++count;
+        }
+      }
+    }
+    // Past the first epoch without a shuffle nothing new comes.
+    if (!config.shuffle && b + 1 >= per_epoch) break;
+  }
+  std::vector<int64_t> rows;
+  rows.reserve(static_cast<size_t>(count));
+  for (int64_t i = 0; i < total_rows; ++i)
+    if (read[static_cast<size_t>(i)]) rows.push_back(i);
+  return rows;
 }
 
 }  // namespace trm::data

@@ -85,12 +85,13 @@ class RawWriter {
     if (f_ != nullptr) std::fclose(f_);
   }
   void Write(const void* p, size_t n) {
-    if (n > 0 && std::fwrite(p, 1, n, f_) != n) IoError(path_ + ": write failed (disk full?)");
+    if (n > 0 && std::fwrite(p, 1, n, f_) != n) FileError(path_ + ": write failed", errno);
   }
   void Close() {
     const bool ok = std::fclose(f_) == 0;
+    const int err = errno;
     f_ = nullptr;
-    if (!ok) IoError(path_ + ": write failed (disk full?)");
+    if (!ok) FileError(path_ + ": write failed", err);
   }
 
  private:

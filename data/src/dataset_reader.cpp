@@ -1,5 +1,6 @@
 #include "trm/data/dataset_reader.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,12 @@
 namespace fs = std::filesystem;
 
 namespace trm::data {
+namespace {
+
+constexpr const char* kShardFile = "shard.json";
+constexpr const char* kShardRowsFile = "shard_rows.npy";
+
+}  // namespace
 
 DatasetSplit::DatasetSplit(std::string dir, DatasetMeta meta, NpyInt32Array inputs, NpyInt32Array labels)
     : dir_(std::move(dir)), meta_(meta), inputs_(std::move(inputs)), labels_(std::move(labels)) {
@@ -62,7 +69,42 @@ DatasetSplit DatasetSplit::OpenDir(const std::string& dir) {
     DataLoss(dir + ": all__inputs.npy has " + std::to_string(inputs.shape()[0]) + " rows, all__labels.npy " +
              std::to_string(labels.shape()[0]));
   }
-  return DatasetSplit(dir, meta, std::move(inputs), std::move(labels));
+  DatasetSplit split(dir, meta, std::move(inputs), std::move(labels));
+  const fs::path shard_json = fs::path(dir) / kShardFile;
+  if (fs::exists(shard_json, ec)) {
+    // A shard: the arrays hold the rows listed in shard_rows.npy, of a split of "rows" rows.
+    nlohmann::json sj;
+    try {
+      sj = nlohmann::json::parse(ReadFile(shard_json.string()));
+    } catch (const nlohmann::json::parse_error& e) {
+      DataLoss(shard_json.string() + ": invalid JSON: " + e.what());
+    }
+    if (!sj.is_object() || !sj.contains("rows") || !sj["rows"].is_number_integer())
+      DataLoss(shard_json.string() + ": expected {\"rows\": <rows of the whole split>}");
+    NpyInt32Array ids = NpyInt32Array::Open((fs::path(dir) / kShardRowsFile).string());
+    const int64_t total = sj["rows"].get<int64_t>();
+    if (ids.shape().size() != 1 || ids.shape()[0] != split.rows_)
+      DataLoss(ids.path() + ": expected one row id per row of all__inputs.npy (" + std::to_string(split.rows_) + ")");
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids.data()[i] < 0 || ids.data()[i] >= total || (i > 0 && ids.data()[i] <= ids.data()[i - 1]))
+        DataLoss(ids.path() + ": row ids must be increasing and below " + std::to_string(total) + " (entry " +
+                 std::to_string(i) + ")");
+    }
+    split.rows_ = total;
+    split.shard_rows_.emplace(std::move(ids));
+  }
+  return split;
+}
+
+int64_t DatasetSplit::ShardSlot(int64_t r) const {
+  const int32_t* begin = shard_rows_->data();
+  const int32_t* end = begin + shard_rows_->size();
+  const int32_t* it = std::lower_bound(begin, end, static_cast<int32_t>(r));
+  if (it == end || *it != r)
+    DataLoss(dir_ + ": row " + std::to_string(r) + " is not in this worker's shard (" +
+             std::to_string(shard_rows_->size()) + " of " + std::to_string(rows_) +
+             " rows): the run reads rows its shard plan did not expect");
+  return it - begin;
 }
 
 }  // namespace trm::data

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -27,14 +28,19 @@ std::string JsonErrorReason(const nlohmann::json::out_of_range& e) {
   return end == std::string::npos ? msg : msg.substr(end + 2);
 }
 
-JsonRecordReader::JsonRecordReader(const std::string& path) : path_(path), buf_(size_t{1} << 20) {
+JsonRecordReader::JsonRecordReader(const std::string& path) : path_(path) {
   f_ = std::fopen(path.c_str(), "rb");
   if (f_ == nullptr) {
     if (errno == ENOENT) NotFound(path + ": no such file");
     IoError(path + ": cannot open: " + std::strerror(errno));
   }
+  // Our buffer is the only one needed; a small file gets a buffer of its size, not 1 MiB
+  // (zero-filling 1 MiB per file dominated the cost of small inputs).
+  std::setvbuf(f_, nullptr, _IONBF, 0);
   struct stat st {};
   if (::fstat(fileno(f_), &st) == 0) file_size_ = static_cast<uint64_t>(st.st_size);
+  constexpr uint64_t kMaxBuffer = uint64_t{1} << 20;
+  buf_.resize(file_size_ > 0 ? static_cast<size_t>(std::min(kMaxBuffer, file_size_ + 1)) : size_t{64} << 10);
 }
 
 JsonRecordReader::~JsonRecordReader() {

@@ -62,7 +62,7 @@ struct NpyInt32Writer::Impl {
   std::vector<char> buffer = std::vector<char>(size_t{1} << 20);
 
   void Put(const void* p, size_t n) {
-    if (std::fwrite(p, 1, n, f) != n) IoError(path + ": write failed: " + std::strerror(errno));
+    if (std::fwrite(p, 1, n, f) != n) FileError(path + ": write failed", errno);
     sha.Update(p, n);
   }
 };
@@ -100,7 +100,7 @@ std::string NpyInt32Writer::Close() {
   impl_->f = nullptr;
   const bool ok = std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int err = errno;
-  if (std::fclose(f) != 0 || !ok) IoError(impl_->path + ": flush failed: " + std::strerror(err));
+  if (std::fclose(f) != 0 || !ok) FileError(impl_->path + ": flush failed", err);
   return impl_->sha.HexDigest();
 }
 

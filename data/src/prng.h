@@ -43,4 +43,18 @@ void Shuffle(std::vector<T>* v, SplitMix64* rng) {
   for (size_t i = v->size(); i > 1; --i) std::swap((*v)[i - 1], (*v)[rng->Below(i)]);
 }
 
+// Epoch `epoch`'s row order of `n` rows (docs/data.md, "Loader"): a shuffle of 0..n-1 seeded by
+// DeriveSeed(seed, epoch). BatchIterator and the shard plan must agree on it exactly.
+inline void EpochOrder(uint64_t seed, uint64_t epoch, int64_t n, std::vector<int64_t>* order) {
+  order->resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) (*order)[static_cast<size_t>(i)] = i;
+  SplitMix64 rng(DeriveSeed(seed, epoch));
+  Shuffle(order, &rng);
+}
+
+// Rank `rank`'s slice [first, second) of a global batch of `size` rows.
+inline std::pair<int64_t, int64_t> RankSlice(int64_t size, int rank, int world) {
+  return {size * rank / world, size * (rank + 1) / world};
+}
+
 }  // namespace trm::data::internal

@@ -152,14 +152,21 @@ struct FileReceiver::Impl {
   uint64_t received = 0;
   size_t file = 0;               // the file that `received` points into
   std::FILE* out = nullptr;
+  std::string out_path;
 
-  void CloseOut() {
-    if (out) {
-      std::fflush(out);
-      ::fsync(fileno(out));
-      std::fclose(out);
-      out = nullptr;
-    }
+  // Returns 0 or the errno of the first failure: a full disk often shows only when the buffered
+  // tail is flushed, and must not pass for a complete file.
+  int CloseOut() {
+    if (!out) return 0;
+    int err = 0;
+    if (std::fflush(out) != 0 || ::fsync(fileno(out)) != 0) err = errno;
+    if (std::fclose(out) != 0 && err == 0) err = errno;
+    out = nullptr;
+    return err;
+  }
+  void CloseOutOrThrow() {
+    const std::string path = out_path;
+    if (const int err = CloseOut()) FileError(path + ": write failed", err);
   }
 };
 
@@ -169,7 +176,7 @@ FileReceiver::FileReceiver(std::string tmp_dir, uint64_t max_total_bytes) : impl
   std::error_code ec;
   fs::remove_all(impl_->tmp_dir, ec);
   fs::create_directories(impl_->tmp_dir, ec);
-  if (ec) IoError(impl_->tmp_dir + ": cannot create: " + ec.message());
+  if (ec) FileError(impl_->tmp_dir + ": cannot create", ec.value());
 }
 
 FileReceiver::~FileReceiver() {
@@ -195,9 +202,11 @@ void FileReceiver::OnManifest(const v1::Manifest& m) {
     at += f.size();
     // Directories and empty files exist even when no chunk touches them.
     const fs::path p = fs::path(impl_->tmp_dir) / f.path();
-    fs::create_directories(p.parent_path());
+    std::error_code ec;
+    fs::create_directories(p.parent_path(), ec);
+    if (ec) FileError(p.parent_path().string() + ": cannot create", ec.value());
     std::FILE* o = std::fopen(p.c_str(), "wb");
-    if (!o) IoError(p.string() + ": " + std::strerror(errno));
+    if (!o) FileError(p.string() + ": cannot create", errno);
     std::fclose(o);
   }
 }
@@ -215,18 +224,19 @@ void FileReceiver::OnChunk(const v1::Chunk& c) {
   while (left > 0) {
     while (s.file < static_cast<size_t>(s.manifest.files_size()) &&
            s.received >= s.starts[s.file] + s.manifest.files(static_cast<int>(s.file)).size()) {
-      s.CloseOut();
+      s.CloseOutOrThrow();
       ++s.file;
     }
     const auto& f = s.manifest.files(static_cast<int>(s.file));
     if (!s.out) {
       const fs::path path = fs::path(s.tmp_dir) / f.path();
       s.out = std::fopen(path.c_str(), "r+b");
-      if (!s.out) IoError(path.string() + ": " + std::strerror(errno));
+      if (!s.out) FileError(path.string() + ": cannot open", errno);
+      s.out_path = path.string();
       std::fseek(s.out, static_cast<long>(s.received - s.starts[s.file]), SEEK_SET);
     }
     const size_t n = static_cast<size_t>(std::min<uint64_t>(left, s.starts[s.file] + f.size() - s.received));
-    if (std::fwrite(p, 1, n, s.out) != n) IoError(f.path() + ": write failed: " + std::strerror(errno));
+    if (std::fwrite(p, 1, n, s.out) != n) FileError(s.out_path + ": write failed", errno);
     p += n;
     left -= n;
     s.received += n;
@@ -246,7 +256,7 @@ bool FileReceiver::complete() const { return impl_->have_manifest && impl_->rece
 
 void FileReceiver::Commit(const std::string& final_dir, bool replace) {
   Impl& s = *impl_;
-  s.CloseOut();
+  s.CloseOutOrThrow();
   if (!complete())
     DataLoss("transfer '" + s.manifest.name() + "': got " + std::to_string(s.received) + " of " +
              std::to_string(s.manifest.total_bytes()) + " bytes");
@@ -267,12 +277,19 @@ void FileReceiver::Commit(const std::string& final_dir, bool replace) {
     fs::remove_all(final_dir, ec);
   }
   fs::rename(s.tmp_dir, final_dir, ec);
-  if (ec) IoError(final_dir + ": cannot move the received files into place: " + ec.message());
+  if (ec) FileError(final_dir + ": cannot move the received files into place", ec.value());
   if (int fd = ::open(fs::path(final_dir).parent_path().c_str(), O_RDONLY); fd >= 0) {
     ::fsync(fd);
     ::close(fd);
   }
   s.committed = true;
+}
+
+std::string ShardKey(const v1::ShardSpec& shard) {
+  std::string text = "world=" + std::to_string(shard.world_size()) + ";batch=" + std::to_string(shard.global_batch()) +
+                     ";seed=" + std::to_string(shard.seed()) + ";batches=" + std::to_string(shard.batches()) + ";ranks=";
+  for (int r : shard.ranks()) text += std::to_string(r) + ",";
+  return Sha256Hex(text).substr(0, 16);
 }
 
 }  // namespace trm::rpc

@@ -11,9 +11,11 @@
 #include <thread>
 
 #include "fake_coordinator.h"
+#include "oom_counter.h"  // worker/agent/src: internal
 #include "trm/agent/agent.h"
 #include "trm/agent/options.h"
 #include "trm/common/error.h"
+#include "trm/common/exit_codes.h"
 #include "trm/common/file_util.h"
 #include "trm/common/yaml_config.h"
 #include "trm/rpc/transfer.h"
@@ -156,6 +158,11 @@ TEST_F(AgentTest, RunsAnAssignmentAndReportsMetricsCheckpointsThenExit) {
   EXPECT_TRUE(fs::exists(dir_ + "/worker/jobs/job-a/attempt_1/config/job.yaml"));
   EXPECT_NE(ReadFile(dir_ + "/worker/jobs/job-a/attempt_1/rank_0.log").find("step 6"), std::string::npos);
   EXPECT_GE(fake_->registers(), 1);
+  // The rank's phase file reached the heartbeats (100 ms apart: at least the long phases).
+  const auto phases = fake_->ReportedPhases();
+  EXPECT_FALSE(phases.empty());
+  for (v1::RankPhase p : phases) EXPECT_NE(p, v1::PHASE_UNSPECIFIED);
+  EXPECT_TRUE(fs::exists(dir_ + "/worker/jobs/job-a/attempt_1/rank_0.phase"));
 
   // The attempt is dropped once a heartbeat showed it finished and its events are out.
   EXPECT_TRUE(fake_->WaitFor([&] { return agent->Attempts().empty(); }, 5000));
@@ -260,7 +267,7 @@ TEST_F(AgentTest, FailingRankIsReportedWithItsLogTailEvenAcrossAnOutage) {
   fake_->SetDown(false);
   ASSERT_TRUE(fake_->WaitFor([&] { return ExitOf(fake_->Events("job-f", 1), 0) != nullptr; }, 15000));
   EXPECT_EQ(exit_.exit_code(), 2);
-  EXPECT_EQ(exit_.failure_kind(), "exit_code");
+  EXPECT_EQ(exit_.failure_kind(), "bad_input");  // trm-train exit code 2
   EXPECT_NE(exit_.message().find("no_such_key"), std::string::npos) << exit_.message();
   agent->Shutdown();
 }
@@ -313,6 +320,40 @@ TEST(WorkerCommandLine, DefaultsAndPersistentId) {
   EXPECT_THROW(ParseWorkerCommandLine({"--coordinator", "h:1", "--bogus"}), trm::Error);
   EXPECT_THROW(ParseWorkerCommandLine({"--coordinator", "h:1", "--cpu-slots", "0"}), trm::Error);
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace trm::agent
+
+namespace trm::agent {
+namespace {
+
+// The OOM kill count comes from the process's memory cgroup (v2 or v1), else from /proc/vmstat.
+TEST(OomKillCount, ReadsTheCgroupThenTheMachine) {
+  const fs::path root = fs::temp_directory_path() / ("trm_oom_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto write = [&](const std::string& rel, const std::string& text) {
+    fs::create_directories((root / rel).parent_path());
+    WriteFileAtomic((root / rel).string(), text);
+  };
+  EXPECT_EQ(ReadOomKillCount(root.string()), -1);  // nothing readable
+  write("proc/vmstat", "pgfault 100\noom_kill 7\nother 1\n");
+  EXPECT_EQ(ReadOomKillCount(root.string()), 7);
+  write("proc/self/cgroup", "4:memory:/jobs/a\n0::/\n");
+  write("sys/fs/cgroup/memory/jobs/a/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+  EXPECT_EQ(ReadOomKillCount(root.string()), 2);
+  write("proc/self/cgroup", "0::/user.slice/x\n");
+  write("sys/fs/cgroup/user.slice/x/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+  EXPECT_EQ(ReadOomKillCount(root.string()), 1);
+  fs::remove_all(root);
+}
+
+TEST(ExitCodes, TrainerExitCodesMapToFailureKinds) {
+  EXPECT_EQ(FailureKindOfExitCode(kExitOutOfMemory), "oom");
+  EXPECT_EQ(FailureKindOfExitCode(kExitDiskFull), "disk_full");
+  EXPECT_EQ(FailureKindOfExitCode(kExitBadInput), "bad_input");
+  EXPECT_EQ(FailureKindOfExitCode(kExitError), "exit_code");
+  EXPECT_EQ(FailureKindOfExitCode(139), "exit_code");
 }
 
 }  // namespace

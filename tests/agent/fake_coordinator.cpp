@@ -37,11 +37,22 @@ v1::HeartbeatResponse FakeCoordinatorClient::Heartbeat(const v1::HeartbeatReques
                                   return false;
                                 }),
                  pending_.end());
+  for (const auto& st : req.attempts()) {
+    for (const auto& r : st.ranks()) {
+      if (r.has_phase_elapsed_ms() && std::find(phases_.begin(), phases_.end(), r.phase()) == phases_.end())
+        phases_.push_back(r.phase());
+    }
+  }
   for (const auto& p : pending_) *resp.add_start() = p.a;
   for (const auto& s : stops_) *resp.add_stop() = s;
   stops_.clear();
   cv_.notify_all();
   return resp;
+}
+
+std::vector<v1::RankPhase> FakeCoordinatorClient::ReportedPhases() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return phases_;
 }
 
 v1::ReportEventsResponse FakeCoordinatorClient::ReportEvents(const v1::ReportEventsRequest& req) {
@@ -80,8 +91,10 @@ v1::CheckpointInfo FakeCoordinatorClient::UploadCheckpoint(const std::string& di
   return h.info();
 }
 
-v1::Manifest FakeCoordinatorClient::FetchDataset(const std::string& hash, const std::string& dest) {
+v1::Manifest FakeCoordinatorClient::FetchDataset(const std::string& hash, const v1::ShardSpec& shard,
+                                                 const std::string& dest) {
   CheckUp("FetchDataset");
+  if (shard.world_size() > 0) InvalidArgument("the fake serves whole datasets only");
   ++fetches_;
   std::string dir;
   Locked([&] { dir = datasets_.count(hash) ? datasets_[hash] : ""; });

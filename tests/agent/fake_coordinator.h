@@ -22,7 +22,7 @@ class FakeCoordinatorClient : public CoordinatorClient {
   v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& req) override;
   v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req) override;
   v1::CheckpointInfo UploadCheckpoint(const std::string& dir, const v1::CheckpointUploadHeader& header) override;
-  v1::Manifest FetchDataset(const std::string& hash, const std::string& dest) override;
+  v1::Manifest FetchDataset(const std::string& hash, const v1::ShardSpec& shard, const std::string& dest) override;
   v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) override;
 
   // Test controls.
@@ -39,6 +39,8 @@ class FakeCoordinatorClient : public CoordinatorClient {
   std::vector<std::string> Journal();
   std::vector<v1::WorkerEvent> Events(const std::string& job, int attempt);
   std::vector<v1::CheckpointUploadHeader> Uploads();
+  // Phases the ranks reported in heartbeats (with a time in phase), in order of first sight.
+  std::vector<v1::RankPhase> ReportedPhases();
   int registers() const { return registers_; }
   int heartbeats() const { return heartbeats_; }
   int fetches() const { return fetches_; }
@@ -67,6 +69,7 @@ class FakeCoordinatorClient : public CoordinatorClient {
   std::vector<v1::StopOrder> stops_;
   std::map<std::string, std::string> datasets_, checkpoints_;
   std::vector<std::string> journal_;
+  std::vector<v1::RankPhase> phases_;
   std::map<std::string, std::vector<v1::WorkerEvent>> events_;
   std::vector<v1::CheckpointUploadHeader> uploads_;
 };

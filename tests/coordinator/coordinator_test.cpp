@@ -6,8 +6,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "trm/common/error.h"
+#include "trm/common/file_util.h"
+#include "trm/data/dataset_reader.h"
+#include "trm/data/npy.h"
 #include "trm/rpc/transfer.h"
 
 namespace fs = std::filesystem;
@@ -388,6 +392,153 @@ TEST_F(CoordinatorTest, AttemptWithoutProgressFailsAsHang) {
     if (e.has_state() && e.state().message().find("(hang)") != std::string::npos) why = e.state().message();
   EXPECT_NE(why.find("no step after step 2 for 61 s"), std::string::npos) << why;
   EXPECT_NE(why.find("PHASE_COMPUTE"), std::string::npos) << why;
+}
+
+// Ranks that report their phase are judged by that phase's budget, not by the step clock: a
+// long evaluation is fine, a rank stuck in the all-reduce is not.
+TEST_F(CoordinatorTest, RankLongerInAPhaseThanItsBudgetFailsAsHang) {
+  c_.reset();
+  CoordinatorOptions o;
+  o.data_dir = (root_ / "state").string();
+  o.config_dir = std::string(TRM_SOURCE_DIR) + "/configs";
+  o.hang_timeout_ms = 60000;
+  o.start_timeout_ms = 120000;
+  o.phase_budget_ms = {{"allreduce", 20000}, {"eval", 600000}};
+  o.now_ms = [this] { return now_; };
+  c_ = std::make_unique<Coordinator>(o);
+  AddWorker("w1", 2);
+  auto beat = [&](const std::string& job, std::vector<std::tuple<int, v1::RankPhase, int64_t, int64_t>> ranks) {
+    v1::HeartbeatRequest h;
+    h.set_worker_id("w1");
+    h.add_free_ports(41000);
+    auto* a = h.add_attempts();
+    a->set_job_id(job);
+    a->set_attempt(1);
+    for (const auto& [rank, phase, elapsed, step] : ranks) {
+      auto* r = a->add_ranks();
+      r->set_rank(rank);
+      r->set_phase(phase);
+      r->set_phase_elapsed_ms(elapsed);
+      r->set_step(step);
+    }
+    c_->Heartbeat(h);
+    c_->Tick();
+  };
+  Beat("w1");
+  auto spec = Spec(2);
+  spec.set_max_restarts(1);
+  const std::string id = c_->SubmitJob(spec);
+  c_->Tick();
+  // Starting has the start budget (120 s), however long ago the rank began.
+  now_ += 10000;
+  beat(id, {{0, v1::PHASE_STARTING, 110000, 0}, {1, v1::PHASE_STARTING, 110000, 0}});
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  // An evaluation 5 min long: past the step clock's 60 s, within the eval budget.
+  Report("w1", id, 1, {Metrics(3, 5.0)});
+  for (int i = 1; i <= 5; ++i) {
+    now_ += 60000;
+    beat(id, {{0, v1::PHASE_EVAL, i * 60000, 3}, {1, v1::PHASE_EVAL, i * 60000, 3}});
+  }
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  EXPECT_EQ(c_->GetJob(id).failure_kind(), "");
+  // Rank 0 moves on; rank 1 sits in the all-reduce, reported 15 s in: within its 20 s budget...
+  now_ += 15000;
+  beat(id, {{0, v1::PHASE_COMPUTE, 1000, 4}, {1, v1::PHASE_ALLREDUCE, 15000, 3}});
+  EXPECT_EQ(c_->GetJob(id).attempt(), 1);
+  // ...and 6 s later (no heartbeat in between: the coordinator's clock counts on) past it.
+  now_ += 6000;
+  c_->Tick();
+  v1::Job j = c_->GetJob(id);
+  EXPECT_EQ(j.failure_kind(), "hang");
+  EXPECT_EQ(j.attempt(), 2);
+  std::string why;
+  for (const auto& e : c_->ReadEvents(id, 0, false, 1000))
+    if (e.has_state() && e.state().message().find("(hang)") != std::string::npos) why = e.state().message();
+  EXPECT_NE(why.find("rank 1 in PHASE_ALLREDUCE for 21.0 s at step 3 (budget 20 s)"), std::string::npos) << why;
+}
+
+// A run that reads only part of the training split sends each worker the rows its ranks read
+// (and nothing else of the split); a run over the whole data sends the whole dataset.
+TEST_F(CoordinatorTest, ShortRunsFetchOnlyTheirRanksRowsOfTheDataset) {
+  const fs::path src = root_ / "ds";
+  for (const auto& [split, rows] : {std::pair<std::string, int64_t>{"train", 64}, {"test", 4}}) {
+    fs::create_directories(src / split);
+    for (const char* name : {"all__inputs.npy", "all__labels.npy"}) {
+      data::NpyInt32Writer w((src / split / name).string(), {rows, 8});
+      for (int64_t r = 0; r < rows * 8; ++r) {
+        const int32_t v = static_cast<int32_t>(r / 8);
+        w.Write(&v, 1);
+      }
+      w.Close();
+    }
+    WriteFileAtomic((src / split / "dataset.json").string(),
+                    R"({"seq_len": 8, "vocab_size": 266, "pad_id": 0, "ignore_label_id": -100})");
+  }
+  {
+    const v1::Manifest m = rpc::BuildManifest(src.string(), "rows64");
+    rpc::FileReceiver rx(c_->NewUploadDir("dataset"), uint64_t{1} << 30);
+    rpc::SendFiles(src.string(), m, 0, [&](const v1::TransferMessage& msg) {
+      rx.OnMessage(msg);
+      return true;
+    });
+    c_->CommitDataset(&rx);
+  }
+  AddWorker("w1", 1);
+  AddWorker("w2", 1);
+  Beat("w1");
+  Beat("w2");
+  auto spec = [&](std::vector<std::string> overrides) {
+    v1::JobSpec s;
+    s.set_config_name("cfg_tiny");
+    s.set_dataset("rows64");
+    s.set_world_size(2);
+    for (auto& o : overrides) s.add_overrides(o);
+    return s;
+  };
+  // 3 steps of 8 rows: each worker's rank reads 12 of the 64 rows.
+  const std::string short_job = c_->SubmitJob(spec({"global_batch_size=8", "max_steps=3"}));
+  c_->Tick();
+  std::map<std::string, v1::ShardSpec> shards;
+  for (const char* w : {"w1", "w2"}) {
+    const auto resp = Beat(w);
+    ASSERT_EQ(resp.start_size(), 1) << w;
+    ASSERT_TRUE(resp.start(0).has_shard()) << w;
+    shards[w] = resp.start(0).shard();
+    EXPECT_EQ(resp.start(0).shard().batches(), 3);
+    EXPECT_EQ(resp.start(0).shard().world_size(), 2);
+    EXPECT_EQ(resp.start(0).shard().ranks_size(), 1);
+  }
+  const v1::ShardSpec& s1 = shards["w1"];
+  const FileSet part = c_->DatasetShardFiles(c_->GetJob(short_job).dataset_hash(), s1);
+  EXPECT_NE(part.dir.find("/shards/"), std::string::npos);
+  data::DatasetSplit train = data::DatasetSplit::Open(part.dir, "train");
+  EXPECT_EQ(train.rows(), 64);
+  EXPECT_EQ(train.present_rows(), 12);
+  EXPECT_FALSE(data::DatasetSplit::Open(part.dir, "test").is_shard());
+  // The same spec again is the same files (a resumed download sees the same bytes).
+  EXPECT_EQ(rpc::ContentHash(c_->DatasetShardFiles(c_->GetJob(short_job).dataset_hash(), s1).manifest),
+            rpc::ContentHash(part.manifest));
+  v1::ShardSpec bad = s1;
+  bad.add_ranks(7);
+  Code code;
+  ErrorOf([&] { c_->DatasetShardFiles(c_->GetJob(short_job).dataset_hash(), bad); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  c_->CancelJob(short_job);
+
+  // The default schedule (many epochs) reads every row on both workers: the whole dataset.
+  now_ += 1000;
+  const std::string long_job = c_->SubmitJob(spec({"global_batch_size=8"}));
+  for (int i = 0; i < 5 && c_->GetJob(long_job).attempt() == 0; ++i) {
+    Beat("w1");
+    Beat("w2");
+    c_->Tick();
+  }
+  ASSERT_EQ(c_->GetJob(long_job).attempt(), 1);
+  for (const char* w : {"w1", "w2"}) {
+    const auto resp = Beat(w);
+    for (const auto& a : resp.start())
+      if (a.job_id() == long_job) EXPECT_FALSE(a.has_shard()) << w;
+  }
 }
 
 TEST_F(CoordinatorTest, CancelStopsTheAttempt) {

@@ -7,6 +7,7 @@
 #include "test_util.h"
 #include "trm/common/error.h"
 #include "prng.h"
+#include "trm/data/dataset_shard.h"
 #include "trm/data/npy.h"
 
 namespace trm::data {
@@ -221,6 +222,85 @@ TEST(DatasetSplit, ErrorsNameTheFile) {
   }
   testing::WriteText(tmp / "a/dataset.json", "{\"vocab_size\": 10, \"pad_id\": 0}");
   EXPECT_THROW(DatasetSplit::OpenDir(tmp / "a"), Error);
+}
+
+// The shard plan names exactly the rows the loader hands the given ranks: the union of their
+// Next() row ids, over shuffled and unshuffled, kept and dropped last batches, past epochs.
+TEST(ShardPlan, RowsReadByRanksMatchesTheIterator) {
+  TempDir tmp;
+  WriteSplit(tmp / "a", 53, 2, 0);
+  struct Case {
+    int64_t global;
+    int world;
+    std::vector<int> ranks;
+    int64_t batches;
+    bool shuffle, drop_last;
+  };
+  for (const Case& c : {Case{8, 2, {0}, 3, true, true}, Case{8, 2, {1}, 9, true, true}, Case{12, 4, {1, 3}, 5, true, false},
+                        Case{6, 3, {2}, 40, true, true}, Case{8, 4, {0, 1, 2, 3}, 2, true, true},
+                        Case{10, 2, {0}, 4, false, false}, Case{10, 2, {1}, 30, false, true}}) {
+    BatchConfig base = Config(c.global, 0, c.world, 7);
+    base.shuffle = c.shuffle;
+    base.drop_last = c.drop_last;
+    std::set<int64_t> expected;
+    for (int r : c.ranks) {
+      BatchConfig bc = base;
+      bc.rank = r;
+      BatchIterator it(Splits({tmp / "a"}), bc);
+      Batch b;
+      for (int64_t i = 0; i < c.batches; ++i) {
+        it.Next(&b);
+        expected.insert(b.row_ids.begin(), b.row_ids.end());
+      }
+    }
+    const std::vector<int64_t> got = RowsReadByRanks(53, base, c.ranks, c.batches);
+    EXPECT_EQ(got, std::vector<int64_t>(expected.begin(), expected.end()))
+        << "global " << c.global << " world " << c.world << " batches " << c.batches;
+  }
+  EXPECT_THROW(RowsReadByRanks(53, Config(8, 0, 3), {0}, 1), Error);  // 8 rows over 3 ranks
+  EXPECT_THROW(RowsReadByRanks(53, Config(8, 0, 2), {2}, 1), Error);  // no rank 2 of 2
+}
+
+// A shard reads as the whole split with only its rows present; the iterator serves the ranks it
+// was planned for from it unchanged, and a row outside it is DataLoss.
+TEST(ShardPlan, ShardServesItsRanksAndRefusesOtherRows) {
+  TempDir tmp;
+  WriteSplit(tmp / "ds/train", 40, 3, 100);
+  WriteSplit(tmp / "ds/test", 5, 3, 900);
+  testing::WriteText(tmp / "ds/build.json", "{}");
+  const BatchConfig base = Config(8, 0, 4, 3);
+  const std::vector<int64_t> rows = RowsReadByRanks(40, base, {1}, 3);
+  ASSERT_EQ(rows.size(), 6u);  // 3 batches x 2 rows, all in one epoch
+  WriteDatasetShard(tmp / "ds", "train", rows, tmp / "shard");
+  const DatasetSplit shard = DatasetSplit::Open(tmp / "shard", "train");
+  EXPECT_TRUE(shard.is_shard());
+  EXPECT_EQ(shard.rows(), 40);
+  EXPECT_EQ(shard.present_rows(), 6);
+  EXPECT_FALSE(DatasetSplit::Open(tmp / "shard", "test").is_shard());  // other splits whole
+  EXPECT_TRUE(std::filesystem::exists(tmp / "shard/build.json"));
+  BatchConfig r1 = base;
+  r1.rank = 1;
+  BatchIterator full(Splits({tmp / "ds/train"}), r1), part(Splits({tmp / "shard/train"}), r1);
+  Batch a, b;
+  for (int i = 0; i < 3; ++i) {
+    full.Next(&a);
+    part.Next(&b);
+    EXPECT_EQ(a.row_ids, b.row_ids);
+    EXPECT_EQ(a.inputs, b.inputs);
+    EXPECT_EQ(a.labels, b.labels);
+  }
+  BatchConfig r0 = base;  // rank 0's rows are not in rank 1's shard
+  BatchIterator other(Splits({tmp / "shard/train"}), r0);
+  try {
+    other.Next(&b);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::kDataLoss);
+    EXPECT_NE(std::string(e.what()).find("is not in this worker's shard (6 of 40 rows)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(WriteDatasetShard(tmp / "ds", "train", {3, 2}, tmp / "bad"), Error);  // not increasing
+  EXPECT_THROW(WriteDatasetShard(tmp / "ds", "train", {40}, tmp / "bad"), Error);    // past the end
+  EXPECT_FALSE(std::filesystem::exists(tmp / "bad"));
 }
 
 }  // namespace

@@ -106,4 +106,27 @@ OUT=$("$BIN/trm-generate" --checkpoint "$WORK/pulled" --prompt "Hello!" --temper
 echo "generated: $OUT"
 BAD=$("$BIN/trmctl" pull "$JOB" --select step:999 -o "$WORK/none" 2>&1) && fail "pulled a checkpoint that does not exist"
 echo "$BAD" | grep -q "no such checkpoint" || fail "bad selector: $BAD"
+# A run shorter than its data: each worker fetches only the rows its rank reads (a shard).
+SHORT=$("$BIN/trmctl" submit --config-name cfg_tiny --config-dir "$SRC/configs" --dataset example-chat --world-size 2 \
+        --name short global_batch_size=8 max_steps=2 eval_interval=0 threads=1)
+"$BIN/trmctl" watch "$SHORT" >/dev/null 2>"$WORK/watch_short.log" || fail "the short job did not succeed"
+for w in w1 w2; do
+  SHARD=$(ls -d "$WORK/$w/cache/datasets/"*-shard-* 2>/dev/null | head -n 1)
+  [ -n "$SHARD" ] || fail "$w fetched no shard: $(ls "$WORK/$w/cache/datasets")"
+  python3 - "$SHARD" <<'PY' || fail "$w's shard is not the rows of one rank"
+import ast, json, sys
+def npy_shape(path):  # the .npy header (no numpy needed)
+    with open(path, "rb") as f:
+        assert f.read(6) == b"\x93NUMPY"
+        major = f.read(2)[0]
+        n = int.from_bytes(f.read(2 if major == 1 else 4), "little")
+        return ast.literal_eval(f.read(n).decode("latin1"))["shape"]
+d = sys.argv[1]
+ids = npy_shape(d + "/train/shard_rows.npy")[0]
+rows = json.load(open(d + "/train/shard.json"))["rows"]
+assert ids == 8 and rows > ids, (ids, rows)  # 2 steps x 4 rows of this rank
+assert npy_shape(d + "/train/all__inputs.npy")[0] == 8
+print(f"{d.split('/')[-1][:20]}...: {ids} of {rows} training rows")
+PY
+done
 echo "control plane e2e: ok"

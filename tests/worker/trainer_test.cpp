@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trm/common/error.h"
+#include "trm/common/file_util.h"
 #include "trm/model/safetensors.h"
 #include "trm/worker/checkpoint.h"
 
@@ -168,6 +169,53 @@ TEST_F(TrainerTest, EvaluationReportsTestMetrics) {
   EXPECT_EQ(em.values.at("count"), em.values.at("rows"));  // every row halts at full depth
   EXPECT_EQ(em.values.at("act_steps"), 3.0);
   EXPECT_GT(em.values.at("lm_loss"), 0);
+}
+
+// The phases the loop reports for hang detection, through the phase file trm-worker reads.
+TEST_F(TrainerTest, PhasesFollowTheLoopThroughThePhaseFile) {
+  const std::string path = (root_ / "phases.phase").string();
+  PhaseWriter writer(path);
+  std::string seen;
+  TrainerOptions o = Quiet();
+  o.hooks.on_phase = [&](Phase p, int64_t step) {
+    writer.Enter(p, step);
+    const auto rec = ReadPhaseFile(path);
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->phase, p);
+    EXPECT_EQ(rec->step, step);
+    seen += std::string(p == Phase::kCheckpoint ? "k" : std::string(PhaseName(p)).substr(0, 1)) +
+            std::to_string(step) + " ";
+  };
+  Trainer t(Config("phases", {"max_steps=4", "checkpoint_interval_steps=2", "gradient_accumulation_steps=2"}), o);
+  t.Run();
+  EXPECT_EQ(seen, "d0 c0 d0 c0 d1 c1 d1 c1 k2 d2 c2 d2 c2 d3 c3 d3 c3 k4 ")
+      << "d data, c compute, k checkpoint (after the 2nd and 4th step)";
+}
+
+TEST(PhaseFile, GarbageTornOrMissingReadsAsNothing) {
+  const fs::path dir = fs::temp_directory_path() / ("trm_phase_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  EXPECT_FALSE(ReadPhaseFile((dir / "missing").string()).has_value());
+  {
+    PhaseWriter w((dir / "p").string());
+    EXPECT_FALSE(ReadPhaseFile((dir / "p").string()).has_value());  // created, nothing written yet
+    w.Enter(Phase::kAllReduce, 12345678901);
+    const auto rec = ReadPhaseFile((dir / "p").string());
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->phase, Phase::kAllReduce);
+    EXPECT_EQ(rec->step, 12345678901);
+    EXPECT_GT(rec->since_unix_ms, 1700000000000);
+  }
+  std::string text = ReadFile((dir / "p").string());
+  // A record whose step was changed (as by a torn write) fails its check.
+  const size_t at = text.find("12345678901");
+  text[at] = '2';
+  WriteFileAtomic((dir / "p").string(), text);
+  EXPECT_FALSE(ReadPhaseFile((dir / "p").string()).has_value());
+  WriteFileAtomic((dir / "p").string(), std::string(200, 'x'));
+  EXPECT_FALSE(ReadPhaseFile((dir / "p").string()).has_value());
+  EXPECT_THROW(PhaseWriter((dir / "no/such/dir/p").string()), Error);
+  fs::remove_all(dir);
 }
 
 TEST_F(TrainerTest, NonFiniteStepsAreSkipped) {

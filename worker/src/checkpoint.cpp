@@ -31,10 +31,10 @@ constexpr const char* kTmpPrefix = ".tmp-step_";  // every temporary directory o
 
 void FsyncPath(const fs::path& p, bool directory) {
   int fd = ::open(p.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) IoError(p.string() + ": cannot open to fsync");
-  int rc = ::fsync(fd);
+  if (fd < 0) FileError(p.string() + ": cannot open to fsync", errno);
+  const int rc = ::fsync(fd), err = errno;
   ::close(fd);
-  if (rc != 0 && !directory) IoError(p.string() + ": fsync failed");
+  if (rc != 0 && !directory) FileError(p.string() + ": fsync failed", err);
 }
 
 std::map<std::string, at::Tensor> ReadAll(const fs::path& path, json* arch = nullptr) {
@@ -106,7 +106,7 @@ void CommitRename(const fs::path& tmp, const fs::path& final_dir) {
   if (::rename(tmp.c_str(), final_dir.c_str()) == 0) return;
   const int err = errno;
   if (err != EEXIST && err != ENOTEMPTY) {
-    IoError(final_dir.string() + ": cannot rename checkpoint into place: " + std::strerror(err));
+    FileError(final_dir.string() + ": cannot rename checkpoint into place", err);
   }
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
     std::error_code ec;
@@ -117,9 +117,9 @@ void CommitRename(const fs::path& tmp, const fs::path& final_dir) {
   // checkpoints stay, so a crash in between loses only this step's older copy).
   const fs::path old = tmp.string() + "-old";
   if (::rename(final_dir.c_str(), old.c_str()) != 0)
-    IoError(final_dir.string() + ": cannot move the existing checkpoint aside: " + std::strerror(errno));
+    FileError(final_dir.string() + ": cannot move the existing checkpoint aside", errno);
   if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
-    IoError(final_dir.string() + ": cannot rename checkpoint into place: " + std::strerror(errno));
+    FileError(final_dir.string() + ": cannot rename checkpoint into place", errno);
   std::error_code ec;
   fs::remove_all(old, ec);
 }
@@ -288,13 +288,13 @@ std::string SaveCheckpoint(const std::string& run_dir, const CheckpointContents&
   const int64_t step = c.state["step"].get<int64_t>();
   std::error_code ec;
   fs::create_directories(run_dir, ec);
-  if (ec) IoError(run_dir + ": cannot create run directory: " + ec.message());
+  if (ec) FileError(run_dir + ": cannot create run directory", ec.value());
   RemoveTemporaries(run_dir);
   const fs::path final_dir = fs::path(run_dir) / ("step_" + std::to_string(step));
   const fs::path tmp = fs::path(run_dir) / (kTmpPrefix + std::to_string(step) + "-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
-  if (ec) IoError(tmp.string() + ": cannot create: " + ec.message());
+  if (ec) FileError(tmp.string() + ": cannot create", ec.value());
   try {
     // Phase 1: every file under the temporary name, each fsynced, then the manifest.
     std::map<std::string, std::string> meta = {{"format", "trm-checkpoint-v1"}, {"arch", c.arch.dump()}};
@@ -304,7 +304,7 @@ std::string SaveCheckpoint(const std::string& run_dir, const CheckpointContents&
     if (!c.train_state.empty()) model::SaveTensors((tmp / "train_state.safetensors").string(), c.train_state);
     if (!c.tokenizer_dir.empty() && fs::is_directory(c.tokenizer_dir)) {
       fs::copy(c.tokenizer_dir, tmp / "tokenizer", fs::copy_options::recursive, ec);
-      if (ec) IoError(c.tokenizer_dir + ": cannot copy tokenizer into the checkpoint: " + ec.message());
+      if (ec) FileError(c.tokenizer_dir + ": cannot copy tokenizer into the checkpoint", ec.value());
       for (fs::recursive_directory_iterator it(tmp / "tokenizer", ec), end; !ec && it != end; it.increment(ec)) {
         std::error_code ec2;
         if (it->is_directory(ec2)) FsyncPath(it->path(), true);

@@ -1,5 +1,6 @@
 #include "trm/worker/train_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -146,6 +147,16 @@ std::string DefaultConfigDir() {
   if (const char* env = std::getenv("TRM_CONFIG_DIR"); env && *env) return env;
   if (std::filesystem::exists("configs")) return "configs";
   return TRM_SOURCE_CONFIG_DIR;
+}
+
+int64_t ScheduleSteps(const TrainConfig& cfg, int64_t train_rows) {
+  const double rows_per_step = static_cast<double>(cfg.global_batch_size * cfg.gradient_accumulation_steps);
+  return static_cast<int64_t>(static_cast<double>(cfg.epochs) * static_cast<double>(train_rows) / rows_per_step);
+}
+
+int64_t StepsToRun(const TrainConfig& cfg, int64_t train_rows) {
+  const int64_t total = ScheduleSteps(cfg, train_rows);
+  return cfg.max_steps > 0 ? std::min(total, cfg.max_steps) : total;
 }
 
 }  // namespace trm::worker

@@ -143,12 +143,11 @@ struct Trainer::Impl {
     // Training randomness (ACT exploration), distinct per rank as in the reference (seed + RANK).
     torch::manual_seed(static_cast<uint64_t>(cfg.seed + rank));
 
-    const double rows_per_step = static_cast<double>(cfg.global_batch_size * cfg.gradient_accumulation_steps);
-    total_steps = static_cast<int64_t>(static_cast<double>(cfg.epochs) * static_cast<double>(train_it->total_rows()) /
-                                       rows_per_step);
+    total_steps = ScheduleSteps(cfg, train_it->total_rows());
     if (total_steps <= 0) {
       InvalidArgument("config: epochs x training rows (" + std::to_string(train_it->total_rows()) +
-                      ") is less than one optimiser step of " + std::to_string(static_cast<int64_t>(rows_per_step)) +
+                      ") is less than one optimiser step of " +
+                      std::to_string(cfg.global_batch_size * cfg.gradient_accumulation_steps) +
                       " rows; lower global_batch_size or raise epochs");
     }
     tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
@@ -333,7 +332,13 @@ struct Trainer::Impl {
 
   // Collective: every rank calls it; rank 0 writes, the others wait until the checkpoint is
   // durable (so none runs ahead of a checkpoint that may yet fail).
+  // What the rank does now, for the worker's hang detection (trainer.h: on_phase).
+  void Enter(Phase phase) {
+    if (opt.hooks.on_phase) opt.hooks.on_phase(phase, step);
+  }
+
   std::string Save() {
+    Enter(Phase::kCheckpoint);
     CheckpointContents c = Contents();
     std::string dir = (fs::path(cfg.run_dir) / ("step_" + std::to_string(step))).string();
     if (leader) {
@@ -380,6 +385,7 @@ struct Trainer::Impl {
   }
 
   EvalMetrics Evaluate() {
+    Enter(Phase::kEval);
     EvalMetrics em;
     em.step = step;
     at::Tensor backup;
@@ -431,7 +437,7 @@ struct Trainer::Impl {
     ProgressReporter progress(opt.progress, cfg.log_interval, leader);
     std::ofstream metrics_file;
     if (leader) metrics_file = OpenMetricsFile();
-    const int64_t stop_at = cfg.max_steps > 0 ? std::min(total_steps, cfg.max_steps) : total_steps;
+    const int64_t stop_at = StepsToRun(cfg, train_it->total_rows());
     const int64_t accum = cfg.gradient_accumulation_steps;
     const int64_t bpe = std::max<int64_t>(1, train_it->batches_per_epoch());
     // The reference scales the summed loss by 1 / global batch; with every rank's gradients
@@ -458,8 +464,10 @@ struct Trainer::Impl {
       flat->ZeroGrad();
       at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
       for (int64_t micro = 0; micro < accum; ++micro) {
+        Enter(Phase::kData);
         train_it->Next(&batch);
         ++batches_consumed;
+        Enter(Phase::kCompute);
         model::Batch mb = ToModelBatch(batch, device);
         if (!have_carry) {
           carry = model->InitialCarry(mb);
@@ -475,10 +483,12 @@ struct Trainer::Impl {
       if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
       double allreduce_s = 0;
       if (comm) {
+        Enter(Phase::kAllReduce);
         const auto a0 = Clock::now();
         comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
         comm->AllReduceSum(sums);
         allreduce_s = std::chrono::duration<double>(Clock::now() - a0).count();
+        Enter(Phase::kCompute);
       }
       const double grad_norm = grads.norm().item<double>();
       StepMetrics m;

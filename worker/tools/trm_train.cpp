@@ -16,12 +16,14 @@
 #include <string>
 #include <vector>
 
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
 #include "trm/common/error.h"
+#include "trm/common/exit_codes.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/collective.h"
 #include "trm/worker/trainer.h"
@@ -41,8 +43,17 @@ int Usage() {
   std::fprintf(stderr,
                "usage: trm-train --config-name NAME [--config-dir DIR] [--resume] [--progress|--no-progress] "
                "[key=value ...]\n"
-               "  e.g. trm-train --config-name cfg_chat data_paths=[data/x] global_batch_size=2 arch.H_cycles=3\n");
+               "  e.g. trm-train --config-name cfg_chat data_paths=[data/x] global_batch_size=2 arch.H_cycles=3\n"
+               "exit codes: 0 done, 1 error, 2 bad config / data / checkpoint, 3 out of memory, 4 out of disk\n"
+               "space, 130 stopped by a signal (after a checkpoint)\n");
   return 2;
+}
+
+// LibTorch's allocators throw c10::Error, not std::bad_alloc: "DefaultCPUAllocator: can't
+// allocate memory" on the host, "CUDA out of memory" (c10::OutOfMemoryError in 2.x) on a GPU.
+bool IsOutOfMemory(const std::string& what) {
+  return what.find("can't allocate memory") != std::string::npos || what.find("out of memory") != std::string::npos ||
+         what.find("not enough memory") != std::string::npos;
 }
 
 }  // namespace
@@ -75,6 +86,8 @@ int main(int argc, char** argv) {
   }
   if (name.empty()) return Usage();
   const int world = EnvInt("WORLD_SIZE", 1);
+  // A file size limit (ulimit -f) should fail a write with EFBIG, reported as such, not kill us.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, world > 1 ? ExitNow : OnSignal);
   try {
@@ -84,6 +97,13 @@ int main(int argc, char** argv) {
     trm::worker::TrainerOptions opt;
     opt.cancel = &g_cancel;
     opt.progress = progress;
+    std::unique_ptr<trm::worker::PhaseWriter> phases;
+    if (const char* path = std::getenv("TRM_PHASE_FILE"); path != nullptr && *path != '\0') {
+      // trm-worker reads it for hang detection (phase_file.h).
+      phases = std::make_unique<trm::worker::PhaseWriter>(path);
+      phases->Enter(trm::worker::Phase::kStarting, 0);
+      opt.hooks.on_phase = [w = phases.get()](trm::worker::Phase p, int64_t step) { w->Enter(p, step); };
+    }
     std::unique_ptr<trm::worker::Collective> comm;
     if (world > 1) {
       trm::worker::CollectiveOptions co = trm::worker::CollectiveOptionsFromEnv();
@@ -96,15 +116,35 @@ int main(int argc, char** argv) {
     }
     trm::worker::Trainer trainer(std::move(cfg), opt);
     trm::worker::TrainResult r = trainer.Run();
-    return r.cancelled ? 130 : 0;
+    return r.cancelled ? trm::kExitCancelled : trm::kExitOk;
   } catch (const trm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return e.code() == trm::Code::kInvalidArgument || e.code() == trm::Code::kNotFound ||
-                   e.code() == trm::Code::kDataLoss
-               ? 2
-               : 1;
+    switch (e.code()) {
+      case trm::Code::kInvalidArgument:
+      case trm::Code::kNotFound:
+      case trm::Code::kDataLoss: return trm::kExitBadInput;
+      case trm::Code::kResourceExhausted:
+        std::fprintf(stderr, "error: out of disk space (or over a quota or file size limit)\n");
+        return trm::kExitDiskFull;
+      default: return trm::kExitError;
+    }
+  } catch (const c10::Error& e) {
+    // Without the C++ backtrace LibTorch appends: one line a user can act on.
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    if (IsOutOfMemory(e.what_without_backtrace())) {
+      std::fprintf(stderr, "error: out of memory\n");
+      return trm::kExitOutOfMemory;
+    }
+    return trm::kExitError;
+  } catch (const std::bad_alloc& e) {
+    std::fprintf(stderr, "error: out of memory: %s\n", e.what());
+    return trm::kExitOutOfMemory;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    if (IsOutOfMemory(e.what())) {
+      std::fprintf(stderr, "error: out of memory\n");
+      return trm::kExitOutOfMemory;
+    }
+    return trm::kExitError;
   }
 }

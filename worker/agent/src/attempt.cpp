@@ -17,10 +17,13 @@
 
 #include "agent_metrics.h"
 #include "metrics_tailer.h"
+#include "oom_counter.h"
 #include "trm/common/error.h"
+#include "trm/common/exit_codes.h"
 #include "trm/common/file_util.h"
 #include "trm/common/rank_process.h"
 #include "trm/common/unique_fd.h"
+#include "trm/worker/phase_file.h"
 
 extern char** environ;
 
@@ -57,7 +60,21 @@ int64_t NowUnixMs() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+v1::RankPhase ToProto(worker::Phase p) {
+  switch (p) {
+    case worker::Phase::kStarting: return v1::PHASE_STARTING;
+    case worker::Phase::kData: return v1::PHASE_DATA;
+    case worker::Phase::kCompute: return v1::PHASE_COMPUTE;
+    case worker::Phase::kAllReduce: return v1::PHASE_ALLREDUCE;
+    case worker::Phase::kCheckpoint: return v1::PHASE_CHECKPOINT;
+    case worker::Phase::kEval: return v1::PHASE_EVAL;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
 }  // namespace
+
+std::string Attempt::PhaseFilePath(int rank) const { return attempt_dir() + "/rank_" + std::to_string(rank) + ".phase"; }
 
 struct Attempt::Rank {
   int rank = 0;        // global
@@ -129,7 +146,14 @@ v1::AttemptStatus Attempt::Status() {
       rs->set_phase(v1::PHASE_EXITED);
       continue;
     }
-    rs->set_phase(step >= 0 ? v1::PHASE_COMPUTE : v1::PHASE_STARTING);
+    if (const auto rec = worker::ReadPhaseFile(PhaseFilePath(r->rank))) {
+      // The rank's own report: its phase, how long it has been in it, its step.
+      rs->set_phase(ToProto(rec->phase));
+      rs->set_phase_elapsed_ms(std::max<int64_t>(0, NowUnixMs() - rec->since_unix_ms));
+      rs->set_step(rec->step);
+    } else {
+      rs->set_phase(step >= 0 ? v1::PHASE_COMPUTE : v1::PHASE_STARTING);
+    }
     const int64_t rss = ReadRssBytes(r->pid);
     rs->set_rss_bytes(rss);
     metrics_->SetRss(s_.assignment.job_id(), r->rank, static_cast<double>(rss));
@@ -215,9 +239,15 @@ void Attempt::Prepare() {
 
   if (!a.dataset_hash().empty()) {
     rpc::CheckName(a.dataset_hash(), "assignment dataset_hash");
-    dataset_dir_ = (fs::path(s_.work_dir) / "cache" / "datasets" / a.dataset_hash()).string();
-    FetchWithRetry("dataset " + a.dataset_hash(), [&] {
-      if (!fs::exists(dataset_dir_)) client_->FetchDataset(a.dataset_hash(), dataset_dir_);
+    // A shard (the rows these ranks read in a run shorter than the data) has its own cache entry.
+    const bool shard = a.has_shard() && a.shard().world_size() > 0;
+    const std::string key = a.dataset_hash() + (shard ? "-shard-" + rpc::ShardKey(a.shard()) : "");
+    dataset_dir_ = (fs::path(s_.work_dir) / "cache" / "datasets" / key).string();
+    FetchWithRetry("dataset " + key, [&] {
+      if (fs::exists(dataset_dir_)) return;
+      const v1::Manifest m = client_->FetchDataset(a.dataset_hash(), shard ? a.shard() : v1::ShardSpec(), dataset_dir_);
+      spdlog::info("{}: fetched dataset {} ({} bytes{})", a.job_id(), key.substr(0, 12), m.total_bytes(),
+                   shard ? ", the rows of ranks of this worker only" : "");
     });
   } else {
     dataset_dir_ = a.data_path();
@@ -245,13 +275,15 @@ void Attempt::SpawnRanks() {
     if (stop_) ThrowError(Code::kCancelled, "stopped before the ranks started: " + stop_reason_);
   }
   const std::string dir = attempt_dir();
+  oom_kills_at_start_ = ReadOomKillCount();
   std::vector<std::string> argv{s_.train_binary, "--config-dir", dir + "/config", "--config-name", "job", "--no-progress"};
   if (!dataset_dir_.empty()) argv.push_back("data_paths=[" + dataset_dir_ + "]");
   argv.push_back("run_dir=" + dir + "/run");
   if (!checkpoint_dir_.empty()) argv.push_back("load_checkpoint=" + checkpoint_dir_);
 
   const std::vector<std::string> ours{"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                                      "MASTER_ADDR", "MASTER_PORT", "TRM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES"};
+                                      "MASTER_ADDR", "MASTER_PORT", "TRM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES",
+                                      "TRM_PHASE_FILE"};
   std::vector<std::string> base;
   for (char** e = environ; e && *e; ++e) {
     const std::string kv = *e;
@@ -273,6 +305,7 @@ void Attempt::SpawnRanks() {
       set("MASTER_ADDR", a.master_addr());
       set("MASTER_PORT", std::to_string(a.master_port()));
       set("TRM_RESTART_COUNT", "0");
+      set("TRM_PHASE_FILE", PhaseFilePath(a.ranks(i)));
       if (s_.device_kind == "cuda" && i < static_cast<int>(s_.slot_devices.size()))
         set("CUDA_VISIBLE_DEVICES", s_.slot_devices[i]);
 
@@ -425,27 +458,38 @@ void Attempt::OnExit(Rank& r) {
   x->set_rank(r.rank);
   std::string what;
   bool ok = false;
+  std::string reason;
+  bool stopping = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    r.exited = true;
+    stopping = stop_;
+    if (stop_) reason = stop_reason_;
+  }
+  std::string diagnosis;
   if (WIFEXITED(status)) {
     x->set_exit_code(WEXITSTATUS(status));
     ok = x->exit_code() == 0;
-    if (!ok) x->set_failure_kind("exit_code");
+    // trm-train says what went wrong through its exit code (exit_codes.h).
+    if (!ok) x->set_failure_kind(FailureKindOfExitCode(x->exit_code()));
     what = "exited with code " + std::to_string(x->exit_code());
   } else {
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     x->set_exit_code(-1);
     x->set_signal(sig);
-    // A kernel OOM kill is a plain SIGKILL from here; the coordinator may tell them apart.
     x->set_failure_kind("signal");
     what = "killed by " + SignalName(sig);
-  }
-  std::string reason;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    r.exited = true;
-    if (stop_) reason = stop_reason_;
+    // A SIGKILL we did not send while the OOM kill count rose: the kernel's OOM killer.
+    const int64_t oom_kills = ReadOomKillCount();
+    if (sig == SIGKILL && !stopping && oom_kills_at_start_ >= 0 && oom_kills > oom_kills_at_start_) {
+      x->set_failure_kind("oom");
+      what += " (the kernel's OOM killer: its kill count went from " + std::to_string(oom_kills_at_start_) + " to " +
+              std::to_string(oom_kills) + " while the rank ran)";
+      diagnosis = "out of memory: " + what + "\n";
+    }
   }
   if (!ok) {
-    std::string tail = reason.empty() ? "" : "stopped by the worker: " + reason + "\n";
+    std::string tail = diagnosis + (reason.empty() ? "" : "stopped by the worker: " + reason + "\n");
     for (const auto& l : r.tail) tail += l + "\n";
     x->set_message(tail);
   }

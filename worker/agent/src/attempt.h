@@ -60,6 +60,7 @@ class Attempt {
   EventBuffer& events() { return events_; }
   const v1::Assignment& assignment() const { return s_.assignment; }
   std::string attempt_dir() const;
+  std::string PhaseFilePath(int rank) const;  // where rank `rank` writes its phase (phase_file.h)
   const std::vector<std::string>& slot_devices() const { return s_.slot_devices; }
 
   bool heartbeat_seen_finished = false;  // owned by the agent (under its mutex)
@@ -90,6 +91,7 @@ class Attempt {
   EventBuffer events_;
   std::string dataset_dir_, checkpoint_dir_;
   bool hosts_rank0_ = false;
+  int64_t oom_kills_at_start_ = -1;  // ReadOomKillCount() when the ranks started
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

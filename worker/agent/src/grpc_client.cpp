@@ -105,18 +105,20 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     return resp.info();
   }
 
-  v1::Manifest FetchDataset(const std::string& hash, const std::string& dest) override {
+  v1::Manifest FetchDataset(const std::string& hash, const v1::ShardSpec& shard, const std::string& dest) override {
+    const bool whole = shard.world_size() == 0;
     return ReceiveResumable(
         [&](uint64_t offset, rpc::FileReceiver& rx) {
           v1::FetchDatasetRequest req;
           req.set_content_sha256(hash);
           req.set_offset(offset);
+          if (!whole) *req.mutable_shard() = shard;
           grpc::ClientContext ctx;
           rpc::SetDeadline(&ctx, milliseconds(opt_.transfer_timeout_ms));
           auto reader = stub_->FetchDataset(&ctx, req);
           Drain(*reader, rx, "FetchDataset " + hash);
         },
-        dest, hash, opt_.transfer_attempts, opt_.max_transfer_bytes);
+        dest, whole ? hash : std::string(), opt_.transfer_attempts, opt_.max_transfer_bytes);
   }
 
   v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) override {

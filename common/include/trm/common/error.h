@@ -44,5 +44,10 @@ class Error : public std::runtime_error {
 [[noreturn]] inline void DataLoss(const std::string& m) { ThrowError(Code::kDataLoss, m); }
 [[noreturn]] inline void IoError(const std::string& m) { ThrowError(Code::kIoError, m); }
 [[noreturn]] inline void Internal(const std::string& m) { ThrowError(Code::kInternal, m); }
+// A filesystem call failed with errno `err`: throws "MESSAGE: <strerror>" as kResourceExhausted
+// for a full disk, an exhausted quota or a file size limit (ENOSPC, EDQUOT, EFBIG: the job can
+// be failed or held with that reason, and retrying elsewhere may help), kIoError otherwise.
+[[noreturn]] void FileError(const std::string& message, int err);
+bool IsDiskFullErrno(int err);
 
 }  // namespace trm

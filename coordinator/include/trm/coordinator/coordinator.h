@@ -14,12 +14,16 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "trm/v1/trm.pb.h"
 
+namespace trm {
+class Error;
+}
 namespace trm::rpc {
 class FileReceiver;
 }
@@ -33,10 +37,16 @@ struct CoordinatorOptions {
   std::string config_dir;                    // for specs that name a config without sending it
   int heartbeat_interval_ms = 1000;
   int heartbeat_timeout_ms = 15000;          // a silent worker is lost after this
-  // Hang detection: an attempt whose step does not advance for this long fails as "hang" (and
-  // restarts like any failure). The first step gets its own, longer budget (data fetch, start).
+  // Hang detection. Ranks report their phase (starting, data, compute, all-reduce, checkpoint,
+  // eval) and how long they have been in it; a rank that stays in a phase longer than that
+  // phase's budget fails the attempt as "hang" (which restarts like any failure). Budgets:
+  // phase_budget_ms[name] where given ("starting", "data", "compute", "allreduce", "checkpoint",
+  // "eval"); otherwise start_timeout_ms for starting, the larger of hang_timeout_ms and 30 min for
+  // checkpoint and eval, hang_timeout_ms for the rest. An attempt whose ranks report no phase
+  // falls back to its step: none for start_timeout_ms, or no new one for hang_timeout_ms.
   int64_t hang_timeout_ms = 15 * 60 * 1000;
   int64_t start_timeout_ms = 30 * 60 * 1000;
+  std::map<std::string, int64_t> phase_budget_ms;
   int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
   std::string keep_best_metric = "eval_lm_loss";
   uint64_t max_dataset_bytes = uint64_t{64} << 30;
@@ -80,6 +90,10 @@ class Coordinator {
   v1::DatasetInfo CommitDataset(rpc::FileReceiver* received);
   std::vector<v1::DatasetInfo> ListDatasets();
   FileSet DatasetFiles(const std::string& content_sha256);
+  // The part of a dataset that `shard` describes, built on first request under
+  // DATA_DIR/shards/ (at most one build at a time, outside the state lock). Throws
+  // kInvalidArgument for a spec no job could send, kNotFound for an unknown dataset.
+  FileSet DatasetShardFiles(const std::string& content_sha256, const v1::ShardSpec& shard);
   uint64_t max_dataset_bytes() const;
   uint64_t max_checkpoint_bytes() const;
 
@@ -89,6 +103,9 @@ class Coordinator {
   v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req);
   // Validates an upload before its data is accepted (job, attempt, name).
   void CheckCheckpointUpload(const v1::CheckpointUploadHeader& header);
+  // An upload that failed while receiving or committing: a full disk (kResourceExhausted) becomes
+  // the job's warning until an upload succeeds; the worker keeps the checkpoint and retries.
+  void CheckpointUploadFailed(const v1::CheckpointUploadHeader& header, const Error& error);
   v1::CheckpointInfo CommitCheckpoint(const v1::CheckpointUploadHeader& header, rpc::FileReceiver* received);
 
   // ---- housekeeping: lost workers, scheduling. The server calls it a few times a second.

@@ -83,4 +83,14 @@ class BatchIterator {
   std::vector<int64_t> order_;           // empty when not shuffling
 };
 
+// Global batches in an epoch of `rows` rows.
+int64_t BatchesPerEpoch(int64_t rows, int64_t global_batch, bool drop_last);
+
+// The rows (sorted, distinct) that ranks `ranks` of config.world read in the first `batches`
+// global batches of BatchIterator over `total_rows` rows (config.rank is ignored): what a worker
+// hosting those ranks needs of the split (the coordinator's shard plan). Throws InvalidArgument
+// for a configuration BatchIterator would refuse. Stops early once every row is read.
+std::vector<int64_t> RowsReadByRanks(int64_t total_rows, const BatchConfig& config, const std::vector<int>& ranks,
+                                     int64_t batches);
+
 }  // namespace trm::data

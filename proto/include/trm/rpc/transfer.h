@@ -23,6 +23,9 @@ void CheckName(const std::string& name, const std::string& what);
 v1::Manifest BuildManifest(const std::string& dir, const std::string& name);
 // SHA-256 of the canonical listing "path\tsize\tsha256\n" in manifest order.
 std::string ContentHash(const v1::Manifest& manifest);
+// A short stable name of a shard spec (16 hex digits of a SHA-256 over its fields): the worker's
+// cache key and the coordinator's directory name for that shard.
+std::string ShardKey(const v1::ShardSpec& shard);
 // Validates paths, sizes and the total; throws InvalidArgument naming the problem.
 void CheckManifest(const v1::Manifest& manifest, uint64_t max_total_bytes);
 

@@ -53,6 +53,13 @@ struct TrainConfig {
   nlohmann::json ToJson() const;
 };
 
+// Optimiser steps of the whole schedule for `train_rows` training rows: epochs x rows / (global
+// batch x accumulation), truncated (the reference's rule; the LR schedule spans it). 0 or less
+// means the data is too small for one step.
+int64_t ScheduleSteps(const TrainConfig& cfg, int64_t train_rows);
+// Steps a run actually makes: the schedule, cut at max_steps when that is set.
+int64_t StepsToRun(const TrainConfig& cfg, int64_t train_rows);
+
 // configs/<name>.yaml composed with its defaults and the overrides, then parsed.
 TrainConfig LoadTrainConfig(const std::string& config_dir, const std::string& config_name,
                             const std::vector<std::string>& overrides);

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "trm/worker/phase_file.h"
 #include "trm/worker/train_config.h"
 
 namespace at {
@@ -53,6 +54,9 @@ struct TrainerHooks {
   std::function<void(const StepMetrics&)> on_step;
   std::function<void(const EvalMetrics&)> on_eval;
   std::function<void(const std::string& dir, int64_t step)> on_checkpoint;
+  // Called on every phase change (data, compute, all-reduce, checkpoint, eval) with the steps
+  // done so far; must be cheap (it runs several times a step).
+  std::function<void(Phase phase, int64_t step)> on_phase;
 };
 
 class Collective;

@@ -22,9 +22,10 @@ class CoordinatorClient {
   virtual v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req) = 0;
   // Streams `dir` (described by header.manifest) after the header.
   virtual v1::CheckpointInfo UploadCheckpoint(const std::string& dir, const v1::CheckpointUploadHeader& header) = 0;
-  // Download into `dest`, which appears only complete and verified (SHA-256 of every file; for
-  // datasets also the content hash == `hash`). Resumes broken streams. Returns the manifest.
-  virtual v1::Manifest FetchDataset(const std::string& hash, const std::string& dest) = 0;
+  // Download into `dest`, which appears only complete and verified (SHA-256 of every file; for a
+  // whole dataset also the content hash == `hash`). Resumes broken streams. Returns the manifest.
+  // A `shard` with world_size > 0 asks for only that part of the dataset (ShardSpec).
+  virtual v1::Manifest FetchDataset(const std::string& hash, const v1::ShardSpec& shard, const std::string& dest) = 0;
   virtual v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) = 0;
 };
 

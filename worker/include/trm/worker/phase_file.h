@@ -1,0 +1,50 @@
+// What a rank is doing right now, for hang detection. trm-train writes its phase and step to a
+// small file (path in TRM_PHASE_FILE, set by trm-worker) on every phase change; the worker agent
+// reads it for its heartbeats and the coordinator compares the time in a phase with that
+// phase's budget. A file and not a pipe: writing never blocks the rank on a slow reader, and
+// reading never blocks the agent on a stopped rank. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "trm/common/unique_fd.h"
+
+namespace trm::worker {
+
+enum class Phase : int {
+  kStarting = 0,    // process start, rendezvous, loading, first broadcast
+  kData = 1,        // waiting for the next batch
+  kCompute = 2,     // forward / backward / optimiser
+  kAllReduce = 3,   // gradient and metric all-reduce
+  kCheckpoint = 4,  // saving
+  kEval = 5,        // evaluation (its own all-reduce included)
+};
+const char* PhaseName(Phase phase);  // "data", "compute", ...
+
+struct PhaseRecord {
+  Phase phase = Phase::kStarting;
+  int64_t step = 0;           // optimiser steps done when the phase began
+  int64_t since_unix_ms = 0;  // wall clock when the phase began
+};
+
+// Thread safety: one writer per file, used from one thread.
+class PhaseWriter {
+ public:
+  // Creates or truncates `path`. Throws trm::Error (kIoError) naming it.
+  explicit PhaseWriter(const std::string& path);
+  // One pwrite of a fixed-size record, no fsync (a few microseconds): the reader is on the same
+  // machine and a crash ends the phase anyway. A failed write is ignored: losing a phase report
+  // must not fail training (the coordinator then sees an older phase, which only errs late).
+  void Enter(Phase phase, int64_t step);
+
+ private:
+  UniqueFd fd_;
+};
+
+// The latest record, or nullopt when the file is missing, empty, torn by a concurrent write or
+// not a phase record. Never throws.
+std::optional<PhaseRecord> ReadPhaseFile(const std::string& path);
+
+}  // namespace trm::worker
