@@ -352,6 +352,7 @@ TEST(ExitCodes, TrainerExitCodesMapToFailureKinds) {
   EXPECT_EQ(FailureKindOfExitCode(kExitOutOfMemory), "oom");
   EXPECT_EQ(FailureKindOfExitCode(kExitDiskFull), "disk_full");
   EXPECT_EQ(FailureKindOfExitCode(kExitBadInput), "bad_input");
+  EXPECT_EQ(FailureKindOfExitCode(kExitTimeout), "timeout");
   EXPECT_EQ(FailureKindOfExitCode(kExitError), "exit_code");
   EXPECT_EQ(FailureKindOfExitCode(139), "exit_code");
 }

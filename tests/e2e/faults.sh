@@ -11,6 +11,8 @@
 #     cannot be stored, and completes once space is freed.
 #  4. out of memory: a worker under an address-space limit runs a model that does not fit; the
 #     rank's failure is classified "oom".
+#  5. collective timeout: with TRM_COLLECTIVE_TIMEOUT_S=3 and no hang budget that short, a frozen
+#     rank makes its peer's all-reduce time out; the failure is classified "timeout".
 # The tmpfs mounts need a private mount namespace (unshare -rm); the script re-runs itself in one.
 # Usage: faults.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
@@ -103,7 +105,8 @@ stop_all
 # ------------------------------------------------------------------------------ 2. worker disk full
 mkdir -p "$WORK/w3fs"
 mount -t tmpfs -o size=1m tmpfs "$WORK/w3fs"
-start_coordinator "$WORK/coord1"
+start_coordinator "$WORK/coord2"
+ctl dataset push "$WORK/ds" --name example-chat >/dev/null  # a fresh coordinator: no dead workers known
 start_worker w3 "$WORK/w3fs/work"
 wait_for 20 "worker w3" workers_alive 1
 # The dataset and logs fit in 1 MiB; the checkpoint of a hidden_size 256 model (about 3 MB) does not.
@@ -152,7 +155,8 @@ stop_all
 umount "$WORK/c2fs"
 
 # ---------------------------------------------------------------------------- 4. out of memory
-start_coordinator "$WORK/coord1"
+start_coordinator "$WORK/coord4"
+ctl dataset push "$WORK/ds" --name example-chat >/dev/null  # a fresh coordinator: no dead workers known
 # An address-space limit makes the allocation fail inside the rank (the kernel's OOM killer is not
 # needed): LibTorch reports it and trm-train exits with its out-of-memory code.
 (ulimit -v 2500000; exec "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id w5 --cpu-slots 1 \
@@ -164,4 +168,27 @@ wait_for 180 "oom job fails" state_is "$JOB" JOB_FAILED
 ctl status "$JOB"
 [ "$(field "$JOB" failure_kind)" = "oom" ] || fail "failure kind $(field "$JOB" failure_kind), expected oom"
 echo "4. out of memory: ok"
+stop_all
+
+# ------------------------------------------------------------------------ 5. collective timeout
+start_coordinator "$WORK/coord5"
+ctl dataset push "$WORK/ds" --name example-chat >/dev/null  # a fresh coordinator: no dead workers known
+for w in w6 w7; do
+  (export TRM_COLLECTIVE_TIMEOUT_S=3; exec "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id "$w" --cpu-slots 1 \
+    --work-dir "$WORK/$w" >>"$WORK/$w.log" 2>&1) &
+  PIDS+=("$!")
+done
+wait_for 20 "workers w6 w7" workers_alive 2
+JOB=$(submit timeout 2 0 global_batch_size=8 max_steps=300)
+wait_for 120 "timeout job at step 5" step_at_least "$JOB" 5
+FROZEN=$(pgrep -f "$WORK/w7/jobs/$JOB/attempt_1/" | head -n 1)
+[ -n "$FROZEN" ] || fail "no rank process on w7"
+kill -STOP "$FROZEN"
+wait_for 90 "timeout job fails" state_is "$JOB" JOB_FAILED
+ctl status "$JOB" | head -n 4
+[ "$(field "$JOB" failure_kind)" = "timeout" ] || fail "failure kind $(field "$JOB" failure_kind), expected timeout"
+MSG=$(field "$JOB" message)
+[[ "$MSG" == *"timed out"* ]] || fail "the message does not say what timed out: $MSG"
+wait_for 30 "the frozen rank is gone" bash -c "! kill -0 $FROZEN 2>/dev/null"
+echo "5. collective timeout: ok"
 echo "faults e2e: ok"

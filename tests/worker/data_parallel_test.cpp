@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "test_dataset.h"
@@ -126,6 +127,25 @@ TEST_F(DataParallelTest, TwoRanksEqualOneRankWithGradientAccumulation) {
   Weights one = RunSingle("one_acc", {"max_steps=5", "gradient_accumulation_steps=2"});
   Weights two = RunRanks(2, "two_acc", {"max_steps=5", "gradient_accumulation_steps=2"});
   EXPECT_LE(WorstRelativeError(two, one), 1e-5);
+}
+
+// Gradients summed in many small buckets, started during backward, give the same weights as one
+// all-reduce after it (two ranks: every element is a + b either way, so bit for bit), and
+// buckets did start before backward ended.
+TEST_F(DataParallelTest, BucketedAllReduceOverlapsBackwardAndChangesNothing) {
+  Weights one = RunRanks(2, "dp_one_bucket", {"max_steps=4", "allreduce_bucket_mb=0"});
+  Weights many = RunRanks(2, "dp_buckets", {"max_steps=4", "allreduce_bucket_mb=0.01"});
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i].second, many[i].second)) << one[i].first;
+  std::ifstream in(root_ / "dp_buckets" / "metrics.jsonl");
+  std::string line;
+  int steps = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("allreduce_overlapped")) continue;
+    ++steps;
+    EXPECT_GT(j["allreduce_overlapped"].get<int64_t>(), 0) << line;
+  }
+  EXPECT_EQ(steps, 4);
 }
 
 TEST_F(DataParallelTest, ResumeUnderTwoRanksIsExact) {

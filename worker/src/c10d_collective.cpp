@@ -69,6 +69,22 @@ void C10dCollective::AllReduceSum(at::Tensor& t) {
   Wait(work, "all-reduce");
 }
 
+class C10dCollective::C10dPending : public Collective::Pending {
+ public:
+  C10dPending(C10dCollective* c, c10::intrusive_ptr<c10d::Work> work) : c_(c), work_(std::move(work)) {}
+  void Wait() override { c_->Wait(work_, "all-reduce"); }
+
+ private:
+  C10dCollective* c_;
+  c10::intrusive_ptr<c10d::Work> work_;
+};
+
+std::unique_ptr<Collective::Pending> C10dCollective::StartAllReduceSum(at::Tensor& t) {
+  std::vector<at::Tensor> v{t};
+  auto work = GuardCollective("all-reduce", [&] { return pg_->allreduce(v, c10d::AllreduceOptions()); });
+  return std::make_unique<C10dPending>(this, std::move(work));
+}
+
 void C10dCollective::Broadcast(at::Tensor& t, int root) {
   std::vector<at::Tensor> v{t};
   c10d::BroadcastOptions bo;

@@ -32,10 +32,12 @@ class C10dCollective : public Collective {
   int world() const override { return opt_.world; }
   const char* backend() const override { return backend_; }
   void AllReduceSum(at::Tensor& t) override;
+  std::unique_ptr<Pending> StartAllReduceSum(at::Tensor& t) override;
   void Broadcast(at::Tensor& t, int root) override;
   void Barrier() override;
 
  private:
+  class C10dPending;
   void Wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what);
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;

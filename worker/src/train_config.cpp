@@ -53,6 +53,7 @@ TrainConfig TrainConfig::FromJson(const json& j, const std::string& config_name)
     else if (k == "seed") c.seed = JsonInt(v, k);
     else if (k == "grad_clip_norm") c.grad_clip_norm = v.is_null() ? 0.0 : JsonNumber(v, k);
     else if (k == "max_steps") c.max_steps = v.is_null() ? 0 : JsonInt(v, k);
+    else if (k == "allreduce_bucket_mb") c.allreduce_bucket_mb = JsonNumber(v, k);
     else if (k == "checkpoint_interval_steps") c.checkpoint_interval_steps = v.is_null() ? 0 : JsonInt(v, k);
     else if (k == "keep_checkpoints") c.keep_checkpoints = JsonInt(v, k);
     else if (k == "log_interval") c.log_interval = JsonInt(v, k);
@@ -88,6 +89,7 @@ TrainConfig TrainConfig::FromJson(const json& j, const std::string& config_name)
   Check(c.ema_rate >= 0 && c.ema_rate <= 1, "ema_rate", "must be in [0, 1]");
   Check(c.grad_clip_norm >= 0, "grad_clip_norm", "must not be negative");
   Check(c.max_steps >= 0, "max_steps", "must not be negative");
+  Check(c.allreduce_bucket_mb >= 0 && c.allreduce_bucket_mb <= 65536, "allreduce_bucket_mb", "must be 0 to 65536");
   Check(c.checkpoint_interval_steps >= 0, "checkpoint_interval_steps", "must not be negative");
   Check(c.keep_checkpoints >= 0, "keep_checkpoints", "must not be negative");
   Check(c.log_interval > 0, "log_interval", "must be positive");
@@ -122,6 +124,7 @@ json TrainConfig::ToJson() const {
   j["seed"] = seed;
   j["grad_clip_norm"] = grad_clip_norm;
   j["max_steps"] = max_steps;
+  j["allreduce_bucket_mb"] = allreduce_bucket_mb;
   j["checkpoint_interval_steps"] = checkpoint_interval_steps;
   j["keep_checkpoints"] = keep_checkpoints;
   j["log_interval"] = log_interval;

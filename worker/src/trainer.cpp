@@ -11,6 +11,7 @@
 
 #include <fmt/ranges.h>
 
+#include "grad_reducer.h"
 #include "progress.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
@@ -447,6 +448,13 @@ struct Trainer::Impl {
                                  "{} rank{}) on {}",
                                  flat->numel(), total_steps, cfg.epochs, train_it->total_rows(), cfg.global_batch_size,
                                  accum, world, world > 1 ? "s" : "", device.str()));
+    std::unique_ptr<GradReducer> reducer;
+    if (comm && cfg.allreduce_bucket_mb > 0) {
+      reducer = std::make_unique<GradReducer>(flat.get(), comm, static_cast<int64_t>(cfg.allreduce_bucket_mb * (1 << 20)));
+      if (reducer->buckets() > 1)
+        progress.Message(fmt::format("gradients summed in {} buckets of up to {} MiB, overlapped with backward",
+                                     reducer->buckets(), cfg.allreduce_bucket_mb));
+    }
     model->train();
     data::Batch batch;
     bool evaluated_last = false, stop = false;
@@ -464,6 +472,7 @@ struct Trainer::Impl {
       flat->ZeroGrad();
       at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
       for (int64_t micro = 0; micro < accum; ++micro) {
+        if (reducer && micro == accum - 1) reducer->Arm();  // this backward's gradients are final
         Enter(Phase::kData);
         train_it->Next(&batch);
         ++batches_consumed;
@@ -482,10 +491,16 @@ struct Trainer::Impl {
       at::Tensor& grads = flat->grads();
       if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
       double allreduce_s = 0;
+      int64_t overlapped = 0;
       if (comm) {
         Enter(Phase::kAllReduce);
         const auto a0 = Clock::now();
-        comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
+        if (reducer) {
+          reducer->Finish();  // the buckets backward did not already start, then all of them
+          overlapped = static_cast<int64_t>(reducer->overlapped());
+        } else {
+          comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
+        }
         comm->AllReduceSum(sums);
         allreduce_s = std::chrono::duration<double>(Clock::now() - a0).count();
         Enter(Phase::kCompute);
@@ -521,6 +536,7 @@ struct Trainer::Impl {
       m.grad_norm = grad_norm;
       m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
       m.allreduce_s = allreduce_s;
+      m.allreduce_overlapped = overlapped;
       m.tokens_per_s = h[kRows].item<double>() / std::max(m.step_s, 1e-9);
       m.skipped_total = skipped;
       result.last = m;
@@ -533,6 +549,7 @@ struct Trainer::Impl {
                              {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
                              {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
                              {"step_s", m.step_s},       {"allreduce_s", m.allreduce_s},
+                             {"allreduce_overlapped", m.allreduce_overlapped},
                              {"skipped", m.skipped}}
                             .dump()
                      << "\n";

@@ -45,7 +45,7 @@ int Usage() {
                "[key=value ...]\n"
                "  e.g. trm-train --config-name cfg_chat data_paths=[data/x] global_batch_size=2 arch.H_cycles=3\n"
                "exit codes: 0 done, 1 error, 2 bad config / data / checkpoint, 3 out of memory, 4 out of disk\n"
-               "space, 130 stopped by a signal (after a checkpoint)\n");
+               "space, 5 a collective timed out (TRM_COLLECTIVE_TIMEOUT_S), 130 stopped by a signal\n");
   return 2;
 }
 
@@ -54,6 +54,14 @@ int Usage() {
 bool IsOutOfMemory(const std::string& what) {
   return what.find("can't allocate memory") != std::string::npos || what.find("out of memory") != std::string::npos ||
          what.find("not enough memory") != std::string::npos;
+}
+
+// Prints the error; its exit code is kExitOutOfMemory for an allocation failure.
+int ReportFailure(const std::string& what) {
+  std::fprintf(stderr, "error: %s\n", what.c_str());
+  if (!IsOutOfMemory(what)) return trm::kExitError;
+  std::fprintf(stderr, "error: out of memory\n");
+  return trm::kExitOutOfMemory;
 }
 
 }  // namespace
@@ -126,25 +134,15 @@ int main(int argc, char** argv) {
       case trm::Code::kResourceExhausted:
         std::fprintf(stderr, "error: out of disk space (or over a quota or file size limit)\n");
         return trm::kExitDiskFull;
+      case trm::Code::kDeadlineExceeded: return trm::kExitTimeout;
       default: return trm::kExitError;
     }
   } catch (const c10::Error& e) {
     // Without the C++ backtrace LibTorch appends: one line a user can act on.
-    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
-    if (IsOutOfMemory(e.what_without_backtrace())) {
-      std::fprintf(stderr, "error: out of memory\n");
-      return trm::kExitOutOfMemory;
-    }
-    return trm::kExitError;
+    return ReportFailure(e.what_without_backtrace());
   } catch (const std::bad_alloc& e) {
-    std::fprintf(stderr, "error: out of memory: %s\n", e.what());
-    return trm::kExitOutOfMemory;
+    return ReportFailure(std::string("out of memory: ") + e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    if (IsOutOfMemory(e.what())) {
-      std::fprintf(stderr, "error: out of memory\n");
-      return trm::kExitOutOfMemory;
-    }
-    return trm::kExitError;
+    return ReportFailure(e.what());
   }
 }

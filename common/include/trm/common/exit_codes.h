@@ -11,14 +11,16 @@ constexpr int kExitError = 1;        // anything not below
 constexpr int kExitBadInput = 2;     // bad config, missing or corrupt data / checkpoint
 constexpr int kExitOutOfMemory = 3;  // an allocation failed (host or GPU)
 constexpr int kExitDiskFull = 4;     // no space, quota or file size limit while writing
+constexpr int kExitTimeout = 5;      // a collective or rendezvous ran past its timeout
 constexpr int kExitCancelled = 130;  // stopped by SIGINT / SIGTERM after a checkpoint
 
-// "bad_input" | "oom" | "disk_full" | "exit_code" (any other non-zero code).
+// "bad_input" | "oom" | "disk_full" | "timeout" | "exit_code" (any other non-zero code).
 inline std::string FailureKindOfExitCode(int code) {
   switch (code) {
     case kExitBadInput: return "bad_input";
     case kExitOutOfMemory: return "oom";
     case kExitDiskFull: return "disk_full";
+    case kExitTimeout: return "timeout";
     default: return "exit_code";
   }
 }

@@ -26,6 +26,16 @@ class Collective {
   virtual const char* backend() const = 0;
   // In place: t = sum over ranks of t.
   virtual void AllReduceSum(at::Tensor& t) = 0;
+  // The same, started without waiting: Wait() on the result finishes it (bounded by the
+  // timeout, errors as above). `t` must stay alive and untouched until then, and every rank must
+  // start the same reductions in the same order. May be called from the autograd thread while
+  // the driving thread is inside backward().
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void Wait() = 0;
+  };
+  virtual std::unique_ptr<Pending> StartAllReduceSum(at::Tensor& t) = 0;
   // In place: t = root's t.
   virtual void Broadcast(at::Tensor& t, int root) = 0;
   virtual void Barrier() = 0;

@@ -35,6 +35,8 @@ class FlatParams {
     std::vector<int64_t> shape;
   };
   const std::vector<Slot>& slots() const { return slots_; }
+  // The parameters themselves (leaf tensors whose data are views into params()), slot order.
+  const std::vector<std::pair<std::string, at::Tensor>>& named() const { return named_; }
   // The view of `flat` (any tensor laid out like params()) for slot i.
   at::Tensor View(const at::Tensor& flat, size_t i) const;
 

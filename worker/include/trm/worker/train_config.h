@@ -35,6 +35,9 @@ struct TrainConfig {
   int64_t seed = 0;
   double grad_clip_norm = 0.0;               // 0 = no clipping
   int64_t max_steps = 0;                     // 0 = run the whole schedule
+  // Data parallel: gradients are summed in buckets of about this size, each started as soon as
+  // backward has produced it (overlapping the rest of backward); 0 = one all-reduce after it.
+  double allreduce_bucket_mb = 4.0;
   int64_t checkpoint_interval_steps = 0;     // 0 = only at evaluations / the end
   int64_t keep_checkpoints = 3;              // last K kept; 0 = keep all
   int64_t log_interval = 10;                 // optimiser steps between log lines off a terminal

@@ -40,7 +40,8 @@ struct StepMetrics {
   double grad_norm = 0;      // before clipping
   double tokens_per_s = 0;
   double step_s = 0;
-  double allreduce_s = 0;    // time in the gradient and metric all-reduces (data parallel)
+  double allreduce_s = 0;    // time waiting for the gradient and metric all-reduces (data parallel)
+  int64_t allreduce_overlapped = 0;  // gradient buckets whose all-reduce started during backward
   bool skipped = false;      // non-finite gradients: update skipped
   int64_t skipped_total = 0;
 };
