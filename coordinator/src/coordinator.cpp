@@ -108,6 +108,17 @@ struct Coordinator::Impl {
     return n;
   }
 
+  // The training rows the ranks of `shard` read (as the trainer's BatchIterator: shuffled,
+  // last batch dropped).
+  static std::vector<int64_t> RowsOf(const v1::ShardSpec& shard, int64_t rows) {
+    data::BatchConfig bc;
+    bc.global_batch = shard.global_batch();
+    bc.seed = shard.seed();
+    bc.world = shard.world_size();
+    return data::RowsReadByRanks(rows, bc, std::vector<int>(shard.ranks().begin(), shard.ranks().end()),
+                                 shard.batches());
+  }
+
   // What the ranks `ranks` of the job's active attempt read: a shard when that is less than the
   // whole training split (a run shorter than its data), nothing when they read every row.
   std::optional<v1::ShardSpec> ShardFor(const v1::JobRecord& rec, const std::vector<int>& ranks) {
@@ -121,21 +132,13 @@ struct Coordinator::Impl {
       const worker::TrainConfig cfg =
           worker::TrainConfig::FromJson(nlohmann::json::parse(job.resolved_config_json()), job.spec().config_name());
       const int64_t rows = TrainRows(job.dataset_hash());
-      // As the trainer reads: trainer.cpp builds its BatchIterator with these (shuffle, drop_last).
-      data::BatchConfig bc;
-      bc.global_batch = cfg.global_batch_size;
-      bc.seed = static_cast<uint64_t>(cfg.seed);
-      bc.world = job.spec().world_size();
-      const int64_t batches = worker::StepsToRun(cfg, rows) * cfg.gradient_accumulation_steps;
-      if (batches > 0 && data::RowsReadByRanks(rows, bc, ranks, batches).size() < static_cast<size_t>(rows)) {
-        v1::ShardSpec s;
-        s.set_world_size(bc.world);
-        for (int r : ranks) s.add_ranks(r);
-        s.set_global_batch(bc.global_batch);
-        s.set_seed(bc.seed);
-        s.set_batches(batches);
-        plan = s;
-      }
+      v1::ShardSpec s;
+      s.set_world_size(job.spec().world_size());
+      for (int r : ranks) s.add_ranks(r);
+      s.set_global_batch(cfg.global_batch_size);
+      s.set_seed(static_cast<uint64_t>(cfg.seed));
+      s.set_batches(worker::StepsToRun(cfg, rows) * cfg.gradient_accumulation_steps);
+      if (s.batches() > 0 && RowsOf(s, rows).size() < static_cast<size_t>(rows)) plan = s;
     } catch (const std::exception& e) {
       // The whole dataset always works; the trainer reports what is wrong with the config.
       spdlog::warn("job {}: no shard plan ({}); its workers fetch the whole dataset", job.id(), e.what());
@@ -682,12 +685,7 @@ FileSet Coordinator::DatasetShardFiles(const std::string& hash, const v1::ShardS
     std::lock_guard<std::mutex> l(impl_->mu);
     rows = impl_->TrainRows(hash);
   }
-  data::BatchConfig bc;
-  bc.global_batch = shard.global_batch();
-  bc.seed = shard.seed();
-  bc.world = shard.world_size();
-  const std::vector<int64_t> picked = data::RowsReadByRanks(
-      rows, bc, std::vector<int>(shard.ranks().begin(), shard.ranks().end()), shard.batches());
+  const std::vector<int64_t> picked = Impl::RowsOf(shard, rows);
   if (picked.size() == static_cast<size_t>(rows)) return whole;
   std::error_code ec;
   fs::remove_all(dir, ec);  // a build cut short before its manifest was written

@@ -232,9 +232,10 @@ grpc::Status WorkerServiceImpl::FetchDataset(grpc::ServerContext* ctx, const v1:
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchDataset");
     const auto slot = transfers_.Acquire();
-    const bool shard = req->has_shard() && req->shard().world_size() > 0;
+    const bool shard = req->shard().world_size() > 0;  // an absent shard reads as world_size 0
     s = Stream(shard ? c_->DatasetShardFiles(req->content_sha256(), req->shard()) : c_->DatasetFiles(req->content_sha256()),
-               req->offset(), ctx, w); });
+               req->offset(), ctx, w);
+  });
   return g.ok() ? s : g;
 }
 

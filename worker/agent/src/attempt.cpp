@@ -240,12 +240,12 @@ void Attempt::Prepare() {
   if (!a.dataset_hash().empty()) {
     rpc::CheckName(a.dataset_hash(), "assignment dataset_hash");
     // A shard (the rows these ranks read in a run shorter than the data) has its own cache entry.
-    const bool shard = a.has_shard() && a.shard().world_size() > 0;
+    const bool shard = a.shard().world_size() > 0;  // an absent shard reads as world_size 0
     const std::string key = a.dataset_hash() + (shard ? "-shard-" + rpc::ShardKey(a.shard()) : "");
     dataset_dir_ = (fs::path(s_.work_dir) / "cache" / "datasets" / key).string();
     FetchWithRetry("dataset " + key, [&] {
       if (fs::exists(dataset_dir_)) return;
-      const v1::Manifest m = client_->FetchDataset(a.dataset_hash(), shard ? a.shard() : v1::ShardSpec(), dataset_dir_);
+      const v1::Manifest m = client_->FetchDataset(a.dataset_hash(), a.shard(), dataset_dir_);
       spdlog::info("{}: fetched dataset {} ({} bytes{})", a.job_id(), key.substr(0, 12), m.total_bytes(),
                    shard ? ", the rows of ranks of this worker only" : "");
     });

@@ -1,7 +1,6 @@
 #include "oom_counter.h"
 
 #include <fstream>
-#include <sstream>
 
 namespace trm::agent {
 namespace {
