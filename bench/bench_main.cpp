@@ -20,7 +20,7 @@ struct Benchmark {
 constexpr Benchmark kBenchmarks[] = {
     {"tokenize", RunTokenize,
      "[--tokenizer gpt2|byte|PATH] [--input FILE.json|.jsonl] [--reps N]  encode MB/s, one thread"},
-    {"train", RunTrain, "[--preset tiny|language|chat] [--steps N] [--threads T]  training step time, as trm_ref.py bench"},
+    {"train", RunTrain, "[--preset tiny|language|chat] [--steps N] [--threads T] [--device cpu|cuda] [--forward-dtype float32|bfloat16]  training step time, as trm_ref.py bench"},
     {"generate", RunGenerate,
      "[--preset tiny|language|chat] [--new-tokens N] [--prompt-tokens P] [--threads T]  tokens/s, cached vs recompute"},
     {"allreduce", RunAllreduce, "[--ranks N] [--reps R] [--max-mb M]  Gloo all-reduce time and bus bandwidth by size"},

@@ -3,6 +3,7 @@
 // the two print comparable JSON lines.
 #include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -28,16 +29,28 @@ double PeakRssMb() {
 }
 
 int RunTrain(const std::vector<std::string>& args) {
-  CheckFlags(args, {"preset", "steps", "threads"});
+  CheckFlags(args, {"preset", "steps", "threads", "device", "forward-dtype"});
   const std::string preset = FlagValue(args, "preset", "tiny");
   const int steps = std::stoi(FlagValue(args, "steps", "5"));
   const int threads = std::stoi(FlagValue(args, "threads", "2"));
+  const std::string device_name = FlagValue(args, "device", "cpu");
+  const std::string dtype = FlagValue(args, "forward-dtype", "float32");
   if (steps < 1) InvalidArgument("--steps: must be at least 1");
+  if (device_name != "cpu" && device_name != "cuda") InvalidArgument("--device: expected cpu or cuda, got '" + device_name + "'");
+  if (device_name == "cuda" && !torch::cuda::is_available()) InvalidArgument("--device cuda: no CUDA device is available");
+  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+  // GPU work is queued: each timestamp waits for what was queued before it.
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   torch::set_num_threads(threads);
   torch::manual_seed(0);
   model::ArchConfig cfg = PresetConfig(preset);
+  if (dtype != "float32" && dtype != "bfloat16") InvalidArgument("--forward-dtype: expected float32 or bfloat16, got '" + dtype + "'");
+  cfg.forward_dtype = dtype == "bfloat16" ? model::ForwardDtype::kBfloat16 : model::ForwardDtype::kFloat32;
   model::Trm m(cfg);
   m->SetFusedHead(true);  // as the trainer runs it
+  m->to(device);
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (auto& [n, t] : m->StateDict())
     if (t.requires_grad()) params.emplace_back(n, t);
@@ -50,18 +63,22 @@ int RunTrain(const std::vector<std::string>& args) {
   std::vector<double> times, fwd, bwd, upd;
   const char* profile = std::getenv("TRM_BENCH_PROFILE");
   for (int i = 0; i < steps + 2; ++i) {
-    at::Tensor x = torch::randint(0, cfg.vocab_size, {B, S + 1}, torch::kInt32);
+    at::Tensor x = torch::randint(0, cfg.vocab_size, {B, S + 1}, torch::TensorOptions(torch::kInt32).device(device));
     model::Batch b{x.narrow(1, 0, S).contiguous(), x.narrow(1, 1, S).contiguous(), at::Tensor()};
     if (i == 0) carry = m->InitialCarry(b);
     using Clock = std::chrono::steady_clock;
+    sync();
     auto t0 = Clock::now();
     model::StepOutput out = m->forward(carry, b);
+    sync();
     auto t1 = Clock::now();
     out.loss.backward();
+    sync();
     auto t2 = Clock::now();
     opt.Step(1e-4);
     flat.ZeroGrad();
     carry = out.carry;
+    sync();
     auto t3 = Clock::now();
     if (i == 2 && profile) {
       // One more step under the profiler (chrome trace in $TRM_BENCH_PROFILE), not timed.
@@ -92,6 +109,8 @@ int RunTrain(const std::vector<std::string>& args) {
                       {"optimizer_s_median", median(upd)},
                       {"tokens_per_s", std::round(static_cast<double>(B * S) / med * 10) / 10},
                       {"threads", threads},
+                      {"device", device.str()},
+                      {"forward_dtype", dtype},
                       {"torch", TORCH_VERSION},
                       {"peak_rss_mb", std::round(PeakRssMb() * 10) / 10}};
   std::printf("%s\n", j.dump().c_str());

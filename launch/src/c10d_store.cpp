@@ -12,6 +12,7 @@
 
 #include "kv_store.h"
 #include "trm/common/error.h"
+#include "trm/common/torch_compat.h"
 
 namespace trm::launch {
 namespace {
@@ -41,8 +42,7 @@ class C10dStore final : public KvStore {
     opts.numWorkers.reset();  // the launchers count themselves (join keys); c10:: or std::optional
     opts.waitWorkers = false;
     opts.timeout = timeout;
-    // 2.x serves through libuv by default when built with it; either backend speaks the same
-    // protocol, so nothing to choose here.
+    compat::UseClassicTcpStore(opts);
     try {
       // The server listens on every local address; its own client part connects over loopback.
       store_ = c10::make_intrusive<c10d::TCPStore>(server ? std::string("127.0.0.1") : host, opts);

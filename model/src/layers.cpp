@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "compat.h"
+#include "trm/common/torch_compat.h"
 #include "trm/model/init.h"
 
 namespace trm::model {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "trm/common/error.h"
+#include "trm/common/torch_compat.h"
 
 namespace trm::worker {
 namespace {
@@ -51,51 +52,9 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const CollectiveOptions& o) {
     so.numWorkers = static_cast<size_t>(o.world);
     so.waitWorkers = true;
     so.timeout = o.timeout;
+    compat::UseClassicTcpStore(so);
     return c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::TCPStore>(o.master_addr, so));
   });
-}
-
-C10dCollective::C10dCollective(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg,
-                               const CollectiveOptions& options, const char* backend)
-    : store_(std::move(store)), pg_(std::move(pg)), opt_(options), backend_(backend) {}
-
-void C10dCollective::Wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
-  GuardCollective(what, [&] { return work->wait(opt_.timeout); });
-}
-
-void C10dCollective::AllReduceSum(at::Tensor& t) {
-  std::vector<at::Tensor> v{t};
-  auto work = GuardCollective("all-reduce", [&] { return pg_->allreduce(v, c10d::AllreduceOptions()); });
-  Wait(work, "all-reduce");
-}
-
-class C10dCollective::C10dPending : public Collective::Pending {
- public:
-  C10dPending(C10dCollective* c, c10::intrusive_ptr<c10d::Work> work) : c_(c), work_(std::move(work)) {}
-  void Wait() override { c_->Wait(work_, "all-reduce"); }
-
- private:
-  C10dCollective* c_;
-  c10::intrusive_ptr<c10d::Work> work_;
-};
-
-std::unique_ptr<Collective::Pending> C10dCollective::StartAllReduceSum(at::Tensor& t) {
-  std::vector<at::Tensor> v{t};
-  auto work = GuardCollective("all-reduce", [&] { return pg_->allreduce(v, c10d::AllreduceOptions()); });
-  return std::make_unique<C10dPending>(this, std::move(work));
-}
-
-void C10dCollective::Broadcast(at::Tensor& t, int root) {
-  std::vector<at::Tensor> v{t};
-  c10d::BroadcastOptions bo;
-  bo.rootRank = root;
-  auto work = GuardCollective("broadcast", [&] { return pg_->broadcast(v, bo); });
-  Wait(work, "broadcast");
-}
-
-void C10dCollective::Barrier() {
-  auto work = GuardCollective("barrier", [&] { return pg_->barrier(c10d::BarrierOptions()); });
-  Wait(work, "barrier");
 }
 
 std::unique_ptr<Collective> CreateCollective(const CollectiveOptions& options) {

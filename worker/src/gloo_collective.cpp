@@ -21,9 +21,9 @@ std::unique_ptr<Collective> CreateGlooCollective(const CollectiveOptions& o) {
     } else {
       go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
-    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world, go));
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world, go);
   });
-  return std::make_unique<C10dCollective>(store, pg, o, "gloo");
+  return std::make_unique<C10dCollective<c10d::ProcessGroupGloo>>(store, pg, o, "gloo");
 }
 
 }  // namespace trm::worker

@@ -10,9 +10,9 @@ std::unique_ptr<Collective> CreateNcclCollective(const CollectiveOptions& o) {
   auto pg = GuardCollective("nccl process group", [&] {
     auto no = c10d::ProcessGroupNCCL::Options::create();
     no->timeout = o.timeout;
-    return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.world, no));
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.world, no);
   });
-  return std::make_unique<C10dCollective>(store, pg, o, "nccl");
+  return std::make_unique<C10dCollective<c10d::ProcessGroupNCCL>>(store, pg, o, "nccl");
 }
 
 }  // namespace trm::worker

@@ -59,6 +59,7 @@ TrainConfig TrainConfig::FromJson(const json& j, const std::string& config_name)
     else if (k == "log_interval") c.log_interval = JsonInt(v, k);
     else if (k == "threads") c.threads = JsonInt(v, k);
     else if (k == "device") c.device = Str(v, k);
+    else if (k == "deterministic") c.deterministic = JsonBool(v, k);
     else if (k == "project_name") c.project_name = Str(v, k);
     else if (k == "run_name") c.run_name = Str(v, k);
     else if (k == "run_dir" || k == "checkpoint_path") c.run_dir = Str(v, k);
@@ -130,6 +131,7 @@ json TrainConfig::ToJson() const {
   j["log_interval"] = log_interval;
   j["threads"] = threads;
   j["device"] = device;
+  j["deterministic"] = deterministic;
   j["project_name"] = project_name;
   j["run_name"] = run_name;
   j["run_dir"] = run_dir;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -97,6 +98,12 @@ struct Trainer::Impl {
     }
     if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
     device = PickDevice(cfg.device, opt.device_index);
+    if (device.is_cuda()) {
+      // cuBLAS is deterministic only with a fixed workspace (read when its handle is created);
+      // ops without a deterministic CUDA kernel warn instead of failing the run.
+      if (cfg.deterministic) ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+      at::globalContext().setDeterministicAlgorithms(cfg.deterministic, /*warn_only=*/true);
+    }
     data::BatchConfig bc;
     bc.global_batch = cfg.global_batch_size;
     bc.seed = static_cast<uint64_t>(cfg.seed);

@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     if (world > 1) {
       trm::worker::CollectiveOptions co = trm::worker::CollectiveOptionsFromEnv();
       co.cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
+      co.device_index = EnvInt("LOCAL_RANK", 0);
       if (co.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the run
       comm = trm::worker::CreateCollective(co);
       opt.collective = comm.get();

@@ -49,6 +49,7 @@ struct CollectiveOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};
   std::string backend = "auto";  // auto (nccl for cuda, gloo otherwise) | gloo | nccl
   bool cuda = false;             // tensors live on the GPU (LOCAL_RANK's device)
+  int device_index = 0;          // that GPU (LOCAL_RANK), when cuda
 };
 
 // torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and TRM_COLLECTIVE_TIMEOUT_S

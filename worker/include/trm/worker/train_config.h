@@ -43,6 +43,9 @@ struct TrainConfig {
   int64_t log_interval = 10;                 // optimiser steps between log lines off a terminal
   int64_t threads = 0;                       // CPU threads for LibTorch; 0 = its default
   std::string device = "auto";               // auto | cpu | cuda
+  // On GPUs: deterministic kernels, so a resumed run equals an uninterrupted one bit for bit
+  // (the CPU kernels used are deterministic anyway); false trades that for speed.
+  bool deterministic = true;
   std::string project_name = "trm";
   std::string run_name;                      // default: the config name
   std::string run_dir;                       // default: checkpoints/<project_name>/<run_name>
