@@ -79,6 +79,12 @@ for l in "$DEPS"/usr/lib/x86_64-linux-gnu/*.so; do
 done
 export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$DEPS/usr/bin:$PATH"
+# pkg-config (gRPC's CMake files find re2 with it) reads the prefix's .pc files, whose /usr paths
+# the sysroot maps into the prefix.
+export PKG_CONFIG_PATH="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig:$DEPS/usr/share/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$DEPS"
+# Debian's multiarch headers (openssl/opensslconf.h), which the compiler looks for only under /usr.
+export CPATH="$DEPS/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
 export LD_LIBRARY_PATH="$TORCH_DIR/lib:$LD_LIBRARY_PATH"
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/[gpu] /'

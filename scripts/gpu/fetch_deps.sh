@@ -10,12 +10,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="$ROOT/.gpu"
 
-PACKAGES=(libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
+# pkgconf: gRPC's CMake files find re2 through pkg-config.
+PACKAGES=(pkgconf libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
           prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev libssl-dev
           libgtest-dev libgmock-dev zlib1g-dev)
 # What every Linux machine with a compiler has, and what must never be replaced by another
 # distribution's copy (the C library, the compiler's runtime).
-BASE='^(gcc-[0-9]+-base|libc-dev-bin|libc6|libc6-dev|libcrypt-dev|libcrypt1|libgcc-s1|libstdc\+\+6|linux-libc-dev|libnsl-dev|libnsl2|libtirpc-common|libtirpc-dev|libtirpc3|rpcsvc-proto|pkgconf|pkgconf-bin|libpkgconf3|catch2|libdb5\.3|libffi8|libgmp10|libcom-err2|libgomp1|zlib1g|tar|passwd|adduser|debconf|dpkg|install-info|readline-common|libtinfo6|libtextwrap1|libreadline8|liblzma5|libbz2-1\.0|libmd0|libacl1|libselinux1|libpcre2-8-0)$'
+BASE='^(gcc-[0-9]+-base|libc-dev-bin|libc6|libc6-dev|libcrypt-dev|libcrypt1|libgcc-s1|libstdc\+\+6|linux-libc-dev|libnsl-dev|libnsl2|libtirpc-common|libtirpc-dev|libtirpc3|rpcsvc-proto|catch2|libdb5\.3|libffi8|libgmp10|libcom-err2|libgomp1|zlib1g|tar|passwd|adduser|debconf|dpkg|install-info|readline-common|libtinfo6|libtextwrap1|libreadline8|liblzma5|libbz2-1\.0|libmd0|libacl1|libselinux1|libpcre2-8-0)$'
 
 mapfile -t closure < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
   --no-replaces --no-enhances "${PACKAGES[@]}" | grep -E '^[a-z0-9]' | sort -u | grep -v -E "$BASE")
