@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "rank_threads.h"
 #include "test_dataset.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
@@ -19,7 +20,6 @@ namespace trm::worker {
 namespace {
 
 namespace fs = std::filesystem;
-using Weights = std::vector<std::pair<std::string, at::Tensor>>;
 
 
 CollectiveOptions Opts(int rank, int world, int port, int timeout_ms = 60000) {
@@ -67,45 +67,17 @@ class DataParallelTest : public ::testing::Test {
     return Clone(t.Weights());
   }
 
-  // Runs `world` ranks as threads; returns rank 0's weights (and checks all ranks agree).
+  // Runs `world` ranks as threads over Gloo; returns rank 0's weights (and checks all ranks agree).
   static Weights RunRanks(int world, const std::string& run, const std::vector<std::string>& extra) {
-    const int port = PickFreePort();
-    std::vector<Weights> out(static_cast<size_t>(world));
-    std::vector<std::string> errors(static_cast<size_t>(world));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < world; ++r) {
-      threads.emplace_back([&, r] {
-        try {
-          auto comm = CreateCollective(Opts(r, world, port));
-          TrainerOptions o;
-          o.progress = 0;
-          o.collective = comm.get();
-          Trainer t(Config(run, extra), o);
-          t.Run();
-          out[static_cast<size_t>(r)] = Clone(t.Weights());
-        } catch (const std::exception& e) {
-          errors[static_cast<size_t>(r)] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
-    for (int r = 1; r < world; ++r) {
-      for (size_t i = 0; i < out[0].size(); ++i) {
-        EXPECT_TRUE(torch::equal(out[0][i].second, out[static_cast<size_t>(r)][i].second)) << out[0][i].first;
-      }
-    }
-    return out[0];
-  }
-
-  static double WorstRelativeError(const Weights& a, const Weights& b) {
-    double worst = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      double d = (a[i].second.to(torch::kFloat64) - b[i].second.to(torch::kFloat64)).norm().item<double>();
-      double n = std::max(b[i].second.to(torch::kFloat64).norm().item<double>(), 1e-12);
-      worst = std::max(worst, d / n);
-    }
-    return worst;
+    return RunRankThreads(world, [&](int rank, int port) {
+      auto comm = CreateCollective(Opts(rank, world, port));
+      TrainerOptions o;
+      o.progress = 0;
+      o.collective = comm.get();
+      Trainer t(Config(run, extra), o);
+      t.Run();
+      return Clone(t.Weights());
+    });
   }
 
   static fs::path root_;

@@ -9,8 +9,8 @@
 
 #include <cmath>
 #include <filesystem>
-#include <thread>
 
+#include "rank_threads.h"
 #include "test_dataset.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
@@ -21,7 +21,6 @@ namespace trm::worker {
 namespace {
 
 namespace fs = std::filesystem;
-using Weights = std::vector<std::pair<std::string, at::Tensor>>;
 
 #define SKIP_WITHOUT_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (this LibTorch has CUDA: " << torch::cuda::is_available() << ")"
@@ -68,46 +67,17 @@ class GpuTest : public ::testing::Test {
   // `world` ranks as threads sharing GPU 0 over `backend`; returns rank 0's weights.
   static Weights RunRanks(int world, const std::string& backend, const std::string& run,
                           const std::vector<std::string>& extra) {
-    const int port = PickFreePort();
-    std::vector<Weights> out(static_cast<size_t>(world));
-    std::vector<std::string> errors(static_cast<size_t>(world));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < world; ++r) {
-      threads.emplace_back([&, r] {
-        try {
-          CollectiveOptions co;
-          co.rank = r;
-          co.world = world;
-          co.master_port = port;
-          co.timeout = std::chrono::seconds(120);
-          co.backend = backend;
-          co.cuda = true;
-          auto comm = CreateCollective(co);
-          out[static_cast<size_t>(r)] = Run(run, "cuda", extra, comm.get());
-        } catch (const std::exception& e) {
-          errors[static_cast<size_t>(r)] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
-    for (int r = 1; r < world; ++r) {
-      for (size_t i = 0; i < out[0].size(); ++i) {
-        EXPECT_TRUE(torch::equal(out[0][i].second, out[static_cast<size_t>(r)][i].second)) << out[0][i].first;
-      }
-    }
-    return out[0];
-  }
-
-  static double WorstRelativeError(const Weights& a, const Weights& b) {
-    double worst = 0;
-    EXPECT_EQ(a.size(), b.size());
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-      double d = (a[i].second - b[i].second).norm().item<double>();
-      double n = std::max(b[i].second.norm().item<double>(), 1e-12);
-      worst = std::max(worst, d / n);
-    }
-    return worst;
+    return RunRankThreads(world, [&](int rank, int port) {
+      CollectiveOptions co;
+      co.rank = rank;
+      co.world = world;
+      co.master_port = port;
+      co.timeout = std::chrono::seconds(120);
+      co.backend = backend;
+      co.cuda = true;
+      auto comm = CreateCollective(co);
+      return Run(run, "cuda", extra, comm.get());
+    });
   }
 
   static fs::path root_;
