@@ -2,6 +2,12 @@
 option(TRM_BUILD_TESTS "Build the GoogleTest suite" ON)
 
 find_package(Torch REQUIRED)
+# LibTorch 2.12 and later refuse to compile below C++20 (ATen's own #error); the code builds as
+# either (TRM_CXX_STANDARD=20 checks it against older LibTorch too).
+if(Torch_VERSION VERSION_GREATER_EQUAL 2.12 AND CMAKE_CXX_STANDARD LESS 20)
+  message(STATUS "LibTorch ${Torch_VERSION} needs C++20: building as C++20")
+  set(CMAKE_CXX_STANDARD 20)
+endif()
 find_package(nlohmann_json 3 REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(yaml-cpp REQUIRED)

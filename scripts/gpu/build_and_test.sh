@@ -77,30 +77,48 @@ for l in "$DEPS"/usr/lib/x86_64-linux-gnu/*.so; do
   sys="$(ls /usr/lib/x86_64-linux-gnu/"$base".* /lib/x86_64-linux-gnu/"$base".* 2>/dev/null | head -1 || true)"
   [ -n "$sys" ] && ln -sfn "$sys" "$l"
 done
-export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PATH="$DEPS/usr/bin:$PATH"
+# The prefix's programs (protoc, grpc_cpp_plugin, pkg-config, curl) run through wrappers that
+# give them the prefix's libraries; nothing else gets them: LD_LIBRARY_PATH set for the whole
+# script would hand the machine's own programs (openssl, python) older copies of their libraries.
+# Our binaries find the prefix (and LibTorch) through their RPATH instead (below).
+DEPS_LIBS="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu"
+WRAP="$DEPS/wrapped-bin"
+mkdir -p "$WRAP"
+for p in "$DEPS"/usr/bin/*; do
+  printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' "$DEPS_LIBS" "$p" \
+    >"$WRAP/$(basename "$p")"
+  chmod +x "$WRAP/$(basename "$p")"
+done
 # pkg-config (gRPC's CMake files find re2 with it) reads the prefix's .pc files, whose /usr paths
 # the sysroot maps into the prefix.
 export PKG_CONFIG_PATH="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig:$DEPS/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$DEPS"
 # Debian's multiarch headers (openssl/opensslconf.h), which the compiler looks for only under /usr.
 export CPATH="$DEPS/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
-export LD_LIBRARY_PATH="$TORCH_DIR/lib:$LD_LIBRARY_PATH"
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/[gpu] /'
 
 if has_stage build; then
   log "configure"
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  # The build uses the prefix's protoc, matching its Protobuf headers, whatever the machine has.
+  # DT_RPATH (--disable-new-dtags), unlike RUNPATH, also serves the libraries' own dependencies
+  # (gRPC's Abseil, re2, c-ares), so the binaries run with no LD_LIBRARY_PATH.
+  PATH="$WRAP:$PATH" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--disable-new-dtags" \
+    -DProtobuf_PROTOC_EXECUTABLE="$WRAP/protoc" -DTRM_GRPC_CPP_PLUGIN="$WRAP/grpc_cpp_plugin" \
+    -DPKG_CONFIG_EXECUTABLE="$WRAP/pkg-config" \
     -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$DEPS/usr" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
     -DTRM_SHARED_DIR="$ROOT/.gpu/shared" >"$REPORT/configure.log" 2>&1 ||
     { tail -40 "$REPORT/configure.log"; exit 1; }
   grep -E "LibTorch|NCCL" "$REPORT/configure.log" || true
   log "build (-j$JOBS)"
-  cmake --build "$BUILD" -j"$JOBS" >"$REPORT/build.log" 2>&1 || { grep -E "error|Error" "$REPORT/build.log" | head -40; exit 1; }
+  PATH="$WRAP:$PATH" cmake --build "$BUILD" -j"$JOBS" >"$REPORT/build.log" 2>&1 || { grep -E "error|Error" "$REPORT/build.log" | head -40; exit 1; }
   log "built"
 fi
+
+# The tests' tools (curl, openssl): the machine's own where it has them, else the prefix's.
+export PATH="$PATH:$WRAP"
 
 # GPT-2's tokenizer files, where the tests look for them.
 if [ -d .gpu/tokenizers ] && [ ! -d .cache/tokenizers ]; then mkdir -p .cache && cp -r .gpu/tokenizers .cache/tokenizers; fi
@@ -112,8 +130,10 @@ if has_stage gpu-tests; then
 fi
 
 if has_stage suite; then
-  log "whole suite (ctest -j$((JOBS / 2)))"
-  (cd "$BUILD" && ctest -j"$((JOBS / 2))" --timeout 900 --output-on-failure >"$REPORT/ctest.log" 2>&1) || true
+  log "the suite (ctest ${TRM_CTEST_ARGS:-})"
+  # shellcheck disable=SC2086  # TRM_CTEST_ARGS: extra ctest arguments, e.g. "-R Gpu" or "-I 133,237"
+  (cd "$BUILD" && ctest -j"$(( JOBS > 3 ? JOBS / 2 : 2 ))" --timeout 900 --output-on-failure ${TRM_CTEST_ARGS:-} \
+    >"$REPORT/ctest.log" 2>&1) || true
   tail -30 "$REPORT/ctest.log"
 fi
 

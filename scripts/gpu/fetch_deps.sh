@@ -10,8 +10,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="$ROOT/.gpu"
 
-# pkgconf: gRPC's CMake files find re2 through pkg-config.
-PACKAGES=(pkgconf libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
+# pkgconf: gRPC's CMake files find re2 through pkg-config; curl: the end-to-end tests read
+# /metrics with it.
+PACKAGES=(pkgconf curl libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
           prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev libssl-dev
           libgtest-dev libgmock-dev zlib1g-dev)
 # What every Linux machine with a compiler has, and what must never be replaced by another
