@@ -96,6 +96,14 @@ export PKG_CONFIG_SYSROOT_DIR="$DEPS"
 # Debian's multiarch headers (openssl/opensslconf.h), which the compiler looks for only under /usr.
 export CPATH="$DEPS/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
 
+# LibTorch's CMake files look for the CUDA toolkit (nvcc) that its CUDA build needs.
+CUDA_ROOT="${CUDA_HOME:-/usr/local/cuda}"
+CUDA_FLAGS=()
+if [ -x "$CUDA_ROOT/bin/nvcc" ]; then
+  export PATH="$PATH:$CUDA_ROOT/bin"
+  CUDA_FLAGS=(-DCUDAToolkit_ROOT="$CUDA_ROOT" -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT")
+fi
+
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/[gpu] /'
 
 if has_stage build; then
@@ -106,7 +114,7 @@ if has_stage build; then
   PATH="$WRAP:$PATH" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--disable-new-dtags" \
     -DProtobuf_PROTOC_EXECUTABLE="$WRAP/protoc" -DTRM_GRPC_CPP_PLUGIN="$WRAP/grpc_cpp_plugin" \
-    -DPKG_CONFIG_EXECUTABLE="$WRAP/pkg-config" \
+    -DPKG_CONFIG_EXECUTABLE="$WRAP/pkg-config" "${CUDA_FLAGS[@]}" \
     -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$DEPS/usr" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
     -DTRM_SHARED_DIR="$ROOT/.gpu/shared" >"$REPORT/configure.log" 2>&1 ||
