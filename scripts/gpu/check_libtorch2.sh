@@ -48,4 +48,4 @@ in_chroot 'cd /src/main && bash scripts/fetch_gpt2_tokenizer.sh >/dev/null &&
     { tail -30 /tmp/configure.log; exit 1; }
   grep -E "LibTorch|NCCL" /tmp/configure.log
   cmake --build build -j"$(nproc)"'
-in_chroot "cd /src/main/build && ctest --output-on-failure $*"
+in_chroot "cd /src/main/build && ctest --output-on-failure $(printf '%q ' "$@")"
