@@ -2,7 +2,7 @@
 # Builds and tests the project against LibTorch 2.x with CUDA on a machine without a GPU: a Debian
 # trixie chroot with trixie's libtorch-cuda-dev (2.6, CUDA 12.4, NCCL), so the NCCL path and
 # every 2.x API difference are compiled and linked, and the whole suite runs on 2.x (the CUDA
-# tests skip: no device). Needs root and about 12 GB of disk; the first run downloads about
+# tests skip: no device). Needs root and about 14 GB of disk; the first run downloads about
 # 2.7 GB. Not part of CI (which runs Debian bookworm's LibTorch 1.13).
 #
 #   sudo bash scripts/gpu/check_libtorch2.sh [CHROOT_DIR] [ctest args...]

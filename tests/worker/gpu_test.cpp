@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 
 #define SKIP_WITHOUT_CUDA() \
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (this LibTorch has CUDA: " << torch::cuda::is_available() << ")"
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
 
 class GpuTest : public ::testing::Test {
  protected:
@@ -37,13 +37,8 @@ class GpuTest : public ::testing::Test {
   }
 
   static TrainConfig Config(const std::string& run, const std::string& device, std::vector<std::string> extra) {
-    std::vector<std::string> ov = {"data_paths=[" + (root_ / "ds").string() + "]",
-                                   "run_dir=" + (root_ / run).string(),
-                                   "device=" + device,
-                                   "global_batch_size=8", "epochs=3", "eval_interval=0", "lr=3e-3",
-                                   "lr_warmup_steps=2", "threads=1", "arch.hidden_size=32", "arch.num_heads=2",
-                                   "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=1", "arch.halt_max_steps=3",
-                                   "arch.halt_exploration_prob=0.0", "arch.forward_dtype=float32"};
+    std::vector<std::string> ov = TinyRunOverrides((root_ / "ds").string(), (root_ / run).string());
+    ov.insert(ov.end(), {"device=" + device, "arch.forward_dtype=float32"});
     ov.insert(ov.end(), extra.begin(), extra.end());
     return LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", "cfg_tiny", ov);
   }

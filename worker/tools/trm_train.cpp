@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
       if (co.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the run
       comm = trm::worker::CreateCollective(co);
       opt.collective = comm.get();
-      opt.device_index = EnvInt("LOCAL_RANK", 0);
+      opt.device_index = co.device_index;
       if (co.rank != 0) opt.progress = 0;
     }
     trm::worker::Trainer trainer(std::move(cfg), opt);
