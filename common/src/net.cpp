@@ -1,5 +1,7 @@
 #include "trm/common/net.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +28,45 @@ int PickFreePort() {
   ::close(fd);
   if (!ok) ThrowError(Code::kUnavailable, std::string("cannot pick a free port: ") + std::strerror(err));
   return ntohs(addr.sin_port);
+}
+
+std::string LocalAddressToward(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    ThrowError(Code::kUnavailable, "cannot resolve host '" + host + "': " + ::gai_strerror(rc));
+  }
+  std::string error = "no address";
+  std::string local;
+  for (const addrinfo* ai = found; ai && local.empty(); ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      error = std::string("socket: ") + std::strerror(errno);
+      continue;
+    }
+    sockaddr_storage self{};
+    socklen_t len = sizeof self;
+    // connect() on a UDP socket only picks the route and the source address.
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &len) == 0) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const void* a = self.ss_family == AF_INET6
+                          ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&self)->sin6_addr)
+                          : static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&self)->sin_addr);
+      if (::inet_ntop(self.ss_family, a, text, sizeof text)) local = text;
+    } else {
+      error = std::strerror(errno);
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  if (local.empty()) {
+    ThrowError(Code::kUnavailable, "no route from this host to " + host + ":" + service + ": " + error);
+  }
+  return local;
 }
 
 }  // namespace trm

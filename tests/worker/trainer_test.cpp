@@ -28,24 +28,10 @@ class TrainerTest : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 
-  // A small recursive model with ACT exploration on, so RNG state matters for resume.
+  // The shared tiny run, with more epochs and ACT exploration on (RNG state matters for resume).
   static TrainConfig Config(const std::string& run, std::vector<std::string> extra = {}) {
-    std::vector<std::string> ov = {"data_paths=[" + (root_ / "ds").string() + "]",
-                                   "run_dir=" + (root_ / run).string(),
-                                   "global_batch_size=8",
-                                   "epochs=4",
-                                   "eval_interval=0",
-                                   "lr=3e-3",
-                                   "lr_warmup_steps=3",
-                                   "lr_min_ratio=0.1",
-                                   "threads=1",
-                                   "arch.hidden_size=32",
-                                   "arch.num_heads=2",
-                                   "arch.L_layers=1",
-                                   "arch.H_cycles=2",
-                                   "arch.L_cycles=1",
-                                   "arch.halt_max_steps=3",
-                                   "arch.halt_exploration_prob=0.5"};
+    std::vector<std::string> ov = TinyRunOverrides((root_ / "ds").string(), (root_ / run).string());
+    ov.insert(ov.end(), {"epochs=4", "lr_warmup_steps=3", "lr_min_ratio=0.1", "arch.halt_exploration_prob=0.5"});
     ov.insert(ov.end(), extra.begin(), extra.end());
     return LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", "cfg_tiny", ov);
   }

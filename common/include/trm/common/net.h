@@ -1,5 +1,7 @@
-// Socket helpers shared by the launcher, the data-parallel tests and benchmarks.
+// Socket helpers shared by the launcher, the collectives, the data-parallel tests and benchmarks.
 #pragma once
+
+#include <string>
 
 namespace trm {
 
@@ -7,5 +9,12 @@ namespace trm {
 // close). Another process may take it before it is used, so callers use it at once. Throws
 // trm::Error(kUnavailable).
 int PickFreePort();
+
+// The local IP address (numeric, IPv4 or IPv6, no brackets) this host sends from when it talks
+// to host:port: the kernel's route choice, read back from a connected UDP socket (no packet is
+// sent). It is the address peers on other machines can reach this host at, unlike the address
+// the host name resolves to (often 127.0.0.1 or 127.0.1.1). Throws trm::Error(kUnavailable)
+// naming host when it does not resolve or no route reaches it. Thread-safe.
+std::string LocalAddressToward(const std::string& host, int port);
 
 }  // namespace trm

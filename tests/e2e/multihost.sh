@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Two hosts, not two launchers on loopback: each node of a 2-node run lives in its own network
+# namespace, and the namespaces are joined by a veth link (10.77.0.1 <-> 10.77.0.2), as two
+# machines on a LAN are. Nothing of one host is reachable at 127.0.0.1 from the other, so a rank
+# that advertises a loopback address to its peers (Gloo's default device when the host name
+# resolves to 127.0.0.1, as it does here and on many Debian machines) cannot be reached.
+#  1. without GLOO_SOCKET_IFNAME the run trains to the same weights, byte for byte, as one
+#     launcher with 2 ranks on loopback;
+#  2. with GLOO_SOCKET_IFNAME naming each host's interface, the same;
+#  3. with GLOO_SOCKET_IFNAME naming an interface that does not exist, the run fails at once with
+#     an error that names the variable.
+# Needs CAP_NET_ADMIN (ip netns, veth); exits 77 (skipped) where it is not allowed.
+# Usage: multihost.sh BIN_DIR SOURCE_DIR SHARED_DIR
+set -euo pipefail
+BIN="$(cd "$1" && pwd)"; SRC="$(cd "$2" && pwd)"; SHARED="$3"
+NS_A="trm$$a"; NS_B="trm$$b"; IF_A="tv$$a"; IF_B="tv$$b"
+ADDR_A=10.77.0.1; ADDR_B=10.77.0.2
+WORK="$(mktemp -d)"
+cleanup() {
+  pkill -9 -f "run_dir=$WORK/" 2>/dev/null || true
+  ip netns del "$NS_A" 2>/dev/null || true
+  ip netns del "$NS_B" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do echo "--- $f"; tail -n 40 "$f"; done; exit 1; }
+
+if ! command -v ip >/dev/null || ! ip netns add "$NS_A" 2>/dev/null; then
+  echo "SKIP: network namespaces (ip netns add) are not allowed here"; exit 77
+fi
+ip netns add "$NS_B"
+ip link add "$IF_A" type veth peer name "$IF_B"
+ip link set "$IF_A" netns "$NS_A"
+ip link set "$IF_B" netns "$NS_B"
+ip -n "$NS_A" addr add "$ADDR_A/24" dev "$IF_A"
+ip -n "$NS_B" addr add "$ADDR_B/24" dev "$IF_B"
+for ns in "$NS_A" "$NS_B"; do
+  ip -n "$ns" link set lo up
+done
+ip -n "$NS_A" link set "$IF_A" up
+ip -n "$NS_B" link set "$IF_B" up
+
+"$BIN/trm-data" build --input "$SHARED/data/alpaca_gpteacher_roleplay.json" --tokenizer byte --max-length 48 \
+  --subsample-size 64 --output-dir "$WORK/ds" >/dev/null
+TRAIN=(trm-train --config-name cfg_tiny --config-dir "$SRC/configs" --no-progress "data_paths=[$WORK/ds]"
+       global_batch_size=8 max_steps=20 checkpoint_interval_steps=10 keep_checkpoints=0 threads=1 log_interval=10
+       eval_interval=0)
+# A rank that cannot reach its peer must fail the test in seconds, not after the default 300 s.
+export TRM_COLLECTIVE_TIMEOUT_S=20
+
+echo "== reference: one launcher, 2 ranks on loopback"
+timeout 300 "$BIN/trm-launch" --standalone --nproc-per-node 2 "${TRAIN[@]}" "run_dir=$WORK/ref" > "$WORK/ref.log" 2>&1 \
+  || fail "the loopback run failed"
+
+two_hosts() {  # run name, then extra environment (NAME=VALUE...) for node 0 and for node 1 as one word each
+  local run=$1 env_a=$2 env_b=$3 rc_a=0 rc_b=0
+  ip netns exec "$NS_A" env $env_a timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank 0 \
+    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "${TRAIN[@]}" "run_dir=$WORK/$run" \
+    > "$WORK/$run-node0.log" 2>&1 &
+  local pid_a=$!
+  ip netns exec "$NS_B" env $env_b timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank 1 \
+    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "${TRAIN[@]}" "run_dir=$WORK/$run" \
+    > "$WORK/$run-node1.log" 2>&1 &
+  local pid_b=$!
+  wait "$pid_a" || rc_a=$?
+  wait "$pid_b" || rc_b=$?
+  echo "$rc_a $rc_b"
+}
+
+echo "== two hosts, no GLOO_SOCKET_IFNAME"
+read -r a b < <(two_hosts auto "TRM_E2E=1" "TRM_E2E=1")
+[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts without GLOO_SOCKET_IFNAME: launchers exited $a and $b"
+cmp "$WORK/ref/step_20/model.safetensors" "$WORK/auto/step_20/model.safetensors" \
+  || fail "two hosts ended with other weights than the loopback run"
+echo "trained across the veth link to the loopback run's weights"
+
+echo "== two hosts, GLOO_SOCKET_IFNAME per host"
+read -r a b < <(two_hosts ifname "GLOO_SOCKET_IFNAME=$IF_A" "GLOO_SOCKET_IFNAME=$IF_B")
+[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts with GLOO_SOCKET_IFNAME: launchers exited $a and $b"
+cmp "$WORK/ref/step_20/model.safetensors" "$WORK/ifname/step_20/model.safetensors" \
+  || fail "two hosts (GLOO_SOCKET_IFNAME) ended with other weights than the loopback run"
+echo "trained with GLOO_SOCKET_IFNAME to the loopback run's weights"
+
+echo "== two hosts, GLOO_SOCKET_IFNAME naming no interface"
+start=$(date +%s)
+read -r a b < <(two_hosts badif "GLOO_SOCKET_IFNAME=nosuch0" "GLOO_SOCKET_IFNAME=nosuch0")
+elapsed=$(( $(date +%s) - start ))
+[ "$a" != 0 ] && [ "$b" != 0 ] || fail "a missing interface did not fail the run (exits $a and $b)"
+grep -q "GLOO_SOCKET_IFNAME" "$WORK/badif-node0.log" || fail "the failure does not name GLOO_SOCKET_IFNAME"
+[ "$elapsed" -le 60 ] || fail "a missing interface took ${elapsed}s to fail the run"
+echo "a missing interface failed the run in ${elapsed}s naming GLOO_SOCKET_IFNAME"
