@@ -8,7 +8,10 @@
 #     launcher with 2 ranks on loopback;
 #  2. with GLOO_SOCKET_IFNAME naming each host's interface, the same;
 #  3. with GLOO_SOCKET_IFNAME naming an interface that does not exist, the run fails at once with
-#     an error that names the variable.
+#     an error that names the variable;
+#  4. no shared storage: node 1 has its own run_dir, so only node 0's holds checkpoints. Rank 1 is
+#     SIGKILLed mid-run (--max-restarts 1): on the restart it receives rank 0's checkpoint over the
+#     network, and the run still ends with the loopback run's weights.
 # Needs CAP_NET_ADMIN (ip netns, veth); exits 77 (skipped) where it is not allowed.
 # Usage: multihost.sh BIN_DIR SOURCE_DIR SHARED_DIR
 set -euo pipefail
@@ -43,7 +46,7 @@ ip -n "$NS_B" link set "$IF_B" up
 "$BIN/trm-data" build --input "$SHARED/data/alpaca_gpteacher_roleplay.json" --tokenizer byte --max-length 48 \
   --subsample-size 64 --output-dir "$WORK/ds" >/dev/null
 TRAIN=(trm-train --config-name cfg_tiny --config-dir "$SRC/configs" --no-progress "data_paths=[$WORK/ds]"
-       global_batch_size=8 max_steps=20 checkpoint_interval_steps=10 keep_checkpoints=0 threads=1 log_interval=10
+       global_batch_size=8 max_steps=40 checkpoint_interval_steps=5 keep_checkpoints=0 threads=1 log_interval=10
        eval_interval=0)
 # A rank that cannot reach its peer must fail the test in seconds, not after the default 300 s.
 export TRM_COLLECTIVE_TIMEOUT_S=20
@@ -52,32 +55,37 @@ echo "== reference: one launcher, 2 ranks on loopback"
 timeout 300 "$BIN/trm-launch" --standalone --nproc-per-node 2 "${TRAIN[@]}" "run_dir=$WORK/ref" > "$WORK/ref.log" 2>&1 \
   || fail "the loopback run failed"
 
-two_hosts() {  # run name, then extra environment (NAME=VALUE...) for node 0 and for node 1 as one word each
-  local run=$1 env_a=$2 env_b=$3 rc_a=0 rc_b=0
-  ip netns exec "$NS_A" env $env_a timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank 0 \
-    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "${TRAIN[@]}" "run_dir=$WORK/$run" \
-    > "$WORK/$run-node0.log" 2>&1 &
-  local pid_a=$!
-  ip netns exec "$NS_B" env $env_b timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank 1 \
-    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "${TRAIN[@]}" "run_dir=$WORK/$run" \
-    > "$WORK/$run-node1.log" 2>&1 &
-  local pid_b=$!
+start_node() {  # node, run name, run_dir, extra environment (NAME=VALUE, one word), extra launcher flags...
+  local node=$1 run=$2 dir=$3 env=$4 ns="$NS_A"; shift 4
+  [ "$node" = 1 ] && ns="$NS_B"
+  ip netns exec "$ns" env $env timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank "$node" \
+    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "$@" "${TRAIN[@]}" "run_dir=$dir" \
+    > "$WORK/$run-node$node.log" 2>&1 &
+}
+two_hosts() {  # run name, then extra environment for node 0 and for node 1 as one word each
+  local run=$1 rc_a=0 rc_b=0 pid_a pid_b
+  start_node 0 "$run" "$WORK/$run" "$2"; pid_a=$!
+  start_node 1 "$run" "$WORK/$run" "$3"; pid_b=$!
   wait "$pid_a" || rc_a=$?
   wait "$pid_b" || rc_b=$?
   echo "$rc_a $rc_b"
+}
+wait_for() {  # path, seconds
+  for _ in $(seq 1 $(($2 * 10))); do [ -e "$1" ] && return 0; sleep 0.1; done
+  fail "timed out waiting for $1"
 }
 
 echo "== two hosts, no GLOO_SOCKET_IFNAME"
 read -r a b < <(two_hosts auto "TRM_E2E=1" "TRM_E2E=1")
 [ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts without GLOO_SOCKET_IFNAME: launchers exited $a and $b"
-cmp "$WORK/ref/step_20/model.safetensors" "$WORK/auto/step_20/model.safetensors" \
+cmp "$WORK/ref/step_40/model.safetensors" "$WORK/auto/step_40/model.safetensors" \
   || fail "two hosts ended with other weights than the loopback run"
 echo "trained across the veth link to the loopback run's weights"
 
 echo "== two hosts, GLOO_SOCKET_IFNAME per host"
 read -r a b < <(two_hosts ifname "GLOO_SOCKET_IFNAME=$IF_A" "GLOO_SOCKET_IFNAME=$IF_B")
 [ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts with GLOO_SOCKET_IFNAME: launchers exited $a and $b"
-cmp "$WORK/ref/step_20/model.safetensors" "$WORK/ifname/step_20/model.safetensors" \
+cmp "$WORK/ref/step_40/model.safetensors" "$WORK/ifname/step_40/model.safetensors" \
   || fail "two hosts (GLOO_SOCKET_IFNAME) ended with other weights than the loopback run"
 echo "trained with GLOO_SOCKET_IFNAME to the loopback run's weights"
 
@@ -89,3 +97,23 @@ elapsed=$(( $(date +%s) - start ))
 grep -q "GLOO_SOCKET_IFNAME" "$WORK/badif-node0.log" || fail "the failure does not name GLOO_SOCKET_IFNAME"
 [ "$elapsed" -le 60 ] || fail "a missing interface took ${elapsed}s to fail the run"
 echo "a missing interface failed the run in ${elapsed}s naming GLOO_SOCKET_IFNAME"
+
+echo "== two hosts without shared storage, rank 1 SIGKILLed, --max-restarts 1"
+start_node 0 unshared "$WORK/unshared" "TRM_E2E=1" --max-restarts 1; pid_a=$!
+start_node 1 unshared "$WORK/unshared-node1" "TRM_E2E=1" --max-restarts 1; pid_b=$!
+wait_for "$WORK/unshared/step_10/manifest.json" 120
+killed=""
+for p in $(pgrep -f "run_dir=$WORK/unshared-node1" || true); do  # the rank, not its launcher
+  if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx 'RANK=1'; then kill -9 "$p"; killed=$p; fi
+done
+[ -n "$killed" ] || fail "rank 1 was not running"
+rc_a=0; rc_b=0
+wait "$pid_a" || rc_a=$?
+wait "$pid_b" || rc_b=$?
+[ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] || fail "without shared storage: launchers exited $rc_a and $rc_b"
+grep -q "sending checkpoint step_.* to 1 rank" "$WORK/unshared-node0.log" || fail "rank 0 did not send its checkpoint"
+[ ! -e "$WORK/unshared-node1/step_10" ] || fail "rank 1 wrote checkpoints of its own"
+cmp "$WORK/ref/step_40/model.safetensors" "$WORK/unshared/step_40/model.safetensors" \
+  || fail "the restarted run without shared storage ended with other weights than the loopback run"
+grep -h "sending checkpoint" "$WORK/unshared-node0.log" | head -1
+echo "restarted from a checkpoint received over the network, to the loopback run's weights"

@@ -64,12 +64,17 @@ class DataParallelTest : public ::testing::Test {
 
   // Runs `world` ranks as threads over Gloo; returns rank 0's weights (and checks all ranks agree).
   static Weights RunRanks(int world, const std::string& run, const std::vector<std::string>& extra) {
+    return RunRanksIn(std::vector<std::string>(static_cast<size_t>(world), run), extra);
+  }
+  // The same with rank r's run_dir root_/runs[r]: ranks that do not share storage.
+  static Weights RunRanksIn(const std::vector<std::string>& runs, const std::vector<std::string>& extra) {
+    const int world = static_cast<int>(runs.size());
     return RunRankThreads(world, [&](int rank, int port) {
       auto comm = CreateCollective(Opts(rank, world, port));
       TrainerOptions o;
       o.progress = 0;
       o.collective = comm.get();
-      Trainer t(Config(run, extra), o);
+      Trainer t(Config(runs[static_cast<size_t>(rank)], extra), o);
       t.Run();
       return Clone(t.Weights());
     });
@@ -125,6 +130,58 @@ TEST_F(DataParallelTest, ResumeUnderTwoRanksIsExact) {
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 10);
+}
+
+// Ranks on machines that do not share run_dir: only rank 0's holds the checkpoints. On resume the
+// other rank must not start over (nor take another run's checkpoint that happens to bear the same
+// name): it receives rank 0's through the collective, and the run ends exactly as an
+// uninterrupted one.
+TEST_F(DataParallelTest, ResumeWithoutSharedStorageIsExact) {
+  Weights full = RunRanks(2, "dp_unshared_full", {"max_steps=10"});
+  const std::vector<std::string> split = {"dp_unshared/node0", "dp_unshared/node1"};
+  RunRanksIn(split, {"max_steps=4"});
+  ASSERT_TRUE(fs::exists(root_ / split[0] / "step_4" / "manifest.json"));
+  ASSERT_FALSE(fs::exists(root_ / split[1] / "step_4"));
+  // A stale step_4 of another run (another learning rate) in rank 1's run_dir.
+  RunRanks(2, "dp_unshared_other", {"max_steps=4", "lr=1e-3"});
+  fs::create_directories(root_ / split[1]);
+  fs::copy(root_ / "dp_unshared_other" / "step_4", root_ / split[1] / "step_4", fs::copy_options::recursive);
+
+  Weights resumed = RunRanksIn(split, {"max_steps=10", "resume=true"});
+  for (size_t i = 0; i < full.size(); ++i) EXPECT_TRUE(torch::equal(full[i].second, resumed[i].second)) << full[i].first;
+  // The received copy was only read: rank 1's run_dir keeps the stale checkpoint and no scratch.
+  EXPECT_FALSE(fs::exists(root_ / split[1] / ".tmp-recv-rank1"));
+  EXPECT_TRUE(fs::exists(root_ / "dp_unshared_other" / "step_4" / "manifest.json"));
+}
+
+// An explicit checkpoint that rank 0 cannot use fails every rank at once with rank 0's reason,
+// not after the collective timeout.
+TEST_F(DataParallelTest, UnusableCheckpointOnRankZeroFailsEveryRank) {
+  const int port = PickFreePort();
+  std::vector<std::string> errors(2);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        auto comm = CreateCollective(Opts(r, 2, port, 60000));
+        TrainerOptions o;
+        o.progress = 0;
+        o.collective = comm.get();
+        Trainer t(Config("dp_badload", {"max_steps=2", "load_checkpoint=" + (root_ / "no_such" / "step_3").string()}), o);
+        t.Run();
+      } catch (const Error& e) {
+        errors[static_cast<size_t>(r)] = std::string(CodeName(e.code())) + ": " + e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("NOT_FOUND"), std::string::npos) << errors[static_cast<size_t>(r)];
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("no_such"), std::string::npos) << errors[static_cast<size_t>(r)];
+  }
+  EXPECT_NE(errors[1].find("rank 0"), std::string::npos) << errors[1];
 }
 
 TEST_F(DataParallelTest, MissingPeerIsADeadlineNotAHang) {

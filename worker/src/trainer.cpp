@@ -12,6 +12,7 @@
 
 #include <fmt/ranges.h>
 
+#include "checkpoint_sync.h"
 #include "grad_reducer.h"
 #include "progress.h"
 #include "trm/common/error.h"
@@ -161,13 +162,30 @@ struct Trainer::Impl {
     tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
     test_paths = cfg.data_paths_test.empty() ? cfg.data_paths : cfg.data_paths_test;
 
-    if (!cfg.load_checkpoint.empty()) {
-      Restore(cfg.load_checkpoint, /*verify=*/true);  // an explicit choice: a failed verification is an error
-    } else if (cfg.resume) {
-      // The newest committed checkpoint that verifies; rank 0 (which owns run_dir) quarantines the
-      // ones that fail and removes a crashed save's temporary directory, the others only skip.
-      std::string dir = ResumeCheckpoint(cfg.run_dir, /*repair=*/leader);
-      if (!dir.empty()) Restore(dir, /*verify=*/false);
+    if (!cfg.load_checkpoint.empty() || cfg.resume) {
+      // Rank 0 chooses; every rank loads that same checkpoint, from its own storage when it holds
+      // an identical copy, else received from rank 0 (run_dir need not be shared storage).
+      const bool explicit_load = !cfg.load_checkpoint.empty();
+      SyncedCheckpoint ck = SyncCheckpoint(
+          comm, device,
+          [&] {
+            if (explicit_load) {
+              VerifyCheckpoint(cfg.load_checkpoint);  // an explicit choice: a failed verification is an error
+              return cfg.load_checkpoint;
+            }
+            // The newest committed checkpoint that verifies; rank 0 owns run_dir, so it quarantines
+            // the ones that fail and removes a crashed save's temporary directory.
+            return ResumeCheckpoint(cfg.run_dir, /*repair=*/true);
+          },
+          [&](const std::string& name) {
+            return explicit_load ? cfg.load_checkpoint : (fs::path(cfg.run_dir) / name).string();
+          },
+          cfg.run_dir);
+      if (!ck.dir.empty()) Restore(ck.dir);
+      if (!ck.scratch.empty()) {
+        std::error_code ec;
+        fs::remove_all(ck.scratch, ec);
+      }
     }
   }
 
@@ -271,8 +289,9 @@ struct Trainer::Impl {
     return c;
   }
 
-  void Restore(const std::string& dir, bool verify) {
-    LoadedCheckpoint ck = LoadCheckpoint(dir, /*inference_only=*/false, verify);
+  // `dir` was verified already (SyncCheckpoint).
+  void Restore(const std::string& dir) {
+    LoadedCheckpoint ck = LoadCheckpoint(dir, /*inference_only=*/false, /*verify=*/false);
     const json& st = ck.state;
     model::ArchConfig saved = model::ArchConfig::FromJson(ck.arch, dir + ": arch");
     json mine = arch.ToJson(), theirs = saved.ToJson();
