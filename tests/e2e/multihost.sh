@@ -11,13 +11,14 @@
 #     an error that names the variable;
 #  4. no shared storage: node 1 has its own run_dir, so only node 0's holds checkpoints. Rank 1 is
 #     SIGKILLed mid-run (--max-restarts 1): on the restart it receives rank 0's checkpoint over the
-#     network, and the run still ends with the loopback run's weights.
+#     network, and the run still ends with the loopback run's weights;
+#  5. the same link over IPv6 (fd77::1 <-> fd77::2, endpoint [fd77::1]:PORT): the same weights.
 # Needs CAP_NET_ADMIN (ip netns, veth); exits 77 (skipped) where it is not allowed.
 # Usage: multihost.sh BIN_DIR SOURCE_DIR SHARED_DIR
 set -euo pipefail
 BIN="$(cd "$1" && pwd)"; SRC="$(cd "$2" && pwd)"; SHARED="$3"
 NS_A="trm$$a"; NS_B="trm$$b"; IF_A="tv$$a"; IF_B="tv$$b"
-ADDR_A=10.77.0.1; ADDR_B=10.77.0.2
+ADDR_A=10.77.0.1; ADDR_B=10.77.0.2; ADDR6_A=fd77::1; ADDR6_B=fd77::2
 WORK="$(mktemp -d)"
 cleanup() {
   pkill -9 -f "run_dir=$WORK/" 2>/dev/null || true
@@ -37,6 +38,9 @@ ip link set "$IF_A" netns "$NS_A"
 ip link set "$IF_B" netns "$NS_B"
 ip -n "$NS_A" addr add "$ADDR_A/24" dev "$IF_A"
 ip -n "$NS_B" addr add "$ADDR_B/24" dev "$IF_B"
+# nodad: usable at once, without duplicate-address detection's delay.
+ip -n "$NS_A" addr add "$ADDR6_A/64" dev "$IF_A" nodad
+ip -n "$NS_B" addr add "$ADDR6_B/64" dev "$IF_B" nodad
 for ns in "$NS_A" "$NS_B"; do
   ip -n "$ns" link set lo up
 done
@@ -59,7 +63,7 @@ start_node() {  # node, run name, run_dir, extra environment (NAME=VALUE, one wo
   local node=$1 run=$2 dir=$3 env=$4 ns="$NS_A"; shift 4
   [ "$node" = 1 ] && ns="$NS_B"
   ip netns exec "$ns" env $env timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank "$node" \
-    --rdzv-endpoint "$ADDR_A:29400" --rdzv-id "$run" --rdzv-timeout-s 30 "$@" "${TRAIN[@]}" "run_dir=$dir" \
+    --rdzv-endpoint "${RDZV:-$ADDR_A:29400}" --rdzv-id "$run" --rdzv-timeout-s 30 "$@" "${TRAIN[@]}" "run_dir=$dir" \
     > "$WORK/$run-node$node.log" 2>&1 &
 }
 two_hosts() {  # run name, then extra environment for node 0 and for node 1 as one word each
@@ -117,3 +121,10 @@ cmp "$WORK/ref/step_40/model.safetensors" "$WORK/unshared/step_40/model.safetens
   || fail "the restarted run without shared storage ended with other weights than the loopback run"
 grep -h "sending checkpoint" "$WORK/unshared-node0.log" | head -1
 echo "restarted from a checkpoint received over the network, to the loopback run's weights"
+
+echo "== two hosts over IPv6"
+read -r a b < <(RDZV="[$ADDR6_A]:29401" two_hosts ipv6 "TRM_E2E=1" "TRM_E2E=1")
+[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts over IPv6: launchers exited $a and $b"
+cmp "$WORK/ref/step_40/model.safetensors" "$WORK/ipv6/step_40/model.safetensors" \
+  || fail "two hosts over IPv6 ended with other weights than the loopback run"
+echo "trained over IPv6 to the loopback run's weights"
