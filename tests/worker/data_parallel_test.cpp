@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +79,33 @@ class DataParallelTest : public ::testing::Test {
       t.Run();
       return Clone(t.Weights());
     });
+  }
+
+  // Runs 2 ranks whose overrides are extra[rank] and that must fail; returns each rank's
+  // "CODE: message" and checks that they failed together, well before the collective timeout.
+  static std::vector<std::string> FailingRanks(const std::array<std::vector<std::string>, 2>& extra) {
+    const int port = PickFreePort();
+    std::vector<std::string> errors(2);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < 2; ++r) {
+      ranks.emplace_back([&, r] {
+        try {
+          auto comm = CreateCollective(Opts(r, 2, port, 60000));
+          TrainerOptions o;
+          o.progress = 0;
+          o.collective = comm.get();
+          Trainer t(Config("dp_failing", extra[static_cast<size_t>(r)]), o);
+          t.Run();
+          errors[static_cast<size_t>(r)] = "OK: rank ran";
+        } catch (const Error& e) {
+          errors[static_cast<size_t>(r)] = std::string(CodeName(e.code())) + ": " + e.what();
+        }
+      });
+    }
+    for (auto& t : ranks) t.join();
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+    return errors;
   }
 
   static fs::path root_;
@@ -157,31 +185,36 @@ TEST_F(DataParallelTest, ResumeWithoutSharedStorageIsExact) {
 // An explicit checkpoint that rank 0 cannot use fails every rank at once with rank 0's reason,
 // not after the collective timeout.
 TEST_F(DataParallelTest, UnusableCheckpointOnRankZeroFailsEveryRank) {
-  const int port = PickFreePort();
-  std::vector<std::string> errors(2);
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      try {
-        auto comm = CreateCollective(Opts(r, 2, port, 60000));
-        TrainerOptions o;
-        o.progress = 0;
-        o.collective = comm.get();
-        Trainer t(Config("dp_badload", {"max_steps=2", "load_checkpoint=" + (root_ / "no_such" / "step_3").string()}), o);
-        t.Run();
-      } catch (const Error& e) {
-        errors[static_cast<size_t>(r)] = std::string(CodeName(e.code())) + ": " + e.what();
-      }
-    });
-  }
-  for (auto& t : ranks) t.join();
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_NE(errors[static_cast<size_t>(r)].find("NOT_FOUND"), std::string::npos) << errors[static_cast<size_t>(r)];
-    EXPECT_NE(errors[static_cast<size_t>(r)].find("no_such"), std::string::npos) << errors[static_cast<size_t>(r)];
+  const std::vector<std::string> bad = {"max_steps=2", "load_checkpoint=" + (root_ / "no_such" / "step_3").string()};
+  const auto errors = FailingRanks({bad, bad});
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("NOT_FOUND"), std::string::npos) << e;
+    EXPECT_NE(e.find("no_such"), std::string::npos) << e;
   }
   EXPECT_NE(errors[1].find("rank 0"), std::string::npos) << errors[1];
+}
+
+// Ranks of several machines read their own overrides and their own copy of the data: a
+// difference fails every rank at start, naming the field and both values, instead of diverging
+// silently or hanging in mismatched collectives.
+TEST_F(DataParallelTest, RanksThatDisagreeFailTogetherNamingTheDifference) {
+  auto errors = FailingRanks({std::vector<std::string>{"max_steps=2"}, {"max_steps=2", "lr=1e-3"}});
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("INVALID_ARGUMENT"), std::string::npos) << e;
+    EXPECT_NE(e.find("config.lr: rank 0 has 0.003, rank 1 has 0.001"), std::string::npos) << e;
+  }
+  // Another build of the data (fewer conversations) on rank 1.
+  BuildTestDataset("alpaca_gpteacher_roleplay.json", 80, (root_ / "ds_other").string());
+  errors = FailingRanks(
+      {std::vector<std::string>{"max_steps=2"}, {"max_steps=2", "data_paths=[" + (root_ / "ds_other").string() + "]"}});
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("data.train_rows"), std::string::npos) << e;
+    EXPECT_NE(e.find("data.content_sha256"), std::string::npos) << e;
+  }
+  // What may differ per machine does not fail: paths, threads, logging.
+  const auto ok = FailingRanks({std::vector<std::string>{"max_steps=2"},
+                                {"max_steps=2", "threads=2", "log_interval=3", "run_dir=" + (root_ / "dp_failing_1").string()}});
+  for (const auto& e : ok) EXPECT_EQ(e, "OK: rank ran");
 }
 
 TEST_F(DataParallelTest, MissingPeerIsADeadlineNotAHang) {

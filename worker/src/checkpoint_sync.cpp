@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "collective_bytes.h"
 #include "trm/common/error.h"
 #include "trm/common/sha256.h"
 #include "trm/worker/checkpoint.h"
@@ -32,23 +33,6 @@ std::string ContentDigest(const fs::path& dir) {
   if (fs::is_regular_file(dir / "manifest.json", ec)) return Sha256File((dir / "manifest.json").string());
   if (fs::is_regular_file(dir / "state.json", ec)) return Sha256File((dir / "state.json").string());
   return "";
-}
-
-// Root's bytes to every rank, as a uint8 tensor on `device` (NCCL moves device memory only).
-void BroadcastBytes(Collective& comm, c10::Device device, char* data, int64_t n) {
-  if (n == 0) return;
-  at::Tensor host = torch::from_blob(data, {n}, torch::kUInt8);
-  at::Tensor t = device.is_cpu() ? host : host.to(device);
-  comm.Broadcast(t, 0);
-  if (!device.is_cpu()) host.copy_(t.cpu());
-}
-
-std::string BroadcastString(Collective& comm, c10::Device device, std::string s) {
-  at::Tensor n = torch::full({1}, static_cast<int64_t>(s.size()), torch::kLong).to(device);
-  comm.Broadcast(n, 0);
-  s.resize(static_cast<size_t>(n.cpu().item<int64_t>()));
-  BroadcastBytes(comm, device, s.data(), static_cast<int64_t>(s.size()));
-  return s;
 }
 
 // Rank 0's description of its choice: {"name", "digest", "files": [{"path", "size"}]}, or

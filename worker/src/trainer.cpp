@@ -15,6 +15,7 @@
 #include "checkpoint_sync.h"
 #include "grad_reducer.h"
 #include "progress.h"
+#include "rank_agreement.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/data/batch_iterator.h"
@@ -129,6 +130,7 @@ struct Trainer::Impl {
       a["forward_dtype"] = "float32";
     }
     arch = model::ArchConfig::FromJson(a, "config arch");
+    if (comm) RequireSameOnEveryRank(*comm, device, Agreement(), "the run's config or dataset");
 
     model = model::Trm(arch);
     model->ResetParameters(static_cast<uint64_t>(cfg.seed));  // from the seed alone, on every rank
@@ -187,6 +189,42 @@ struct Trainer::Impl {
         fs::remove_all(ck.scratch, ec);
       }
     }
+  }
+
+  // What must be alike on every rank (rank_agreement.h): keys that shape the collectives or the
+  // result, the resolved model, and the dataset's identity. Paths, threads and logging may differ
+  // per machine.
+  json Agreement() const {
+    const json c = cfg.ToJson();
+    json same;
+    for (const char* k : {"global_batch_size", "gradient_accumulation_steps", "epochs", "eval_interval",
+                          "min_eval_interval", "checkpoint_every_eval", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1",
+                          "beta2", "weight_decay", "adam_eps", "optimizer", "ema", "ema_rate", "seed", "grad_clip_norm",
+                          "max_steps", "allreduce_bucket_mb", "checkpoint_interval_steps"}) {
+      same[k] = c[k];
+    }
+    same["resumes"] = cfg.resume || !cfg.load_checkpoint.empty();
+    same["device"] = device.is_cuda() ? "cuda" : "cpu";
+    json content = json::array();
+    for (const auto& path : cfg.data_paths) {
+      // build.json's digest of the arrays (shards carry their dataset's); "" for reference-built data.
+      std::string digest;
+      try {
+        const json b = json::parse(ReadFile((fs::path(path) / "build.json").string()));
+        digest = b.value("content_sha256", "");
+      } catch (const std::exception&) {
+      }
+      content.push_back(digest);
+    }
+    const data::DatasetMeta& m = train_it->meta();
+    return {{"config", same},
+            {"arch", arch.ToJson()},
+            {"data",
+             {{"train_rows", train_it->total_rows()},
+              {"seq_len", m.seq_len},
+              {"vocab_size", m.vocab_size},
+              {"pad_id", m.pad_id},
+              {"content_sha256", content}}}};
   }
 
   std::vector<std::pair<std::string, at::Tensor>> ParamList() {
