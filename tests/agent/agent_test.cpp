@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "../common/host_addresses.h"
 #include "fake_coordinator.h"
 #include "oom_counter.h"  // worker/agent/src: internal
 #include "trm/agent/agent.h"
@@ -316,6 +317,19 @@ TEST(WorkerCommandLine, DefaultsAndPersistentId) {
   EXPECT_EQ(a.agent.worker_id, b.agent.worker_id);  // persisted in work-dir/worker_id
   EXPECT_EQ(b.agent.device_kind, "cuda");
   EXPECT_EQ(b.agent.devices, (std::vector<std::string>{"0", "2"}));
+  // Without --host: the address this machine reaches the coordinator from (what ranks of other
+  // machines connect to when rank 0 runs here); loopback for a local coordinator; --host wins.
+  const auto local = ParseWorkerCommandLine({"--coordinator", "127.0.0.1:50051", "--work-dir", dir,
+                                             "--train-binary", Binary("trm-train")});
+  EXPECT_EQ(local.agent.host, "127.0.0.1");
+  const auto given = ParseWorkerCommandLine({"--coordinator", "127.0.0.1:50051", "--host", "10.1.2.3", "--work-dir",
+                                             dir, "--train-binary", Binary("trm-train")});
+  EXPECT_EQ(given.agent.host, "10.1.2.3");
+  for (const std::string& own : NonLoopbackIpv4Addresses()) {
+    const auto there = ParseWorkerCommandLine({"--coordinator", own + ":50051", "--work-dir", dir,
+                                               "--train-binary", Binary("trm-train")});
+    EXPECT_EQ(there.agent.host, own);
+  }
   EXPECT_THROW(ParseWorkerCommandLine({"--work-dir", dir}), trm::Error);
   EXPECT_THROW(ParseWorkerCommandLine({"--coordinator", "h:1", "--bogus"}), trm::Error);
   EXPECT_THROW(ParseWorkerCommandLine({"--coordinator", "h:1", "--cpu-slots", "0"}), trm::Error);

@@ -1,8 +1,6 @@
 #include "trm/common/net.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,27 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "host_addresses.h"
 #include "trm/common/error.h"
 
 namespace trm {
 namespace {
-
-// This host's IPv4 addresses on interfaces that are up, loopback excluded.
-std::vector<std::string> NonLoopbackIpv4Addresses() {
-  std::vector<std::string> out;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return out;
-  for (const ifaddrs* i = list; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
-    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
-    char text[INET_ADDRSTRLEN] = {};
-    if (::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof text)) {
-      out.push_back(text);
-    }
-  }
-  ::freeifaddrs(list);
-  return out;
-}
 
 TEST(NetTest, LoopbackIsReachedFromLoopback) {
   EXPECT_EQ(LocalAddressToward("127.0.0.1", 29500), "127.0.0.1");

@@ -1,5 +1,6 @@
 #include "trm/agent/options.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
+#include "trm/common/net.h"
 #include "trm/rpc/transfer.h"
 
 namespace trm::agent {
@@ -27,6 +29,32 @@ int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
   } catch (const std::exception&) {
   }
   InvalidArgument(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + v + "'");
+}
+
+// The address ranks on other machines reach this worker at (the MASTER_ADDR of jobs whose rank 0
+// runs here), when --host is not given: the one this machine talks to the coordinator from, so
+// on the network the coordinator and the workers share; loopback when the coordinator is local.
+// Not the host name's address, which is often 127.0.0.1 or 127.0.1.1.
+std::string DefaultHost(const std::string& coordinator) {
+  std::string host = coordinator;
+  int port = 0;
+  const auto colon = coordinator.rfind(':');
+  if (colon != std::string::npos && colon + 1 < coordinator.size()) {
+    host = coordinator.substr(0, colon);
+    try {
+      port = std::stoi(coordinator.substr(colon + 1));
+    } catch (const std::exception&) {
+    }
+  }
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    return LocalAddressToward(host, port > 0 ? port : 50051);
+  } catch (const Error& e) {
+    spdlog::warn("--host not given and no route to the coordinator's host was found ({}): ranks on other machines "
+                 "cannot reach this worker's; it advertises 127.0.0.1 (pass --host ADDR for multi-machine jobs)",
+                 e.what());
+    return "127.0.0.1";
+  }
 }
 
 }  // namespace
@@ -61,6 +89,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
   AgentOptions& o = cl.agent;
   int64_t cpu_slots = -1;
   std::string gpus;
+  bool host_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
     const bool has_eq = flag.rfind("--", 0) == 0 && flag.find('=') != std::string::npos;
@@ -75,7 +104,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     };
     if (flag == "--coordinator") cl.coordinator = next();
     else if (flag == "--id") o.worker_id = next();
-    else if (flag == "--host") o.host = next();
+    else if (flag == "--host") o.host = next(), host_given = true;
     else if (flag == "--cpu-slots") cpu_slots = ParseInt(flag, next(), 1);
     else if (flag == "--gpus") gpus = next();
     else if (flag == "--work-dir") o.work_dir = next();
@@ -85,6 +114,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     else InvalidArgument(flag + ": unknown flag");
   }
   if (cl.coordinator.empty()) InvalidArgument("--coordinator: required (HOST:PORT)");
+  if (!host_given) o.host = DefaultHost(cl.coordinator);
   if (cpu_slots > 0 && !gpus.empty()) InvalidArgument("--cpu-slots and --gpus: give one of them");
   if (!gpus.empty()) {
     o.device_kind = "cuda";
