@@ -12,7 +12,9 @@
 #  4. no shared storage: node 1 has its own run_dir, so only node 0's holds checkpoints. Rank 1 is
 #     SIGKILLed mid-run (--max-restarts 1): on the restart it receives rank 0's checkpoint over the
 #     network, and the run still ends with the loopback run's weights;
-#  5. the same link over IPv6 (fd77::1 <-> fd77::2, endpoint [fd77::1]:PORT): the same weights.
+#  5. the same link over IPv6 (fd77::1 <-> fd77::2, endpoint [fd77::1]:PORT): the same weights;
+#  6. the service across the two hosts: the coordinator and worker w1 on host A, worker w2 on
+#     host B, neither given --host; a 2-rank job needs both workers and succeeds.
 # Needs CAP_NET_ADMIN (ip netns, veth); exits 77 (skipped) where it is not allowed.
 # Usage: multihost.sh BIN_DIR SOURCE_DIR SHARED_DIR
 set -euo pipefail
@@ -21,7 +23,7 @@ NS_A="trm$$a"; NS_B="trm$$b"; IF_A="tv$$a"; IF_B="tv$$b"
 ADDR_A=10.77.0.1; ADDR_B=10.77.0.2; ADDR6_A=fd77::1; ADDR6_B=fd77::2
 WORK="$(mktemp -d)"
 cleanup() {
-  pkill -9 -f "run_dir=$WORK/" 2>/dev/null || true
+  pkill -9 -f "$WORK/" 2>/dev/null || true
   ip netns del "$NS_A" 2>/dev/null || true
   ip netns del "$NS_B" 2>/dev/null || true
   rm -rf "$WORK"
@@ -128,3 +130,28 @@ read -r a b < <(RDZV="[$ADDR6_A]:29401" two_hosts ipv6 "TRM_E2E=1" "TRM_E2E=1")
 cmp "$WORK/ref/step_40/model.safetensors" "$WORK/ipv6/step_40/model.safetensors" \
   || fail "two hosts over IPv6 ended with other weights than the loopback run"
 echo "trained over IPv6 to the loopback run's weights"
+
+echo "== the service across two hosts (coordinator + w1 on A, w2 on B, no --host)"
+in_a() { ip netns exec "$NS_A" env TRM_COORDINATOR="$ADDR_A:50051" "$@"; }
+# Plaintext off loopback needs --insecure (a test network of our own).
+in_a "$BIN/trm-coordinator" --listen "$ADDR_A:50051" --insecure --data-dir "$WORK/coord" --heartbeat-interval-ms 300 \
+  --config-dir "$SRC/configs" > "$WORK/coordinator.log" 2>&1 &
+up=""
+for _ in $(seq 1 100); do in_a "$BIN/trmctl" workers >/dev/null 2>&1 && up=1 && break; sleep 0.1; done
+[ -n "$up" ] || fail "the coordinator did not come up on $ADDR_A"
+ip netns exec "$NS_A" "$BIN/trm-worker" --coordinator "$ADDR_A:50051" --id w1 --cpu-slots 1 --work-dir "$WORK/w1" \
+  > "$WORK/w1.log" 2>&1 &
+ip netns exec "$NS_B" "$BIN/trm-worker" --coordinator "$ADDR_A:50051" --id w2 --cpu-slots 1 --work-dir "$WORK/w2" \
+  > "$WORK/w2.log" 2>&1 &
+for _ in $(seq 1 100); do
+  [ "$(in_a "$BIN/trmctl" workers 2>/dev/null | grep -c -E '^w[12] ')" = 2 ] && break; sleep 0.1
+done
+in_a "$BIN/trmctl" dataset push "$WORK/ds" --name multihost >/dev/null || fail "dataset push failed"
+JOB=$(in_a "$BIN/trmctl" submit --config-name cfg_tiny --config-dir "$SRC/configs" --dataset multihost --world-size 2 \
+      global_batch_size=8 max_steps=20 checkpoint_interval_steps=10 eval_interval=0 threads=1) || fail "submit failed"
+rc=0; in_a timeout 240 "$BIN/trmctl" watch "$JOB" > "$WORK/watch.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || fail "the job across two hosts did not succeed (trmctl watch exited $rc)"
+for w in w1 w2; do
+  ls "$WORK/$w"/jobs/*/attempt_*/rank_*.log >/dev/null 2>&1 || fail "worker $w ran no rank of the job"
+done
+echo "a 2-rank job on a worker of each host succeeded"
