@@ -26,7 +26,9 @@ struct SyncedCheckpoint {
 // rank (rank 0 rethrows it; the others throw the same code naming rank 0). `candidate(name)` is
 // where this rank keeps a checkpoint named `name` (e.g. run_dir/step_40); a received copy is
 // written under `scratch_parent`. `device` is where the collective's tensors live (the GPU for
-// NCCL). With comm == nullptr it only runs `choose`.
+// NCCL). With comm == nullptr it only runs `choose`. An I/O failure on one rank during the
+// transfer fails that rank at once and the others at the collective's timeout (the launcher or
+// the coordinator stops them sooner).
 SyncedCheckpoint SyncCheckpoint(Collective* comm, c10::Device device, const std::function<std::string()>& choose,
                                 const std::function<std::string(const std::string& name)>& candidate,
                                 const std::string& scratch_parent);
