@@ -7,12 +7,48 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "trm/common/error.h"
 
 namespace trm {
+
+HostPort SplitHostPort(const std::string& text, const std::string& what) {
+  HostPort out;
+  std::string port;
+  out.host = text;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos) InvalidArgument(what + ": expected HOST:PORT, got '" + text + "' (unclosed '[')");
+    out.host = text.substr(1, close - 1);
+    const std::string rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') InvalidArgument(what + ": expected [IPV6]:PORT, got '" + text + "'");
+      port = rest.substr(1);
+      if (port.empty()) InvalidArgument(what + ": expected HOST:PORT, got '" + text + "' (empty port)");
+    }
+  } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
+    if (text.find(':') != colon) {
+      InvalidArgument(what + ": expected HOST:PORT, got '" + text + "' (write IPv6 as [ADDR]:PORT)");
+    }
+    out.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (port.empty()) InvalidArgument(what + ": expected HOST:PORT, got '" + text + "' (empty port)");
+  }
+  if (out.host.empty()) InvalidArgument(what + ": expected HOST:PORT, got '" + text + "' (empty host)");
+  if (!port.empty()) {
+    errno = 0;
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (*end != '\0' || errno == ERANGE || p < 1 || p > 65535) {
+      InvalidArgument(what + ": expected a port in [1, 65535] after ':', got '" + text + "'");
+    }
+    out.port = static_cast<int>(p);
+  }
+  return out;
+}
 
 int PickFreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "trm/common/error.h"
+#include "trm/common/net.h"
 
 namespace trm::launch {
 namespace {
@@ -36,37 +37,10 @@ double ParseSeconds(const std::string& flag, const std::string& text, bool allow
   return v;
 }
 
-// HOST, HOST:PORT or [IPV6]:PORT.
 void ParseEndpoint(const std::string& text, LaunchOptions& o) {
-  const std::string flag = "--rdzv-endpoint";
-  std::string host = text, port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos) InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "' (unclosed '[')");
-    host = text.substr(1, close - 1);
-    const std::string rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest[0] != ':') InvalidArgument(flag + ": expected [IPV6]:PORT, got '" + text + "'");
-      port = rest.substr(1);
-      if (port.empty()) InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "' (empty port)");
-    }
-  } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
-    if (text.find(':') != colon) InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "' (write IPv6 as [ADDR]:PORT)");
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (port.empty()) InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "' (empty port)");
-  }
-  if (host.empty()) InvalidArgument(flag + ": expected HOST:PORT, got '" + text + "' (empty host)");
-  o.rdzv_host = host;
-  if (!port.empty()) {
-    errno = 0;
-    char* end = nullptr;
-    const long p = std::strtol(port.c_str(), &end, 10);
-    if (*end != '\0' || errno == ERANGE || p < 1 || p > 65535) {
-      InvalidArgument(flag + ": expected a port in [1, 65535] after ':', got '" + text + "'");
-    }
-    o.rdzv_port = static_cast<int>(p);
-  }
+  const HostPort hp = SplitHostPort(text, "--rdzv-endpoint");
+  o.rdzv_host = hp.host;
+  if (hp.port != 0) o.rdzv_port = hp.port;
 }
 
 }  // namespace

@@ -36,19 +36,9 @@ int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
 // on the network the coordinator and the workers share; loopback when the coordinator is local.
 // Not the host name's address, which is often 127.0.0.1 or 127.0.1.1.
 std::string DefaultHost(const std::string& coordinator) {
-  std::string host = coordinator;
-  int port = 0;
-  const auto colon = coordinator.rfind(':');
-  if (colon != std::string::npos && colon + 1 < coordinator.size()) {
-    host = coordinator.substr(0, colon);
-    try {
-      port = std::stoi(coordinator.substr(colon + 1));
-    } catch (const std::exception&) {
-    }
-  }
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   try {
-    return LocalAddressToward(host, port > 0 ? port : 50051);
+    const HostPort hp = SplitHostPort(coordinator, "--coordinator");
+    return LocalAddressToward(hp.host, hp.port != 0 ? hp.port : 50051);
   } catch (const Error& e) {
     spdlog::warn("--host not given and no route to the coordinator's host was found ({}): ranks on other machines "
                  "cannot reach this worker's; it advertises 127.0.0.1 (pass --host ADDR for multi-machine jobs)",

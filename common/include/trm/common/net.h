@@ -5,6 +5,16 @@
 
 namespace trm {
 
+// HOST, HOST:PORT or [IPV6]:PORT, split; the brackets are removed and port is 0 when none is
+// given. Throws trm::Error(kInvalidArgument) starting with `what` (e.g. the flag) and naming the
+// text: an empty host or port, an unclosed '[', a port outside [1, 65535], or an IPv6 address
+// without brackets.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+HostPort SplitHostPort(const std::string& text, const std::string& what);
+
 // A TCP port that is free on every local address right now (bind to port 0, read it back,
 // close). Another process may take it before it is used, so callers use it at once. Throws
 // trm::Error(kUnavailable).
