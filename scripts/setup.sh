@@ -10,6 +10,8 @@ PACKAGES=(
   libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libsqlite3-dev libssl-dev libgloo-dev
   libgtest-dev libgmock-dev
+  # The two-host test puts each node in its own network namespace (ip netns, veth: tests/e2e).
+  iproute2
   # The deploy test runs every Grafana dashboard query on a real Prometheus (tests/deploy).
   prometheus
   # The PyTorch reference (shared/reference/trm_ref.py) runs on Debian's torch: used by the

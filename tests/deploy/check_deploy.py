@@ -39,7 +39,7 @@ USAGE_SRC = {
 TARGET_LABELS = {"job", "instance"}
 # Setup packages the Docker build stage does not need: the Python reference and the tests.
 SETUP_PACKAGES_NOT_IN_IMAGE = {"python3", "python3-torch", "python3-numpy", "libgtest-dev", "libgmock-dev",
-                               "prometheus", "python3-yaml"}
+                               "prometheus", "python3-yaml", "iproute2"}
 
 problems = []
 

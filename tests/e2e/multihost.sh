@@ -61,14 +61,14 @@ echo "== reference: one launcher, 2 ranks on loopback"
 timeout 300 "$BIN/trm-launch" --standalone --nproc-per-node 2 "${TRAIN[@]}" "run_dir=$WORK/ref" > "$WORK/ref.log" 2>&1 \
   || fail "the loopback run failed"
 
-start_node() {  # node, run name, run_dir, extra environment (NAME=VALUE, one word), extra launcher flags...
+start_node() {  # node, run name, run_dir, extra environment (NAME=VALUE or ""), extra launcher flags...
   local node=$1 run=$2 dir=$3 env=$4 ns="$NS_A"; shift 4
   [ "$node" = 1 ] && ns="$NS_B"
   ip netns exec "$ns" env $env timeout 120 "$BIN/trm-launch" --nnodes 2 --nproc-per-node 1 --node-rank "$node" \
     --rdzv-endpoint "${RDZV:-$ADDR_A:29400}" --rdzv-id "$run" --rdzv-timeout-s 30 "$@" "${TRAIN[@]}" "run_dir=$dir" \
     > "$WORK/$run-node$node.log" 2>&1 &
 }
-two_hosts() {  # run name, then extra environment for node 0 and for node 1 as one word each
+two_hosts() {  # run name, then extra environment for node 0 and for node 1 (NAME=VALUE or "")
   local run=$1 rc_a=0 rc_b=0 pid_a pid_b
   start_node 0 "$run" "$WORK/$run" "$2"; pid_a=$!
   start_node 1 "$run" "$WORK/$run" "$3"; pid_b=$!
@@ -81,19 +81,20 @@ wait_for() {  # path, seconds
   fail "timed out waiting for $1"
 }
 
+trains_like_ref() {  # description, run name, environment for node 0, for node 1 ("" for none)
+  local a b
+  read -r a b < <(two_hosts "$2" "$3" "$4")
+  [ "$a" = 0 ] && [ "$b" = 0 ] || fail "$1: launchers exited $a and $b"
+  cmp "$WORK/ref/step_40/model.safetensors" "$WORK/$2/step_40/model.safetensors" \
+    || fail "$1: ended with other weights than the loopback run"
+  echo "$1: trained to the loopback run's weights"
+}
+
 echo "== two hosts, no GLOO_SOCKET_IFNAME"
-read -r a b < <(two_hosts auto "TRM_E2E=1" "TRM_E2E=1")
-[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts without GLOO_SOCKET_IFNAME: launchers exited $a and $b"
-cmp "$WORK/ref/step_40/model.safetensors" "$WORK/auto/step_40/model.safetensors" \
-  || fail "two hosts ended with other weights than the loopback run"
-echo "trained across the veth link to the loopback run's weights"
+trains_like_ref "two hosts" auto "" ""
 
 echo "== two hosts, GLOO_SOCKET_IFNAME per host"
-read -r a b < <(two_hosts ifname "GLOO_SOCKET_IFNAME=$IF_A" "GLOO_SOCKET_IFNAME=$IF_B")
-[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts with GLOO_SOCKET_IFNAME: launchers exited $a and $b"
-cmp "$WORK/ref/step_40/model.safetensors" "$WORK/ifname/step_40/model.safetensors" \
-  || fail "two hosts (GLOO_SOCKET_IFNAME) ended with other weights than the loopback run"
-echo "trained with GLOO_SOCKET_IFNAME to the loopback run's weights"
+trains_like_ref "two hosts with GLOO_SOCKET_IFNAME" ifname "GLOO_SOCKET_IFNAME=$IF_A" "GLOO_SOCKET_IFNAME=$IF_B"
 
 echo "== two hosts, GLOO_SOCKET_IFNAME naming no interface"
 start=$(date +%s)
@@ -105,8 +106,8 @@ grep -q "GLOO_SOCKET_IFNAME" "$WORK/badif-node0.log" || fail "the failure does n
 echo "a missing interface failed the run in ${elapsed}s naming GLOO_SOCKET_IFNAME"
 
 echo "== two hosts without shared storage, rank 1 SIGKILLed, --max-restarts 1"
-start_node 0 unshared "$WORK/unshared" "TRM_E2E=1" --max-restarts 1; pid_a=$!
-start_node 1 unshared "$WORK/unshared-node1" "TRM_E2E=1" --max-restarts 1; pid_b=$!
+start_node 0 unshared "$WORK/unshared" "" --max-restarts 1; pid_a=$!
+start_node 1 unshared "$WORK/unshared-node1" "" --max-restarts 1; pid_b=$!
 wait_for "$WORK/unshared/step_10/manifest.json" 120
 killed=""
 for p in $(pgrep -f "run_dir=$WORK/unshared-node1" || true); do  # the rank, not its launcher
@@ -125,11 +126,7 @@ grep -h "sending checkpoint" "$WORK/unshared-node0.log" | head -1
 echo "restarted from a checkpoint received over the network, to the loopback run's weights"
 
 echo "== two hosts over IPv6"
-read -r a b < <(RDZV="[$ADDR6_A]:29401" two_hosts ipv6 "TRM_E2E=1" "TRM_E2E=1")
-[ "$a" = 0 ] && [ "$b" = 0 ] || fail "two hosts over IPv6: launchers exited $a and $b"
-cmp "$WORK/ref/step_40/model.safetensors" "$WORK/ipv6/step_40/model.safetensors" \
-  || fail "two hosts over IPv6 ended with other weights than the loopback run"
-echo "trained over IPv6 to the loopback run's weights"
+RDZV="[$ADDR6_A]:29401" trains_like_ref "two hosts over IPv6" ipv6 "" ""
 
 echo "== the service across two hosts (coordinator + w1 on A, w2 on B, no --host)"
 in_a() { ip netns exec "$NS_A" env TRM_COORDINATOR="$ADDR_A:50051" "$@"; }
