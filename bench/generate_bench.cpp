@@ -12,6 +12,7 @@
 #include "presets.h"
 #include "trm/common/error.h"
 #include "trm/model/generate.h"
+#include "trm/worker/thread_pools.h"
 
 namespace trm::bench {
 
@@ -22,7 +23,7 @@ int RunGenerate(const std::vector<std::string>& args) {
   const int64_t p = std::stoll(FlagValue(args, "prompt-tokens", "32"));
   const int threads = std::stoi(FlagValue(args, "threads", "2"));
   if (n < 1 || p < 1) InvalidArgument("--new-tokens / --prompt-tokens: must be at least 1");
-  torch::set_num_threads(threads);
+  trm::worker::ApplyThreads(threads);  // every pool, OpenBLAS's included
   torch::manual_seed(0);
   model::ArchConfig cfg = PresetConfig(preset);
   cfg.seq_len = p + n + 1;  // room for the whole generation

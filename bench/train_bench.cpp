@@ -19,6 +19,7 @@
 #include "trm/model/trm.h"
 #include "trm/worker/flat_params.h"
 #include "trm/worker/optimizer.h"
+#include "trm/worker/thread_pools.h"
 
 namespace trm::bench {
 
@@ -43,7 +44,7 @@ int RunTrain(const std::vector<std::string>& args) {
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
-  torch::set_num_threads(threads);
+  trm::worker::ApplyThreads(threads);  // every pool, OpenBLAS's included
   torch::manual_seed(0);
   model::ArchConfig cfg = PresetConfig(preset);
   if (dtype != "float32" && dtype != "bfloat16") InvalidArgument("--forward-dtype: expected float32 or bfloat16, got '" + dtype + "'");

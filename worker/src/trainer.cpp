@@ -19,6 +19,7 @@
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/data/batch_iterator.h"
+#include "trm/data/build_info.h"
 #include "trm/model/trm.h"
 #include "trm/worker/checkpoint.h"
 #include "trm/worker/collective.h"
@@ -98,7 +99,6 @@ struct Trainer::Impl {
       world = comm->world();
       leader = rank == 0;
     }
-    if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
     device = PickDevice(cfg.device, opt.device_index);
     if (device.is_cuda()) {
       // cuBLAS is deterministic only with a fixed workspace (read when its handle is created);
@@ -208,12 +208,7 @@ struct Trainer::Impl {
     json content = json::array();
     for (const auto& path : cfg.data_paths) {
       // build.json's digest of the arrays (shards carry their dataset's); "" for reference-built data.
-      std::string digest;
-      try {
-        const json b = json::parse(ReadFile((fs::path(path) / "build.json").string()));
-        digest = b.value("content_sha256", "");
-      } catch (const std::exception&) {
-      }
+      const std::string digest = data::ContentDigest(path);
       content.push_back(digest);
     }
     const data::DatasetMeta& m = train_it->meta();
@@ -433,7 +428,7 @@ struct Trainer::Impl {
       WriteFileAtomic(path, kept);
     }
     std::ofstream out(path, std::ios::app);
-    if (!out) IoError(path + ": cannot open for appending");
+    if (!out) FileError(path + ": cannot open for appending", errno);
     return out;
   }
 

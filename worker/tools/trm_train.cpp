@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "trm/common/exit_codes.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/collective.h"
+#include "trm/worker/thread_pools.h"
 #include "trm/worker/trainer.h"
 
 namespace {
@@ -62,6 +64,21 @@ int ReportFailure(const std::string& what) {
   if (!IsOutOfMemory(what)) return trm::kExitError;
   std::fprintf(stderr, "error: out of memory\n");
   return trm::kExitOutOfMemory;
+}
+
+// trm-train's exit codes (common/include/trm/common/exit_codes.h) from the error's code.
+int ReportError(const trm::Error& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  switch (e.code()) {
+    case trm::Code::kInvalidArgument:
+    case trm::Code::kNotFound:
+    case trm::Code::kDataLoss: return trm::kExitBadInput;
+    case trm::Code::kResourceExhausted:
+      std::fprintf(stderr, "error: out of disk space (or over a quota or file size limit)\n");
+      return trm::kExitDiskFull;
+    case trm::Code::kDeadlineExceeded: return trm::kExitTimeout;
+    default: return trm::kExitError;
+  }
 }
 
 }  // namespace
@@ -102,6 +119,11 @@ int main(int argc, char** argv) {
     if (EnvInt("TRM_RESTART_COUNT", 0) > 0) overrides.push_back("resume=true");
     trm::worker::TrainConfig cfg =
         trm::worker::LoadTrainConfig(dir.empty() ? trm::worker::DefaultConfigDir() : dir, name, overrides);
+    // Before any tensor work: every thread pool follows `threads`, never the launcher's environment.
+    const int threads = trm::worker::ResolveThreadsForThisProcess(cfg.threads);
+    trm::worker::ApplyThreads(threads);
+    spdlog::debug("threads={} (config {}): {}", threads, cfg.threads,
+                  trm::worker::Describe(trm::worker::CurrentThreadPools()));
     trm::worker::TrainerOptions opt;
     opt.cancel = &g_cancel;
     opt.progress = progress;
@@ -127,17 +149,9 @@ int main(int argc, char** argv) {
     trm::worker::TrainResult r = trainer.Run();
     return r.cancelled ? trm::kExitCancelled : trm::kExitOk;
   } catch (const trm::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    switch (e.code()) {
-      case trm::Code::kInvalidArgument:
-      case trm::Code::kNotFound:
-      case trm::Code::kDataLoss: return trm::kExitBadInput;
-      case trm::Code::kResourceExhausted:
-        std::fprintf(stderr, "error: out of disk space (or over a quota or file size limit)\n");
-        return trm::kExitDiskFull;
-      case trm::Code::kDeadlineExceeded: return trm::kExitTimeout;
-      default: return trm::kExitError;
-    }
+    return ReportError(e);
+  } catch (const std::filesystem::filesystem_error& e) {
+    return ReportError(trm::ToError(e));  // a throwing std::filesystem call: a full disk is still exit 4
   } catch (const c10::Error& e) {
     // Without the C++ backtrace LibTorch appends: one line a user can act on.
     return ReportFailure(e.what_without_backtrace());

@@ -41,7 +41,7 @@ struct TrainConfig {
   int64_t checkpoint_interval_steps = 0;     // 0 = only at evaluations / the end
   int64_t keep_checkpoints = 3;              // last K kept; 0 = keep all
   int64_t log_interval = 10;                 // optimiser steps between log lines off a terminal
-  int64_t threads = 0;                       // CPU threads for LibTorch; 0 = its default
+  int64_t threads = 0;                       // CPU threads of every pool (thread_pools.h); 0 = cores / local ranks
   std::string device = "auto";               // auto | cpu | cuda
   // On GPUs: deterministic kernels, so a resumed run equals an uninterrupted one bit for bit
   // (the CPU kernels used are deterministic anyway); false trades that for speed.
