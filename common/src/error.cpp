@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace trm {
 
@@ -33,6 +34,22 @@ bool IsDiskFullErrno(int err) { return err == ENOSPC || err == EDQUOT || err == 
 
 void FileError(const std::string& message, int err) {
   ThrowError(IsDiskFullErrno(err) ? Code::kResourceExhausted : Code::kIoError, message + ": " + std::strerror(err));
+}
+
+Error ToError(const std::exception& e) {
+  if (const auto* own = dynamic_cast<const Error*>(&e)) return *own;
+  if (const auto* fe = dynamic_cast<const std::filesystem::filesystem_error*>(&e)) {
+    const int err = fe->code().value();
+    const bool system = fe->code().category() == std::system_category() || fe->code().category() == std::generic_category();
+    if (system && err == ENOENT) return Error(Code::kNotFound, fe->what());
+    return Error(system && IsDiskFullErrno(err) ? Code::kResourceExhausted : Code::kIoError, fe->what());
+  }
+  return Error(Code::kInternal, std::string("internal error: ") + e.what());
+}
+
+void FileError(const std::string& message, const std::error_code& ec) {
+  if (ec.category() == std::system_category() || ec.category() == std::generic_category()) FileError(message, ec.value());
+  ThrowError(Code::kIoError, message + ": " + ec.message());
 }
 
 }  // namespace trm

@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,8 +16,6 @@
 
 namespace trm {
 namespace {
-
-std::string ErrnoText() { return std::strerror(errno); }
 
 void WriteAll(int fd, const std::string& path, const std::string& data) {
   const char* p = data.data();
@@ -31,12 +32,8 @@ void WriteAll(int fd, const std::string& path, const std::string& data) {
 }
 
 void FsyncDirOf(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // Best effort: some filesystems do not allow opening directories.
-  ::fsync(fd);
-  ::close(fd);
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  FsyncDirectory(dir.empty() ? "." : dir);
 }
 
 }  // namespace
@@ -45,7 +42,7 @@ std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!std::filesystem::exists(path)) NotFound(path + ": no such file");
-    IoError(path + ": cannot open for reading: " + ErrnoText());
+    FileError(path + ": cannot open for reading", errno);
   }
   std::ostringstream ss;
   ss << in.rdbuf();
@@ -72,6 +69,19 @@ void WriteFileAtomic(const std::string& path, const std::string& data) {
     FileError(path + ": rename from temporary file failed", err);
   }
   FsyncDirOf(path);
+}
+
+void FsyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) FileError(dir + ": cannot open the directory to fsync it", errno);
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc == 0) return;
+  if (err != EINVAL) FileError(dir + ": directory fsync failed", err);
+  static std::atomic<bool> warned{false};  // once per process: every write would repeat it
+  if (!warned.exchange(true)) {
+    spdlog::warn("{}: this filesystem cannot fsync directories; renames there are durable only when it says so", dir);
+  }
 }
 
 std::string ExecutableDir() {

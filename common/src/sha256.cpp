@@ -49,7 +49,7 @@ std::string Sha256File(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) {
     if (errno == ENOENT) NotFound(path + ": no such file");
-    IoError(path + ": " + std::strerror(errno));
+    FileError(path, errno);
   }
   Sha256 h;
   std::vector<char> buf(1 << 20);

@@ -13,7 +13,7 @@
 #include "json_records.h"
 #include "prng.h"
 #include "progress.h"
-#include "sha256.h"
+#include "trm/common/sha256.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/data/chat_template.h"
@@ -50,7 +50,7 @@ constexpr int32_t kIgnoreLabel = -100;
 void MakeDirs(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) IoError(dir.string() + ": cannot create directory: " + ec.message());
+  if (ec) FileError(dir.string() + ": cannot create directory", ec);
 }
 
 // The build's working directory; removed with its contents unless committed.
@@ -60,7 +60,7 @@ class Staging {
     std::error_code ec;
     fs::remove_all(path_, ec);
     fs::create_directories(path_, ec);
-    if (ec) IoError(path_.string() + ": cannot create: " + ec.message());
+    if (ec) FileError(path_.string() + ": cannot create", ec);
   }
   ~Staging() {
     if (!committed_) {
@@ -79,7 +79,7 @@ class Staging {
 class RawWriter {
  public:
   explicit RawWriter(const fs::path& path) : path_(path.string()), f_(std::fopen(path_.c_str(), "wb")) {
-    if (f_ == nullptr) IoError(path_ + ": cannot create");
+    if (f_ == nullptr) FileError(path_ + ": cannot create", errno);
   }
   ~RawWriter() {
     if (f_ != nullptr) std::fclose(f_);
@@ -180,7 +180,7 @@ class StagedReader {
  private:
   static std::FILE* Open(const fs::path& p) {
     std::FILE* f = std::fopen(p.c_str(), "rb");
-    if (f == nullptr) IoError(p.string() + ": cannot open");
+    if (f == nullptr) FileError(p.string() + ": cannot open", errno);
     return f;
   }
   static void Seek(std::FILE* f, long delta) {
@@ -262,28 +262,17 @@ void WriteSplit(const SplitContext& ctx, const fs::path& dir, const std::string&
   WriteFileAtomic((sdir / "dataset.json").string(), meta.dump(2) + "\n");
 }
 
-}  // namespace
-
-BuildSummary BuildDataset(const BuildOptions& opt) {
-  const auto t0 = std::chrono::steady_clock::now();
-  CheckOptions(opt);
-  Tokenizer tok = Tokenizer::Load(opt.tokenizer);
-  const ChatTokenIds chat_ids = ChatTokenIds::Of(tok);
+// Phase 1: streams the input, renders and tokenizes each conversation into flat token and
+// mask files in `staging`; returns each conversation's (possibly truncated) length.
+std::vector<uint32_t> TokenizeInput(const BuildOptions& opt, Tokenizer& tok, const fs::path& staging,
+                                    BuildSummary* sum) {
   const size_t row_len = static_cast<size_t>(opt.max_length);
-
-  const fs::path out = fs::path(opt.output_dir).lexically_normal();
-  const fs::path out_clean = out.has_filename() ? out : out.parent_path();
-  if (!out_clean.parent_path().empty()) MakeDirs(out_clean.parent_path());
-  Staging staging(out_clean.string() + ".tmp-" + std::to_string(::getpid()));
-
-  BuildSummary sum;
-  // Phase 1: stream the input, render and tokenize each conversation into a flat token file.
   internal::JsonRecordReader reader(opt.input);
   internal::ProgressBar bar(opt.progress, reader.file_size());
   std::vector<uint32_t> lengths;
   {
-    RawWriter tokens_out(staging.path() / "tokens.bin");
-    RawWriter mask_out(staging.path() / "mask.bin");
+    RawWriter tokens_out(staging / "tokens.bin");
+    RawWriter mask_out(staging / "mask.bin");
     ChatFormat format = opt.format;
     nlohmann::json record;
     std::vector<Turn> turns;
@@ -299,15 +288,15 @@ BuildSummary BuildDataset(const BuildOptions& opt) {
       }
       internal::ParseRecord(record, format, where, &turns);
       if (IsEmpty(turns, opt.include_system)) {
-        ++sum.empty_skipped;
+        ++sum->empty_skipped;
         continue;
       }
       RenderChat(turns, opt.include_system, tok, &chat);
       size_t n = chat.tokens.size();
-      sum.longest_conversation = std::max<uint64_t>(sum.longest_conversation, n);
+      sum->longest_conversation = std::max<uint64_t>(sum->longest_conversation, n);
       if (n > row_len) {
-        ++sum.truncated_conversations;
-        sum.truncated_tokens += n - row_len;
+        ++sum->truncated_conversations;
+        sum->truncated_tokens += n - row_len;
         n = row_len;
       }
       tokens_out.Write(chat.tokens.data(), n * sizeof(int32_t));
@@ -317,17 +306,21 @@ BuildSummary BuildDataset(const BuildOptions& opt) {
     }
     tokens_out.Close();
     mask_out.Close();
-    sum.format = ChatFormatName(format);
+    sum->format = ChatFormatName(format);
   }
   bar.Finish();
-  sum.records = reader.records();
-  sum.input_sha256 = reader.InputSha256();
+  sum->records = reader.records();
+  sum->input_sha256 = reader.InputSha256();
   if (lengths.empty()) {
-    InvalidArgument(opt.input + ": no conversations to build from (" + std::to_string(sum.records) +
-                    " records, " + std::to_string(sum.empty_skipped) + " empty)");
+    InvalidArgument(opt.input + ": no conversations to build from (" + std::to_string(sum->records) +
+                    " records, " + std::to_string(sum->empty_skipped) + " empty)");
   }
+  return lengths;
+}
 
-  // Subsample (seeded, kept in input order), then split without shuffling, as the reference.
+// The conversations kept: a seeded subsample kept in input order (all of them without one).
+std::vector<uint32_t> ChooseConversations(const BuildOptions& opt, const std::vector<uint32_t>& lengths,
+                                          BuildSummary* sum) {
   std::vector<uint32_t> convs(lengths.size());
   std::iota(convs.begin(), convs.end(), 0u);
   if (opt.subsample_size > 0 && static_cast<size_t>(opt.subsample_size) < convs.size()) {
@@ -336,35 +329,14 @@ BuildSummary BuildDataset(const BuildOptions& opt) {
     convs.resize(static_cast<size_t>(opt.subsample_size));
     std::sort(convs.begin(), convs.end());
   }
-  sum.conversations = convs.size();
-  const size_t n_train = static_cast<size_t>(static_cast<double>(convs.size()) * opt.train_split);
-  sum.train_conversations = n_train;
-  sum.test_conversations = convs.size() - n_train;
-  for (uint32_t c : convs) sum.tokens += lengths[c];
+  sum->conversations = convs.size();
+  for (uint32_t c : convs) sum->tokens += lengths[c];
+  return convs;
+}
 
-  // Phase 2: the arrays, split by split.
-  nlohmann::ordered_json hashes = nlohmann::ordered_json::object();
-  {
-    StagedReader staged(staging.path(), &lengths);
-    const SplitContext ctx{&opt, &convs, &staged, chat_ids.pad, tok.vocab_size()};
-    const std::vector<size_t> train_rows = PlanRows(lengths, convs, 0, n_train, opt.pack, row_len);
-    const std::vector<size_t> test_rows = PlanRows(lengths, convs, n_train, convs.size(), opt.pack, row_len);
-    sum.train_rows = train_rows.size() - 1;
-    sum.test_rows = test_rows.size() - 1;
-    WriteSplit(ctx, staging.path(), "train", train_rows, &sum.trainable_tokens, &hashes);
-    WriteSplit(ctx, staging.path(), "test", test_rows, &sum.trainable_tokens, &hashes);
-  }
-  std::error_code rm_ec;
-  fs::remove(staging.path() / "tokens.bin", rm_ec);
-  fs::remove(staging.path() / "mask.bin", rm_ec);
-  tok.Save((staging.path() / "tokenizer").string());
-
-  internal::Sha256 content;
-  for (const auto& [name, hash] : hashes.items()) content.Update(name + " " + hash.get<std::string>() + "\n");
-  sum.content_sha256 = content.HexDigest();
-  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  const nlohmann::ordered_json build = {
+nlohmann::ordered_json BuildJson(const BuildOptions& opt, const Tokenizer& tok, const ChatTokenIds& chat_ids,
+                                 const BuildSummary& sum, const nlohmann::ordered_json& hashes) {
+  return {
       {"tool", "trm-data build"},
       {"options",
        {{"input", opt.input},
@@ -399,22 +371,71 @@ BuildSummary BuildDataset(const BuildOptions& opt) {
       {"content_sha256", sum.content_sha256},
       {"files_sha256", hashes},
   };
-  WriteFileAtomic((staging.path() / "build.json").string(), build.dump(2) + "\n");
+}
 
-  // Commit: rename into place; a previous dataset there is moved aside first, then removed.
+// Renames the finished build into place; a previous dataset there is moved aside first, then
+// removed, so a crash leaves one of the two whole.
+void CommitBuild(Staging* staging, const fs::path& out_clean, const std::string& output_dir) {
   std::error_code ec;
   fs::path old;
   if (fs::exists(out_clean, ec)) {
-    if (!LooksLikeDataset(out_clean)) InvalidArgument(opt.output_dir + ": exists and is not a dataset; refusing to replace it");
+    if (!LooksLikeDataset(out_clean)) InvalidArgument(output_dir + ": exists and is not a dataset; refusing to replace it");
     old = out_clean.string() + ".old-" + std::to_string(::getpid());
     fs::remove_all(old, ec);
     fs::rename(out_clean, old, ec);
-    if (ec) IoError(opt.output_dir + ": cannot move the previous dataset aside: " + ec.message());
+    if (ec) FileError(output_dir + ": cannot move the previous dataset aside", ec);
   }
-  fs::rename(staging.path(), out_clean, ec);
-  if (ec) IoError(opt.output_dir + ": cannot rename the finished build into place: " + ec.message());
-  staging.Commit();
+  fs::rename(staging->path(), out_clean, ec);
+  if (ec) FileError(output_dir + ": cannot rename the finished build into place", ec);
+  staging->Commit();
   if (!old.empty()) fs::remove_all(old, ec);
+}
+
+}  // namespace
+
+BuildSummary BuildDataset(const BuildOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  CheckOptions(opt);
+  Tokenizer tok = Tokenizer::Load(opt.tokenizer);
+  const ChatTokenIds chat_ids = ChatTokenIds::Of(tok);
+  const size_t row_len = static_cast<size_t>(opt.max_length);
+
+  const fs::path out = fs::path(opt.output_dir).lexically_normal();
+  const fs::path out_clean = out.has_filename() ? out : out.parent_path();
+  if (!out_clean.parent_path().empty()) MakeDirs(out_clean.parent_path());
+  Staging staging(out_clean.string() + ".tmp-" + std::to_string(::getpid()));
+
+  BuildSummary sum;
+  const std::vector<uint32_t> lengths = TokenizeInput(opt, tok, staging.path(), &sum);
+  // Subsample, then split without shuffling, as the reference.
+  const std::vector<uint32_t> convs = ChooseConversations(opt, lengths, &sum);
+  const size_t n_train = static_cast<size_t>(static_cast<double>(convs.size()) * opt.train_split);
+  sum.train_conversations = n_train;
+  sum.test_conversations = convs.size() - n_train;
+
+  // Phase 2: the arrays, split by split.
+  nlohmann::ordered_json hashes = nlohmann::ordered_json::object();
+  {
+    StagedReader staged(staging.path(), &lengths);
+    const SplitContext ctx{&opt, &convs, &staged, chat_ids.pad, tok.vocab_size()};
+    const std::vector<size_t> train_rows = PlanRows(lengths, convs, 0, n_train, opt.pack, row_len);
+    const std::vector<size_t> test_rows = PlanRows(lengths, convs, n_train, convs.size(), opt.pack, row_len);
+    sum.train_rows = train_rows.size() - 1;
+    sum.test_rows = test_rows.size() - 1;
+    WriteSplit(ctx, staging.path(), "train", train_rows, &sum.trainable_tokens, &hashes);
+    WriteSplit(ctx, staging.path(), "test", test_rows, &sum.trainable_tokens, &hashes);
+  }
+  std::error_code rm_ec;
+  fs::remove(staging.path() / "tokens.bin", rm_ec);
+  fs::remove(staging.path() / "mask.bin", rm_ec);
+  tok.Save((staging.path() / "tokenizer").string());
+
+  trm::Sha256 content;
+  for (const auto& [name, hash] : hashes.items()) content.Update(name + " " + hash.get<std::string>() + "\n");
+  sum.content_sha256 = content.HexDigest();
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  WriteFileAtomic((staging.path() / "build.json").string(), BuildJson(opt, tok, chat_ids, sum, hashes).dump(2) + "\n");
+  CommitBuild(&staging, out_clean, opt.output_dir);
   return sum;
 }
 

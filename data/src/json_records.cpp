@@ -32,7 +32,7 @@ JsonRecordReader::JsonRecordReader(const std::string& path) : path_(path) {
   f_ = std::fopen(path.c_str(), "rb");
   if (f_ == nullptr) {
     if (errno == ENOENT) NotFound(path + ": no such file");
-    IoError(path + ": cannot open: " + std::strerror(errno));
+    FileError(path + ": cannot open", errno);
   }
   // Our buffer is the only one needed; a small file gets a buffer of its size, not 1 MiB
   // (zero-filling 1 MiB per file dominated the cost of small inputs).

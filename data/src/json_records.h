@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "sha256.h"
+#include "trm/common/sha256.h"
 
 namespace trm::data::internal {
 
@@ -58,7 +58,7 @@ class JsonRecordReader {
   bool lines_mode_ = false, started_ = false, done_ = false;
   size_t records_ = 0;
   std::string text_;
-  Sha256 sha_;
+  trm::Sha256 sha_;
 };
 
 }  // namespace trm::data::internal

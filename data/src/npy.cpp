@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "sha256.h"
+#include "trm/common/sha256.h"
 #include "trm/common/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the .npy arrays are '<i4': little-endian hosts only");
@@ -58,7 +58,7 @@ struct NpyInt32Writer::Impl {
   std::string path;
   std::FILE* f = nullptr;
   size_t expected = 0, written = 0;
-  internal::Sha256 sha;
+  trm::Sha256 sha;
   std::vector<char> buffer = std::vector<char>(size_t{1} << 20);
 
   void Put(const void* p, size_t n) {
@@ -72,9 +72,9 @@ NpyInt32Writer::NpyInt32Writer(const std::string& path, std::vector<int64_t> sha
   impl_->expected = Product(shape);
   impl_->f = std::fopen(path.c_str(), "wb");
   if (impl_->f == nullptr) {
-    const std::string err = std::strerror(errno);
+    const int err = errno;
     delete impl_;
-    IoError(path + ": cannot create: " + err);
+    FileError(path + ": cannot create", err);
   }
   std::setvbuf(impl_->f, impl_->buffer.data(), _IOFBF, impl_->buffer.size());
   const std::string header = NpyHeader(shape);
@@ -108,18 +108,18 @@ NpyInt32Array NpyInt32Array::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) NotFound(path + ": no such file");
-    IoError(path + ": cannot open: " + std::strerror(errno));
+    FileError(path + ": cannot open", errno);
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
-    IoError(path + ": cannot stat: " + std::strerror(errno));
+    FileError(path + ": cannot stat", errno);
   }
   const size_t len = static_cast<size_t>(st.st_size);
   void* map = len == 0 ? MAP_FAILED : ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
   if (len == 0) DataLoss(path + ": empty file, expected a .npy array");
-  if (map == MAP_FAILED) IoError(path + ": mmap failed: " + std::strerror(errno));
+  if (map == MAP_FAILED) FileError(path + ": mmap failed", errno);
 
   NpyInt32Array a;
   a.path_ = path;

@@ -194,7 +194,7 @@ void Tokenizer::Save(const std::string& dir) const {
   const Shared& s = *shared_;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) IoError(dir + ": cannot create directory: " + ec.message());
+  if (ec) FileError(dir + ": cannot create directory", ec);
 
   // The vocabulary is written by hand in id order (as GPT-2's own file is): an ordered_json
   // object inserts in linear time per key, far too slow for 50k entries.

@@ -45,7 +45,7 @@ SignalWatcher::SignalWatcher() {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
     g_active.store(false);
-    IoError(std::string("pipe2: ") + std::strerror(errno));
+    FileError("pipe2", errno);
   }
   read_.reset(fds[0]);
   write_.reset(fds[1]);

@@ -46,11 +46,17 @@ void CheckName(const std::string& name, const std::string& what) {
 }
 
 v1::Manifest BuildManifest(const std::string& dir, const std::string& name) {
-  if (!fs::is_directory(dir)) NotFound(dir + ": not a directory");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) NotFound(dir + ": not a directory");
   std::vector<std::string> files;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) files.push_back(fs::relative(e.path(), dir).generic_string());
+  fs::recursive_directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file(ec) || ec) continue;
+    const fs::path rel = fs::relative(it->path(), dir, ec);
+    if (ec) break;
+    files.push_back(rel.generic_string());
   }
+  if (ec) FileError(dir + ": cannot list", ec);
   std::sort(files.begin(), files.end());
   v1::Manifest m;
   m.set_name(name);
@@ -59,7 +65,9 @@ v1::Manifest BuildManifest(const std::string& dir, const std::string& name) {
     auto* e = m.add_files();
     e->set_path(f);
     const std::string full = (fs::path(dir) / f).string();
-    e->set_size(fs::file_size(full));
+    const uintmax_t size = fs::file_size(full, ec);
+    if (ec) FileError(full + ": cannot stat", ec);
+    e->set_size(size);
     e->set_sha256(Sha256File(full));
     total += e->size();
   }
@@ -262,7 +270,10 @@ void FileReceiver::Commit(const std::string& final_dir, bool replace) {
              std::to_string(s.manifest.total_bytes()) + " bytes");
   for (const auto& f : s.manifest.files()) {
     const std::string path = (fs::path(s.tmp_dir) / f.path()).string();
-    if (fs::file_size(path) != f.size()) DataLoss(f.path() + ": size differs from the manifest");
+    std::error_code size_ec;
+    const uintmax_t size = fs::file_size(path, size_ec);
+    if (size_ec) DataLoss(f.path() + ": listed in the manifest but not received (" + size_ec.message() + ")");
+    if (size != f.size()) DataLoss(f.path() + ": size differs from the manifest");
     const std::string got = Sha256File(path);
     if (got != f.sha256()) DataLoss(f.path() + ": SHA-256 " + got + " but the manifest says " + f.sha256());
   }

@@ -30,11 +30,12 @@ constexpr const char* kManifest = "manifest.json";
 constexpr const char* kTmpPrefix = ".tmp-step_";  // every temporary directory of ours starts so
 
 void FsyncPath(const fs::path& p, bool directory) {
-  int fd = ::open(p.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (directory) return FsyncDirectory(p.string());
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) FileError(p.string() + ": cannot open to fsync", errno);
   const int rc = ::fsync(fd), err = errno;
   ::close(fd);
-  if (rc != 0 && !directory) FileError(p.string() + ": fsync failed", err);
+  if (rc != 0) FileError(p.string() + ": fsync failed", err);
 }
 
 std::map<std::string, at::Tensor> ReadAll(const fs::path& path, json* arch = nullptr) {
@@ -77,7 +78,7 @@ std::vector<std::string> FilesUnder(const fs::path& dir) {
   }
   if (ec) {
     if (ec == std::errc::no_such_file_or_directory) NotFound(dir.string() + ": " + ec.message());
-    IoError(dir.string() + ": cannot list: " + ec.message());
+    FileError(dir.string() + ": cannot list", ec);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -160,7 +161,7 @@ json BuildManifest(const fs::path& dir, int64_t step) {
     const fs::path p = dir / rel;
     std::error_code ec;
     const uintmax_t size = fs::file_size(p, ec);
-    if (ec) IoError(p.string() + ": cannot stat: " + ec.message());
+    if (ec) FileError(p.string() + ": cannot stat", ec);
     files.push_back({{"path", rel}, {"size", size}, {"sha256", Sha256File(p.string())}});
   }
   return {{"format", kManifestFormat}, {"step", step}, {"files", files}};
@@ -248,7 +249,7 @@ std::string QuarantineCheckpoint(const std::string& dir, const std::string& reas
   std::string target = base + ".quarantined-" + std::to_string(now);
   for (int i = 2; fs::exists(target); ++i) target = base + ".quarantined-" + std::to_string(now) + "-" + std::to_string(i);
   if (::rename(base.c_str(), target.c_str()) != 0)
-    IoError(dir + ": cannot quarantine (rename to " + target + "): " + std::strerror(errno) + "; it failed: " + reason);
+    FileError(dir + ": cannot quarantine it (it failed: " + reason + "), rename to " + target, errno);
   if (fs::path(base).has_parent_path()) {
     try {
       FsyncPath(fs::path(base).parent_path(), true);
@@ -309,7 +310,7 @@ std::string SaveCheckpoint(const std::string& run_dir, const CheckpointContents&
         std::error_code ec2;
         if (it->is_directory(ec2)) FsyncPath(it->path(), true);
       }
-      if (ec) IoError((tmp / "tokenizer").string() + ": cannot list: " + ec.message());
+      if (ec) FileError((tmp / "tokenizer").string() + ": cannot list", ec);
       FsyncPath(tmp / "tokenizer", true);
     }
     json state = c.state;

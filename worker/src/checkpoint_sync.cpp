@@ -47,7 +47,7 @@ json Describe(const std::string& dir) {
       list.emplace_back(fs::relative(it->path(), dir).generic_string(), static_cast<uint64_t>(it->file_size()));
     }
   }
-  if (ec) IoError(dir + ": cannot list the checkpoint's files: " + ec.message());
+  if (ec) FileError(dir + ": cannot list the checkpoint's files", ec);
   std::sort(list.begin(), list.end());
   for (const auto& [path, size] : list) files.push_back({{"path", path}, {"size", size}});
   return {{"name", fs::path(dir).filename().string()}, {"digest", ContentDigest(dir)}, {"files", files}};
@@ -84,9 +84,11 @@ void Transfer(Collective& comm, c10::Device device, const json& desc, const std:
       in.open(fs::path(source) / rel, std::ios::binary);
       if (!in) IoError((fs::path(source) / rel).string() + ": cannot open to send it");
     } else if (receive) {
-      fs::create_directories((into / rel).parent_path());
+      std::error_code ec;
+      fs::create_directories((into / rel).parent_path(), ec);
+      if (ec) FileError((into / rel).parent_path().string() + ": cannot create", ec);
       out.open(into / rel, std::ios::binary | std::ios::trunc);
-      if (!out) IoError((into / rel).string() + ": cannot create");
+      if (!out) FileError((into / rel).string() + ": cannot create", errno);
     }
     for (int64_t done = 0; done < size;) {
       const int64_t n = std::min(kPieceBytes, size - done);
@@ -153,7 +155,7 @@ SyncedCheckpoint SyncCheckpoint(Collective* comm, c10::Device device, const std:
     std::error_code ec;
     fs::remove_all(scratch, ec);  // a crashed earlier receive
     fs::create_directories(scratch / name, ec);
-    if (ec) IoError((scratch / name).string() + ": cannot create: " + ec.message());
+    if (ec) FileError((scratch / name).string() + ": cannot create", ec);
   }
   Transfer(*comm, device, desc, chosen, !have, scratch / name);
   if (have) return {mine, ""};

@@ -39,7 +39,7 @@ const char* PhaseName(Phase phase) {
 
 PhaseWriter::PhaseWriter(const std::string& path)
     : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
-  if (!fd_.valid()) IoError(path + ": cannot create the phase file: " + std::strerror(errno));
+  if (!fd_.valid()) FileError(path + ": cannot create the phase file", errno);
 }
 
 void PhaseWriter::Enter(Phase phase, int64_t step) {

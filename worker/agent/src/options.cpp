@@ -69,7 +69,7 @@ std::string PersistentWorkerId(const std::string& work_dir) {
   std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xFFFFFFu);
   const std::string id = h.substr(0, 100) + "-" + suffix;
   fs::create_directories(work_dir, ec);
-  if (ec) IoError(work_dir + ": cannot create: " + ec.message());
+  if (ec) FileError(work_dir + ": cannot create", ec);
   WriteFileAtomic(file.string(), id + "\n");
   return id;
 }

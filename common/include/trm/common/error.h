@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace trm {
 
@@ -48,6 +49,15 @@ class Error : public std::runtime_error {
 // for a full disk, an exhausted quota or a file size limit (ENOSPC, EDQUOT, EFBIG: the job can
 // be failed or held with that reason, and retrying elsewhere may help), kIoError otherwise.
 [[noreturn]] void FileError(const std::string& message, int err);
+// The same for a std::filesystem call's error_code (its system errno when it has one;
+// "MESSAGE: <ec.message()>" as kIoError otherwise).
+[[noreturn]] void FileError(const std::string& message, const std::error_code& ec);
 bool IsDiskFullErrno(int err);
+
+// What an edge (a gRPC adapter, an executable's main) makes of any exception: a trm::Error as
+// it is; a std::filesystem::filesystem_error (a throwing std::filesystem overload) mapped as
+// FileError maps its errno (ENOENT is kNotFound), so a full disk is never "internal"; anything
+// else is kInternal, a bug of ours.
+Error ToError(const std::exception& e);
 
 }  // namespace trm

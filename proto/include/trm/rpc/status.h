@@ -22,10 +22,9 @@ grpc::Status Guard(Fn&& fn) noexcept {
   try {
     std::forward<Fn>(fn)();
     return grpc::Status::OK;
-  } catch (const Error& e) {
-    return grpc::Status(ToGrpcCode(e.code()), e.what());
   } catch (const std::exception& e) {
-    return grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
+    const Error err = ToError(e);  // filesystem errors keep their meaning (a full disk, a missing file)
+    return grpc::Status(ToGrpcCode(err.code()), err.what());
   } catch (...) {
     return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");
   }
