@@ -12,7 +12,7 @@
 
 #include "../common/host_addresses.h"
 #include "fake_coordinator.h"
-#include "oom_counter.h"  // worker/agent/src: internal
+#include "trm/common/oom_counter.h"
 #include "trm/agent/agent.h"
 #include "trm/agent/options.h"
 #include "trm/common/error.h"

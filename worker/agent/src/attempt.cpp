@@ -1,27 +1,21 @@
 #include "attempt.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
-#include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "agent_metrics.h"
 #include "metrics_tailer.h"
-#include "oom_counter.h"
 #include "trm/common/error.h"
 #include "trm/common/exit_codes.h"
 #include "trm/common/file_util.h"
-#include "trm/common/rank_process.h"
+#include "trm/common/rank_group.h"
 #include "trm/common/unique_fd.h"
 #include "trm/worker/phase_file.h"
 
@@ -34,18 +28,8 @@ using std::chrono::milliseconds;
 
 namespace {
 
-constexpr milliseconds kTick{100};
-constexpr milliseconds kKillWait{10000};   // after SIGKILL: a process stuck in D state is left
-constexpr milliseconds kPipeDrain{1000};   // pipes held open by processes that left the group
 constexpr milliseconds kPublishTick{500};
-constexpr size_t kTailLines = 20;
-constexpr size_t kMaxLine = 64 * 1024;
-constexpr size_t kMaxReadPerCall = 256 * 1024;
-
-std::string SignalName(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return abbrev ? "SIG" + std::string(abbrev) : "signal " + std::to_string(sig);
-}
+constexpr size_t kTailLines = 20;  // of a failing rank's output, in its exit report
 
 int64_t ReadRssBytes(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -79,10 +63,7 @@ std::string Attempt::PhaseFilePath(int rank) const { return attempt_dir() + "/ra
 struct Attempt::Rank {
   int rank = 0;        // global
   int local_rank = 0;
-  std::unique_ptr<RankProcess> proc;  // supervisor thread only
-  UniqueFd out, err, log;
-  std::string partial_out, partial_err;
-  std::deque<std::string> tail;
+  UniqueFd log;        // supervisor thread only (RankGroup's sink)
   // Read by Status() under mu_:
   pid_t pid = 0;
   bool exited = false;
@@ -275,7 +256,9 @@ void Attempt::SpawnRanks() {
     if (stop_) ThrowError(Code::kCancelled, "stopped before the ranks started: " + stop_reason_);
   }
   const std::string dir = attempt_dir();
-  oom_kills_at_start_ = ReadOomKillCount();
+  RankGroupOptions group_options;
+  group_options.output.tail_lines = kTailLines;
+  group_ = std::make_unique<RankGroup>(group_options);
   std::vector<std::string> argv{s_.train_binary, "--config-dir", dir + "/config", "--config-name", "job", "--no-progress"};
   if (!dataset_dir_.empty()) argv.push_back("data_paths=[" + dataset_dir_ + "]");
   argv.push_back("run_dir=" + dir + "/run");
@@ -315,11 +298,10 @@ void Attempt::SpawnRanks() {
       const std::string log_path = dir + "/rank_" + std::to_string(r->rank) + ".log";
       r->log.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
       if (!r->log.valid()) IoError(log_path + ": cannot create: " + std::strerror(errno));
-      r->proc = std::make_unique<RankProcess>(spec);
-      r->out = r->proc->TakeStdout();
-      r->err = r->proc->TakeStderr();
-      for (int fd : {r->out.get(), r->err.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-      r->pid = r->proc->pid();
+      Rank* rp = r.get();
+      const size_t index = group_->Spawn(spec, "rank " + std::to_string(r->rank),
+                                         [this, rp](OutputStream, const std::string& line) { EmitLine(*rp, line); });
+      r->pid = group_->pid(index);
       spdlog::info("{}/attempt_{}: started rank {} (pid {})", a.job_id(), a.attempt(), r->rank, r->pid);
       std::lock_guard<std::mutex> lock(mu_);
       ranks_.push_back(std::move(r));
@@ -340,35 +322,9 @@ void Attempt::SpawnRanks() {
 }
 
 void Attempt::Loop() {
-  bool term_sent = false, killed = false;
-  Clock::time_point kill_at{}, killed_at{};
-  while (true) {
-    std::vector<pollfd> fds;
-    std::vector<Rank*> owners;
-    for (auto& r : ranks_) {
-      for (UniqueFd* f : {&r->out, &r->err}) {
-        if (!f->valid()) continue;
-        fds.push_back({f->get(), POLLIN, 0});
-        owners.push_back(r.get());
-      }
-    }
-    auto timeout = kTick;
-    if (term_sent && !killed) {
-      timeout = std::clamp(std::chrono::duration_cast<milliseconds>(kill_at - Clock::now()), milliseconds(0), kTick);
-    }
-    if (fds.empty()) {
-      std::this_thread::sleep_for(timeout);  // outputs closed; exits are polled
-    } else if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) > 0) {
-      for (size_t i = 0; i < fds.size(); ++i) {
-        if (fds[i].revents) ReadOutput(*owners[i], fds[i].fd);
-      }
-    }
-    for (auto& r : ranks_) {
-      if (!r->proc->exited() && r->proc->PollExit()) OnExit(*r);
-    }
-    const bool all_exited = std::all_of(ranks_.begin(), ranks_.end(), [](const auto& r) { return r->proc->exited(); });
-    if (all_exited) return;
-
+  while (!group_->done()) {
+    for (size_t i : group_->Wait()) OnExit(i);
+    if (group_->done()) return;
     bool stop;
     std::string reason;
     {
@@ -376,60 +332,9 @@ void Attempt::Loop() {
       stop = stop_;
       reason = stop_reason_;
     }
-    const auto now = Clock::now();
-    if (stop && !term_sent) {
-      term_sent = true;
-      kill_at = now + milliseconds(s_.grace_ms);
+    if (stop && !group_->stopping()) {
       spdlog::warn("{}/attempt_{}: stopping its ranks: {}", s_.assignment.job_id(), s_.assignment.attempt(), reason);
-      for (auto& r : ranks_) {
-        if (!r->proc->exited()) r->proc->SignalGroup(SIGTERM);
-      }
-    }
-    if (term_sent && !killed && now >= kill_at) {
-      killed = true;
-      killed_at = now;
-      for (auto& r : ranks_) {
-        if (r->proc->exited()) continue;
-        spdlog::warn("rank {} (pid {}) did not exit within {} ms of SIGTERM: SIGKILL", r->rank, r->pid, s_.grace_ms);
-        r->proc->SignalGroup(SIGKILL);
-      }
-    }
-    if (killed && now - killed_at > kKillWait) {
-      for (auto& r : ranks_) {
-        if (!r->proc->exited())
-          spdlog::error("rank {} (pid {}) survives SIGKILL (stuck in the kernel?); leaving it", r->rank, r->pid);
-      }
-      return;
-    }
-  }
-}
-
-void Attempt::ReadOutput(Rank& r, int fd) {
-  UniqueFd& f = fd == r.out.get() ? r.out : r.err;
-  std::string& partial = fd == r.out.get() ? r.partial_out : r.partial_err;
-  if (!f.valid() || f.get() != fd) return;
-  char buf[16384];
-  size_t total = 0;
-  while (total < kMaxReadPerCall) {  // bounded so one chatty rank cannot starve the others
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0) {
-      if (!partial.empty()) EmitLine(r, partial);
-      partial.clear();
-      f.reset();
-      return;
-    }
-    total += static_cast<size_t>(n);
-    partial.append(buf, static_cast<size_t>(n));
-    size_t start = 0;
-    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
-      EmitLine(r, partial.substr(start, nl - start));
-    }
-    partial.erase(0, start);
-    if (partial.size() >= kMaxLine) {
-      EmitLine(r, partial);
-      partial.clear();
+      group_->Stop(milliseconds(s_.grace_ms));  // SIGKILL after the grace period
     }
   }
 }
@@ -442,22 +347,16 @@ void Attempt::EmitLine(Rank& r, const std::string& line) {
       r.log.reset();
     }
   }
-  r.tail.push_back(line.size() > 1000 ? line.substr(0, 1000) + "..." : line);
-  while (r.tail.size() > kTailLines) r.tail.pop_front();
   events_.AddLog(r.rank, line);
 }
 
-void Attempt::OnExit(Rank& r) {
-  // Its last words are in the pipes: they belong before the exit and in the report.
-  for (UniqueFd* f : {&r.out, &r.err}) {
-    if (f->valid()) ReadOutput(r, f->get());
-  }
-  const int status = r.proc->wait_status();
+void Attempt::OnExit(size_t index) {
+  Rank& r = *ranks_[index];
+  const ProcessExit& pe = group_->exit(index);  // its last words are delivered already
   v1::WorkerEvent e;
   auto* x = e.mutable_exit();
   x->set_rank(r.rank);
-  std::string what;
-  bool ok = false;
+  std::string what = pe.what;
   std::string reason;
   bool stopping = false;
   {
@@ -467,30 +366,26 @@ void Attempt::OnExit(Rank& r) {
     if (stop_) reason = stop_reason_;
   }
   std::string diagnosis;
-  if (WIFEXITED(status)) {
-    x->set_exit_code(WEXITSTATUS(status));
-    ok = x->exit_code() == 0;
+  const bool ok = pe.ok();
+  if (pe.exit_code >= 0) {
+    x->set_exit_code(pe.exit_code);
     // trm-train says what went wrong through its exit code (exit_codes.h).
-    if (!ok) x->set_failure_kind(FailureKindOfExitCode(x->exit_code()));
-    what = "exited with code " + std::to_string(x->exit_code());
+    if (!ok) x->set_failure_kind(FailureKindOfExitCode(pe.exit_code));
   } else {
-    const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     x->set_exit_code(-1);
-    x->set_signal(sig);
+    x->set_signal(pe.signal);
     x->set_failure_kind("signal");
-    what = "killed by " + SignalName(sig);
     // A SIGKILL we did not send while the OOM kill count rose: the kernel's OOM killer.
-    const int64_t oom_kills = ReadOomKillCount();
-    if (sig == SIGKILL && !stopping && oom_kills_at_start_ >= 0 && oom_kills > oom_kills_at_start_) {
+    if (pe.oom_killed && !stopping) {
       x->set_failure_kind("oom");
-      what += " (the kernel's OOM killer: its kill count went from " + std::to_string(oom_kills_at_start_) + " to " +
-              std::to_string(oom_kills) + " while the rank ran)";
+      what += " (the kernel's OOM killer: its kill count went from " + std::to_string(pe.oom_kills_before) + " to " +
+              std::to_string(pe.oom_kills_after) + " while the rank ran)";
       diagnosis = "out of memory: " + what + "\n";
     }
   }
   if (!ok) {
     std::string tail = diagnosis + (reason.empty() ? "" : "stopped by the worker: " + reason + "\n");
-    for (const auto& l : r.tail) tail += l + "\n";
+    for (const auto& l : group_->Tail(index)) tail += l + "\n";
     x->set_message(tail);
   }
   spdlog::log(ok ? spdlog::level::info : spdlog::level::warn, "{}/attempt_{}: rank {} (pid {}) {}",
@@ -507,30 +402,8 @@ void Attempt::OnExit(Rank& r) {
 }
 
 void Attempt::DrainAndReap() {
-  for (auto& r : ranks_) r->proc->Reap();
-  const auto until = Clock::now() + kPipeDrain;
-  while (Clock::now() < until) {
-    std::vector<pollfd> fds;
-    std::vector<Rank*> owners;
-    for (auto& r : ranks_) {
-      for (UniqueFd* f : {&r->out, &r->err}) {
-        if (f->valid()) {
-          fds.push_back({f->get(), POLLIN, 0});
-          owners.push_back(r.get());
-        }
-      }
-    }
-    if (fds.empty()) break;
-    if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
-    for (size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].revents) ReadOutput(*owners[i], fds[i].fd);
-    }
-  }
-  for (auto& r : ranks_) {
-    r->out.reset();
-    r->err.reset();
-    r->log.reset();
-  }
+  group_->Drain();
+  for (auto& r : ranks_) r->log.reset();
 }
 
 // ---------------------------------------------------------------------------- publisher

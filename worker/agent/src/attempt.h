@@ -21,6 +21,7 @@
 
 #include "event_buffer.h"
 #include "trm/agent/coordinator_client.h"
+#include "trm/common/rank_group.h"
 
 namespace trm::agent {
 
@@ -72,9 +73,8 @@ class Attempt {
   std::string FetchWithRetry(const std::string& what, const std::function<void()>& fetch);
   void SpawnRanks();
   void Loop();
-  void ReadOutput(Rank& r, int fd);
   void EmitLine(Rank& r, const std::string& line);
-  void OnExit(Rank& r);
+  void OnExit(size_t index);
   void DrainAndReap();
   void FailAll(const std::string& kind, const std::string& message);
 
@@ -91,7 +91,7 @@ class Attempt {
   EventBuffer events_;
   std::string dataset_dir_, checkpoint_dir_;
   bool hosts_rank0_ = false;
-  int64_t oom_kills_at_start_ = -1;  // ReadOomKillCount() when the ranks started
+  std::unique_ptr<RankGroup> group_;  // supervisor thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
