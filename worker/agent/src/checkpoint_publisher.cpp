@@ -34,8 +34,30 @@ void CheckpointPublisher::Join() {
 
 void CheckpointPublisher::OnRankZeroSuccess(v1::WorkerEvent exit) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) {  // no more uploads: the exit goes out as it stands
+    ReportFinalExit(std::move(exit));
+    return;
+  }
   final_exit_ = std::move(exit);
   cv_.notify_all();
+}
+
+void CheckpointPublisher::ReportFinalExit(v1::WorkerEvent exit) {
+  if (!failed_.empty()) {
+    // A clean exit must not make the job succeed without the checkpoint that was refused.
+    auto* x = exit.mutable_exit();
+    x->set_exit_code(-1);
+    x->set_failure_kind("upload");
+    x->set_message(failed_ + "\n");
+  }
+  events_.Add(std::move(exit));
+}
+
+void CheckpointPublisher::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  if (final_exit_) ReportFinalExit(std::move(*final_exit_));
+  final_exit_.reset();
 }
 
 void CheckpointPublisher::OnRanksDone() {
@@ -50,6 +72,11 @@ void CheckpointPublisher::Wake() {
 }
 
 void CheckpointPublisher::Publish() {
+  PublishUntilDone();
+  Close();
+}
+
+void CheckpointPublisher::PublishUntilDone() {
   while (true) {
     bool stop, done;
     std::optional<v1::WorkerEvent> final_exit;
@@ -65,19 +92,20 @@ void CheckpointPublisher::Publish() {
     const Upload u = stop ? Upload::kStopped : UploadNew(&why);
     if (u == Upload::kFailed) {
       // The coordinator refused for good (or for longer than the retry deadline): the attempt
-      // cannot succeed here, and a clean exit must not make the job succeed without it.
+      // cannot succeed here; its ranks are stopped.
       spdlog::error("{}/attempt_{}: {}", s_.assignment.job_id(), s_.assignment.attempt(), why);
-      stop_->Raise(why);
-      if (final_exit) {
-        auto* x = final_exit->mutable_exit();
-        x->set_exit_code(-1);
-        x->set_failure_kind("upload");
-        x->set_message(why + "\n");
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        failed_ = why;
       }
+      stop_->Raise(why);
     }
     if (u != Upload::kDone) {
-      // The attempt is over for the coordinator: no more uploads; the exit is still news.
-      if (final_exit) events_.Add(std::move(*final_exit));
+      // No more uploads; the exit is still news (Close() reports one that comes later).
+      if (final_exit) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ReportFinalExit(std::move(*final_exit));
+      }
       return;
     }
     if (final_exit) {

@@ -50,6 +50,9 @@ class CheckpointPublisher {
  private:
   enum class Upload { kDone, kStopped, kFailed };
   void Publish();
+  void PublishUntilDone();
+  void Close();
+  void ReportFinalExit(v1::WorkerEvent exit);  // under mu_
   void DrainMetrics();
   Upload UploadNew(std::string* why);
   Upload UploadOne(int64_t step, const std::string& dir, std::string* why);
@@ -69,6 +72,8 @@ class CheckpointPublisher {
   std::condition_variable cv_;
   std::optional<v1::WorkerEvent> final_exit_;
   bool ranks_done_ = false;
+  bool closed_ = false;  // the thread ended: exits are reported at once
+  std::string failed_;   // why an upload was refused for good, if one was
   std::thread thread_;
 };
 
