@@ -14,7 +14,7 @@ namespace {
 using std::chrono::milliseconds;
 using testing::ManualClock;
 
-struct Run {
+struct Backoffs {
   ManualClock clock;
   std::vector<int64_t> waits;
   bool stop_after_first_wait = false;
@@ -37,7 +37,7 @@ RetryPolicy Policy() {
 }
 
 TEST(Retry, RetryableCodesAreRetriedWithADoublingBoundedBackoff) {
-  Run r;
+  Backoffs r;
   int calls = 0;
   RetryCall("op", Policy(), r.clock, r.Wait(), [&] {
     if (++calls <= 4) ThrowError(calls % 2 ? Code::kUnavailable : Code::kResourceExhausted, "not now");
@@ -48,7 +48,7 @@ TEST(Retry, RetryableCodesAreRetriedWithADoublingBoundedBackoff) {
 
 TEST(Retry, AFinalAnswerIsNotRetried) {
   for (Code code : {Code::kFailedPrecondition, Code::kNotFound, Code::kInvalidArgument, Code::kDataLoss}) {
-    Run r;
+    Backoffs r;
     int calls = 0;
     try {
       RetryCall("upload", Policy(), r.clock, r.Wait(), [&] {
@@ -65,7 +65,7 @@ TEST(Retry, AFinalAnswerIsNotRetried) {
 }
 
 TEST(Retry, GivesUpAtTheDeadlineWithTheLastError) {
-  Run r;
+  Backoffs r;
   RetryPolicy p = Policy();
   p.deadline = milliseconds(7000);
   int calls = 0;
@@ -87,7 +87,7 @@ TEST(Retry, GivesUpAtTheDeadlineWithTheLastError) {
 }
 
 TEST(Retry, StoppingWhileWaitingIsCancelled) {
-  Run r;
+  Backoffs r;
   r.stop_after_first_wait = true;
   int calls = 0;
   try {
