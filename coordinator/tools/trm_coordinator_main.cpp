@@ -3,7 +3,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <chrono>
 #include <cstdio>
@@ -14,12 +18,12 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
-#include "trm/common/rank_process.h"
+#include "trm/common/rank_group.h"
+#include "trm/common/unique_fd.h"
 #include "trm/coordinator/server.h"
 #include "trm/worker/train_config.h"
 
@@ -67,13 +71,19 @@ int Usage() {
   return 2;
 }
 
-// Copies the worker's output to ours, line for line, until it closes.
-void Forward(trm::UniqueFd fd) {
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd.get(), buf, sizeof(buf))) > 0) {
-    if (::write(STDERR_FILENO, buf, static_cast<size_t>(n)) < 0) break;
-  }
+// --standalone's local worker gets this long between SIGTERM and SIGKILL when we stop.
+constexpr std::chrono::milliseconds kWorkerGrace{10000};
+
+// The worker's output (both streams) goes to our stderr, line for line.
+void ForwardLine(trm::OutputStream, const std::string& line) {
+  const std::string data = line + "\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, data.data(), data.size());
+}
+
+// The signal (SIGINT / SIGTERM, blocked and read from `sfd`) that arrived, or 0.
+int ReadSignal(int sfd) {
+  signalfd_siginfo si{};
+  return ::read(sfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si) ? static_cast<int>(si.ssi_signo) : 0;
 }
 
 }  // namespace
@@ -142,20 +152,24 @@ int main(int argc, char** argv) {
     return Usage();
   }
 
-  // Signals are taken synchronously by this thread; every other thread (gRPC's included)
-  // inherits the mask.
+  // Signals are taken synchronously by this thread (a signalfd); every other thread (gRPC's
+  // included) inherits the mask.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  const trm::UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sfd.valid()) {
+    std::fprintf(stderr, "error: signalfd: %s\n", std::strerror(errno));
+    return 1;
+  }
 
   try {
     trm::coordinator::CoordinatorServer server(opt);
     if (!port_file.empty()) trm::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n");
-    std::unique_ptr<trm::RankProcess> worker;
-    std::thread out_thread, err_thread;
+    trm::RankGroup worker;  // empty without --standalone
     if (standalone) {
       trm::SpawnSpec spec;
       spec.path = worker_binary.empty() ? trm::ExecutableDir() + "/trm-worker" : worker_binary;
@@ -164,32 +178,25 @@ int main(int argc, char** argv) {
                    "--id", "local"};
       for (char** e = environ; *e; ++e) spec.env.push_back(*e);
       if (!worker_secret_file.empty()) spec.env.push_back("TRM_WORKER_SECRET_FILE=" + worker_secret_file);
-      worker = std::make_unique<trm::RankProcess>(spec);
-      out_thread = std::thread(Forward, worker->TakeStdout());
-      err_thread = std::thread(Forward, worker->TakeStderr());
-      spdlog::info("standalone: local worker pid {} with {} CPU slot(s)", worker->pid(), cpu_slots);
+      worker.Spawn(spec, "the local worker", ForwardLine);
+      spdlog::info("standalone: local worker pid {} with {} CPU slot(s)", worker.pid(0), cpu_slots);
     }
     // Wait for a signal, or for the local worker to die (then the service is useless: exit).
     int sig = 0;
     while (sig == 0) {
-      timespec ts{0, 200 * 1000 * 1000};
-      const int got = sigtimedwait(&set, nullptr, &ts);
-      if (got > 0) sig = got;
-      if (worker && worker->PollExit()) {
-        spdlog::error("standalone: the local worker exited (status {}); stopping", worker->wait_status());
+      std::vector<pollfd> extra{{sfd.get(), POLLIN, 0}};
+      const bool worker_exited = !worker.Wait(&extra).empty();
+      if (extra[0].revents) sig = ReadSignal(sfd.get());
+      if (worker_exited) {
+        spdlog::error("standalone: the local worker exited (status {}); stopping", worker.exit(0).wait_status);
         break;
       }
     }
     if (sig) spdlog::info("signal {}: shutting down", sig);
-    if (worker && !worker->exited()) {
-      worker->SignalGroup(SIGTERM);
-      for (int i = 0; i < 100 && !worker->PollExit(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      if (!worker->exited()) worker->SignalGroup(SIGKILL);
-      while (!worker->PollExit()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (worker) worker->Reap();
-    if (out_thread.joinable()) out_thread.join();
-    if (err_thread.joinable()) err_thread.join();
+    // Bounded: SIGTERM, SIGKILL after the grace period, given up on if even that does not end it.
+    worker.Stop(kWorkerGrace);
+    while (!worker.done()) worker.Wait();
+    worker.Drain();
     server.Shutdown();
     return 0;
   } catch (const std::exception& e) {

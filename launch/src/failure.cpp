@@ -1,31 +1,16 @@
 #include "failure.h"
 
-#include <signal.h>
-#include <string.h>
-#include <sys/wait.h>
-
 #include <nlohmann/json.hpp>
 
 #include "trm/common/error.h"
 
 namespace trm::launch {
 
-std::string SignalName(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return abbrev ? "SIG" + std::string(abbrev) : "signal " + std::to_string(sig);
-}
-
 void DescribeStatus(int wait_status, Failure& f) {
-  if (WIFEXITED(wait_status)) {
-    f.exit_code = WEXITSTATUS(wait_status);
-    f.what = "exited with code " + std::to_string(f.exit_code);
-  } else if (WIFSIGNALED(wait_status)) {
-    f.signal = WTERMSIG(wait_status);
-    f.what = "killed by " + SignalName(f.signal);
-    if (WCOREDUMP(wait_status)) f.what += " (core dumped)";
-  } else {
-    f.what = "ended with wait status " + std::to_string(wait_status);
-  }
+  const ProcessExit x = DescribeWaitStatus(wait_status);
+  if (x.exit_code >= 0) f.exit_code = x.exit_code;
+  if (x.signal > 0) f.signal = x.signal;
+  f.what = x.what;
 }
 
 std::string FailureToJson(const Failure& f) {

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "trm/common/rank_group.h"  // SignalName
 #include "trm/launch/launcher.h"
 
 namespace trm::launch {
@@ -10,9 +11,6 @@ namespace trm::launch {
 // "exited with code 3", "killed by SIGKILL", "killed by SIGSEGV (core dumped)" from a waitpid
 // status; fills exit_code / signal.
 void DescribeStatus(int wait_status, Failure& f);
-
-// "SIGTERM", "SIGKILL", ... ("signal 64" when unnamed).
-std::string SignalName(int sig);
 
 // JSON text; FailureFromJson throws kDataLoss naming the field on malformed input.
 std::string FailureToJson(const Failure& f);

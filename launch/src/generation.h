@@ -7,6 +7,7 @@
 
 #include "rank_output.h"
 #include "rank_process.h"
+#include "trm/common/rank_group.h"
 #include "rendezvous.h"
 #include "signal_watcher.h"
 

@@ -12,7 +12,8 @@
 
 #include "../common/host_addresses.h"
 #include "fake_coordinator.h"
-#include "oom_counter.h"  // worker/agent/src: internal
+#include "manual_clock.h"
+#include "trm/common/oom_counter.h"
 #include "trm/agent/agent.h"
 #include "trm/agent/options.h"
 #include "trm/common/error.h"
@@ -25,6 +26,7 @@ namespace trm::agent {
 namespace {
 namespace fs = std::filesystem;
 using testing::FakeCoordinatorClient;
+using testing::ManualClock;
 
 std::string Binary(const std::string& name) {
   // This build's binaries, else the main build's (the agent only needs them to exist).
@@ -58,8 +60,9 @@ class AgentTest : public ::testing::Test {
     fake_->ServeDataset(*hash_, *root_ + "/ds");
   }
 
-  std::unique_ptr<Agent> MakeAgent(int64_t heartbeat_ms = 100) {
+  std::unique_ptr<Agent> MakeAgent(int64_t heartbeat_ms = 100, std::shared_ptr<Clock> clock = nullptr) {
     AgentOptions o;
+    o.clock = std::move(clock);
     o.worker_id = "test-worker";
     o.work_dir = dir_ + "/worker";
     o.train_binary = Binary("trm-train");
@@ -89,6 +92,17 @@ class AgentTest : public ::testing::Test {
     a.set_config_json(Config(overrides));
     a.set_dataset_hash(*hash_);
     return a;
+  }
+
+  // With a manual clock: lets agent time pass in steps until pred() holds (bounded in real time,
+  // each step waiting for the agent's threads to react).
+  bool Pump(ManualClock& clock, const std::function<bool()>& pred, int timeout_ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (!pred() && std::chrono::steady_clock::now() < until) {
+      clock.Advance(std::chrono::milliseconds(50));
+      fake_->WaitFor(pred, 5);
+    }
+    return pred();
   }
 
   const v1::RankExit* ExitOf(const std::vector<v1::WorkerEvent>& ev, int rank) {
@@ -248,14 +262,15 @@ TEST_F(AgentTest, ShutdownStopsRunningRanks) {
 }
 
 TEST_F(AgentTest, FailingRankIsReportedWithItsLogTailEvenAcrossAnOutage) {
-  auto agent = MakeAgent();
+  auto clock = std::make_shared<ManualClock>();
+  auto agent = MakeAgent(100, clock);
   auto a = Assignment("job-f", 1, {"+no_such_key=1"});
   a.clear_dataset_hash();  // a path every worker reads: nothing to fetch while the coordinator is down
   a.set_data_path(*root_ + "/ds");
   fake_->Assign(a);
   agent->Start();
   // The coordinator goes away once the assignment is taken; the exit must still arrive.
-  ASSERT_TRUE(fake_->WaitFor([&] { return !agent->Attempts().empty(); }, 10000));
+  ASSERT_TRUE(Pump(*clock, [&] { return !agent->Attempts().empty(); }, 10000));
   fake_->SetDown(true);
   ASSERT_TRUE(fake_->WaitFor(
       [&] {
@@ -263,10 +278,13 @@ TEST_F(AgentTest, FailingRankIsReportedWithItsLogTailEvenAcrossAnOutage) {
         return !a.empty() && a[0].ranks(0).phase() == v1::PHASE_EXITED;
       },
       30000));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The agent keeps trying to report the exit (report intervals, then backoff, on the manual
+  // clock) and none of it gets through while the coordinator is down.
+  const int refused = fake_->refused_exit_reports();
+  ASSERT_TRUE(Pump(*clock, [&] { return fake_->refused_exit_reports() >= refused + 3; }, 30000));
   EXPECT_EQ(ExitOf(fake_->Events("job-f", 1), 0), nullptr);
   fake_->SetDown(false);
-  ASSERT_TRUE(fake_->WaitFor([&] { return ExitOf(fake_->Events("job-f", 1), 0) != nullptr; }, 15000));
+  ASSERT_TRUE(Pump(*clock, [&] { return ExitOf(fake_->Events("job-f", 1), 0) != nullptr; }, 15000));
   EXPECT_EQ(exit_.exit_code(), 2);
   EXPECT_EQ(exit_.failure_kind(), "bad_input");  // trm-train exit code 2
   EXPECT_NE(exit_.message().find("no_such_key"), std::string::npos) << exit_.message();
@@ -274,21 +292,23 @@ TEST_F(AgentTest, FailingRankIsReportedWithItsLogTailEvenAcrossAnOutage) {
 }
 
 TEST_F(AgentTest, ReSentAssignmentRunsOnce) {
-  auto agent = MakeAgent(/*heartbeat_ms=*/30);
+  auto clock = std::make_shared<ManualClock>();
+  auto agent = MakeAgent(/*heartbeat_ms=*/30, clock);
   fake_->Assign(Assignment("job-d", 1, {"+no_such_key=1"}), /*resend_always=*/true);
   agent->Start();
-  ASSERT_TRUE(fake_->WaitFor([&] { return ExitOf(fake_->Events("job-d", 1), 0) != nullptr; }, 30000));
+  ASSERT_TRUE(Pump(*clock, [&] { return ExitOf(fake_->Events("job-d", 1), 0) != nullptr; }, 30000));
   const int hb = fake_->heartbeats();
-  ASSERT_TRUE(fake_->WaitFor([&] { return fake_->heartbeats() >= hb + 20 && agent->Attempts().empty(); }, 15000));
+  ASSERT_TRUE(Pump(*clock, [&] { return fake_->heartbeats() >= hb + 20 && agent->Attempts().empty(); }, 15000));
   int exits = 0;
   for (const auto& e : fake_->Events("job-d", 1)) exits += e.has_exit();
   EXPECT_EQ(exits, 1);
   agent->Shutdown();
 
   // A new worker process over the same work dir does not run it again either: reported lost.
-  auto again = MakeAgent(30);
+  auto again = MakeAgent(30, clock);
   again->Start();
-  ASSERT_TRUE(fake_->WaitFor(
+  ASSERT_TRUE(Pump(
+      *clock,
       [&] {
         int n = 0;
         for (const auto& e : fake_->Events("job-d", 1)) n += e.has_exit();
@@ -303,6 +323,37 @@ TEST_F(AgentTest, ReSentAssignmentRunsOnce) {
   ASSERT_NE(last, nullptr);
   EXPECT_EQ(last->failure_kind(), "lost_worker");
   again->Shutdown();
+}
+
+TEST_F(AgentTest, AnUploadRefusedForGoodIsNotRetriedAndFailsTheAttempt) {
+  auto agent = MakeAgent();
+  // What the coordinator answers an attempt that is no longer the current one.
+  fake_->FailNextUploads(1000, Code::kFailedPrecondition);
+  fake_->Assign(Assignment("job-u", 1, {"max_steps=3", "checkpoint_interval_steps=3"}));
+  agent->Start();
+  ASSERT_TRUE(fake_->WaitFor([&] { return ExitOf(fake_->Events("job-u", 1), 0) != nullptr; }, 60000));
+  EXPECT_EQ(fake_->upload_calls(), 1);
+  EXPECT_TRUE(fake_->Uploads().empty());
+  // Without its checkpoint the job must not succeed: rank 0's exit is a failure naming the
+  // upload (kind "upload" when rank 0 had exited 0 already, else it was stopped for it).
+  EXPECT_NE(exit_.exit_code(), 0);
+  EXPECT_NE(exit_.message().find("checkpoint step_3 cannot be uploaded"), std::string::npos) << exit_.message();
+  agent->Shutdown();
+}
+
+TEST_F(AgentTest, AnUploadTheCoordinatorCannotTakeYetIsRetriedAfterTheBackoff) {
+  auto clock = std::make_shared<ManualClock>();
+  auto agent = MakeAgent(100, clock);
+  fake_->FailNextUploads(2, Code::kUnavailable);
+  fake_->Assign(Assignment("job-b", 1, {"max_steps=3", "checkpoint_interval_steps=3"}));
+  agent->Start();
+  // The backoff passes on the manual clock only: a retry comes when the test lets time pass.
+  ASSERT_TRUE(Pump(*clock, [&] { return ExitOf(fake_->Events("job-b", 1), 0) != nullptr; }, 60000));
+  EXPECT_EQ(exit_.exit_code(), 0) << exit_.message();
+  EXPECT_EQ(fake_->upload_calls(), 3);
+  ASSERT_EQ(fake_->Uploads().size(), 1u);
+  EXPECT_EQ(fake_->Uploads()[0].info().name(), "step_3");
+  agent->Shutdown();
 }
 
 TEST(WorkerCommandLine, DefaultsAndPersistentId) {

@@ -56,6 +56,15 @@ std::vector<v1::RankPhase> FakeCoordinatorClient::ReportedPhases() {
 }
 
 v1::ReportEventsResponse FakeCoordinatorClient::ReportEvents(const v1::ReportEventsRequest& req) {
+  if (down_) {
+    for (const auto& e : req.events()) {
+      if (e.has_exit()) {
+        ++refused_exit_reports_;
+        break;
+      }
+    }
+    cv_.notify_all();
+  }
   CheckUp("ReportEvents");
   std::lock_guard<std::mutex> lock(mu_);
   auto& v = events_[req.job_id() + "/" + std::to_string(req.attempt())];
@@ -70,6 +79,12 @@ v1::ReportEventsResponse FakeCoordinatorClient::ReportEvents(const v1::ReportEve
 
 v1::CheckpointInfo FakeCoordinatorClient::UploadCheckpoint(const std::string& dir, const v1::CheckpointUploadHeader& h) {
   CheckUp("UploadCheckpoint");
+  ++upload_calls_;
+  if (fail_uploads_ > 0) {
+    --fail_uploads_;
+    ThrowError(upload_failure_, "UploadCheckpoint " + h.info().name() + ": refused by the fake (" +
+                                    CodeName(upload_failure_) + ")");
+  }
   // Receive it as the coordinator would: every chunk through a FileReceiver that checks sizes and
   // SHA-256 against the header's manifest at Commit.
   rpc::CheckManifest(h.manifest(), uint64_t{1} << 32);

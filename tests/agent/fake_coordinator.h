@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "trm/agent/coordinator_client.h"
+#include "trm/common/error.h"
 
 namespace trm::agent::testing {
 
@@ -34,6 +35,11 @@ class FakeCoordinatorClient : public CoordinatorClient {
   }
   void SetDown(bool down) { down_ = down; }
   void BreakNextFetchAfter(uint64_t bytes) { break_after_ = bytes; }
+  // The next `n` uploads fail with `code` (before anything is received).
+  void FailNextUploads(int n, Code code) {
+    upload_failure_ = code;
+    fail_uploads_ = n;
+  }
 
   // What happened, in order: "exit RANK CODE", "upload step_N", "metrics STEP", "log RANK".
   std::vector<std::string> Journal();
@@ -44,6 +50,9 @@ class FakeCoordinatorClient : public CoordinatorClient {
   int registers() const { return registers_; }
   int heartbeats() const { return heartbeats_; }
   int fetches() const { return fetches_; }
+  int upload_calls() const { return upload_calls_; }  // failed ones included
+  // ReportEvents calls carrying an exit that were refused because the fake was down.
+  int refused_exit_reports() const { return refused_exit_reports_; }
   // Waits (bounded) until pred() holds over the state; returns pred()'s last value.
   bool WaitFor(const std::function<bool()>& pred, int timeout_ms);
 
@@ -60,7 +69,9 @@ class FakeCoordinatorClient : public CoordinatorClient {
   std::condition_variable cv_;
   std::atomic<bool> down_{false};
   std::atomic<uint64_t> break_after_{0};
-  std::atomic<int> registers_{0}, heartbeats_{0}, fetches_{0};
+  std::atomic<int> registers_{0}, heartbeats_{0}, fetches_{0}, upload_calls_{0}, refused_exit_reports_{0};
+  std::atomic<int> fail_uploads_{0};
+  std::atomic<Code> upload_failure_{Code::kUnavailable};
   struct Pending {
     v1::Assignment a;
     bool resend_always;

@@ -120,8 +120,11 @@ TEST(RankOutput, KeepsABoundedTailAndWritesTheLog) {
   OutputRoute route;
   route.log_path = tmp / "rank.log";
   route.console = false;
-  route.tail_lines = 3;
-  RankOutput output(UniqueFd(out[0]), UniqueFd(err[0]), route);
+  RankOutput sink(route);
+  // The lines are split and the tail kept by trm_common's OutputCapture; RankOutput is its sink.
+  OutputLimits limits;
+  limits.tail_lines = 3;
+  OutputCapture output(UniqueFd(out[0]), UniqueFd(err[0]), limits, sink.Sink());
   const std::string text = "one\ntwo\nthree\nfour\npartial";
   ASSERT_EQ(::write(out[1], text.data(), text.size()), static_cast<ssize_t>(text.size()));
   ASSERT_EQ(::write(err[1], "err\n", 4), 4);
@@ -138,7 +141,7 @@ TEST(RankOutput, UnwritableLogIsAnIoErrorNamingTheFlag) {
   OutputRoute route;
   route.log_path = "/proc/no/such/dir/rank_0.log";
   try {
-    RankOutput output(UniqueFd(), UniqueFd(), route);
+    RankOutput output(route);
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Code::kIoError);

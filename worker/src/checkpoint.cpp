@@ -55,17 +55,6 @@ std::map<std::string, at::Tensor> ReadAll(const fs::path& path, json* arch = nul
   return out;
 }
 
-bool ParseStepDir(const std::string& name, int64_t* step) {
-  if (name.rfind("step_", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return false;
-  int64_t v = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return false;
-    v = v * 10 + (name[i] - '0');
-  }
-  *step = v;
-  return true;
-}
-
 // Every regular file under dir, as '/'-separated relative paths, sorted; manifest.json excluded.
 std::vector<std::string> FilesUnder(const fs::path& dir) {
   std::vector<std::string> out;
@@ -169,22 +158,6 @@ json BuildManifest(const fs::path& dir, int64_t step) {
 
 }  // namespace
 
-std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  if (!fs::is_directory(run_dir, ec)) return out;
-  for (fs::directory_iterator it(run_dir, ec), end; !ec && it != end; it.increment(ec)) {
-    int64_t step;
-    std::error_code ec2;
-    if (it->is_directory(ec2) && ParseStepDir(it->path().filename().string(), &step) &&
-        (fs::exists(it->path() / kManifest, ec2) || fs::exists(it->path() / "state.json", ec2))) {
-      out.emplace_back(step, it->path().string());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 Verified VerifyCheckpoint(const std::string& dir) {
   const fs::path d(dir);
   std::error_code ec;
@@ -206,7 +179,7 @@ Verified VerifyCheckpoint(const std::string& dir) {
     DataLoss(mpath.string() + ": not a format-1 manifest (expected {\"format\": 1, \"step\", \"files\"})");
   }
   int64_t dir_step;
-  if (ParseStepDir(d.filename().string(), &dir_step) && dir_step != m["step"].get<int64_t>()) {
+  if (ParseStepDirName(d.filename().string(), &dir_step) && dir_step != m["step"].get<int64_t>()) {
     DataLoss(mpath.string() + ": manifest is for step " + m["step"].dump() + ", the directory is step_" +
              std::to_string(dir_step));
   }

@@ -27,6 +27,8 @@ constexpr int64_t kShutdownFlushMs = 3000;
 Agent::Agent(AgentOptions options, std::shared_ptr<CoordinatorClient> client,
              std::shared_ptr<prometheus::Registry> registry)
     : opt_(std::move(options)), client_(std::move(client)), metrics_(std::make_unique<AgentMetrics>(std::move(registry))) {
+  if (!opt_.clock) opt_.clock = SystemClock();
+  clock_ = opt_.clock.get();
   if (opt_.devices.empty()) opt_.devices.push_back("cpu0");
   if (opt_.heartbeat_ms > 0) interval_ms_ = opt_.heartbeat_ms;
   metrics_->SetSlots(static_cast<int>(opt_.devices.size()), 0);
@@ -49,16 +51,16 @@ void Agent::Shutdown() {
     if (shutdown_) return;
     shutdown_ = true;
     cv_.notify_all();
-    for (auto& [k, a] : attempts_) all.push_back(a);
+    for (auto& [k, e] : attempts_) all.push_back(e.attempt);
   }
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   if (reporter_thread_.joinable()) reporter_thread_.join();
   for (auto& a : all) a->Stop("the worker is shutting down");
   for (auto& a : all) a->Join();
   // Tell the coordinator what happened to the ranks if it is there; do not wait long for it.
-  const auto until = std::chrono::steady_clock::now() + milliseconds(kShutdownFlushMs);
+  const int64_t until = clock_->SteadyMs() + kShutdownFlushMs;
   for (auto& a : all) {
-    while (a->events().size() > 0 && std::chrono::steady_clock::now() < until) {
+    while (a->events().size() > 0 && clock_->SteadyMs() < until) {
       if (!FlushEvents(*a, 0)) break;
     }
   }
@@ -69,7 +71,7 @@ std::vector<v1::AttemptStatus> Agent::Attempts() {
   std::vector<std::shared_ptr<Attempt>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [k, a] : attempts_) all.push_back(a);
+    for (auto& [k, e] : attempts_) all.push_back(e.attempt);
   }
   std::vector<v1::AttemptStatus> out;
   for (auto& a : all) out.push_back(a->Status());
@@ -124,18 +126,18 @@ void Agent::HeartbeatLoop() {
     Reap();
     UpdateSlotGauges();
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, milliseconds(interval_ms_), [&] { return shutdown_; });
+    clock_->WaitFor(lock, cv_, milliseconds(interval_ms_), [&] { return shutdown_; });
   }
 }
 
 void Agent::HeartbeatOnce() {
   v1::HeartbeatRequest req;
   req.set_worker_id(opt_.worker_id);
-  std::vector<std::shared_ptr<Attempt>> finished_now;
+  std::vector<std::pair<std::string, int>> finished_now;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [k, a] : attempts_) {
-      if (a->finished()) finished_now.push_back(a);
+    for (auto& [k, e] : attempts_) {
+      if (e.attempt->finished()) finished_now.push_back(k);
     }
   }
   for (const auto& st : Attempts()) *req.add_attempts() = st;
@@ -150,7 +152,9 @@ void Agent::HeartbeatOnce() {
   const v1::HeartbeatResponse resp = client_->Heartbeat(req);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& a : finished_now) a->heartbeat_seen_finished = true;
+    for (const auto& k : finished_now) {
+      if (auto it = attempts_.find(k); it != attempts_.end()) it->second.heartbeat_seen_finished = true;
+    }
   }
   if (resp.reregister()) {
     spdlog::warn("worker {}: the coordinator does not know this worker; registering again", opt_.worker_id);
@@ -169,9 +173,9 @@ std::vector<std::string> Agent::AllocateSlots(size_t n) {
   // Caller holds mu_. Devices in use by running attempts are skipped; an over-subscribing
   // assignment (the coordinator's mistake) shares devices rather than failing.
   std::vector<int> busy(opt_.devices.size(), 0);
-  for (auto& [k, a] : attempts_) {
-    if (a->running_ranks() == 0) continue;
-    for (const auto& d : a->slot_devices()) {
+  for (auto& [k, e] : attempts_) {
+    if (e.attempt->running_ranks() == 0) continue;
+    for (const auto& d : e.attempt->slot_devices()) {
       auto it = std::find(opt_.devices.begin(), opt_.devices.end(), d);
       if (it != opt_.devices.end()) busy[it - opt_.devices.begin()] = 1;
     }
@@ -199,7 +203,8 @@ void Agent::HandleAssignment(const v1::Assignment& a) {
     s.device_kind = opt_.device_kind;
     s.slot_devices = AllocateSlots(static_cast<size_t>(a.ranks_size()));
     s.grace_ms = opt_.grace_ms;
-    s.upload_retry_max_ms = opt_.upload_retry_max_ms;
+    s.retry.max_backoff = milliseconds(opt_.upload_retry_max_ms);
+    s.retry.deadline = milliseconds(opt_.retry_deadline_ms);
     try {
       rpc::CheckName(a.job_id(), "assignment job_id");
       const fs::path dir = fs::path(opt_.work_dir) / "jobs" / a.job_id() / ("attempt_" + std::to_string(a.attempt()));
@@ -208,8 +213,8 @@ void Agent::HandleAssignment(const v1::Assignment& a) {
     } catch (const Error&) {
       // Prepare() reports the bad name as a setup failure.
     }
-    attempt = std::make_shared<Attempt>(std::move(s), client_.get(), &fetch_mu_, metrics_.get());
-    attempts_[key] = attempt;
+    attempt = std::make_shared<Attempt>(std::move(s), client_.get(), &fetch_mu_, metrics_.get(), clock_);
+    attempts_[key] = Entry{attempt};
   }
   std::string ranks;
   for (int r : a.ranks()) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
@@ -224,7 +229,7 @@ void Agent::HandleStop(const v1::StopOrder& s) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = attempts_.find({s.job_id(), s.attempt()});
     if (it == attempts_.end()) return;
-    a = it->second;
+    a = it->second.attempt;
   }
   a->Stop("the coordinator stopped the attempt" + (s.reason().empty() ? std::string() : ": " + s.reason()));
 }
@@ -234,11 +239,11 @@ void Agent::Reap() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = attempts_.begin(); it != attempts_.end();) {
-      Attempt& a = *it->second;
+      Attempt& a = *it->second.attempt;
       // Kept until a heartbeat showed it finished and its events are delivered, so the
       // coordinator neither re-sends it nor misses an exit.
-      if (a.finished() && a.heartbeat_seen_finished && a.events().size() == 0) {
-        gone.push_back(it->second);
+      if (a.finished() && it->second.heartbeat_seen_finished && a.events().size() == 0) {
+        gone.push_back(it->second.attempt);
         it = attempts_.erase(it);
       } else {
         ++it;
@@ -255,7 +260,7 @@ void Agent::Reap() {
 void Agent::UpdateSlotGauges() {
   int busy = 0;
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [k, a] : attempts_) busy += a->running_ranks();
+  for (auto& [k, e] : attempts_) busy += e.attempt->running_ranks();
   metrics_->SetSlots(static_cast<int>(opt_.devices.size()), busy);
 }
 
@@ -286,15 +291,15 @@ void Agent::ReporterLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       const auto wait = milliseconds(opt_.report_interval_ms) + backoff;
       // Wakes early for a full buffer (polled at a fine grain: producers do not notify).
-      const auto until = std::chrono::steady_clock::now() + wait;
-      while (!shutdown_ && std::chrono::steady_clock::now() < until) {
+      const int64_t until = clock_->SteadyMs() + wait.count();
+      for (int64_t now = clock_->SteadyMs(); !shutdown_ && now < until; now = clock_->SteadyMs()) {
         bool full = false;
-        for (auto& [k, a] : attempts_) full = full || a->events().size() >= kEagerFlush;
+        for (auto& [k, e] : attempts_) full = full || e.attempt->events().size() >= kEagerFlush;
         if (full && backoff.count() == 0) break;
-        cv_.wait_for(lock, milliseconds(50), [&] { return shutdown_; });
+        clock_->WaitFor(lock, cv_, std::min(milliseconds(50), milliseconds(until - now)), [&] { return shutdown_; });
       }
       if (shutdown_) return;
-      for (auto& [k, a] : attempts_) all.push_back(a);
+      for (auto& [k, e] : attempts_) all.push_back(e.attempt);
     }
     bool ok = true;
     for (auto& a : all) {

@@ -1,51 +1,22 @@
 #include "attempt.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "agent_metrics.h"
-#include "metrics_tailer.h"
-#include "oom_counter.h"
 #include "trm/common/error.h"
-#include "trm/common/exit_codes.h"
 #include "trm/common/file_util.h"
-#include "trm/common/rank_process.h"
-#include "trm/common/unique_fd.h"
 #include "trm/worker/phase_file.h"
-
-extern char** environ;
 
 namespace trm::agent {
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 namespace {
-
-constexpr milliseconds kTick{100};
-constexpr milliseconds kKillWait{10000};   // after SIGKILL: a process stuck in D state is left
-constexpr milliseconds kPipeDrain{1000};   // pipes held open by processes that left the group
-constexpr milliseconds kPublishTick{500};
-constexpr size_t kTailLines = 20;
-constexpr size_t kMaxLine = 64 * 1024;
-constexpr size_t kMaxReadPerCall = 256 * 1024;
-
-std::string SignalName(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return abbrev ? "SIG" + std::string(abbrev) : "signal " + std::to_string(sig);
-}
 
 int64_t ReadRssBytes(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -74,22 +45,11 @@ v1::RankPhase ToProto(worker::Phase p) {
 
 }  // namespace
 
-std::string Attempt::PhaseFilePath(int rank) const { return attempt_dir() + "/rank_" + std::to_string(rank) + ".phase"; }
+std::string Attempt::PhaseFilePath(int rank) const { return agent::PhaseFilePath(attempt_dir(), rank); }
 
-struct Attempt::Rank {
-  int rank = 0;        // global
-  int local_rank = 0;
-  std::unique_ptr<RankProcess> proc;  // supervisor thread only
-  UniqueFd out, err, log;
-  std::string partial_out, partial_err;
-  std::deque<std::string> tail;
-  // Read by Status() under mu_:
-  pid_t pid = 0;
-  bool exited = false;
-};
-
-Attempt::Attempt(AttemptSetup setup, CoordinatorClient* client, std::mutex* fetch_mu, AgentMetrics* metrics)
-    : s_(std::move(setup)), client_(client), fetch_mu_(fetch_mu), metrics_(metrics) {
+Attempt::Attempt(AttemptSetup setup, CoordinatorClient* client, std::mutex* fetch_mu, AgentMetrics* metrics,
+                 Clock* clock)
+    : s_(std::move(setup)), client_(client), fetch_mu_(fetch_mu), metrics_(metrics), clock_(clock), stop_(clock) {
   for (int r : s_.assignment.ranks()) hosts_rank0_ = hosts_rank0_ || r == 0;
 }
 
@@ -103,40 +63,44 @@ std::string Attempt::attempt_dir() const {
       .string();
 }
 
-void Attempt::Start() { supervisor_ = std::thread([this] { Supervise(); }); }
+void Attempt::Start() { thread_ = std::thread([this] { Run(); }); }
 
 void Attempt::Stop(const std::string& reason) {
+  if (!stop_.Raise(reason)) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if (stop_) return;
-  stop_ = true;
-  stop_reason_ = reason;
-  cv_.notify_all();
+  if (publisher_) publisher_->Wake();
 }
 
 void Attempt::Join() {
-  if (supervisor_.joinable()) supervisor_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 int Attempt::running_ranks() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) return 0;
+  const auto views = ranks_ ? ranks_->Ranks() : std::vector<RankSupervisor::RankView>{};
   int n = 0;
-  for (const auto& r : ranks_) n += r->exited ? 0 : 1;
+  for (const auto& r : views) n += r.exited ? 0 : 1;
   // Before the ranks start (fetching) their slots are spoken for all the same.
-  return ranks_.empty() ? s_.assignment.ranks_size() : n;
+  return views.empty() ? s_.assignment.ranks_size() : n;
 }
 
 v1::AttemptStatus Attempt::Status() {
   v1::AttemptStatus st;
   st.set_job_id(s_.assignment.job_id());
   st.set_attempt(s_.assignment.attempt());
-  std::lock_guard<std::mutex> lock(mu_);
-  const int64_t step = last_step_.load();
+  std::vector<RankSupervisor::RankView> views;
+  int64_t step = -1;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ranks_) views = ranks_->Ranks();
+    if (publisher_) step = publisher_->last_step();
+  }
   for (int i = 0; i < s_.assignment.ranks_size(); ++i) {
     auto* rs = st.add_ranks();
     rs->set_rank(s_.assignment.ranks(i));
     rs->set_step(std::max<int64_t>(step, 0));
-    const Rank* r = i < static_cast<int>(ranks_.size()) ? ranks_[i].get() : nullptr;
+    const RankSupervisor::RankView* r = i < static_cast<int>(views.size()) ? &views[i] : nullptr;
     if (r == nullptr) {
       rs->set_phase(finished_ ? v1::PHASE_EXITED : v1::PHASE_STARTING);
       continue;
@@ -147,7 +111,8 @@ v1::AttemptStatus Attempt::Status() {
       continue;
     }
     if (const auto rec = worker::ReadPhaseFile(PhaseFilePath(r->rank))) {
-      // The rank's own report: its phase, how long it has been in it, its step.
+      // The rank's own report: its phase, how long it has been in it (against its own wall-clock
+      // stamp, so real time), its step.
       rs->set_phase(ToProto(rec->phase));
       rs->set_phase_elapsed_ms(std::max<int64_t>(0, NowUnixMs() - rec->since_unix_ms));
       rs->set_step(rec->step);
@@ -161,36 +126,44 @@ v1::AttemptStatus Attempt::Status() {
   return st;
 }
 
-// ---------------------------------------------------------------------------- supervisor
-
-void Attempt::Supervise() {
+void Attempt::Run() {
   const std::string name = s_.assignment.job_id() + "/attempt_" + std::to_string(s_.assignment.attempt());
   if (s_.already_ran) {
     FailAll("lost_worker", "the worker restarted while this attempt ran on it; its ranks are gone");
   } else {
     try {
       Prepare();
-      SpawnRanks();
+      RankLaunch l{s_.assignment, attempt_dir(), s_.train_binary, s_.device_kind, s_.slot_devices,
+                   dataset_dir_, checkpoint_dir_, s_.grace_ms};
+      std::function<void(v1::WorkerEvent)> on_rank0_success;
+      std::unique_ptr<CheckpointPublisher> publisher;
+      if (hosts_rank0_) {
+        publisher = std::make_unique<CheckpointPublisher>(
+            PublisherSetup{s_.assignment, s_.worker_id, attempt_dir() + "/run", s_.retry}, client_, metrics_, events_,
+            &stop_, clock_);
+        on_rank0_success = [p = publisher.get()](v1::WorkerEvent e) { p->OnRankZeroSuccess(std::move(e)); };
+      }
+      auto ranks = std::make_unique<RankSupervisor>(std::move(l), &stop_, &events_, std::move(on_rank0_success));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ranks_ = std::move(ranks);
+        publisher_ = std::move(publisher);
+      }
+      ranks_->Spawn();
     } catch (const std::exception& e) {
       spdlog::error("{}: cannot start: {}", name, e.what());
       FailAll("setup", e.what());
     }
   }
-  if (!ranks_.empty()) {
-    if (hosts_rank0_) publisher_ = std::thread([this] { Publish(); });
-    Loop();
-    DrainAndReap();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ranks_done_ = true;
-      cv_.notify_all();
+  if (ranks_ && ranks_->started()) {
+    if (publisher_) publisher_->Start();
+    ranks_->Run();
+    if (publisher_) {
+      publisher_->OnRanksDone();
+      publisher_->Join();
     }
-    if (publisher_.joinable()) publisher_.join();
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    finished_ = true;
-  }
+  finished_ = true;
   spdlog::info("{}: finished", name);
 }
 
@@ -206,26 +179,15 @@ void Attempt::FailAll(const std::string& kind, const std::string& message) {
   }
 }
 
-bool Attempt::WaitStop(milliseconds d) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, d, [&] { return stop_; });
-}
-
-std::string Attempt::FetchWithRetry(const std::string& what, const std::function<void()>& fetch) {
-  // The coordinator may be restarting: transient failures are retried until the attempt stops.
-  milliseconds backoff{500};
-  while (true) {
-    try {
-      std::lock_guard<std::mutex> lock(*fetch_mu_);
-      fetch();
-      return {};
-    } catch (const Error& e) {
-      if (e.code() != Code::kUnavailable && e.code() != Code::kDeadlineExceeded) throw;
-      spdlog::warn("{}: {}; retrying in {} ms", what, e.what(), backoff.count());
-    }
-    if (WaitStop(backoff)) ThrowError(Code::kCancelled, what + ": stopped while fetching");
-    backoff = std::min(backoff * 2, milliseconds(s_.upload_retry_max_ms));
-  }
+void Attempt::Fetch(const std::string& what, const std::function<void()>& fetch) {
+  // The coordinator may be restarting: transient failures are retried (retry.h) until the
+  // attempt stops.
+  RetryCall(
+      what, s_.retry, *clock_, [&](milliseconds d) { return stop_.WaitFor(d); },
+      [&] {
+        std::lock_guard<std::mutex> lock(*fetch_mu_);
+        fetch();
+      });
 }
 
 void Attempt::Prepare() {
@@ -243,7 +205,7 @@ void Attempt::Prepare() {
     const bool shard = a.shard().world_size() > 0;  // an absent shard reads as world_size 0
     const std::string key = a.dataset_hash() + (shard ? "-shard-" + rpc::ShardKey(a.shard()) : "");
     dataset_dir_ = (fs::path(s_.work_dir) / "cache" / "datasets" / key).string();
-    FetchWithRetry("dataset " + key, [&] {
+    Fetch("dataset " + key, [&] {
       if (fs::exists(dataset_dir_)) return;
       const v1::Manifest m = client_->FetchDataset(a.dataset_hash(), a.shard(), dataset_dir_);
       spdlog::info("{}: fetched dataset {} ({} bytes{})", a.job_id(), key.substr(0, 12), m.total_bytes(),
@@ -255,7 +217,7 @@ void Attempt::Prepare() {
   if (!a.resume_checkpoint().empty()) {
     rpc::CheckName(a.resume_checkpoint(), "assignment resume_checkpoint");
     checkpoint_dir_ = (fs::path(s_.work_dir) / "cache" / "checkpoints" / a.job_id() / a.resume_checkpoint()).string();
-    FetchWithRetry("checkpoint " + a.job_id() + "/" + a.resume_checkpoint(), [&] {
+    Fetch("checkpoint " + a.job_id() + "/" + a.resume_checkpoint(), [&] {
       if (!fs::exists(checkpoint_dir_)) client_->FetchCheckpoint(a.job_id(), a.resume_checkpoint(), checkpoint_dir_);
     });
   }
@@ -266,371 +228,6 @@ void Attempt::Prepare() {
     InvalidArgument("assignment config_json of " + a.job_id() + ": " + e.what());
   }
   WriteFileAtomic((dir / "config" / "job.yaml").string(), a.config_json() + "\n");
-}
-
-void Attempt::SpawnRanks() {
-  const v1::Assignment& a = s_.assignment;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) ThrowError(Code::kCancelled, "stopped before the ranks started: " + stop_reason_);
-  }
-  const std::string dir = attempt_dir();
-  oom_kills_at_start_ = ReadOomKillCount();
-  std::vector<std::string> argv{s_.train_binary, "--config-dir", dir + "/config", "--config-name", "job", "--no-progress"};
-  if (!dataset_dir_.empty()) argv.push_back("data_paths=[" + dataset_dir_ + "]");
-  argv.push_back("run_dir=" + dir + "/run");
-  if (!checkpoint_dir_.empty()) argv.push_back("load_checkpoint=" + checkpoint_dir_);
-
-  const std::vector<std::string> ours{"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                                      "MASTER_ADDR", "MASTER_PORT", "TRM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES",
-                                      "TRM_PHASE_FILE"};
-  std::vector<std::string> base;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string kv = *e;
-    const std::string key = kv.substr(0, kv.find('='));
-    if (std::find(ours.begin(), ours.end(), key) == ours.end()) base.push_back(kv);
-  }
-  try {
-    for (int i = 0; i < a.ranks_size(); ++i) {
-      SpawnSpec spec;
-      spec.path = s_.train_binary;
-      spec.argv = argv;
-      spec.env = base;
-      auto set = [&](const std::string& k, const std::string& v) { spec.env.push_back(k + "=" + v); };
-      set("RANK", std::to_string(a.ranks(i)));
-      set("LOCAL_RANK", std::to_string(i));
-      set("WORLD_SIZE", std::to_string(a.world_size()));
-      set("LOCAL_WORLD_SIZE", std::to_string(a.ranks_size()));
-      set("GROUP_RANK", "0");
-      set("MASTER_ADDR", a.master_addr());
-      set("MASTER_PORT", std::to_string(a.master_port()));
-      set("TRM_RESTART_COUNT", "0");
-      set("TRM_PHASE_FILE", PhaseFilePath(a.ranks(i)));
-      if (s_.device_kind == "cuda" && i < static_cast<int>(s_.slot_devices.size()))
-        set("CUDA_VISIBLE_DEVICES", s_.slot_devices[i]);
-
-      auto r = std::make_unique<Rank>();
-      r->rank = a.ranks(i);
-      r->local_rank = i;
-      const std::string log_path = dir + "/rank_" + std::to_string(r->rank) + ".log";
-      r->log.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-      if (!r->log.valid()) IoError(log_path + ": cannot create: " + std::strerror(errno));
-      r->proc = std::make_unique<RankProcess>(spec);
-      r->out = r->proc->TakeStdout();
-      r->err = r->proc->TakeStderr();
-      for (int fd : {r->out.get(), r->err.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-      r->pid = r->proc->pid();
-      spdlog::info("{}/attempt_{}: started rank {} (pid {})", a.job_id(), a.attempt(), r->rank, r->pid);
-      std::lock_guard<std::mutex> lock(mu_);
-      ranks_.push_back(std::move(r));
-    }
-  } catch (const Error& e) {
-    if (ranks_.empty()) throw;
-    // Some ranks run: report the rest, stop those, and let the loop reap them.
-    for (int i = static_cast<int>(ranks_.size()); i < a.ranks_size(); ++i) {
-      v1::WorkerEvent ev;
-      ev.mutable_exit()->set_rank(a.ranks(i));
-      ev.mutable_exit()->set_exit_code(-1);
-      ev.mutable_exit()->set_failure_kind("setup");
-      ev.mutable_exit()->set_message(e.what());
-      events_.Add(std::move(ev));
-    }
-    Stop(std::string("a rank could not start: ") + e.what());
-  }
-}
-
-void Attempt::Loop() {
-  bool term_sent = false, killed = false;
-  Clock::time_point kill_at{}, killed_at{};
-  while (true) {
-    std::vector<pollfd> fds;
-    std::vector<Rank*> owners;
-    for (auto& r : ranks_) {
-      for (UniqueFd* f : {&r->out, &r->err}) {
-        if (!f->valid()) continue;
-        fds.push_back({f->get(), POLLIN, 0});
-        owners.push_back(r.get());
-      }
-    }
-    auto timeout = kTick;
-    if (term_sent && !killed) {
-      timeout = std::clamp(std::chrono::duration_cast<milliseconds>(kill_at - Clock::now()), milliseconds(0), kTick);
-    }
-    if (fds.empty()) {
-      std::this_thread::sleep_for(timeout);  // outputs closed; exits are polled
-    } else if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) > 0) {
-      for (size_t i = 0; i < fds.size(); ++i) {
-        if (fds[i].revents) ReadOutput(*owners[i], fds[i].fd);
-      }
-    }
-    for (auto& r : ranks_) {
-      if (!r->proc->exited() && r->proc->PollExit()) OnExit(*r);
-    }
-    const bool all_exited = std::all_of(ranks_.begin(), ranks_.end(), [](const auto& r) { return r->proc->exited(); });
-    if (all_exited) return;
-
-    bool stop;
-    std::string reason;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop = stop_;
-      reason = stop_reason_;
-    }
-    const auto now = Clock::now();
-    if (stop && !term_sent) {
-      term_sent = true;
-      kill_at = now + milliseconds(s_.grace_ms);
-      spdlog::warn("{}/attempt_{}: stopping its ranks: {}", s_.assignment.job_id(), s_.assignment.attempt(), reason);
-      for (auto& r : ranks_) {
-        if (!r->proc->exited()) r->proc->SignalGroup(SIGTERM);
-      }
-    }
-    if (term_sent && !killed && now >= kill_at) {
-      killed = true;
-      killed_at = now;
-      for (auto& r : ranks_) {
-        if (r->proc->exited()) continue;
-        spdlog::warn("rank {} (pid {}) did not exit within {} ms of SIGTERM: SIGKILL", r->rank, r->pid, s_.grace_ms);
-        r->proc->SignalGroup(SIGKILL);
-      }
-    }
-    if (killed && now - killed_at > kKillWait) {
-      for (auto& r : ranks_) {
-        if (!r->proc->exited())
-          spdlog::error("rank {} (pid {}) survives SIGKILL (stuck in the kernel?); leaving it", r->rank, r->pid);
-      }
-      return;
-    }
-  }
-}
-
-void Attempt::ReadOutput(Rank& r, int fd) {
-  UniqueFd& f = fd == r.out.get() ? r.out : r.err;
-  std::string& partial = fd == r.out.get() ? r.partial_out : r.partial_err;
-  if (!f.valid() || f.get() != fd) return;
-  char buf[16384];
-  size_t total = 0;
-  while (total < kMaxReadPerCall) {  // bounded so one chatty rank cannot starve the others
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0) {
-      if (!partial.empty()) EmitLine(r, partial);
-      partial.clear();
-      f.reset();
-      return;
-    }
-    total += static_cast<size_t>(n);
-    partial.append(buf, static_cast<size_t>(n));
-    size_t start = 0;
-    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
-      EmitLine(r, partial.substr(start, nl - start));
-    }
-    partial.erase(0, start);
-    if (partial.size() >= kMaxLine) {
-      EmitLine(r, partial);
-      partial.clear();
-    }
-  }
-}
-
-void Attempt::EmitLine(Rank& r, const std::string& line) {
-  if (r.log.valid()) {
-    const std::string data = line + "\n";
-    if (::write(r.log.get(), data.data(), data.size()) < 0) {
-      spdlog::warn("rank {}: cannot write its log: {}; the rest of it is lost", r.rank, std::strerror(errno));
-      r.log.reset();
-    }
-  }
-  r.tail.push_back(line.size() > 1000 ? line.substr(0, 1000) + "..." : line);
-  while (r.tail.size() > kTailLines) r.tail.pop_front();
-  events_.AddLog(r.rank, line);
-}
-
-void Attempt::OnExit(Rank& r) {
-  // Its last words are in the pipes: they belong before the exit and in the report.
-  for (UniqueFd* f : {&r.out, &r.err}) {
-    if (f->valid()) ReadOutput(r, f->get());
-  }
-  const int status = r.proc->wait_status();
-  v1::WorkerEvent e;
-  auto* x = e.mutable_exit();
-  x->set_rank(r.rank);
-  std::string what;
-  bool ok = false;
-  std::string reason;
-  bool stopping = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    r.exited = true;
-    stopping = stop_;
-    if (stop_) reason = stop_reason_;
-  }
-  std::string diagnosis;
-  if (WIFEXITED(status)) {
-    x->set_exit_code(WEXITSTATUS(status));
-    ok = x->exit_code() == 0;
-    // trm-train says what went wrong through its exit code (exit_codes.h).
-    if (!ok) x->set_failure_kind(FailureKindOfExitCode(x->exit_code()));
-    what = "exited with code " + std::to_string(x->exit_code());
-  } else {
-    const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    x->set_exit_code(-1);
-    x->set_signal(sig);
-    x->set_failure_kind("signal");
-    what = "killed by " + SignalName(sig);
-    // A SIGKILL we did not send while the OOM kill count rose: the kernel's OOM killer.
-    const int64_t oom_kills = ReadOomKillCount();
-    if (sig == SIGKILL && !stopping && oom_kills_at_start_ >= 0 && oom_kills > oom_kills_at_start_) {
-      x->set_failure_kind("oom");
-      what += " (the kernel's OOM killer: its kill count went from " + std::to_string(oom_kills_at_start_) + " to " +
-              std::to_string(oom_kills) + " while the rank ran)";
-      diagnosis = "out of memory: " + what + "\n";
-    }
-  }
-  if (!ok) {
-    std::string tail = diagnosis + (reason.empty() ? "" : "stopped by the worker: " + reason + "\n");
-    for (const auto& l : r.tail) tail += l + "\n";
-    x->set_message(tail);
-  }
-  spdlog::log(ok ? spdlog::level::info : spdlog::level::warn, "{}/attempt_{}: rank {} (pid {}) {}",
-              s_.assignment.job_id(), s_.assignment.attempt(), r.rank, r.pid, what);
-  if (ok && r.rank == 0 && hosts_rank0_) {
-    // The job succeeds when every rank exited 0, so its final checkpoint must be uploaded
-    // before rank 0's exit is reported: the publisher reports it.
-    std::lock_guard<std::mutex> lock(mu_);
-    final_exit_ = std::move(e);
-    cv_.notify_all();
-    return;
-  }
-  events_.Add(std::move(e));
-}
-
-void Attempt::DrainAndReap() {
-  for (auto& r : ranks_) r->proc->Reap();
-  const auto until = Clock::now() + kPipeDrain;
-  while (Clock::now() < until) {
-    std::vector<pollfd> fds;
-    std::vector<Rank*> owners;
-    for (auto& r : ranks_) {
-      for (UniqueFd* f : {&r->out, &r->err}) {
-        if (f->valid()) {
-          fds.push_back({f->get(), POLLIN, 0});
-          owners.push_back(r.get());
-        }
-      }
-    }
-    if (fds.empty()) break;
-    if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
-    for (size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].revents) ReadOutput(*owners[i], fds[i].fd);
-    }
-  }
-  for (auto& r : ranks_) {
-    r->out.reset();
-    r->err.reset();
-    r->log.reset();
-  }
-}
-
-// ---------------------------------------------------------------------------- publisher
-
-void Attempt::Publish() {
-  tailer_ = std::make_unique<MetricsTailer>(attempt_dir() + "/run/metrics.jsonl");
-  while (true) {
-    bool stop, done;
-    std::optional<v1::WorkerEvent> final_exit;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, kPublishTick, [&] { return stop_ || final_exit_ || ranks_done_; });
-      stop = stop_;
-      done = ranks_done_;
-      final_exit.swap(final_exit_);
-    }
-    DrainMetrics();
-    if (stop) {
-      // The attempt is over for the coordinator: no more uploads; a clean exit is still news.
-      if (final_exit) events_.Add(std::move(*final_exit));
-      return;
-    }
-    const bool last = final_exit.has_value() || done;
-    if (!UploadNew(last)) {  // stopped while retrying
-      if (final_exit) events_.Add(std::move(*final_exit));
-      return;
-    }
-    if (final_exit) {
-      DrainMetrics();
-      events_.Add(std::move(*final_exit));
-      spdlog::info("{}/attempt_{}: rank 0 finished; every checkpoint uploaded", s_.assignment.job_id(),
-                   s_.assignment.attempt());
-    }
-    if (done) return;
-  }
-}
-
-void Attempt::DrainMetrics() {
-  for (auto& m : tailer_->Poll()) {
-    if (!m.eval) {
-      last_step_ = m.step;
-      auto get = [&](const char* k) {
-        auto it = m.values.find(k);
-        return it == m.values.end() ? 0.0 : it->second;
-      };
-      metrics_->SetStep(s_.assignment.job_id(), 0, static_cast<double>(m.step), get("step_s"), get("allreduce_s"));
-    }
-    v1::WorkerEvent e;
-    auto* sm = e.mutable_metrics();
-    sm->set_step(m.step);
-    sm->set_total_steps(m.total_steps);
-    sm->set_eval(m.eval);
-    for (const auto& [k, v] : m.values) (*sm->mutable_values())[k] = v;
-    events_.Add(std::move(e));
-  }
-}
-
-bool Attempt::UploadNew(bool until_done) {
-  (void)until_done;  // every found checkpoint is retried until uploaded or stopped either way
-  for (const auto& [step, dir] : ListCheckpoints(attempt_dir() + "/run")) {
-    if (step <= uploaded_step_) continue;
-    if (!UploadOne(step, dir)) return false;
-    uploaded_step_ = step;
-  }
-  return true;
-}
-
-bool Attempt::UploadOne(int64_t step, const std::string& dir) {
-  const std::string name = "step_" + std::to_string(step);
-  milliseconds backoff{500};
-  while (true) {
-    if (!fs::exists(dir)) {
-      spdlog::warn("{}: checkpoint {} was removed (retention) before it was uploaded", s_.assignment.job_id(), name);
-      return true;
-    }
-    try {
-      DrainMetrics();  // the step's metrics line precedes its checkpoint
-      v1::CheckpointUploadHeader h;
-      h.set_worker_id(s_.worker_id);
-      h.set_job_id(s_.assignment.job_id());
-      h.set_attempt(s_.assignment.attempt());
-      *h.mutable_manifest() = rpc::BuildManifest(dir, name);
-      auto* info = h.mutable_info();
-      info->set_name(name);
-      info->set_step(step);
-      info->set_size_bytes(h.manifest().total_bytes());
-      info->set_content_sha256(h.manifest().content_sha256());
-      info->set_created_unix_ms(NowUnixMs());
-      for (const auto& [k, v] : tailer_->ValuesForCheckpoint(step)) (*info->mutable_metrics())[k] = v;
-      client_->UploadCheckpoint(dir, h);
-      spdlog::info("{}: uploaded checkpoint {} ({} bytes)", s_.assignment.job_id(), name, h.manifest().total_bytes());
-      return true;
-    } catch (const std::exception& e) {
-      if (!fs::exists(dir)) continue;  // removed while we read it: reported above
-      spdlog::warn("{}: upload of {} failed: {}; retrying in {} ms", s_.assignment.job_id(), name, e.what(),
-                   backoff.count());
-    }
-    if (WaitStop(backoff)) return false;
-    backoff = std::min(backoff * 2, milliseconds(s_.upload_retry_max_ms));
-  }
 }
 
 }  // namespace trm::agent

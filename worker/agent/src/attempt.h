@@ -1,31 +1,30 @@
-// One attempt of a job on this worker: prepares it (dataset, resume checkpoint, config), runs
-// one trm-train per assigned rank and supervises them, forwards their output, and (on the
-// worker hosting global rank 0) follows metrics.jsonl and uploads every step_N checkpoint.
+// One attempt of a job on this worker: prepares it (dataset, resume checkpoint, config), then
+// runs its ranks (RankSupervisor) and, on the worker hosting global rank 0, publishes metrics
+// and checkpoints (CheckpointPublisher).
 //
-// Threads: the supervisor thread forks the ranks and lives until they are reaped (the ranks'
-// parent-death signal is tied to the forking thread, so it must be long-lived); the publisher
-// thread tails metrics and uploads checkpoints so a slow upload never delays reading output or
-// stopping ranks.
+// Threads: the attempt's thread prepares, forks the ranks and supervises them until they are
+// reaped (the ranks' parent-death signal is tied to the forking thread, so it must be
+// long-lived); the publisher has its own.
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "checkpoint_publisher.h"
 #include "event_buffer.h"
+#include "rank_supervisor.h"
+#include "retry.h"
+#include "stop_signal.h"
+#include "trm/agent/clock.h"
 #include "trm/agent/coordinator_client.h"
 
 namespace trm::agent {
 
 class AgentMetrics;
-class MetricsTailer;
 
 struct AttemptSetup {
   v1::Assignment assignment;
@@ -35,7 +34,7 @@ struct AttemptSetup {
   std::string device_kind;                // cpu | cuda
   std::vector<std::string> slot_devices;  // per local rank (a GPU index for cuda)
   int64_t grace_ms = 5000;
-  int64_t upload_retry_max_ms = 10000;
+  RetryPolicy retry;  // fetches and uploads
   // The attempt's directory exists from an earlier run of this worker: its ranks died with
   // that worker. Nothing is started; every rank is reported lost.
   bool already_ran = false;
@@ -43,7 +42,8 @@ struct AttemptSetup {
 
 class Attempt {
  public:
-  Attempt(AttemptSetup setup, CoordinatorClient* client, std::mutex* fetch_mu, AgentMetrics* metrics);
+  // `clock` outlives the attempt.
+  Attempt(AttemptSetup setup, CoordinatorClient* client, std::mutex* fetch_mu, AgentMetrics* metrics, Clock* clock);
   ~Attempt();  // Stop + Join
   Attempt(const Attempt&) = delete;
   Attempt& operator=(const Attempt&) = delete;
@@ -63,48 +63,28 @@ class Attempt {
   std::string PhaseFilePath(int rank) const;  // where rank `rank` writes its phase (phase_file.h)
   const std::vector<std::string>& slot_devices() const { return s_.slot_devices; }
 
-  bool heartbeat_seen_finished = false;  // owned by the agent (under its mutex)
-
  private:
-  struct Rank;
-  void Supervise();
+  void Run();
   void Prepare();
-  std::string FetchWithRetry(const std::string& what, const std::function<void()>& fetch);
-  void SpawnRanks();
-  void Loop();
-  void ReadOutput(Rank& r, int fd);
-  void EmitLine(Rank& r, const std::string& line);
-  void OnExit(Rank& r);
-  void DrainAndReap();
+  void Fetch(const std::string& what, const std::function<void()>& fetch);
   void FailAll(const std::string& kind, const std::string& message);
-
-  void Publish();
-  void DrainMetrics();
-  bool UploadNew(bool until_done);
-  bool UploadOne(int64_t step, const std::string& dir);
-  bool WaitStop(std::chrono::milliseconds d);
 
   AttemptSetup s_;
   CoordinatorClient* client_;
   std::mutex* fetch_mu_;
   AgentMetrics* metrics_;
+  Clock* clock_;
   EventBuffer events_;
+  StopSignal stop_;
   std::string dataset_dir_, checkpoint_dir_;
   bool hosts_rank0_ = false;
-  int64_t oom_kills_at_start_ = -1;  // ReadOomKillCount() when the ranks started
 
+  // Set once on the attempt's thread before the ranks start (under mu_), then read-only.
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::string stop_reason_;
-  std::optional<v1::WorkerEvent> final_exit_;  // rank 0's clean exit, reported after uploads
-  bool ranks_done_ = false;
-  std::vector<std::unique_ptr<Rank>> ranks_;
-  std::atomic<int64_t> last_step_{-1};
+  std::unique_ptr<RankSupervisor> ranks_;
+  std::unique_ptr<CheckpointPublisher> publisher_;
   std::atomic<bool> finished_{false};
-  std::unique_ptr<MetricsTailer> tailer_;  // publisher thread only
-  int64_t uploaded_step_ = -1;             // publisher thread only
-  std::thread supervisor_, publisher_;
+  std::thread thread_;
 };
 
 }  // namespace trm::agent

@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -89,21 +88,6 @@ std::map<std::string, double> MetricsTailer::ValuesForCheckpoint(int64_t step) c
   }
   v["step"] = static_cast<double>(step);
   return v;
-}
-
-std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(run_dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.rfind("step_", 0) != 0 || name.size() == 5 || name.size() > 24) continue;
-    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
-    std::error_code ec2;
-    if (!it->is_directory(ec2)) continue;
-    out.emplace_back(std::stoll(name.substr(5)), it->path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 }  // namespace trm::agent

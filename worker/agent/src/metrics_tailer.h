@@ -42,8 +42,4 @@ class MetricsTailer {
   std::map<std::string, double> last_eval_;
 };
 
-// step_N directories directly under run_dir (complete by construction: the trainer renames them
-// into place), oldest first.
-std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir);
-
 }  // namespace trm::agent

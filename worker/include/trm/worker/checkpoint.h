@@ -36,6 +36,8 @@
 #include <utility>
 #include <vector>
 
+#include "trm/worker/checkpoint_list.h"  // ListCheckpoints: committed step_<N> directories
+
 namespace trm::worker {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -91,10 +93,5 @@ std::string ResumeCheckpoint(const std::string& run_dir, bool repair = true);
 // The newest committed checkpoint of run_dir that verifies (failures are logged and skipped,
 // nothing is renamed), or "" when there is none.
 std::string LatestCheckpoint(const std::string& run_dir);
-
-// All committed step_<N> directories of run_dir (with manifest.json, or legacy with state.json),
-// oldest first, as (step, path). Structural only: contents are verified when loaded.
-// Temporary and quarantined directories are not listed.
-std::vector<std::pair<int64_t, std::string>> ListCheckpoints(const std::string& run_dir);
 
 }  // namespace trm::worker

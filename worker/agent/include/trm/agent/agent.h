@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "trm/agent/clock.h"
 #include "trm/agent/coordinator_client.h"
 
 namespace prometheus {
@@ -38,7 +39,9 @@ struct AgentOptions {
   std::string metrics_endpoint;      // told to the coordinator
   int64_t grace_ms = 5000;           // SIGTERM -> SIGKILL
   int64_t report_interval_ms = 500;  // ReportEvents cadence
-  int64_t upload_retry_max_ms = 10000;
+  int64_t upload_retry_max_ms = 10000;      // the longest backoff of a retried fetch or upload
+  int64_t retry_deadline_ms = 30 * 60 * 1000;  // a fetch or upload is given up after this
+  std::shared_ptr<Clock> clock;               // every time-driven wait; null: SystemClock()
 };
 
 class Agent {
@@ -73,6 +76,7 @@ class Agent {
   std::vector<std::string> AllocateSlots(size_t n);
 
   AgentOptions opt_;
+  Clock* clock_;  // opt_.clock's
   std::shared_ptr<CoordinatorClient> client_;
   std::unique_ptr<AgentMetrics> metrics_;
   std::mutex fetch_mu_;  // one download at a time: same content is fetched once
@@ -83,7 +87,11 @@ class Agent {
   std::atomic<bool> registered_{false};
   bool register_failing_ = false;  // heartbeat thread only
   int64_t interval_ms_ = 1000;
-  std::map<std::pair<std::string, int>, std::shared_ptr<Attempt>> attempts_;
+  struct Entry {
+    std::shared_ptr<Attempt> attempt;
+    bool heartbeat_seen_finished = false;  // a heartbeat reported it finished
+  };
+  std::map<std::pair<std::string, int>, Entry> attempts_;
   std::set<std::pair<std::string, int>> seen_;
   std::thread heartbeat_thread_, reporter_thread_;
   bool started_ = false;

@@ -1,8 +1,8 @@
-#include "oom_counter.h"
+#include "trm/common/oom_counter.h"
 
 #include <fstream>
 
-namespace trm::agent {
+namespace trm {
 namespace {
 
 // The value of the "oom_kill N" line of a key-value file, or -1.
@@ -34,4 +34,4 @@ int64_t ReadOomKillCount(const std::string& root) {
   return OomKillIn(root + "/proc/vmstat");
 }
 
-}  // namespace trm::agent
+}  // namespace trm
