@@ -60,7 +60,7 @@ void CloseFrom(int first, int last, int max_fd) {
 
 void MakePipe(UniqueFd& r, UniqueFd& w) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) IoError(std::string("pipe2: ") + std::strerror(errno));
+  if (::pipe2(fds, O_CLOEXEC) != 0) FileError("pipe2", errno);
   r.reset(fds[0]);
   w.reset(fds[1]);
 }
@@ -75,7 +75,7 @@ RankProcess::RankProcess(const SpawnSpec& spec) {
   envp.push_back(nullptr);
 
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (!devnull.valid()) IoError(std::string("/dev/null: ") + std::strerror(errno));
+  if (!devnull.valid()) FileError("/dev/null", errno);
   UniqueFd out_r, out_w, err_r, err_w, status_r, status_w;
   MakePipe(out_r, out_w);
   MakePipe(err_r, err_w);

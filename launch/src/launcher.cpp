@@ -74,7 +74,7 @@ GenerationPlan MakePlan(const LaunchOptions& o, const std::string& path, const s
     attempt_dir = o.log_dir + "/attempt_" + std::to_string(generation);
     std::error_code ec;
     std::filesystem::create_directories(attempt_dir, ec);
-    if (ec) IoError("--log-dir: cannot create " + attempt_dir + ": " + ec.message());
+    if (ec) FileError("--log-dir: cannot create " + attempt_dir, ec);
   }
   for (int local = 0; local < o.nproc_per_node; ++local) {
     RankPlan r;
@@ -114,7 +114,7 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
   if (!o.log_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(o.log_dir, ec);
-    if (ec) IoError("--log-dir: cannot create " + o.log_dir + ": " + ec.message());
+    if (ec) FileError("--log-dir: cannot create " + o.log_dir, ec);
   }
   const auto base_env = InheritedEnvironment(o);
   // Joining may wait up to --rdzv-timeout-s; until ranks exist, SIGINT may simply end us.

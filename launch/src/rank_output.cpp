@@ -29,7 +29,7 @@ bool WriteAll(int fd, const std::string& data) {
 RankOutput::RankOutput(OutputRoute route) : route_(std::move(route)) {
   if (!route_.log_path.empty()) {
     log_.reset(::open(route_.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644));
-    if (!log_.valid()) IoError("--log-dir: cannot create " + route_.log_path + ": " + std::strerror(errno));
+    if (!log_.valid()) FileError("--log-dir: cannot create " + route_.log_path, errno);
   }
 }
 

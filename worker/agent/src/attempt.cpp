@@ -197,7 +197,7 @@ void Attempt::Prepare() {
   const fs::path dir = attempt_dir();
   std::error_code ec;
   fs::create_directories(dir / "config", ec);
-  if (ec) IoError(dir.string() + ": cannot create: " + ec.message());
+  if (ec) FileError(dir.string() + ": cannot create", ec);
 
   if (!a.dataset_hash().empty()) {
     rpc::CheckName(a.dataset_hash(), "assignment dataset_hash");

@@ -90,7 +90,7 @@ void RankSupervisor::Spawn() {
       r->rank = a.ranks(i);
       const std::string log_path = l_.attempt_dir + "/rank_" + std::to_string(r->rank) + ".log";
       r->log.reset(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-      if (!r->log.valid()) IoError(log_path + ": cannot create: " + std::strerror(errno));
+      if (!r->log.valid()) FileError(log_path + ": cannot create", errno);
       Rank* rp = r.get();
       const size_t index = group_.Spawn(SpecFor(i, base), "rank " + std::to_string(r->rank),
                                         [this, rp](OutputStream, const std::string& line) { EmitLine(*rp, line); });
