@@ -30,7 +30,7 @@ import urllib.request
 COORD_METRICS_SRC = "coordinator/src/metrics.cpp"
 AGENT_METRICS_SRC = "worker/agent/src/agent_metrics.cpp"
 USAGE_SRC = {
-    "trm-coordinator": "coordinator/tools/trm_coordinator_main.cpp",
+    "trm-coordinator": "coordinator/src/service_main.cpp",
     "trm-worker": "worker/agent/src/options.cpp",
     "trmctl": "cli/src/cli.cpp",
 }
