@@ -8,43 +8,27 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
 
+#include "job_lifecycle.h"
+#include "shard_plans.h"
+#include "stream_limits.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/coordinator/job_spec.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/coordinator/scheduler.h"
 #include "trm/coordinator/store.h"
-#include "trm/data/batch_iterator.h"
-#include "trm/data/dataset_reader.h"
 #include "trm/data/dataset_shard.h"
 #include "trm/rpc/transfer.h"
 #include "trm/v1/state.pb.h"
-#include "trm/worker/train_config.h"
 
 namespace fs = std::filesystem;
 
 namespace trm::coordinator {
 namespace {
-
-bool Terminal(v1::JobState s) {
-  return s == v1::JOB_SUCCEEDED || s == v1::JOB_FAILED || s == v1::JOB_CANCELLED;
-}
-
-std::string StateName(v1::JobState s) {
-  switch (s) {
-    case v1::JOB_QUEUED: return "queued";
-    case v1::JOB_RUNNING: return "running";
-    case v1::JOB_SUCCEEDED: return "succeeded";
-    case v1::JOB_FAILED: return "failed";
-    case v1::JOB_CANCELLED: return "cancelled";
-    default: return "unspecified";
-  }
-}
 
 int64_t SystemNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -56,6 +40,22 @@ bool Better(const std::string& metric, double a, double b) {
   return metric.find("loss") != std::string::npos ? a < b : a > b;
 }
 
+// The checkpoint with the best value of `metric` (the first of equals); null when none has it.
+const v1::CheckpointRecord* BestCheckpoint(const std::vector<v1::CheckpointRecord>& list, const std::string& metric) {
+  const v1::CheckpointRecord* best = nullptr;
+  for (const auto& c : list) {
+    auto it = c.info().metrics().find(metric);
+    if (it == c.info().metrics().end()) continue;
+    if (!best || Better(metric, it->second, best->info().metrics().at(metric))) best = &c;
+  }
+  return best;
+}
+
+void CheckJobId(const std::string& id) {
+  if (id.empty()) InvalidArgument("job_id is required");
+  rpc::CheckName(id, "job_id");
+}
+
 struct WorkerState {
   v1::WorkerRecord rec;
   int64_t last_seen_ms = 0;
@@ -64,6 +64,8 @@ struct WorkerState {
   // their slots are not free yet.
   int stale_running = 0;
 };
+
+using AttemptKey = std::pair<std::string, int>;  // job id, attempt number
 
 }  // namespace
 
@@ -86,9 +88,11 @@ struct Coordinator::Impl {
   CoordinatorOptions opt;
   std::map<std::string, Progress> progress;  // job id -> its active attempt's progress
   std::map<std::string, std::string> warnings;  // job id -> Job.warning (in memory: a live condition)
-  std::map<std::string, int64_t> train_rows;    // dataset hash -> rows of its train split
-  std::map<std::string, std::optional<v1::ShardSpec>> shard_plans;  // "job/attempt/first rank" -> plan
+  std::unique_ptr<ShardPlanner> shards;         // thread-safe on its own; used outside `mu`
   std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
+  // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
+  // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
+  RateLimit event_rate{"events", 2000, 20000};
   std::mutex mu;
   std::condition_variable events_cv;  // notified on every new event
   std::unique_ptr<Store> store;
@@ -98,55 +102,6 @@ struct Coordinator::Impl {
 
   int64_t Now() const { return opt.now_ms ? opt.now_ms() : SystemNowMs(); }
   fs::path DatasetDir(const std::string& hash) const { return fs::path(opt.data_dir) / "datasets" / hash; }
-
-  // Training rows of a stored dataset (read from its train split's header; memoized).
-  int64_t TrainRows(const std::string& hash) {
-    auto it = train_rows.find(hash);
-    if (it != train_rows.end()) return it->second;
-    const int64_t n = data::DatasetSplit::Open(DatasetDir(hash).string(), "train").rows();
-    train_rows[hash] = n;
-    return n;
-  }
-
-  // The training rows the ranks of `shard` read (as the trainer's BatchIterator: shuffled,
-  // last batch dropped).
-  static std::vector<int64_t> RowsOf(const v1::ShardSpec& shard, int64_t rows) {
-    data::BatchConfig bc;
-    bc.global_batch = shard.global_batch();
-    bc.seed = shard.seed();
-    bc.world = shard.world_size();
-    return data::RowsReadByRanks(rows, bc, std::vector<int>(shard.ranks().begin(), shard.ranks().end()),
-                                 shard.batches());
-  }
-
-  // What the ranks `ranks` of the job's active attempt read: a shard when that is less than the
-  // whole training split (a run shorter than its data), nothing when they read every row.
-  std::optional<v1::ShardSpec> ShardFor(const v1::JobRecord& rec, const std::vector<int>& ranks) {
-    const auto& job = rec.job();
-    if (job.dataset_hash().empty()) return std::nullopt;
-    const std::string key = job.id() + "/" + std::to_string(rec.attempt().number()) + "/" +
-                            std::to_string(ranks.empty() ? -1 : ranks.front());
-    if (auto it = shard_plans.find(key); it != shard_plans.end()) return it->second;
-    std::optional<v1::ShardSpec> plan;
-    try {
-      const worker::TrainConfig cfg =
-          worker::TrainConfig::FromJson(nlohmann::json::parse(job.resolved_config_json()), job.spec().config_name());
-      const int64_t rows = TrainRows(job.dataset_hash());
-      v1::ShardSpec s;
-      s.set_world_size(job.spec().world_size());
-      for (int r : ranks) s.add_ranks(r);
-      s.set_global_batch(cfg.global_batch_size);
-      s.set_seed(static_cast<uint64_t>(cfg.seed));
-      s.set_batches(worker::StepsToRun(cfg, rows) * cfg.gradient_accumulation_steps);
-      if (s.batches() > 0 && RowsOf(s, rows).size() < static_cast<size_t>(rows)) plan = s;
-    } catch (const std::exception& e) {
-      // The whole dataset always works; the trainer reports what is wrong with the config.
-      spdlog::warn("job {}: no shard plan ({}); its workers fetch the whole dataset", job.id(), e.what());
-    }
-    if (shard_plans.size() > 10000) shard_plans.clear();
-    shard_plans[key] = plan;
-    return plan;
-  }
   fs::path CheckpointDir(const std::string& job, const std::string& name) const {
     return fs::path(opt.data_dir) / "checkpoints" / job / name;
   }
@@ -157,7 +112,7 @@ struct Coordinator::Impl {
     return it->second;
   }
 
-  // Appends an event to the record (persisted by SaveJob in the caller's transaction).
+  // Appends an event to the record (persisted with the record in Mutate's transaction).
   void Emit(v1::JobRecord* rec, v1::JobEvent e) {
     e.set_seq(rec->last_seq() + 1);
     e.set_time_unix_ms(Now());
@@ -174,15 +129,33 @@ struct Coordinator::Impl {
     spdlog::info("job {}: {} ({})", rec->job().id(), StateName(rec->job().state()), message);
   }
 
-  // Writes `rec` inside an open transaction; the in-memory copy is replaced by the caller after
-  // the commit, so a failed write leaves both as they were.
-  void Commit(Store::Transaction* tx, v1::JobRecord rec) {
+  // The one way a job's record changes: `fn` edits a copy, inside one transaction with the
+  // events and other rows it writes; the copy is stored, and replaces the in-memory record only
+  // after the transaction committed, so a failed write leaves both as they were.
+  template <typename Fn>
+  void Mutate(const std::string& id, Fn&& fn) {
+    Write(Job(id), std::forward<Fn>(fn));
+  }
+  // The same for a new job (`fn` gives the fresh record its id).
+  template <typename Fn>
+  void Insert(Fn&& fn) {
+    Write(v1::JobRecord(), std::forward<Fn>(fn));
+  }
+  template <typename Fn>
+  void Write(v1::JobRecord rec, Fn&& fn) {
+    Store::Transaction tx(store.get());
+    fn(&rec);
     store->PutJob(rec);
-    tx->Commit();
-    const std::string id = rec.job().id();
-    jobs[id] = std::move(rec);
+    tx.Commit();
+    v1::JobRecord& kept = jobs[rec.job().id()];
+    kept = std::move(rec);
     events_cv.notify_all();
-    PublishJob(jobs[id]);
+    PublishJob(kept);
+  }
+
+  // Ends job `id`'s active attempt as failed (requeued while restarts remain).
+  void FailActiveAttempt(const std::string& id, const std::string& kind, const std::string& why) {
+    Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, FailAttempt(rec, kind, why, Now())); });
   }
 
   v1::Job WithWarning(v1::Job j) const {
@@ -210,7 +183,7 @@ struct Coordinator::Impl {
       if (w.rec.info().alive()) {
         ++alive;
         slots += w.rec.info().slots();
-        busy += w.rec.info().slots() - FreeSlots(w, reserved);
+        busy += w.rec.info().slots() - FreeSlotsOf(w, reserved);
       } else {
         ++lost;
       }
@@ -221,13 +194,11 @@ struct Coordinator::Impl {
   // Slots held by active attempts, by worker.
   std::map<std::string, int> Reserved() const {
     std::map<std::string, int> n;
-    for (const auto& [id, r] : jobs) {
-      if (!r.attempt().active()) continue;
-      for (const auto& p : r.attempt().placement()) n[p.worker_id()] += p.ranks_size();
-    }
+    for (const auto& [id, r] : jobs)
+      for (const auto& [worker, held] : SlotsHeld(r)) n[worker] += held;
     return n;
   }
-  int FreeSlots(const WorkerState& w, const std::map<std::string, int>& reserved) const {
+  int FreeSlotsOf(const WorkerState& w, const std::map<std::string, int>& reserved) const {
     auto it = reserved.find(w.rec.info().id());
     return std::max(0, w.rec.info().slots() - (it == reserved.end() ? 0 : it->second) - w.stale_running);
   }
@@ -240,28 +211,6 @@ struct Coordinator::Impl {
         if (p.worker_id() == worker_id) out.push_back(id);
     }
     return out;
-  }
-
-  // Ends the current attempt as failed; requeues the job while restarts remain.
-  void FailAttempt(v1::JobRecord* rec, const std::string& kind, const std::string& message) {
-    auto* a = rec->mutable_attempt();
-    a->set_active(false);
-    a->set_ended_unix_ms(Now());
-    auto* j = rec->mutable_job();
-    j->set_failure_kind(kind);
-    j->clear_placement();
-    if (j->restarts() < j->spec().max_restarts()) {
-      j->set_restarts(j->restarts() + 1);
-      j->set_state(v1::JOB_QUEUED);
-      EmitState(rec, "attempt " + std::to_string(a->number()) + " failed (" + kind + "): " + message +
-                         "; restarting (" + std::to_string(j->restarts()) + "/" +
-                         std::to_string(j->spec().max_restarts()) + ") from " +
-                         (j->latest_checkpoint().empty() ? std::string("the start") : j->latest_checkpoint()));
-    } else {
-      j->set_state(v1::JOB_FAILED);
-      j->set_finished_unix_ms(Now());
-      EmitState(rec, "attempt " + std::to_string(a->number()) + " failed (" + kind + "): " + message);
-    }
   }
 
   void Schedule() {
@@ -280,8 +229,7 @@ struct Coordinator::Impl {
     std::vector<coordinator::FreeSlots> free;
     for (const auto& [id, w] : workers) {
       if (!w.rec.info().alive()) continue;
-      auto it = reserved.find(id);
-      const int n = std::max(0, w.rec.info().slots() - (it == reserved.end() ? 0 : it->second) - w.stale_running);
+      const int n = FreeSlotsOf(w, reserved);
       if (n > 0) free.push_back({id, n, !w.free_ports.empty()});
     }
     for (v1::JobRecord* queued_rec : queued) {
@@ -292,43 +240,14 @@ struct Coordinator::Impl {
         for (auto& f : free)
           if (f.worker_id == g.worker_id) f.free -= static_cast<int>(g.ranks.size());
       }
-      v1::JobRecord rec = *queued_rec;
       WorkerState& head = workers[placement->front().worker_id];
       const uint32_t port = head.free_ports.back();
       head.free_ports.pop_back();  // no second job this tick gets the same port
       for (auto& f : free)
         if (f.worker_id == placement->front().worker_id) f.has_ports = !head.free_ports.empty();
-      v1::AttemptRecord a;
-      a.set_number(rec.attempt().number() + 1);
-      a.set_master_addr(head.rec.info().host());
-      a.set_master_port(port);
-      a.set_resume_checkpoint(rec.job().latest_checkpoint());
-      a.set_active(true);
-      a.set_started_unix_ms(Now());
-      std::string where;
-      auto* j = rec.mutable_job();
-      j->clear_placement();
-      for (const auto& g : *placement) {
-        auto* p = a.add_placement();
-        p->set_worker_id(g.worker_id);
-        for (int r : g.ranks) {
-          p->add_ranks(r);
-          auto* rp = j->add_placement();
-          rp->set_rank(r);
-          rp->set_worker_id(g.worker_id);
-        }
-        where += (where.empty() ? "" : ", ") + g.worker_id + " (ranks " + std::to_string(g.ranks.front()) + "-" +
-                 std::to_string(g.ranks.back()) + ")";
-      }
-      *rec.mutable_attempt() = a;
-      j->set_attempt(a.number());
-      j->set_state(v1::JOB_RUNNING);
-      if (j->started_unix_ms() == 0) j->set_started_unix_ms(Now());
-      Store::Transaction tx(store.get());
-      EmitState(&rec, "attempt " + std::to_string(a.number()) + " on " + where + ", rendezvous " + a.master_addr() +
-                          ":" + std::to_string(port) +
-                          (a.resume_checkpoint().empty() ? "" : ", resuming from " + a.resume_checkpoint()));
-      Commit(&tx, std::move(rec));
+      Mutate(queued_rec->job().id(), [&](v1::JobRecord* rec) {
+        EmitState(rec, Place(rec, *placement, head.rec.info().host(), port, Now()));
+      });
     }
   }
 
@@ -341,13 +260,10 @@ struct Coordinator::Impl {
       w.stale_running = 0;
       store->PutWorker(w.rec);
       spdlog::warn("worker {} lost: no heartbeat for {} ms", id, now - w.last_seen_ms);
-      for (const std::string& job_id : JobsOn(id)) {
-        v1::JobRecord rec = jobs[job_id];
-        Store::Transaction tx(store.get());
-        FailAttempt(&rec, "lost_worker",
-                    "worker " + id + " sent no heartbeat for " + std::to_string((now - w.last_seen_ms) / 1000) + " s");
-        Commit(&tx, std::move(rec));
-      }
+      for (const std::string& job_id : JobsOn(id))
+        FailActiveAttempt(job_id, "lost_worker",
+                          "worker " + id + " sent no heartbeat for " + std::to_string((now - w.last_seen_ms) / 1000) +
+                              " s");
     }
   }
 
@@ -390,12 +306,7 @@ struct Coordinator::Impl {
       const std::string why = HangReason(ProgressOf(id, r.attempt().number()), now);
       if (!why.empty()) hung.emplace_back(id, why);
     }
-    for (const auto& [id, why] : hung) {
-      v1::JobRecord rec = jobs[id];
-      Store::Transaction tx(store.get());
-      FailAttempt(&rec, "hang", why);
-      Commit(&tx, std::move(rec));
-    }
+    for (const auto& [id, why] : hung) FailActiveAttempt(id, "hang", why);
   }
 
   // Drops the rows of checkpoints retention lets go; returns their directories, which the caller
@@ -408,13 +319,7 @@ struct Coordinator::Impl {
     for (size_t i = list.size() - std::min<size_t>(list.size(), static_cast<size_t>(std::max(1, opt.keep_last_checkpoints)));
          i < list.size(); ++i)
       keep.insert(list[i].info().name());
-    const v1::CheckpointRecord* best = nullptr;
-    for (const auto& c : list) {
-      auto it = c.info().metrics().find(opt.keep_best_metric);
-      if (it == c.info().metrics().end()) continue;
-      if (!best || Better(opt.keep_best_metric, it->second, best->info().metrics().at(opt.keep_best_metric))) best = &c;
-    }
-    if (best) keep.insert(best->info().name());
+    if (const v1::CheckpointRecord* best = BestCheckpoint(list, opt.keep_best_metric)) keep.insert(best->info().name());
     keep.insert(rec.job().latest_checkpoint());
     if (rec.attempt().active()) keep.insert(rec.attempt().resume_checkpoint());
     for (const auto& c : list) {
@@ -424,7 +329,210 @@ struct Coordinator::Impl {
     }
     return doomed;
   }
+
+  // The attempts a heartbeat lists: those that are over are told to stop (their running ranks
+  // hold slots until they do), current ones update their ranks' phase clocks and count as taken
+  // up by the worker. Returns the attempts listed.
+  std::set<AttemptKey> TakeAttempts(WorkerState* w, const v1::HeartbeatRequest& req, v1::HeartbeatResponse* resp) {
+    std::set<AttemptKey> listed;
+    w->stale_running = 0;
+    for (const auto& a : req.attempts()) {
+      listed.insert({a.job_id(), a.attempt()});
+      auto jit = jobs.find(a.job_id());
+      const bool current = jit != jobs.end() && jit->second.attempt().active() &&
+                           jit->second.attempt().number() == a.attempt();
+      if (!current) {
+        for (const auto& r : a.ranks()) w->stale_running += r.phase() != v1::PHASE_EXITED;
+        v1::StopOrder* s = resp->add_stop();
+        s->set_job_id(a.job_id());
+        s->set_attempt(a.attempt());
+        s->set_reason(jit == jobs.end() ? "unknown job" : "attempt " + std::to_string(a.attempt()) + " is over");
+        continue;
+      }
+      Progress& p = ProgressOf(a.job_id(), a.attempt());
+      for (const auto& r : a.ranks()) {
+        if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
+        if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
+          p.ranks.erase(r.rank());
+        } else {
+          p.ranks[r.rank()] = Progress::RankClock{r.phase(), Now() - r.phase_elapsed_ms(), r.step()};
+        }
+      }
+      const auto& acked = jit->second.attempt().acked_workers();
+      if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end())
+        Mutate(a.job_id(), [&](v1::JobRecord* rec) { rec->mutable_attempt()->add_acked_workers(req.worker_id()); });
+    }
+    return listed;
+  }
+
+  // Assignments not yet taken up are sent again until the worker lists them. Their shards are
+  // planned by the caller outside the lock (shard_plans.h): `shards` gets the index in
+  // resp->start() of each assignment that may read one and what its plan depends on.
+  void Assign(const std::string& worker_id, const std::set<AttemptKey>& listed, v1::HeartbeatResponse* resp,
+              std::vector<std::pair<int, ShardRequest>>* shards) const {
+    for (const auto& [id, rec] : jobs) {
+      const auto& a = rec.attempt();
+      if (!a.active() || listed.count({id, a.number()})) continue;
+      if (std::find(a.acked_workers().begin(), a.acked_workers().end(), worker_id) != a.acked_workers().end())
+        continue;
+      for (const auto& p : a.placement()) {
+        if (p.worker_id() != worker_id) continue;
+        v1::Assignment* s = resp->add_start();
+        s->set_job_id(id);
+        s->set_attempt(a.number());
+        s->set_world_size(rec.job().spec().world_size());
+        s->mutable_ranks()->CopyFrom(p.ranks());
+        s->set_master_addr(a.master_addr());
+        s->set_master_port(a.master_port());
+        s->set_config_json(rec.job().resolved_config_json());
+        s->set_dataset_hash(rec.job().dataset_hash());
+        if (rec.job().dataset_hash().empty()) s->set_data_path(rec.job().spec().data_path());
+        s->set_resume_checkpoint(a.resume_checkpoint());
+        if (!rec.job().dataset_hash().empty())
+          shards->emplace_back(resp->start_size() - 1,
+                               ShardRequestFor(rec, std::vector<int>(p.ranks().begin(), p.ranks().end())));
+      }
+    }
+  }
+
+  bool ApplyEvents(v1::JobRecord* record, const v1::ReportEventsRequest& req, v1::ReportEventsResponse* resp);
+
+  // ---- uploads: into a fresh directory under tmp/, verified and moved into place on commit.
+  std::string NewUploadDir(const std::string& kind) {
+    std::lock_guard<std::mutex> l(mu);
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+    return (fs::path(opt.data_dir) / "tmp" / (kind + "-" + buf)).string();
+  }
+
+  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received) {
+    const v1::Manifest& m = received->manifest();
+    rpc::CheckName(m.name(), "manifest.name (the dataset name)");
+    const std::string hash = rpc::ContentHash(m);
+    if (!m.content_sha256().empty() && m.content_sha256() != hash)
+      InvalidArgument("manifest.content_sha256 does not match its files");
+    const fs::path dir = DatasetDir(hash);
+    received->Commit(dir.string());  // keeps an existing copy of the same content
+    v1::Manifest stored = m;
+    stored.set_content_sha256(hash);
+    WriteFileAtomic(dir.string() + ".manifest", stored.SerializeAsString());
+    v1::DatasetInfo info;
+    info.set_name(m.name());
+    info.set_content_sha256(hash);
+    info.set_size_bytes(m.total_bytes());
+    info.set_files(m.files_size());
+    info.set_created_unix_ms(Now());
+    std::lock_guard<std::mutex> l(mu);
+    store->PutDataset(info);
+    spdlog::info("dataset {} pushed: {} ({} bytes)", m.name(), hash.substr(0, 12), m.total_bytes());
+    return info;
+  }
+
+  // A checkpoint upload must name the job's current attempt and a step_<step> checkpoint;
+  // checked before its data is accepted and again when it commits.
+  void CheckUpload(const v1::CheckpointUploadHeader& h) {
+    rpc::CheckName(h.info().name(), "info.name");
+    if (h.info().name() != "step_" + std::to_string(h.info().step()))
+      InvalidArgument("info.name '" + h.info().name() + "': expected step_" + std::to_string(h.info().step()));
+    std::lock_guard<std::mutex> l(mu);
+    const v1::JobRecord& rec = Job(h.job_id());
+    if (h.attempt() != rec.attempt().number())
+      ThrowError(Code::kFailedPrecondition, "job " + h.job_id() + ": attempt " + std::to_string(h.attempt()) +
+                                                " is not the current attempt " + std::to_string(rec.attempt().number()));
+  }
+
+  v1::CheckpointInfo CommitCheckpoint(const v1::CheckpointUploadHeader& h, rpc::FileReceiver* received) {
+    CheckUpload(h);
+    const fs::path dir = CheckpointDir(h.job_id(), h.info().name());
+    received->Commit(dir.string(), /*replace=*/true);
+    v1::CheckpointRecord c;
+    *c.mutable_info() = h.info();
+    *c.mutable_manifest() = received->manifest();
+    c.mutable_manifest()->set_content_sha256(rpc::ContentHash(received->manifest()));
+    c.mutable_info()->set_size_bytes(received->manifest().total_bytes());
+    c.mutable_info()->set_content_sha256(c.manifest().content_sha256());
+    c.mutable_info()->set_created_unix_ms(Now());
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<fs::path> doomed;
+    Mutate(h.job_id(), [&](v1::JobRecord* rec) {
+      store->PutCheckpoint(h.job_id(), c);
+      auto list = store->ListCheckpoints(h.job_id());
+      rec->mutable_job()->set_latest_checkpoint(list.back().info().name());
+      rec->set_last_checkpoint_unix_ms(Now());
+      v1::JobEvent e;
+      *e.mutable_checkpoint() = c.info();
+      Emit(rec, std::move(e));
+      doomed = Retain(h.job_id(), *rec);
+    });
+    for (const auto& d : doomed) {
+      std::error_code ec;
+      fs::remove_all(d, ec);
+    }
+    warnings.erase(h.job_id());
+    spdlog::info("job {}: checkpoint {} committed ({} bytes)", h.job_id(), c.info().name(), c.info().size_bytes());
+    return c.info();
+  }
+
+  // An upload that failed while receiving or committing: a full disk (kResourceExhausted)
+  // becomes the job's warning until an upload succeeds; the worker keeps the checkpoint and
+  // retries.
+  void UploadFailed(const v1::CheckpointUploadHeader& h, const Error& error) {
+    if (error.code() != Code::kResourceExhausted) return;
+    std::lock_guard<std::mutex> l(mu);
+    if (!jobs.count(h.job_id())) return;
+    const std::string warning = "checkpoint " + h.info().name() +
+                                " cannot be stored (the worker keeps it and retries): " + error.what();
+    if (warnings[h.job_id()] != warning) spdlog::error("job {}: {}", h.job_id(), warning);
+    warnings[h.job_id()] = warning;
+  }
 };
+
+// Applies the events of the job's current attempt to its record (in Mutate's transaction).
+// Returns whether the attempt ended; events after that are no longer news.
+bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEventsRequest& req,
+                                    v1::ReportEventsResponse* resp) {
+  v1::JobRecord& rec = *record;
+  auto* j = rec.mutable_job();
+  for (const auto& ev : req.events()) {
+    v1::JobEvent e;
+    if (ev.has_metrics()) {
+      const auto& m = ev.metrics();
+      store->AppendMetrics(j->id(), m);
+      if (!m.eval()) {
+        Progress& p = progress[j->id()];
+        if (p.attempt != rec.attempt().number() || m.step() > p.step) {
+          const bool same = p.attempt == rec.attempt().number();
+          p = Progress{rec.attempt().number(), m.step(), Now(), p.phase,
+                       same ? std::move(p.ranks) : std::map<int, Progress::RankClock>{}};
+        }
+        j->set_step(m.step());
+        if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
+        auto get = [&](const char* k) {
+          auto it = m.values().find(k);
+          return it == m.values().end() ? 0.0 : it->second;
+        };
+        j->set_loss(get("lm_loss"));
+        j->set_tokens_per_s(get("tokens_per_s"));
+        if (opt.metrics)
+          opt.metrics->SetJobProgress(j->id(), j->step(), j->total_steps(), j->loss(), j->tokens_per_s(),
+                                      get("act_steps"));
+      }
+      *e.mutable_metrics() = m;
+      Emit(&rec, std::move(e));
+    } else if (ev.has_log()) {
+      *e.mutable_log() = ev.log();
+      if (e.log().text().size() > 4096) e.mutable_log()->mutable_text()->resize(4096);
+      Emit(&rec, std::move(e));
+    } else if (ev.has_exit()) {
+      if (auto message = RankExited(&rec, ev.exit(), req.worker_id(), Now())) {
+        EmitState(&rec, *message);
+        resp->set_stop(j->state() != v1::JOB_SUCCEEDED);  // a failed rank: the others are stopped
+        return true;
+      }
+    }
+  }
+  return false;
+}
 
 Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->opt = std::move(options);
@@ -436,6 +544,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
   }
   fs::remove_all(fs::path(opt.data_dir) / "tmp", ec);  // partial uploads of a previous run
   fs::create_directories(fs::path(opt.data_dir) / "tmp", ec);
+  impl_->shards = std::make_unique<ShardPlanner>(opt.data_dir);
   impl_->store = std::make_unique<Store>((fs::path(opt.data_dir) / "coordinator.db").string());
   for (auto& rec : impl_->store->ListJobs()) impl_->jobs[rec.job().id()] = std::move(rec);
   const int64_t now = impl_->Now();
@@ -461,10 +570,13 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
   std::string data_ref, hash;
   if (!spec.dataset().empty() && !spec.data_path().empty())
     InvalidArgument("spec: give dataset or data_path, not both");
-  std::unique_lock<std::mutex> lock(impl_->mu);
   if (!spec.dataset().empty()) {
     rpc::CheckName(spec.dataset(), "spec.dataset");
-    auto d = impl_->store->FindDataset(spec.dataset());
+    std::optional<v1::DatasetInfo> d;
+    {
+      std::lock_guard<std::mutex> l(impl_->mu);
+      d = impl_->store->FindDataset(spec.dataset());
+    }
     if (!d) NotFound("spec.dataset: no dataset named or hashed '" + spec.dataset() + "' (trmctl dataset push DIR)");
     hash = d->content_sha256();
     data_ref = "dataset:" + hash;
@@ -476,7 +588,9 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
     InvalidArgument("spec: dataset (a pushed dataset's name or hash) or data_path is required");
   }
   if (spec.world_size() == 0) spec.set_world_size(1);
+  // Reads the named config's files: outside the lock (a stored dataset is never removed).
   const std::string config = ResolveJobConfig(spec, impl_->opt.config_dir, data_ref);
+  std::lock_guard<std::mutex> lock(impl_->mu);
   int total_slots = 0;
   for (const auto& [id, w] : impl_->workers)
     if (w.rec.info().alive()) total_slots += w.rec.info().slots();
@@ -484,31 +598,26 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
     ThrowError(Code::kFailedPrecondition,
                "spec.world_size: " + std::to_string(spec.world_size()) + " ranks, but the live workers have " +
                    std::to_string(total_slots) + " slots in all (trmctl workers)");
-  v1::JobRecord rec;
-  Store::Transaction tx(impl_->store.get());
-  char id[32];
-  std::snprintf(id, sizeof(id), "job-%06lld", static_cast<long long>(impl_->store->NextJobNumber()));
-  auto* j = rec.mutable_job();
-  j->set_id(id);
-  if (spec.name().empty()) spec.set_name(spec.config_name().empty() ? std::string(id) : spec.config_name());
-  *j->mutable_spec() = spec;
-  j->set_state(v1::JOB_QUEUED);
-  j->set_created_unix_ms(impl_->Now());
-  j->set_resolved_config_json(config);
-  j->set_dataset_hash(hash);
-  impl_->EmitState(&rec, "submitted: " + std::to_string(spec.world_size()) + " ranks");
-  impl_->Commit(&tx, std::move(rec));
+  std::string id;
+  impl_->Insert([&](v1::JobRecord* rec) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "job-%06lld", static_cast<long long>(impl_->store->NextJobNumber()));
+    id = buf;
+    impl_->EmitState(rec, Submit(rec, id, spec, config, hash, impl_->Now()));
+  });
   impl_->Schedule();
   impl_->PublishCounts();
   return id;
 }
 
 v1::Job Coordinator::GetJob(const std::string& job_id) {
+  CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
   return impl_->WithWarning(impl_->Job(job_id).job());
 }
 
 std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int limit) {
+  if (limit < 0 || limit > 10000) InvalidArgument("limit: expected 0 to 10000");
   std::lock_guard<std::mutex> l(impl_->mu);
   if (limit <= 0) limit = 100;
   std::vector<v1::Job> out;
@@ -522,19 +631,12 @@ std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& stat
 }
 
 v1::Job Coordinator::CancelJob(const std::string& job_id) {
+  CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
-  v1::JobRecord rec = impl_->Job(job_id);
-  if (Terminal(rec.job().state())) return rec.job();
-  rec.mutable_attempt()->set_active(false);
-  rec.mutable_attempt()->set_ended_unix_ms(impl_->Now());
-  rec.mutable_job()->set_state(v1::JOB_CANCELLED);
-  rec.mutable_job()->set_finished_unix_ms(impl_->Now());
-  rec.mutable_job()->clear_placement();
-  Store::Transaction tx(impl_->store.get());
-  impl_->EmitState(&rec, "cancelled by the user");
-  impl_->Commit(&tx, rec);
+  if (Terminal(impl_->Job(job_id).job().state())) return impl_->Job(job_id).job();
+  impl_->Mutate(job_id, [&](v1::JobRecord* rec) { impl_->EmitState(rec, Cancel(rec, impl_->Now())); });
   impl_->PublishCounts();
-  return rec.job();
+  return impl_->Job(job_id).job();
 }
 
 std::vector<v1::JobEvent> Coordinator::ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs,
@@ -552,12 +654,15 @@ bool Coordinator::WaitForEvents(const std::string& job_id, uint64_t after_seq, s
 }
 
 std::vector<v1::StepMetrics> Coordinator::GetMetrics(const std::string& job_id, int64_t from_step, int limit) {
+  CheckJobId(job_id);
+  if (limit < 0) InvalidArgument("limit: must not be negative");
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->Job(job_id);
   return impl_->store->ReadMetrics(job_id, from_step, limit);
 }
 
 std::vector<v1::CheckpointInfo> Coordinator::ListCheckpoints(const std::string& job_id) {
+  CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->Job(job_id);
   std::vector<v1::CheckpointInfo> out;
@@ -566,6 +671,8 @@ std::vector<v1::CheckpointInfo> Coordinator::ListCheckpoints(const std::string& 
 }
 
 FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::string& selector_in) {
+  CheckJobId(job_id);
+  if (selector_in.size() > 256) InvalidArgument("selector: longer than 256 characters");
   std::lock_guard<std::mutex> l(impl_->mu);
   const v1::JobRecord& rec = impl_->Job(job_id);
   const std::string selector = selector_in.empty() ? "latest" : selector_in;
@@ -578,11 +685,7 @@ FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::str
     if (!pick) pick = &list.back();
   } else if (selector.rfind("best:", 0) == 0) {
     const std::string metric = selector.substr(5);
-    for (const auto& c : list) {
-      auto it = c.info().metrics().find(metric);
-      if (it == c.info().metrics().end()) continue;
-      if (!pick || Better(metric, it->second, pick->info().metrics().at(metric))) pick = &c;
-    }
+    pick = BestCheckpoint(list, metric);
     if (!pick) NotFound("selector '" + selector + "': no checkpoint of " + job_id + " has the metric '" + metric + "'");
   } else {
     std::string name = selector;
@@ -597,13 +700,19 @@ FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::str
   return FileSet{impl_->CheckpointDir(job_id, pick->info().name()).string(), pick->manifest()};
 }
 
+FileSet Coordinator::CheckpointFiles(const std::string& job_id, const std::string& name) {
+  CheckJobId(job_id);
+  rpc::CheckName(name, "name");
+  return ResolveCheckpoint(job_id, name);
+}
+
 std::vector<v1::WorkerInfo> Coordinator::ListWorkers() {
   std::lock_guard<std::mutex> l(impl_->mu);
   std::vector<v1::WorkerInfo> out;
   const auto reserved = impl_->Reserved();
   for (const auto& [id, w] : impl_->workers) {
     v1::WorkerInfo info = w.rec.info();
-    info.set_free_slots(info.alive() ? impl_->FreeSlots(w, reserved) : 0);
+    info.set_free_slots(info.alive() ? impl_->FreeSlotsOf(w, reserved) : 0);
     info.set_last_heartbeat_unix_ms(w.last_seen_ms);
     for (const auto& j : impl_->JobsOn(id)) info.add_jobs(j);
     out.push_back(std::move(info));
@@ -611,37 +720,14 @@ std::vector<v1::WorkerInfo> Coordinator::ListWorkers() {
   return out;
 }
 
-std::string Coordinator::NewUploadDir(const std::string& kind) {
-  std::lock_guard<std::mutex> l(impl_->mu);
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(impl_->rng()));
-  return (fs::path(impl_->opt.data_dir) / "tmp" / (kind + "-" + buf)).string();
-}
-
-uint64_t Coordinator::max_dataset_bytes() const { return impl_->opt.max_dataset_bytes; }
-uint64_t Coordinator::max_checkpoint_bytes() const { return impl_->opt.max_checkpoint_bytes; }
-
-v1::DatasetInfo Coordinator::CommitDataset(rpc::FileReceiver* received) {
-  const v1::Manifest& m = received->manifest();
-  rpc::CheckName(m.name(), "manifest.name (the dataset name)");
-  const std::string hash = rpc::ContentHash(m);
-  if (!m.content_sha256().empty() && m.content_sha256() != hash)
-    InvalidArgument("manifest.content_sha256 does not match its files");
-  const fs::path dir = impl_->DatasetDir(hash);
-  received->Commit(dir.string());  // keeps an existing copy of the same content
-  v1::Manifest stored = m;
-  stored.set_content_sha256(hash);
-  WriteFileAtomic(dir.string() + ".manifest", stored.SerializeAsString());
-  v1::DatasetInfo info;
-  info.set_name(m.name());
-  info.set_content_sha256(hash);
-  info.set_size_bytes(m.total_bytes());
-  info.set_files(m.files_size());
-  info.set_created_unix_ms(impl_->Now());
-  std::lock_guard<std::mutex> l(impl_->mu);
-  impl_->store->PutDataset(info);
-  spdlog::info("dataset {} pushed: {} ({} bytes)", m.name(), hash.substr(0, 12), m.total_bytes());
-  return info;
+v1::DatasetInfo Coordinator::PushDataset(const std::function<bool(v1::TransferMessage*)>& read) {
+  v1::TransferMessage msg;
+  if (!read(&msg) || !msg.has_manifest()) InvalidArgument("PushDataset: the first message must be the manifest");
+  rpc::CheckName(msg.manifest().name(), "manifest.name (the dataset name)");
+  rpc::FileReceiver receiver(impl_->NewUploadDir("dataset"), impl_->opt.max_dataset_bytes);
+  receiver.OnManifest(msg.manifest());
+  while (read(&msg)) receiver.OnMessage(msg);
+  return impl_->CommitDataset(&receiver);
 }
 
 std::vector<v1::DatasetInfo> Coordinator::ListDatasets() {
@@ -680,12 +766,8 @@ FileSet Coordinator::DatasetShardFiles(const std::string& hash, const v1::ShardS
   } catch (const Error& e) {
     if (e.code() != Code::kNotFound) throw;
   }
-  int64_t rows = 0;
-  {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    rows = impl_->TrainRows(hash);
-  }
-  const std::vector<int64_t> picked = Impl::RowsOf(shard, rows);
+  const int64_t rows = impl_->shards->TrainRows(hash);
+  const std::vector<int64_t> picked = ShardPlanner::RowsOf(shard, rows);
   if (picked.size() == static_cast<size_t>(rows)) return whole;
   std::error_code ec;
   fs::remove_all(dir, ec);  // a build cut short before its manifest was written
@@ -723,10 +805,7 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   for (const std::string& job_id : impl_->JobsOn(req.worker_id())) {
     const auto& acked = impl_->jobs[job_id].attempt().acked_workers();
     if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end()) continue;  // not started there yet
-    v1::JobRecord rec = impl_->jobs[job_id];
-    Store::Transaction tx(impl_->store.get());
-    impl_->FailAttempt(&rec, "lost_worker", "worker " + req.worker_id() + " restarted");
-    impl_->Commit(&tx, std::move(rec));
+    impl_->FailActiveAttempt(job_id, "lost_worker", "worker " + req.worker_id() + " restarted");
   }
   impl_->PublishCounts();
   v1::RegisterResponse resp;
@@ -735,82 +814,36 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
 }
 
 v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& req) {
-  std::lock_guard<std::mutex> l(impl_->mu);
   v1::HeartbeatResponse resp;
-  auto wit = impl_->workers.find(req.worker_id());
-  if (wit == impl_->workers.end()) {
-    resp.set_reregister(true);
-    return resp;
-  }
-  WorkerState& w = wit->second;
-  w.last_seen_ms = impl_->Now();
-  w.free_ports.assign(req.free_ports().begin(), req.free_ports().end());
-  if (!w.rec.info().alive()) {
-    // It was declared lost (its attempts failed already); it comes back empty-handed.
-    w.rec.mutable_info()->set_alive(true);
-    impl_->store->PutWorker(w.rec);
-    spdlog::info("worker {} is back", req.worker_id());
-  }
-  std::set<std::pair<std::string, int>> listed;
-  w.stale_running = 0;
-  for (const auto& a : req.attempts()) {
-    listed.insert({a.job_id(), a.attempt()});
-    auto jit = impl_->jobs.find(a.job_id());
-    const bool current = jit != impl_->jobs.end() && jit->second.attempt().active() &&
-                         jit->second.attempt().number() == a.attempt();
-    if (!current) {
-      for (const auto& r : a.ranks()) w.stale_running += r.phase() != v1::PHASE_EXITED;
-      v1::StopOrder* s = resp.add_stop();
-      s->set_job_id(a.job_id());
-      s->set_attempt(a.attempt());
-      s->set_reason(jit == impl_->jobs.end() ? "unknown job" : "attempt " + std::to_string(a.attempt()) + " is over");
-      continue;
+  std::vector<std::pair<int, ShardRequest>> shards;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    auto wit = impl_->workers.find(req.worker_id());
+    if (wit == impl_->workers.end()) {
+      resp.set_reregister(true);
+      return resp;
     }
-    v1::JobRecord& rec = jit->second;
-    Progress& p = impl_->ProgressOf(a.job_id(), a.attempt());
-    for (const auto& r : a.ranks()) {
-      if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
-      if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
-        p.ranks.erase(r.rank());
-      } else {
-        p.ranks[r.rank()] = Progress::RankClock{r.phase(), impl_->Now() - r.phase_elapsed_ms(), r.step()};
-      }
+    WorkerState& w = wit->second;
+    w.last_seen_ms = impl_->Now();
+    w.free_ports.assign(req.free_ports().begin(), req.free_ports().end());
+    if (!w.rec.info().alive()) {
+      // It was declared lost (its attempts failed already); it comes back empty-handed.
+      w.rec.mutable_info()->set_alive(true);
+      impl_->store->PutWorker(w.rec);
+      spdlog::info("worker {} is back", req.worker_id());
     }
-    auto& acked = rec.attempt().acked_workers();
-    if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end()) {
-      v1::JobRecord copy = rec;
-      copy.mutable_attempt()->add_acked_workers(req.worker_id());
-      Store::Transaction tx(impl_->store.get());
-      impl_->Commit(&tx, std::move(copy));
-    }
+    const std::set<AttemptKey> listed = impl_->TakeAttempts(&w, req, &resp);
+    impl_->Assign(req.worker_id(), listed, &resp, &shards);
   }
-  // Assignments not yet taken up are sent again until the worker lists them.
-  for (const auto& [id, rec] : impl_->jobs) {
-    const auto& a = rec.attempt();
-    if (!a.active() || listed.count({id, a.number()})) continue;
-    if (std::find(a.acked_workers().begin(), a.acked_workers().end(), req.worker_id()) != a.acked_workers().end())
-      continue;
-    for (const auto& p : a.placement()) {
-      if (p.worker_id() != req.worker_id()) continue;
-      v1::Assignment* s = resp.add_start();
-      s->set_job_id(id);
-      s->set_attempt(a.number());
-      s->set_world_size(rec.job().spec().world_size());
-      s->mutable_ranks()->CopyFrom(p.ranks());
-      s->set_master_addr(a.master_addr());
-      s->set_master_port(a.master_port());
-      s->set_config_json(rec.job().resolved_config_json());
-      s->set_dataset_hash(rec.job().dataset_hash());
-      if (rec.job().dataset_hash().empty()) s->set_data_path(rec.job().spec().data_path());
-      s->set_resume_checkpoint(a.resume_checkpoint());
-      if (auto shard = impl_->ShardFor(rec, std::vector<int>(p.ranks().begin(), p.ranks().end())))
-        *s->mutable_shard() = *shard;
-    }
-  }
+  // Planning reads the job's config and the dataset's header: not under the lock.
+  for (const auto& [index, request] : shards)
+    if (auto shard = impl_->shards->Plan(request)) *resp.mutable_start(index)->mutable_shard() = *shard;
   return resp;
 }
 
 v1::ReportEventsResponse Coordinator::ReportEvents(const v1::ReportEventsRequest& req) {
+  if (req.events_size() > 10000) InvalidArgument("events: more than 10000 in one report");
+  impl_->event_rate.Take("worker " + req.worker_id(), req.events_size());
   std::lock_guard<std::mutex> l(impl_->mu);
   v1::ReportEventsResponse resp;
   auto jit = impl_->jobs.find(req.job_id());
@@ -819,122 +852,29 @@ v1::ReportEventsResponse Coordinator::ReportEvents(const v1::ReportEventsRequest
     resp.set_stop(true);  // a stale attempt: whatever it says is no longer news
     return resp;
   }
-  v1::JobRecord rec = jit->second;
-  Store::Transaction tx(impl_->store.get());
-  auto* j = rec.mutable_job();
   bool ended = false;
-  for (const auto& ev : req.events()) {
-    if (ended) break;
-    v1::JobEvent e;
-    if (ev.has_metrics()) {
-      const auto& m = ev.metrics();
-      impl_->store->AppendMetrics(j->id(), m);
-      if (!m.eval()) {
-        Progress& p = impl_->progress[j->id()];
-        if (p.attempt != rec.attempt().number() || m.step() > p.step) {
-          const bool same = p.attempt == rec.attempt().number();
-          p = Progress{rec.attempt().number(), m.step(), impl_->Now(), p.phase,
-                       same ? std::move(p.ranks) : std::map<int, Progress::RankClock>{}};
-        }
-        j->set_step(m.step());
-        if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
-        auto get = [&](const char* k) {
-          auto it = m.values().find(k);
-          return it == m.values().end() ? 0.0 : it->second;
-        };
-        j->set_loss(get("lm_loss"));
-        j->set_tokens_per_s(get("tokens_per_s"));
-        if (impl_->opt.metrics)
-          impl_->opt.metrics->SetJobProgress(j->id(), j->step(), j->total_steps(), j->loss(), j->tokens_per_s(),
-                                             get("act_steps"));
-      }
-      *e.mutable_metrics() = m;
-      impl_->Emit(&rec, std::move(e));
-    } else if (ev.has_log()) {
-      *e.mutable_log() = ev.log();
-      if (e.log().text().size() > 4096) e.mutable_log()->mutable_text()->resize(4096);
-      impl_->Emit(&rec, std::move(e));
-    } else if (ev.has_exit()) {
-      const auto& x = ev.exit();
-      (*rec.mutable_attempt()->mutable_exits())[x.rank()] = x;
-      if (x.exit_code() != 0) {
-        const std::string how = x.signal() ? "killed by signal " + std::to_string(x.signal())
-                                           : "exited with code " + std::to_string(x.exit_code());
-        std::string tail = x.message();
-        if (tail.size() > 2000) tail = "..." + tail.substr(tail.size() - 2000);
-        impl_->FailAttempt(&rec, x.failure_kind().empty() ? (x.signal() ? "signal" : "exit_code") : x.failure_kind(),
-                           "rank " + std::to_string(x.rank()) + " on " + req.worker_id() + " " + how +
-                               (tail.empty() ? "" : ": " + tail));
-        resp.set_stop(true);
-        ended = true;
-      } else if (rec.attempt().exits_size() == j->spec().world_size()) {
-        rec.mutable_attempt()->set_active(false);
-        rec.mutable_attempt()->set_ended_unix_ms(impl_->Now());
-        j->set_state(v1::JOB_SUCCEEDED);
-        j->set_finished_unix_ms(impl_->Now());
-        j->clear_placement();
-        impl_->EmitState(&rec, "finished at step " + std::to_string(j->step()) +
-                                   (j->latest_checkpoint().empty() ? "" : ", checkpoint " + j->latest_checkpoint()));
-        ended = true;
-      }
-    }
-  }
-  impl_->Commit(&tx, std::move(rec));
+  impl_->Mutate(req.job_id(), [&](v1::JobRecord* rec) { ended = impl_->ApplyEvents(rec, req, &resp); });
   if (ended) impl_->PublishCounts();
   return resp;
 }
 
-void Coordinator::CheckCheckpointUpload(const v1::CheckpointUploadHeader& h) {
-  rpc::CheckName(h.info().name(), "info.name");
-  if (h.info().name() != "step_" + std::to_string(h.info().step()))
-    InvalidArgument("info.name '" + h.info().name() + "': expected step_" + std::to_string(h.info().step()));
-  std::lock_guard<std::mutex> l(impl_->mu);
-  const v1::JobRecord& rec = impl_->Job(h.job_id());
-  if (h.attempt() != rec.attempt().number())
-    ThrowError(Code::kFailedPrecondition, "job " + h.job_id() + ": attempt " + std::to_string(h.attempt()) +
-                                              " is not the current attempt " + std::to_string(rec.attempt().number()));
-}
-
-v1::CheckpointInfo Coordinator::CommitCheckpoint(const v1::CheckpointUploadHeader& h, rpc::FileReceiver* received) {
-  CheckCheckpointUpload(h);
-  const fs::path dir = impl_->CheckpointDir(h.job_id(), h.info().name());
-  received->Commit(dir.string(), /*replace=*/true);
-  v1::CheckpointRecord c;
-  *c.mutable_info() = h.info();
-  *c.mutable_manifest() = received->manifest();
-  c.mutable_manifest()->set_content_sha256(rpc::ContentHash(received->manifest()));
-  c.mutable_info()->set_size_bytes(received->manifest().total_bytes());
-  c.mutable_info()->set_content_sha256(c.manifest().content_sha256());
-  c.mutable_info()->set_created_unix_ms(impl_->Now());
-  std::lock_guard<std::mutex> l(impl_->mu);
-  v1::JobRecord rec = impl_->Job(h.job_id());
-  Store::Transaction tx(impl_->store.get());
-  impl_->store->PutCheckpoint(h.job_id(), c);
-  auto list = impl_->store->ListCheckpoints(h.job_id());
-  rec.mutable_job()->set_latest_checkpoint(list.back().info().name());
-  rec.set_last_checkpoint_unix_ms(impl_->Now());
-  v1::JobEvent e;
-  *e.mutable_checkpoint() = c.info();
-  impl_->Emit(&rec, std::move(e));
-  const auto doomed = impl_->Retain(h.job_id(), rec);
-  impl_->Commit(&tx, rec);
-  for (const auto& d : doomed) {
-    std::error_code ec;
-    fs::remove_all(d, ec);
+v1::CheckpointInfo Coordinator::UploadCheckpoint(const std::function<bool(v1::CheckpointUpload*)>& read) {
+  v1::CheckpointUpload msg;
+  if (!read(&msg) || !msg.has_header()) InvalidArgument("UploadCheckpoint: the first message must be the header");
+  const v1::CheckpointUploadHeader header = msg.header();
+  impl_->CheckUpload(header);
+  try {
+    rpc::FileReceiver receiver(impl_->NewUploadDir("checkpoint"), impl_->opt.max_checkpoint_bytes);
+    receiver.OnManifest(header.manifest());
+    while (read(&msg)) {
+      if (!msg.has_chunk()) InvalidArgument("UploadCheckpoint: only chunks may follow the header");
+      receiver.OnChunk(msg.chunk());
+    }
+    return impl_->CommitCheckpoint(header, &receiver);
+  } catch (const Error& e) {
+    impl_->UploadFailed(header, e);
+    throw;
   }
-  impl_->warnings.erase(h.job_id());
-  spdlog::info("job {}: checkpoint {} committed ({} bytes)", h.job_id(), c.info().name(), c.info().size_bytes());
-  return c.info();
-}
-
-void Coordinator::CheckpointUploadFailed(const v1::CheckpointUploadHeader& h, const Error& error) {
-  if (error.code() != Code::kResourceExhausted) return;
-  std::lock_guard<std::mutex> l(impl_->mu);
-  if (!impl_->jobs.count(h.job_id())) return;
-  const std::string warning = "checkpoint " + h.info().name() +
-                              " cannot be stored (the worker keeps it and retries): " + error.what();
-  if (impl_->warnings[h.job_id()] != warning) spdlog::error("job {}: {}", h.job_id(), warning);
-  impl_->warnings[h.job_id()] = warning;
 }
 
 void Coordinator::Tick() {

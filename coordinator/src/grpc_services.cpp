@@ -31,11 +31,6 @@ std::string AuthHeader(const grpc::ServerContext* ctx) {
   return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
-void RequireJobId(const std::string& id) {
-  if (id.empty()) InvalidArgument("job_id is required");
-  rpc::CheckName(id, "job_id");
-}
-
 grpc::Status Stream(const FileSet& files, uint64_t offset, grpc::ServerContext* ctx,
                     grpc::ServerWriter<v1::TransferMessage>* w) {
   const bool done = rpc::SendFiles(files.dir, files.manifest, offset, [&](const v1::TransferMessage& m) {
@@ -57,7 +52,6 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRe
   RpcTimer t(m_, "GetJob");
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob");
-    RequireJobId(req->job_id());
     *resp = c_->GetJob(req->job_id());
   });
 }
@@ -69,7 +63,6 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListJobs");
     std::vector<v1::JobState> states;
     for (int s : req->states()) states.push_back(static_cast<v1::JobState>(s));
-    if (req->limit() < 0 || req->limit() > 10000) InvalidArgument("limit: expected 0 to 10000");
     for (auto& j : c_->ListJobs(states, req->limit())) *resp->add_jobs() = std::move(j);
   });
 }
@@ -78,7 +71,6 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
   RpcTimer t(m_, "CancelJob");
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "CancelJob");
-    RequireJobId(req->job_id());
     *resp = c_->CancelJob(req->job_id());
   });
 }
@@ -87,10 +79,9 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
                                       grpc::ServerWriter<v1::JobEvent>* w) {
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
-    RequireJobId(req->job_id());
+    c_->GetJob(req->job_id());  // INVALID_ARGUMENT / NOT_FOUND before the stream starts
     const auto slot = watches_.Acquire();
     uint64_t after = req->after_seq();
-    c_->GetJob(req->job_id());  // NOT_FOUND before the stream starts
     while (!ctx->IsCancelled() && !stopping_->load()) {
       auto events = c_->ReadEvents(req->job_id(), after, req->include_logs(), 500);
       for (const auto& e : events) {
@@ -116,8 +107,6 @@ grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* ctx, const v1::GetM
   RpcTimer t(m_, "GetMetrics");
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetMetrics");
-    RequireJobId(req->job_id());
-    if (req->limit() < 0) InvalidArgument("limit: must not be negative");
     for (auto& m : c_->GetMetrics(req->job_id(), req->from_step(), req->limit())) *resp->add_points() = std::move(m);
   });
 }
@@ -127,7 +116,6 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1:
   RpcTimer t(m_, "ListCheckpoints");
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListCheckpoints");
-    RequireJobId(req->job_id());
     for (auto& c : c_->ListCheckpoints(req->job_id())) *resp->add_checkpoints() = std::move(c);
   });
 }
@@ -137,10 +125,8 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
-    RequireJobId(req->job_id());
+    const FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector());  // request errors first
     const auto slot = downloads_.Acquire();
-    if (req->selector().size() > 256) InvalidArgument("selector: longer than 256 characters");
-    FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector());
     s = Stream(files, req->offset(), ctx, w);
   });
   return g.ok() ? s : g;
@@ -159,13 +145,7 @@ grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::Ser
                                              v1::DatasetInfo* resp) {
   return rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
-    v1::TransferMessage msg;
-    if (!r->Read(&msg) || !msg.has_manifest()) InvalidArgument("PushDataset: the first message must be the manifest");
-    rpc::CheckName(msg.manifest().name(), "manifest.name (the dataset name)");
-    rpc::FileReceiver receiver(c_->NewUploadDir("dataset"), c_->max_dataset_bytes());
-    receiver.OnManifest(msg.manifest());
-    while (r->Read(&msg)) receiver.OnMessage(msg);
-    *resp = c_->CommitDataset(&receiver);
+    *resp = c_->PushDataset([&](v1::TransferMessage* m) { return r->Read(m); });
   });
 }
 
@@ -196,8 +176,6 @@ grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* ctx, const v1:
   RpcTimer t(m_, "ReportEvents");
   return rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "ReportEvents");
-    if (req->events_size() > 10000) InvalidArgument("events: more than 10000 in one report");
-    events_.Take("worker " + req->worker_id(), req->events_size());
     *resp = c_->ReportEvents(*req);
   });
 }
@@ -207,22 +185,7 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext* ctx, grpc:
   return rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "UploadCheckpoint");
     const auto slot = transfers_.Acquire();
-    v1::CheckpointUpload msg;
-    if (!r->Read(&msg) || !msg.has_header()) InvalidArgument("UploadCheckpoint: the first message must be the header");
-    const v1::CheckpointUploadHeader header = msg.header();
-    c_->CheckCheckpointUpload(header);
-    try {
-      rpc::FileReceiver receiver(c_->NewUploadDir("checkpoint"), c_->max_checkpoint_bytes());
-      receiver.OnManifest(header.manifest());
-      while (r->Read(&msg)) {
-        if (!msg.has_chunk()) InvalidArgument("UploadCheckpoint: only chunks may follow the header");
-        receiver.OnChunk(msg.chunk());
-      }
-      *resp->mutable_info() = c_->CommitCheckpoint(header, &receiver);
-    } catch (const Error& e) {
-      c_->CheckpointUploadFailed(header, e);
-      throw;
-    }
+    *resp->mutable_info() = c_->UploadCheckpoint([&](v1::CheckpointUpload* m) { return r->Read(m); });
   });
 }
 
@@ -245,9 +208,7 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchCheckpoint");
     const auto slot = transfers_.Acquire();
-    RequireJobId(req->job_id());
-    rpc::CheckName(req->name(), "name");
-    s = Stream(c_->ResolveCheckpoint(req->job_id(), req->name()), req->offset(), ctx, w);
+    s = Stream(c_->CheckpointFiles(req->job_id(), req->name()), req->offset(), ctx, w);
   });
   return g.ok() ? s : g;
 }

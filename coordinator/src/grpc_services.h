@@ -1,5 +1,5 @@
-// The three gRPC services as thin adapters: unpack the request, call Coordinator, convert
-// trm::Error to a status (rpc::Guard). Streams poll ServerContext cancellation so a server
+// The three gRPC services as thin adapters: authorize, unpack the request, call Coordinator
+// (which validates it), convert trm::Error to a status (rpc::Guard). Streams poll ServerContext cancellation so a server
 // shutdown or a gone client ends them.
 #pragma once
 
@@ -67,9 +67,6 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   Coordinator* c_;
   CoordinatorMetrics* m_;
   const Authorizer* auth_;
-  // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
-  // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
-  RateLimit events_{"events", 2000, 20000};
   StreamLimit transfers_{"dataset and checkpoint transfers", 256};
 };
 

@@ -6,7 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <tuple>
+#include <vector>
 
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
@@ -96,7 +99,7 @@ class CoordinatorTest : public ::testing::Test {
     if (code) e.mutable_exit()->set_message("error: boom");
     return e;
   }
-  // Uploads a small checkpoint through the same receiver the gRPC adapter uses.
+  // Uploads a small checkpoint as a worker's stream would: the header, then the chunks.
   v1::CheckpointInfo Upload(const std::string& job, int attempt, int64_t step, double eval_loss = -1) {
     const fs::path src = root_ / ("ckpt_src_" + std::to_string(step));
     fs::create_directories(src / "tokenizer");
@@ -110,13 +113,32 @@ class CoordinatorTest : public ::testing::Test {
     h.mutable_info()->set_step(step);
     if (eval_loss >= 0) (*h.mutable_info()->mutable_metrics())["eval_lm_loss"] = eval_loss;
     *h.mutable_manifest() = rpc::BuildManifest(src.string(), h.info().name());
-    c_->CheckCheckpointUpload(h);
-    rpc::FileReceiver rx(c_->NewUploadDir("checkpoint"), 1 << 20);
-    rpc::SendFiles(src.string(), h.manifest(), 0, [&](const v1::TransferMessage& m) {
-      rx.OnMessage(m);
+    std::vector<v1::CheckpointUpload> stream(1);
+    *stream[0].mutable_header() = h;
+    rpc::SendChunks(src.string(), h.manifest(), 0, [&](const v1::Chunk& c) {
+      *stream.emplace_back().mutable_chunk() = c;
       return true;
     });
-    return c_->CommitCheckpoint(h, &rx);
+    return c_->UploadCheckpoint(Reader(std::move(stream)));
+  }
+  // A client stream of `messages` as the gRPC adapters hand one to the Coordinator.
+  template <typename Message>
+  static std::function<bool(Message*)> Reader(std::vector<Message> messages) {
+    auto next = std::make_shared<size_t>(0);
+    return [messages = std::move(messages), next](Message* m) {
+      if (*next == messages.size()) return false;
+      *m = messages[(*next)++];
+      return true;
+    };
+  }
+  // Pushes the dataset in `dir` as `trmctl dataset push` would: the manifest, then the chunks.
+  v1::DatasetInfo Push(const fs::path& dir, const std::string& name) {
+    std::vector<v1::TransferMessage> stream;
+    rpc::SendFiles(dir.string(), rpc::BuildManifest(dir.string(), name), 0, [&](const v1::TransferMessage& m) {
+      stream.push_back(m);
+      return true;
+    });
+    return c_->PushDataset(Reader(std::move(stream)));
   }
 
   fs::path root_;
@@ -474,15 +496,7 @@ TEST_F(CoordinatorTest, ShortRunsFetchOnlyTheirRanksRowsOfTheDataset) {
     WriteFileAtomic((src / split / "dataset.json").string(),
                     R"({"seq_len": 8, "vocab_size": 266, "pad_id": 0, "ignore_label_id": -100})");
   }
-  {
-    const v1::Manifest m = rpc::BuildManifest(src.string(), "rows64");
-    rpc::FileReceiver rx(c_->NewUploadDir("dataset"), uint64_t{1} << 30);
-    rpc::SendFiles(src.string(), m, 0, [&](const v1::TransferMessage& msg) {
-      rx.OnMessage(msg);
-      return true;
-    });
-    c_->CommitDataset(&rx);
-  }
+  Push(src, "rows64");
   AddWorker("w1", 1);
   AddWorker("w2", 1);
   Beat("w1");
@@ -550,6 +564,139 @@ TEST_F(CoordinatorTest, CancelStopsTheAttempt) {
   EXPECT_EQ(c_->CancelJob(id).state(), v1::JOB_CANCELLED);
   EXPECT_EQ(Beat("w1", {{id, 1}}).stop_size(), 1);
   EXPECT_EQ(c_->CancelJob(id).state(), v1::JOB_CANCELLED);  // idempotent
+}
+
+// What the gRPC adapters pass on unchecked is checked here, before anything is read or stored.
+TEST_F(CoordinatorTest, RequestsAreValidatedBeforeAnythingIsRead) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  Code code{};
+  EXPECT_NE(ErrorOf([&] { c_->GetJob(""); }, &code).find("job_id is required"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  for (const std::string bad : {"", "../x", "a/b"}) {
+    code = Code::kInternal;
+    ErrorOf([&] { c_->GetJob(bad); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+    code = Code::kInternal;
+    ErrorOf([&] { c_->CancelJob(bad); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+    code = Code::kInternal;
+    ErrorOf([&] { c_->GetMetrics(bad, 0, 0); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+    code = Code::kInternal;
+    ErrorOf([&] { c_->ListCheckpoints(bad); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+    code = Code::kInternal;
+    ErrorOf([&] { c_->ResolveCheckpoint(bad, "latest"); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+    code = Code::kInternal;
+    ErrorOf([&] { c_->CheckpointFiles(bad, "step_1"); }, &code);
+    EXPECT_EQ(code, Code::kInvalidArgument) << bad;
+  }
+  EXPECT_NE(ErrorOf([&] { c_->GetMetrics(id, 0, -1); }, &code).find("limit"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  EXPECT_NE(ErrorOf([&] { c_->ListJobs({}, -1); }, &code).find("limit"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  ErrorOf([&] { c_->ListJobs({}, 10001); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  EXPECT_EQ(c_->ListJobs({}, 10000).size(), 1u);
+  EXPECT_NE(ErrorOf([&] { c_->ResolveCheckpoint(id, std::string(257, 'a')); }, &code).find("256"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  // A worker's fetch names a checkpoint; a user's selector may be empty (latest).
+  ErrorOf([&] { c_->CheckpointFiles(id, ""); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  Upload(id, 1, 1);
+  EXPECT_EQ(c_->CheckpointFiles(id, "step_1").manifest.name(), "step_1");
+  EXPECT_EQ(c_->ResolveCheckpoint(id, "").manifest.name(), "step_1");
+
+  v1::ReportEventsRequest flood;
+  flood.set_worker_id("w1");
+  flood.set_job_id(id);
+  flood.set_attempt(1);
+  for (int i = 0; i < 10001; ++i) *flood.add_events() = Metrics(i + 1, 1.0);
+  EXPECT_NE(ErrorOf([&] { c_->ReportEvents(flood); }, &code).find("10000"), std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  EXPECT_EQ(c_->GetMetrics(id, 0, 0).size(), 0u);  // nothing of it stored
+  flood.mutable_events()->RemoveLast();
+  EXPECT_NO_THROW(c_->ReportEvents(flood));
+  EXPECT_EQ(c_->GetJob(id).step(), 10000);
+}
+
+TEST_F(CoordinatorTest, CheckpointUploadsAreCheckedBeforeTheirData) {
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  v1::CheckpointUploadHeader h;
+  h.set_worker_id("w1");
+  h.set_job_id(id);
+  h.set_attempt(1);
+  h.mutable_info()->set_name("step_5");
+  h.mutable_info()->set_step(5);
+  v1::CheckpointUpload header, chunk;
+  *header.mutable_header() = h;
+  chunk.mutable_chunk()->set_data("x");
+  Code code{};
+  EXPECT_NE(ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({})); }, &code).find("header"),
+            std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({chunk, header})); }, &code);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  EXPECT_NE(ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({header, header})); }, &code)
+                .find("only chunks"),
+            std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  v1::CheckpointUpload misnamed = header;
+  misnamed.mutable_header()->mutable_info()->set_step(6);
+  EXPECT_NE(ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({misnamed})); }, &code).find("step_6"),
+            std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  v1::CheckpointUpload stale = header;
+  stale.mutable_header()->set_attempt(2);
+  ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({stale})); }, &code);
+  EXPECT_EQ(code, Code::kFailedPrecondition);
+  v1::CheckpointUpload unknown = header;
+  unknown.mutable_header()->set_job_id("job-999999");
+  ErrorOf([&] { c_->UploadCheckpoint(Reader<v1::CheckpointUpload>({unknown})); }, &code);
+  EXPECT_EQ(code, Code::kNotFound);
+  EXPECT_TRUE(c_->ListCheckpoints(id).empty());
+  EXPECT_EQ(c_->GetJob(id).warning(), "");  // none of these is a full disk
+
+  v1::TransferMessage not_a_manifest;
+  not_a_manifest.mutable_chunk()->set_data("x");
+  EXPECT_NE(ErrorOf([&] { c_->PushDataset(Reader<v1::TransferMessage>({not_a_manifest})); }, &code).find("manifest"),
+            std::string::npos);
+  EXPECT_EQ(code, Code::kInvalidArgument);
+  EXPECT_TRUE(c_->ListDatasets().empty());
+}
+
+// No room for a checkpoint (here: over the size limit, as a full disk would be) is the job's
+// warning until an upload succeeds; the worker keeps the checkpoint and retries.
+TEST_F(CoordinatorTest, UploadWithoutRoomIsTheJobsWarningUntilOneSucceeds) {
+  c_.reset();
+  CoordinatorOptions o;
+  o.data_dir = (root_ / "state").string();
+  o.config_dir = std::string(TRM_SOURCE_DIR) + "/configs";
+  o.max_checkpoint_bytes = 14;  // "weights at 1" and "{}"
+  o.now_ms = [this] { return now_; };
+  c_ = std::make_unique<Coordinator>(o);
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  Code code{};
+  ErrorOf([&] { Upload(id, 1, 100); }, &code);  // 16 bytes
+  EXPECT_EQ(code, Code::kResourceExhausted);
+  const std::string warning = c_->GetJob(id).warning();
+  EXPECT_NE(warning.find("checkpoint step_100 cannot be stored (the worker keeps it and retries)"), std::string::npos)
+      << warning;
+  EXPECT_NE(warning.find("exceeds the limit of 14"), std::string::npos) << warning;
+  EXPECT_EQ(c_->ListJobs({}, 0).at(0).warning(), warning);
+  EXPECT_EQ(Upload(id, 1, 1).size_bytes(), 14u);
+  EXPECT_EQ(c_->GetJob(id).warning(), "");
+  EXPECT_EQ(c_->GetJob(id).latest_checkpoint(), "step_1");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The coordinator's logic: jobs, attempts, workers, datasets and checkpoints, persisted in a
 // Store. The gRPC services (server.h) are thin adapters over this class, so everything here is
-// tested without a server.
+// tested without a server: every request is validated here, and transfers are whole sequences
+// over a message reader (`read` fills the next message of the client's stream, false at its end).
 //
 // Model: a job is QUEUED until the scheduler (Tick) finds enough free worker slots; it then gets
 // an attempt (placement of ranks on workers, a rendezvous endpoint, the checkpoint to resume
@@ -20,13 +21,6 @@
 #include <vector>
 
 #include "trm/v1/trm.pb.h"
-
-namespace trm {
-class Error;
-}
-namespace trm::rpc {
-class FileReceiver;
-}
 
 namespace trm::coordinator {
 
@@ -68,8 +62,9 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // ---- users. Errors: trm::Error naming the field (kInvalidArgument), kNotFound for unknown
-  // jobs / datasets / checkpoints, kFailedPrecondition for impossible requests.
+  // ---- users. Errors: trm::Error naming the field (kInvalidArgument: also a job_id that is
+  // empty or not a name, a limit out of range), kNotFound for unknown jobs / datasets /
+  // checkpoints, kFailedPrecondition for impossible requests.
   std::string SubmitJob(const v1::JobSpec& spec);
   v1::Job GetJob(const std::string& job_id);
   std::vector<v1::Job> ListJobs(const std::vector<v1::JobState>& states, int limit);
@@ -80,33 +75,33 @@ class Coordinator {
   bool WaitForEvents(const std::string& job_id, uint64_t after_seq, std::chrono::milliseconds timeout);
   std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit);
   std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id);
-  // selector: latest | best:<metric> | step:N | step_N.
+  // selector: latest | best:<metric> | step:N | step_N (at most 256 characters).
   FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector);
+  // A worker's fetch: `name` must be a name (a resume checkpoint's), then resolves as a selector.
+  FileSet CheckpointFiles(const std::string& job_id, const std::string& name);
   std::vector<v1::WorkerInfo> ListWorkers();
 
-  // ---- datasets: uploads land in a temporary directory (NewUploadDir), then Commit* verifies
-  // and moves them into place.
-  std::string NewUploadDir(const std::string& kind);
-  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received);
+  // ---- datasets. A push is the manifest (its name is the dataset's), then the transfer's
+  // chunks; it lands in a temporary directory, is verified and moved into place by content.
+  v1::DatasetInfo PushDataset(const std::function<bool(v1::TransferMessage*)>& read);
   std::vector<v1::DatasetInfo> ListDatasets();
   FileSet DatasetFiles(const std::string& content_sha256);
   // The part of a dataset that `shard` describes, built on first request under
   // DATA_DIR/shards/ (at most one build at a time, outside the state lock). Throws
   // kInvalidArgument for a spec no job could send, kNotFound for an unknown dataset.
   FileSet DatasetShardFiles(const std::string& content_sha256, const v1::ShardSpec& shard);
-  uint64_t max_dataset_bytes() const;
-  uint64_t max_checkpoint_bytes() const;
 
   // ---- workers.
   v1::RegisterResponse Register(const v1::RegisterRequest& req);
   v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& req);
+  // At most 10000 events a report, and a worker's reports at most 2,000 events a second (bursts
+  // of 20,000; kResourceExhausted beyond, the worker keeps them and retries): each is a write.
   v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req);
-  // Validates an upload before its data is accepted (job, attempt, name).
-  void CheckCheckpointUpload(const v1::CheckpointUploadHeader& header);
-  // An upload that failed while receiving or committing: a full disk (kResourceExhausted) becomes
-  // the job's warning until an upload succeeds; the worker keeps the checkpoint and retries.
-  void CheckpointUploadFailed(const v1::CheckpointUploadHeader& header, const Error& error);
-  v1::CheckpointInfo CommitCheckpoint(const v1::CheckpointUploadHeader& header, rpc::FileReceiver* received);
+  // An upload is the header (the job's current attempt, a step_<step> name, the manifest), then
+  // chunks only. A failure while receiving or committing for lack of space (kResourceExhausted)
+  // becomes the job's warning until an upload succeeds; the worker keeps the checkpoint and
+  // retries.
+  v1::CheckpointInfo UploadCheckpoint(const std::function<bool(v1::CheckpointUpload*)>& read);
 
   // ---- housekeeping: lost workers, scheduling. The server calls it a few times a second.
   void Tick();
