@@ -540,7 +540,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
   std::error_code ec;
   for (const char* sub : {"datasets", "checkpoints", "tmp"}) {
     fs::create_directories(fs::path(opt.data_dir) / sub, ec);
-    if (ec) IoError(opt.data_dir + "/" + sub + ": cannot create: " + ec.message());
+    if (ec) FileError(opt.data_dir + "/" + sub + ": cannot create", ec);
   }
   fs::remove_all(fs::path(opt.data_dir) / "tmp", ec);  // partial uploads of a previous run
   fs::create_directories(fs::path(opt.data_dir) / "tmp", ec);
