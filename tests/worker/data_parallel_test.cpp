@@ -15,6 +15,7 @@
 #include "trm/common/error.h"
 #include "trm/common/net.h"
 #include "trm/worker/collective.h"
+#include "trm/worker/phase_file.h"
 #include "trm/worker/trainer.h"
 
 namespace trm::worker {
@@ -215,6 +216,26 @@ TEST_F(DataParallelTest, RanksThatDisagreeFailTogetherNamingTheDifference) {
   const auto ok = FailingRanks({std::vector<std::string>{"max_steps=2"},
                                 {"max_steps=2", "threads=2", "log_interval=3", "run_dir=" + (root_ / "dp_failing_1").string()}});
   for (const auto& e : ok) EXPECT_EQ(e, "OK: rank ran");
+}
+
+// Around a checkpoint every wait for peers (gathering the carry into rank 0's checkpoint, the
+// barrier after the write) reports the collective phase, whose hang budget is short: a peer
+// frozen there was found only after checkpoint's budget (30 min by default).
+TEST_F(DataParallelTest, WaitsForPeersAtACheckpointReportTheCollectivePhase) {
+  std::array<std::string, 2> seen;
+  RunRankThreads(2, [&](int rank, int port) {
+    auto comm = CreateCollective(Opts(rank, 2, port));
+    TrainerOptions o;
+    o.progress = 0;
+    o.collective = comm.get();
+    o.hooks.on_phase = [&seen, rank](Phase p, int64_t step) {
+      if (step == 2) seen[static_cast<size_t>(rank)] += std::string(PhaseName(p)) + " ";
+    };
+    Trainer t(Config("dp_phases", {"max_steps=2", "checkpoint_interval_steps=2"}), o);
+    t.Run();
+    return Clone(t.Weights());
+  });
+  for (const std::string& s : seen) EXPECT_EQ(s, "allreduce checkpoint allreduce ") << "phases at step 2: " << s;
 }
 
 TEST_F(DataParallelTest, MissingPeerIsADeadlineNotAHang) {

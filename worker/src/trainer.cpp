@@ -398,8 +398,10 @@ struct Trainer::Impl {
   }
 
   std::string Save() {
-    Enter(Phase::kCheckpoint);
+    // Gathering every rank's carry into rank 0's checkpoint is a collective: waiting for peers.
+    if (comm) Enter(Phase::kAllReduce);
     CheckpointContents c = Contents();
+    Enter(Phase::kCheckpoint);
     std::string dir = (fs::path(cfg.run_dir) / ("step_" + std::to_string(step))).string();
     if (leader) {
       dir = SaveCheckpoint(cfg.run_dir, c, cfg.keep_checkpoints);
@@ -484,7 +486,10 @@ struct Trainer::Impl {
         sums[kRows] += static_cast<double>(b.rows);
       }
     }
-    if (comm) comm->AllReduceSum(sums);
+    if (comm) {
+      Enter(Phase::kAllReduce);  // waiting for peers (Save() says why)
+      comm->AllReduceSum(sums);
+    }
     model->train();
     if (backup.defined()) flat->params().copy_(backup);
     at::Tensor h = sums.cpu();
