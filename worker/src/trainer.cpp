@@ -30,6 +30,7 @@ namespace trm::worker {
 namespace {
 
 namespace fs = std::filesystem;
+namespace key = metric_key;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -414,7 +415,7 @@ struct Trainer::Impl {
     return dir;
   }
 
-  // Metrics file: one JSON line per step / evaluation. On resume, lines past the checkpoint's
+  // Metrics file (step_metrics.h): one JSON line per step / evaluation. On resume, lines past the checkpoint's
   // step are dropped so the file reads as one uninterrupted run.
   std::ofstream OpenMetricsFile() {
     std::error_code ec;
@@ -425,9 +426,8 @@ struct Trainer::Impl {
       std::string line, kept;
       while (std::getline(in, line)) {
         try {
-          json j = json::parse(line);
-          if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
-        } catch (const json::exception&) {  // a torn last line from a crash
+          if (ParseMetricsLine(line, path).step <= step) kept += line + "\n";
+        } catch (const Error&) {  // a torn last line from a crash
         }
       }
       WriteFileAtomic(path, kept);
@@ -489,10 +489,16 @@ struct Trainer::Impl {
     if (backup.defined()) flat->params().copy_(backup);
     at::Tensor h = sums.cpu();
     const double count = std::max(1.0, h[kCount].item<double>());
-    em.values["count"] = h[kCount].item<double>();
-    em.values["rows"] = h[kRows].item<double>();
-    for (int i : {kLmLoss, kQHaltLoss, kAccuracy, kExact, kQHaltAcc}) em.values[kMetricNames[i]] = h[i].item<double>() / count;
-    em.values["act_steps"] = h[kSteps].item<double>() / count;
+    em.values[key::kCount] = h[kCount].item<double>();
+    em.values[key::kRows] = h[kRows].item<double>();
+    for (const auto& [i, name] : {std::pair<int, const char*>{kLmLoss, key::kLmLoss},
+                                  {kQHaltLoss, key::kQHaltLoss},
+                                  {kAccuracy, key::kAccuracy},
+                                  {kExact, key::kExactAccuracy},
+                                  {kQHaltAcc, key::kQHaltAccuracy},
+                                  {kSteps, key::kActSteps}}) {
+      em.values[name] = h[i].item<double>() / count;
+    }
     return em;
   }
 
@@ -606,17 +612,7 @@ struct Trainer::Impl {
       result.last = m;
       progress.Step(m);
       if (leader) {
-        metrics_file << json{{"step", m.step},           {"total_steps", total_steps}, {"epoch", m.epoch},
-                             {"lr", m.lr},               {"lm_loss", m.lm_loss},
-                             {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
-                             {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
-                             {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
-                             {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
-                             {"step_s", m.step_s},       {"allreduce_s", m.allreduce_s},
-                             {"allreduce_overlapped", m.allreduce_overlapped},
-                             {"skipped", m.skipped}}
-                            .dump()
-                     << "\n";
+        metrics_file << m.ToJson().dump() << "\n";
         metrics_file.flush();
       }
       if (opt.hooks.on_step) opt.hooks.on_step(m);
@@ -656,15 +652,11 @@ struct Trainer::Impl {
   }
 
   void LogEval(const EvalMetrics& em, ProgressReporter* progress, std::ofstream* file) {
-    json j = {{"step", em.step}, {"eval", true}};
     std::string line = "eval at step " + std::to_string(em.step) + ":";
-    for (const auto& [k, v] : em.values) {
-      j["eval_" + k] = v;  // distinct from the step's training metrics wherever they are merged
-      line += fmt::format(" {} {:.4f}", k, v);
-    }
+    for (const auto& [k, v] : em.values) line += fmt::format(" {} {:.4f}", k, v);
     progress->Message(line);
     if (leader) {
-      *file << j.dump() << "\n";
+      *file << em.ToJson().dump() << "\n";
       file->flush();
     }
     if (opt.hooks.on_eval) opt.hooks.on_eval(em);
