@@ -157,6 +157,35 @@ TEST_F(TrainerTest, EvaluationReportsTestMetrics) {
   EXPECT_GT(em.values.at("lm_loss"), 0);
 }
 
+// Evaluation swaps the EMA weights in; a failure during it (here the test split turns bad after
+// the trainer started) must leave the training weights in place, not the EMA's.
+TEST_F(TrainerTest, FailedEvaluationRestoresTheTrainingWeights) {
+  const fs::path test_copy = root_ / "eval_fails_ds";
+  fs::copy(root_ / "ds", test_copy, fs::copy_options::recursive);
+  Trainer t(Config("eval_fails", {"max_steps=3", "ema=true", "data_paths_test=[" + test_copy.string() + "]"}),
+            Quiet());
+  t.Run();
+  std::vector<std::pair<std::string, at::Tensor>> before;
+  for (const auto& [n, w] : t.Weights()) before.emplace_back(n, w.detach().clone());
+  // The EMA weights (what the checkpoint's model.safetensors holds) differ from the training
+  // weights, so a swap left in place would show.
+  LoadedCheckpoint ema = LoadCheckpoint(LatestCheckpoint((root_ / "eval_fails").string()), true);
+  bool differs = false;
+  for (const auto& [n, w] : before) differs = differs || !torch::equal(w, ema.model.at(n));
+  ASSERT_TRUE(differs);
+
+  WriteFileAtomic((test_copy / "test" / "dataset.json").string(), "not json");
+  try {
+    t.Evaluate();
+    FAIL() << "evaluation on a broken test split succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::kDataLoss) << e.what();
+  }
+  auto after = t.Weights();
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_TRUE(torch::equal(after[i].second, before[i].second)) << after[i].first;
+}
+
 // The phases the loop reports for hang detection, through the phase file trm-worker reads.
 TEST_F(TrainerTest, PhasesFollowTheLoopThroughThePhaseFile) {
   const std::string path = (root_ / "phases.phase").string();
