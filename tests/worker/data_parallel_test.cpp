@@ -12,6 +12,7 @@
 
 #include "rank_threads.h"
 #include "test_dataset.h"
+#include "training_process.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
 #include "trm/worker/collective.h"
@@ -58,7 +59,7 @@ class DataParallelTest : public ::testing::Test {
   static Weights RunSingle(const std::string& run, const std::vector<std::string>& extra) {
     TrainerOptions o;
     o.progress = 0;
-    Trainer t(Config(run, extra), o);
+    Trainer t(AtProcessStart(Config(run, extra)), o);
     t.Run();
     return Clone(t.Weights());
   }
@@ -75,7 +76,7 @@ class DataParallelTest : public ::testing::Test {
       TrainerOptions o;
       o.progress = 0;
       o.collective = comm.get();
-      Trainer t(Config(runs[static_cast<size_t>(rank)], extra), o);
+      Trainer t(AtProcessStart(Config(runs[static_cast<size_t>(rank)], extra), rank), o);
       t.Run();
       return Clone(t.Weights());
     });
@@ -95,7 +96,7 @@ class DataParallelTest : public ::testing::Test {
           TrainerOptions o;
           o.progress = 0;
           o.collective = comm.get();
-          Trainer t(Config("dp_failing", extra[static_cast<size_t>(r)]), o);
+          Trainer t(AtProcessStart(Config("dp_failing", extra[static_cast<size_t>(r)]), r), o);
           t.Run();
           errors[static_cast<size_t>(r)] = "OK: rank ran";
         } catch (const Error& e) {

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -140,6 +139,8 @@ struct Trainer::Impl {
   std::string tokenizer_dir;
   std::vector<std::string> test_paths;
 
+  // Process-wide settings (seeds, deterministic algorithms) are made before, once per process:
+  // ConfigureTrainingProcess (trainer.h).
   Impl(TrainConfig c, TrainerOptions o) : cfg(std::move(c)), opt(std::move(o)) {
     comm = opt.collective;
     if (comm) {
@@ -148,12 +149,6 @@ struct Trainer::Impl {
       leader = rank == 0;
     }
     device = PickDevice(cfg.device, opt.device_index);
-    if (device.is_cuda()) {
-      // cuBLAS is deterministic only with a fixed workspace (read when its handle is created);
-      // ops without a deterministic CUDA kernel warn instead of failing the run.
-      if (cfg.deterministic) ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-      at::globalContext().setDeterministicAlgorithms(cfg.deterministic, /*warn_only=*/true);
-    }
     data::BatchConfig bc;
     bc.global_batch = cfg.global_batch_size;
     bc.seed = static_cast<uint64_t>(cfg.seed);
@@ -197,9 +192,22 @@ struct Trainer::Impl {
   }
 
   // The model from the seed alone (on every rank, then rank 0's wins), its flat parameters, the
-  // optimiser and the EMA shadow; then the training randomness.
+  // optimiser and the EMA shadow.
   void BuildModel() {
-    model = model::Trm(arch);
+    {
+      // The modules' own initialisation draws from LibTorch's default generator, then
+      // ResetParameters replaces it from the seed. Building must not consume the training
+      // randomness the process seeded (ConfigureTrainingProcess), so the generator is put back.
+      auto gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor before;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        before = gen.get_state();
+      }
+      model = model::Trm(arch);  // draws, taking the generator's lock
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(before);
+    }
     model->ResetParameters(static_cast<uint64_t>(cfg.seed));
     model->SetFusedHead(true);  // no [B, S, V] logits: the trainer only needs the loss and metrics
     model->to(device);
@@ -218,8 +226,6 @@ struct Trainer::Impl {
         if (!t.requires_grad()) comm->Broadcast(t, 0);
     }
     if (cfg.ema) ema = flat->params().clone();
-    // Training randomness (ACT exploration), distinct per rank as in the reference (seed + RANK).
-    torch::manual_seed(static_cast<uint64_t>(cfg.seed + rank));
   }
 
   // resume=true or load_checkpoint=DIR. Rank 0 chooses; every rank loads that same checkpoint,

@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
       opt.device_index = co.device_index;
       if (co.rank != 0) opt.progress = 0;
     }
+    trm::worker::ConfigureTrainingProcess(cfg, comm ? comm->rank() : 0);
     trm::worker::Trainer trainer(std::move(cfg), opt);
     trm::worker::TrainResult r = trainer.Run();
     return r.cancelled ? trm::kExitCancelled : trm::kExitOk;
