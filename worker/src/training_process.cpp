@@ -1,12 +1,18 @@
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 
+#include "trm/worker/thread_pools.h"
 #include "trm/worker/trainer.h"
 
 namespace trm::worker {
 
 void ConfigureTrainingProcess(const TrainConfig& config, int rank) {
+  // Every thread pool follows `threads`, never the launcher's environment (thread_pools.h).
+  const int threads = ResolveThreadsForThisProcess(config.threads);
+  ApplyThreads(threads);
+  spdlog::debug("threads={} (config {}): {}", threads, config.threads, Describe(CurrentThreadPools()));
   // The device the Trainer will pick (it fails there when cuda is asked for and absent).
   const bool cuda = (config.device == "cuda" || config.device == "auto") && torch::cuda::is_available();
   if (cuda) {

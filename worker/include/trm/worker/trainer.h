@@ -58,12 +58,13 @@ struct TrainResult {
   std::vector<EvalMetrics> evals;
 };
 
-// The process-wide settings of a training process, made once at its start, before its Trainer:
-// the training randomness (ACT exploration, LibTorch's default generators) seeded with
-// seed + rank, distinct per rank as in the reference; on CUDA, deterministic algorithms when the
-// config asks (warn-only: ops without a deterministic kernel warn instead of failing) and the
-// fixed cuBLAS workspace they need. trm-train's main calls it; so does a test before each
-// Trainer it builds, as each stands for a process.
+// The process-wide settings of a training process, made once at its start, before any tensor
+// work and before its Trainer: every CPU thread pool sized by `threads` (thread_pools.h); the
+// training randomness (ACT exploration, LibTorch's default generators) seeded with seed + rank,
+// distinct per rank as in the reference; on CUDA, deterministic algorithms when the config asks
+// (warn-only: ops without a deterministic kernel warn instead of failing) and the fixed cuBLAS
+// workspace they need. trm-train's main calls it; so does a test before each Trainer it builds,
+// as each stands for a process.
 void ConfigureTrainingProcess(const TrainConfig& config, int rank);
 
 class Trainer {
