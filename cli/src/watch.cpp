@@ -10,6 +10,7 @@
 #include "format.h"
 #include "internal.h"
 #include "trm/cli/commands.h"
+#include "trm/worker/step_metrics.h"
 
 namespace trm::cli {
 
@@ -109,10 +110,10 @@ std::string ProgressText(const v1::StepMetrics& m, std::optional<double> steps_p
     s += "/" + std::to_string(m.total_steps()) + pct;
   }
   const auto& v = m.values();
-  if (auto it = v.find("lm_loss"); it != v.end()) s += "  loss " + FormatNumber(it->second);
-  if (auto it = v.find("tokens_per_s"); it != v.end()) s += "  " + FormatNumber(it->second) + " tok/s";
+  if (auto it = v.find(worker::metric_key::kLmLoss); it != v.end()) s += "  loss " + FormatNumber(it->second);
+  if (auto it = v.find(worker::metric_key::kTokensPerS); it != v.end()) s += "  " + FormatNumber(it->second) + " tok/s";
   if (!steps_per_s) {
-    if (auto it = v.find("step_s"); it != v.end() && it->second > 0) steps_per_s = 1.0 / it->second;
+    if (auto it = v.find(worker::metric_key::kStepS); it != v.end() && it->second > 0) steps_per_s = 1.0 / it->second;
   }
   if (m.total_steps() > m.step() && steps_per_s && *steps_per_s > 0)
     s += "  ETA " + FormatDuration((m.total_steps() - m.step()) / *steps_per_s);

@@ -24,6 +24,7 @@
 #include "trm/data/dataset_shard.h"
 #include "trm/rpc/transfer.h"
 #include "trm/v1/state.pb.h"
+#include "trm/worker/step_metrics.h"
 
 namespace fs = std::filesystem;
 
@@ -507,15 +508,12 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
         }
         j->set_step(m.step());
         if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
-        auto get = [&](const char* k) {
-          auto it = m.values().find(k);
-          return it == m.values().end() ? 0.0 : it->second;
-        };
-        j->set_loss(get("lm_loss"));
-        j->set_tokens_per_s(get("tokens_per_s"));
+        const worker::StepMetrics sm = worker::StepMetrics::FromValues(m.values());
+        j->set_loss(sm.lm_loss);
+        j->set_tokens_per_s(sm.tokens_per_s);
         if (opt.metrics)
           opt.metrics->SetJobProgress(j->id(), j->step(), j->total_steps(), j->loss(), j->tokens_per_s(),
-                                      get("act_steps"));
+                                      sm.act_steps);
       }
       *e.mutable_metrics() = m;
       Emit(&rec, std::move(e));

@@ -1,6 +1,7 @@
 // Checkpoints committed in two phases (files + manifest under a temporary name, then a rename),
 // verified on load, quarantined when corrupt, never half-written even under SIGKILL.
 #include "test_dataset.h"
+#include "training_process.h"
 #include "trm/worker/checkpoint.h"
 
 #include <fcntl.h>
@@ -99,7 +100,7 @@ class CheckpointTest : public ::testing::Test {
   static void Train(const std::string& run, int steps, int every, std::vector<std::string> extra = {}) {
     extra.push_back("max_steps=" + std::to_string(steps));
     extra.push_back("checkpoint_interval_steps=" + std::to_string(every));
-    Trainer t(Config(run, extra), Quiet());
+    Trainer t(AtProcessStart(Config(run, extra)), Quiet());
     t.Run();
   }
 
@@ -147,7 +148,7 @@ TEST_F(CheckpointTest, CorruptNewestIsQuarantinedAndResumeFallsBack) {
   ASSERT_TRUE(fs::exists(run / "step_6"));
 
   LogCapture log;
-  Trainer t(Config("quarantine", {"max_steps=8", "resume=true"}), Quiet());
+  Trainer t(AtProcessStart(Config("quarantine", {"max_steps=8", "resume=true"})), Quiet());
   EXPECT_EQ(t.step(), 4);
   EXPECT_FALSE(fs::exists(run / "step_6"));
   auto q = Matching(run, "step_6.quarantined-");
@@ -173,7 +174,7 @@ TEST_F(CheckpointTest, NothingVerifiesMeansAFreshStart) {
   const fs::path run = root_ / "allbad";
   FlipByte(run / "step_1" / "state.json", 3);
   fs::remove(run / "step_2" / "optimizer.safetensors");
-  Trainer t(Config("allbad", {"max_steps=3", "resume=true"}), Quiet());
+  Trainer t(AtProcessStart(Config("allbad", {"max_steps=3", "resume=true"})), Quiet());
   EXPECT_EQ(t.step(), 0);
   EXPECT_TRUE(ListCheckpoints(run.string()).empty());
   EXPECT_EQ(Matching(run, "step_1.quarantined-").size(), 1u);
@@ -188,7 +189,7 @@ TEST_F(CheckpointTest, ExplicitLoadOfACorruptCheckpointIsDataLoss) {
   fs::copy(src, copy, fs::copy_options::recursive);
   FlipByte(copy / "train_state.safetensors", 7);
   try {
-    Trainer t(Config("explicit_target", {"max_steps=3", "load_checkpoint=" + copy.string()}), Quiet());
+    Trainer t(AtProcessStart(Config("explicit_target", {"max_steps=3", "load_checkpoint=" + copy.string()})), Quiet());
     FAIL() << "loaded a corrupt checkpoint";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Code::kDataLoss) << e.what();
@@ -228,7 +229,7 @@ TEST_F(CheckpointTest, LegacyCheckpointLoadsWithAWarning) {
   Train("legacy", 3, 3);
   fs::remove(root_ / "legacy" / "step_3" / "manifest.json");
   LogCapture log;
-  Trainer t(Config("legacy", {"max_steps=4", "resume=true"}), Quiet());
+  Trainer t(AtProcessStart(Config("legacy", {"max_steps=4", "resume=true"})), Quiet());
   EXPECT_EQ(t.step(), 3);
   EXPECT_NE(log.str().find("legacy checkpoint"), std::string::npos) << log.str();
   EXPECT_TRUE(fs::exists(root_ / "legacy" / "step_3"));
@@ -245,7 +246,7 @@ TEST_F(CheckpointTest, PartialTemporaryDirectoryIsIgnoredAndRemoved) {
   { std::ofstream(tmp / "state.json") << R"({"step": 6})"; }
   EXPECT_EQ(ListCheckpoints(run.string()).back().first, 4);
   EXPECT_EQ(LatestCheckpoint(run.string()), (run / "step_4").string());
-  Trainer t(Config("partial", {"max_steps=5", "resume=true"}), Quiet());
+  Trainer t(AtProcessStart(Config("partial", {"max_steps=5", "resume=true"})), Quiet());
   EXPECT_EQ(t.step(), 4);
   EXPECT_FALSE(fs::exists(tmp));
   // And a save removes one too.
@@ -335,7 +336,8 @@ TEST_F(CheckpointTest, SigkillAtRandomMomentsNeverLeavesAHalfWrittenCheckpoint) 
   }
   RecordProperty("temporary_dirs_left_by_kills", saw_tmp);
   // And the trainer resumes from it.
-  Trainer t(Config("sigkill", {"epochs=1000", "resume=true", "max_steps=" + std::to_string(newest + 1)}), Quiet());
+  Trainer t(AtProcessStart(Config("sigkill", {"epochs=1000", "resume=true", "max_steps=" + std::to_string(newest + 1)})),
+            Quiet());
   EXPECT_EQ(t.step(), newest);
 }
 

@@ -12,6 +12,7 @@
 
 #include "rank_threads.h"
 #include "test_dataset.h"
+#include "training_process.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
 #include "trm/worker/collective.h"
@@ -59,7 +60,7 @@ class DataParallelTest : public ::testing::Test {
   static Weights RunSingle(const std::string& run, const std::vector<std::string>& extra) {
     TrainerOptions o;
     o.progress = 0;
-    Trainer t(Config(run, extra), o);
+    Trainer t(AtProcessStart(Config(run, extra)), o);
     t.Run();
     return Clone(t.Weights());
   }
@@ -76,7 +77,7 @@ class DataParallelTest : public ::testing::Test {
       TrainerOptions o;
       o.progress = 0;
       o.collective = comm.get();
-      Trainer t(Config(runs[static_cast<size_t>(rank)], extra), o);
+      Trainer t(AtProcessStart(Config(runs[static_cast<size_t>(rank)], extra), rank), o);
       t.Run();
       return Clone(t.Weights());
     });
@@ -96,7 +97,7 @@ class DataParallelTest : public ::testing::Test {
           TrainerOptions o;
           o.progress = 0;
           o.collective = comm.get();
-          Trainer t(Config("dp_failing", extra[static_cast<size_t>(r)]), o);
+          Trainer t(AtProcessStart(Config("dp_failing", extra[static_cast<size_t>(r)]), r), o);
           t.Run();
           errors[static_cast<size_t>(r)] = "OK: rank ran";
         } catch (const Error& e) {
@@ -231,7 +232,7 @@ TEST_F(DataParallelTest, WaitsForPeersAtACheckpointReportTheCollectivePhase) {
     o.hooks.on_phase = [&seen, rank](Phase p, int64_t step) {
       if (step == 2) seen[static_cast<size_t>(rank)] += std::string(PhaseName(p)) + " ";
     };
-    Trainer t(Config("dp_phases", {"max_steps=2", "checkpoint_interval_steps=2"}), o);
+    Trainer t(AtProcessStart(Config("dp_phases", {"max_steps=2", "checkpoint_interval_steps=2"}), rank), o);
     t.Run();
     return Clone(t.Weights());
   });

@@ -12,6 +12,7 @@
 
 #include "rank_threads.h"
 #include "test_dataset.h"
+#include "training_process.h"
 #include "trm/common/error.h"
 #include "trm/common/net.h"
 #include "trm/worker/collective.h"
@@ -54,7 +55,7 @@ class GpuTest : public ::testing::Test {
     TrainerOptions o;
     o.progress = 0;
     o.collective = comm;
-    Trainer t(Config(run, device, extra), o);
+    Trainer t(AtProcessStart(Config(run, device, extra), comm ? comm->rank() : 0), o);
     t.Run();
     return OnCpu(t.Weights());
   }
@@ -138,7 +139,7 @@ TEST_F(GpuTest, Bfloat16ForwardTrains) {
   o.progress = 0;
   std::vector<double> losses;
   o.hooks.on_step = [&](const StepMetrics& m) { losses.push_back(m.lm_loss); };
-  Trainer t(Config("bf16", "cuda", {"epochs=6", "max_steps=40", "arch.forward_dtype=bfloat16"}), o);
+  Trainer t(AtProcessStart(Config("bf16", "cuda", {"epochs=6", "max_steps=40", "arch.forward_dtype=bfloat16"})), o);
   TrainResult r = t.Run();
   ASSERT_EQ(r.steps, 40);
   ASSERT_EQ(losses.size(), 40u);

@@ -1,4 +1,5 @@
 #include "test_dataset.h"
+#include "training_process.h"
 #include "trm/worker/trainer.h"
 
 #include <gtest/gtest.h>
@@ -58,7 +59,7 @@ class TrainerTest : public ::testing::Test {
 fs::path TrainerTest::root_;
 
 TEST_F(TrainerTest, LossFalls) {
-  Trainer t(Config("falls", {"max_steps=40"}), Quiet());
+  Trainer t(AtProcessStart(Config("falls", {"max_steps=40"})), Quiet());
   TrainResult r = t.Run();
   EXPECT_EQ(r.steps, 40);
   auto m = Metrics("falls");
@@ -79,11 +80,11 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
     v.insert(v.end(), more.begin(), more.end());
     return v;
   };
-  Trainer full(Config("full", common), Quiet());
+  Trainer full(AtProcessStart(Config("full", common)), Quiet());
   full.Run();
 
   {
-    Trainer first(Config("split", with({"max_steps=6"})), Quiet());
+    Trainer first(AtProcessStart(Config("split", with({"max_steps=6"}))), Quiet());
     TrainResult r = first.Run();
     ASSERT_EQ(r.steps, 6);
     ASSERT_TRUE(fs::exists(root_ / "split" / "step_6"));
@@ -92,7 +93,7 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
     // A fresh process state: other RNG draws happen before the resume, which must not matter.
     torch::manual_seed(12345);
     (void)torch::rand({100});
-    Trainer second(Config("split", with({"resume=true"})), Quiet());
+    Trainer second(AtProcessStart(Config("split", with({"resume=true"}))), Quiet());
     EXPECT_EQ(second.step(), 6);
     TrainResult r = second.Run();
     ASSERT_EQ(r.steps, 14);
@@ -122,7 +123,7 @@ TEST_F(TrainerTest, CancelCheckpointsAndRetentionKeepsTheNewest) {
   o.hooks.on_step = [&](const StepMetrics& m) {
     if (m.step == 9) cancel = true;
   };
-  Trainer t(Config("cancel", {"checkpoint_interval_steps=2", "keep_checkpoints=2"}), o);
+  Trainer t(AtProcessStart(Config("cancel", {"checkpoint_interval_steps=2", "keep_checkpoints=2"})), o);
   TrainResult r = t.Run();
   EXPECT_TRUE(r.cancelled);
   EXPECT_EQ(r.steps, 9);
@@ -136,7 +137,7 @@ TEST_F(TrainerTest, CancelCheckpointsAndRetentionKeepsTheNewest) {
 }
 
 TEST_F(TrainerTest, CheckpointUsesReferenceNamesAndCarriesTheTokenizer) {
-  Trainer t(Config("ckpt", {"max_steps=2"}), Quiet());
+  Trainer t(AtProcessStart(Config("ckpt", {"max_steps=2"})), Quiet());
   TrainResult r = t.Run();
   model::SafetensorsFile f = model::SafetensorsFile::Open(r.last_checkpoint + "/model.safetensors");
   EXPECT_TRUE(f.Has("model.inner.L_level.layers.0.self_attn.qkv_proj.weight"));
@@ -148,13 +149,42 @@ TEST_F(TrainerTest, CheckpointUsesReferenceNamesAndCarriesTheTokenizer) {
 }
 
 TEST_F(TrainerTest, EvaluationReportsTestMetrics) {
-  Trainer t(Config("eval", {"max_steps=3"}), Quiet());
+  Trainer t(AtProcessStart(Config("eval", {"max_steps=3"})), Quiet());
   t.Run();
   EvalMetrics em = t.Evaluate();
   EXPECT_GT(em.values.at("rows"), 0);
   EXPECT_EQ(em.values.at("count"), em.values.at("rows"));  // every row halts at full depth
   EXPECT_EQ(em.values.at("act_steps"), 3.0);
   EXPECT_GT(em.values.at("lm_loss"), 0);
+}
+
+// Evaluation swaps the EMA weights in; a failure during it (here the test split turns bad after
+// the trainer started) must leave the training weights in place, not the EMA's.
+TEST_F(TrainerTest, FailedEvaluationRestoresTheTrainingWeights) {
+  const fs::path test_copy = root_ / "eval_fails_ds";
+  fs::copy(root_ / "ds", test_copy, fs::copy_options::recursive);
+  Trainer t(AtProcessStart(Config("eval_fails", {"max_steps=3", "ema=true", "data_paths_test=[" + test_copy.string() + "]"})),
+            Quiet());
+  t.Run();
+  std::vector<std::pair<std::string, at::Tensor>> before;
+  for (const auto& [n, w] : t.Weights()) before.emplace_back(n, w.detach().clone());
+  // The EMA weights (what the checkpoint's model.safetensors holds) differ from the training
+  // weights, so a swap left in place would show.
+  LoadedCheckpoint ema = LoadCheckpoint(LatestCheckpoint((root_ / "eval_fails").string()), true);
+  bool differs = false;
+  for (const auto& [n, w] : before) differs = differs || !torch::equal(w, ema.model.at(n));
+  ASSERT_TRUE(differs);
+
+  WriteFileAtomic((test_copy / "test" / "dataset.json").string(), "not json");
+  try {
+    t.Evaluate();
+    FAIL() << "evaluation on a broken test split succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::kDataLoss) << e.what();
+  }
+  auto after = t.Weights();
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_TRUE(torch::equal(after[i].second, before[i].second)) << after[i].first;
 }
 
 // The phases the loop reports for hang detection, through the phase file trm-worker reads.
@@ -172,7 +202,9 @@ TEST_F(TrainerTest, PhasesFollowTheLoopThroughThePhaseFile) {
     seen += std::string(p == Phase::kCheckpoint ? "k" : std::string(PhaseName(p)).substr(0, 1)) +
             std::to_string(step) + " ";
   };
-  Trainer t(Config("phases", {"max_steps=4", "checkpoint_interval_steps=2", "gradient_accumulation_steps=2"}), o);
+  Trainer t(
+      AtProcessStart(Config("phases", {"max_steps=4", "checkpoint_interval_steps=2", "gradient_accumulation_steps=2"})),
+      o);
   t.Run();
   EXPECT_EQ(seen, "d0 c0 d0 c0 d1 c1 d1 c1 k2 d2 c2 d2 c2 d3 c3 d3 c3 k4 ")
       << "d data, c compute, k checkpoint (after the 2nd and 4th step)";
@@ -205,7 +237,7 @@ TEST(PhaseFile, GarbageTornOrMissingReadsAsNothing) {
 }
 
 TEST_F(TrainerTest, NonFiniteStepsAreSkipped) {
-  Trainer t(Config("nan", {"max_steps=4", "lr=1e30", "lr_warmup_steps=0", "optimizer=adamw"}), Quiet());
+  Trainer t(AtProcessStart(Config("nan", {"max_steps=4", "lr=1e30", "lr_warmup_steps=0", "optimizer=adamw"})), Quiet());
   TrainResult r = t.Run();
   EXPECT_GT(r.skipped_steps, 0);
   EXPECT_EQ(r.steps, 4);
@@ -213,7 +245,7 @@ TEST_F(TrainerTest, NonFiniteStepsAreSkipped) {
 
 TEST_F(TrainerTest, ArchDisagreeingWithTheDataIsAnError) {
   try {
-    Trainer t(Config("bad", {"arch.vocab_size=100"}), Quiet());
+    Trainer t(AtProcessStart(Config("bad", {"arch.vocab_size=100"})), Quiet());
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("arch.vocab_size"), std::string::npos) << e.what();

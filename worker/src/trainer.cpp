@@ -5,9 +5,9 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include <fmt/ranges.h>
@@ -30,6 +30,7 @@ namespace trm::worker {
 namespace {
 
 namespace fs = std::filesystem;
+namespace key = metric_key;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -37,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 // The last two entries ride along in the same all-reduce: rows processed, and how many ranks
 // were asked to stop (so every rank stops after the same step).
 enum MetricIndex { kLmLoss, kQHaltLoss, kQContinueLoss, kCount, kAccuracy, kExact, kQHaltAcc, kSteps, kRows, kStop, kNumMetrics };
+// The model's names for them (model::Metrics).
 const char* const kMetricNames[kNumMetrics] = {"lm_loss",         "q_halt_loss", "q_continue_loss", "count",
                                                "accuracy",        "exact_accuracy", "q_halt_accuracy", "steps",
                                                "rows",            "stop"};
@@ -68,6 +70,51 @@ at::Tensor StackMetrics(const model::Metrics& m, const at::Tensor& like) {
   return torch::stack(v);
 }
 
+void WriteLine(std::ofstream* file, const json& line) {
+  *file << line.dump() << "\n";
+  file->flush();
+}
+
+// Evaluation runs the EMA weights (when enabled) with the model in eval mode. The guard puts the
+// training weights and train mode back however evaluation ends, an exception included: training
+// on after a failed evaluation must not continue from the EMA weights. (Copying back into the
+// existing buffer does not allocate; if it failed anyway, nothing could be trusted to continue.)
+class EvalWeightsSwap {
+ public:
+  EvalWeightsSwap(FlatParams* flat, const at::Tensor& ema, model::Trm model) : flat_(flat), model_(std::move(model)) {
+    if (ema.defined()) {
+      backup_ = flat_->params().clone();
+      flat_->params().copy_(ema);
+    }
+    model_->eval();
+  }
+  ~EvalWeightsSwap() {
+    model_->train();
+    if (backup_.defined()) flat_->params().copy_(backup_);
+  }
+  EvalWeightsSwap(const EvalWeightsSwap&) = delete;
+  EvalWeightsSwap& operator=(const EvalWeightsSwap&) = delete;
+
+ private:
+  FlatParams* flat_;
+  model::Trm model_;
+  at::Tensor backup_;  // the training weights while the EMA's are in; undefined without EMA
+};
+
+// What one Run() keeps besides the trainer's own state.
+struct RunLoop {
+  RunLoop(int progress_mode, int64_t log_interval, bool leader) : progress(progress_mode, log_interval, leader) {}
+  ProgressReporter progress;
+  std::ofstream metrics_file;            // rank 0 only
+  std::unique_ptr<GradReducer> reducer;  // data parallel with allreduce_bucket_mb > 0
+  data::Batch batch;                     // reused: its buffers are filled in place
+  int64_t stop_at = 0;                   // max_steps, or the schedule's end
+  int64_t eval_interval = 0;             // epochs; 0 = no evaluation (none asked, or no test rows)
+  bool stop = false;                     // cancelled (every rank stops after the same step)
+  bool evaluated_last = false;           // the last step was followed by an evaluation
+  TrainResult result;
+};
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -92,6 +139,8 @@ struct Trainer::Impl {
   std::string tokenizer_dir;
   std::vector<std::string> test_paths;
 
+  // Process-wide settings (seeds, deterministic algorithms) are made before, once per process:
+  // ConfigureTrainingProcess (trainer.h).
   Impl(TrainConfig c, TrainerOptions o) : cfg(std::move(c)), opt(std::move(o)) {
     comm = opt.collective;
     if (comm) {
@@ -100,20 +149,30 @@ struct Trainer::Impl {
       leader = rank == 0;
     }
     device = PickDevice(cfg.device, opt.device_index);
-    if (device.is_cuda()) {
-      // cuBLAS is deterministic only with a fixed workspace (read when its handle is created);
-      // ops without a deterministic CUDA kernel warn instead of failing the run.
-      if (cfg.deterministic) ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-      at::globalContext().setDeterministicAlgorithms(cfg.deterministic, /*warn_only=*/true);
-    }
     data::BatchConfig bc;
     bc.global_batch = cfg.global_batch_size;
     bc.seed = static_cast<uint64_t>(cfg.seed);
     bc.rank = rank;
     bc.world = world;
     train_it = std::make_unique<data::BatchIterator>(data::BatchIterator::Open(cfg.data_paths, "train", bc));
-    const data::DatasetMeta& meta = train_it->meta();
+    arch = ResolveArch();
+    if (comm) RequireSameOnEveryRank(*comm, device, Agreement(), "the run's config or dataset");
+    BuildModel();
+    total_steps = ScheduleSteps(cfg, train_it->total_rows());
+    if (total_steps <= 0) {
+      InvalidArgument("config: epochs x training rows (" + std::to_string(train_it->total_rows()) +
+                      ") is less than one optimiser step of " +
+                      std::to_string(cfg.global_batch_size * cfg.gradient_accumulation_steps) +
+                      " rows; lower global_batch_size or raise epochs");
+    }
+    tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
+    test_paths = cfg.data_paths_test.empty() ? cfg.data_paths : cfg.data_paths_test;
+    if (!cfg.load_checkpoint.empty() || cfg.resume) ResumeOrLoad();
+  }
 
+  // The config's arch with what the dataset decides (vocabulary, sequence length) and the batch.
+  model::ArchConfig ResolveArch() const {
+    const data::DatasetMeta& meta = train_it->meta();
     json a = cfg.arch;
     for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", meta.vocab_size},
                                      {"seq_len", meta.seq_len}}) {
@@ -129,11 +188,27 @@ struct Trainer::Impl {
       if (leader) spdlog::info("forward_dtype bfloat16 is for GPUs; training in float32 on the CPU");
       a["forward_dtype"] = "float32";
     }
-    arch = model::ArchConfig::FromJson(a, "config arch");
-    if (comm) RequireSameOnEveryRank(*comm, device, Agreement(), "the run's config or dataset");
+    return model::ArchConfig::FromJson(a, "config arch");
+  }
 
-    model = model::Trm(arch);
-    model->ResetParameters(static_cast<uint64_t>(cfg.seed));  // from the seed alone, on every rank
+  // The model from the seed alone (on every rank, then rank 0's wins), its flat parameters, the
+  // optimiser and the EMA shadow.
+  void BuildModel() {
+    {
+      // The modules' own initialisation draws from LibTorch's default generator, then
+      // ResetParameters replaces it from the seed. Building must not consume the training
+      // randomness the process seeded (ConfigureTrainingProcess), so the generator is put back.
+      auto gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor before;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        before = gen.get_state();
+      }
+      model = model::Trm(arch);  // draws, taking the generator's lock
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(before);
+    }
+    model->ResetParameters(static_cast<uint64_t>(cfg.seed));
     model->SetFusedHead(true);  // no [B, S, V] logits: the trainer only needs the loss and metrics
     model->to(device);
     flat = std::make_unique<FlatParams>(ParamList());
@@ -151,43 +226,32 @@ struct Trainer::Impl {
         if (!t.requires_grad()) comm->Broadcast(t, 0);
     }
     if (cfg.ema) ema = flat->params().clone();
-    // Training randomness (ACT exploration), distinct per rank as in the reference (seed + RANK).
-    torch::manual_seed(static_cast<uint64_t>(cfg.seed + rank));
+  }
 
-    total_steps = ScheduleSteps(cfg, train_it->total_rows());
-    if (total_steps <= 0) {
-      InvalidArgument("config: epochs x training rows (" + std::to_string(train_it->total_rows()) +
-                      ") is less than one optimiser step of " +
-                      std::to_string(cfg.global_batch_size * cfg.gradient_accumulation_steps) +
-                      " rows; lower global_batch_size or raise epochs");
-    }
-    tokenizer_dir = (fs::path(cfg.data_paths.front()) / "tokenizer").string();
-    test_paths = cfg.data_paths_test.empty() ? cfg.data_paths : cfg.data_paths_test;
-
-    if (!cfg.load_checkpoint.empty() || cfg.resume) {
-      // Rank 0 chooses; every rank loads that same checkpoint, from its own storage when it holds
-      // an identical copy, else received from rank 0 (run_dir need not be shared storage).
-      const bool explicit_load = !cfg.load_checkpoint.empty();
-      SyncedCheckpoint ck = SyncCheckpoint(
-          comm, device,
-          [&] {
-            if (explicit_load) {
-              VerifyCheckpoint(cfg.load_checkpoint);  // an explicit choice: a failed verification is an error
-              return cfg.load_checkpoint;
-            }
-            // The newest committed checkpoint that verifies; rank 0 owns run_dir, so it quarantines
-            // the ones that fail and removes a crashed save's temporary directory.
-            return ResumeCheckpoint(cfg.run_dir, /*repair=*/true);
-          },
-          [&](const std::string& name) {
-            return explicit_load ? cfg.load_checkpoint : (fs::path(cfg.run_dir) / name).string();
-          },
-          cfg.run_dir);
-      if (!ck.dir.empty()) Restore(ck.dir);
-      if (!ck.scratch.empty()) {
-        std::error_code ec;
-        fs::remove_all(ck.scratch, ec);
-      }
+  // resume=true or load_checkpoint=DIR. Rank 0 chooses; every rank loads that same checkpoint,
+  // from its own storage when it holds an identical copy, else received from rank 0 (run_dir
+  // need not be shared storage).
+  void ResumeOrLoad() {
+    const bool explicit_load = !cfg.load_checkpoint.empty();
+    SyncedCheckpoint ck = SyncCheckpoint(
+        comm, device,
+        [&] {
+          if (explicit_load) {
+            VerifyCheckpoint(cfg.load_checkpoint);  // an explicit choice: a failed verification is an error
+            return cfg.load_checkpoint;
+          }
+          // The newest committed checkpoint that verifies; rank 0 owns run_dir, so it quarantines
+          // the ones that fail and removes a crashed save's temporary directory.
+          return ResumeCheckpoint(cfg.run_dir, /*repair=*/true);
+        },
+        [&](const std::string& name) {
+          return explicit_load ? cfg.load_checkpoint : (fs::path(cfg.run_dir) / name).string();
+        },
+        cfg.run_dir);
+    if (!ck.dir.empty()) Restore(ck.dir);
+    if (!ck.scratch.empty()) {
+      std::error_code ec;
+      fs::remove_all(ck.scratch, ec);
     }
   }
 
@@ -326,27 +390,7 @@ struct Trainer::Impl {
   void Restore(const std::string& dir) {
     LoadedCheckpoint ck = LoadCheckpoint(dir, /*inference_only=*/false, /*verify=*/false);
     const json& st = ck.state;
-    model::ArchConfig saved = model::ArchConfig::FromJson(ck.arch, dir + ": arch");
-    json mine = arch.ToJson(), theirs = saved.ToJson();
-    for (auto it = mine.begin(); it != mine.end(); ++it) {
-      if (it.key() == "batch_size" || it.key() == "halt_exploration_prob") continue;
-      if (theirs[it.key()] != it.value()) {
-        InvalidArgument(dir + ": checkpoint arch." + it.key() + " = " + theirs[it.key()].dump() +
-                        " differs from the config's " + it.value().dump());
-      }
-    }
-    if (st.contains("config")) {
-      // Changing these makes the continuation differ from the uninterrupted run; allowed, but said.
-      const json before = st["config"], now = cfg.ToJson();
-      for (const char* k : {"data_paths", "global_batch_size", "gradient_accumulation_steps", "epochs", "lr",
-                            "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2", "weight_decay", "optimizer", "ema",
-                            "ema_rate", "seed", "grad_clip_norm"}) {
-        if (before.contains(k) && before[k] != now[k]) {
-          spdlog::warn("resuming with {} = {} (the checkpoint was trained with {}): not an exact continuation", k,
-                       now[k].dump(), before[k].dump());
-        }
-      }
-    }
+    CheckResumable(ck, dir);
     model->LoadStateDict(ck.weights, dir + "/weights");
     if (ema.defined()) {
       torch::NoGradGuard g;
@@ -364,39 +408,62 @@ struct Trainer::Impl {
     is.epoch = st.at("iterator").at("epoch").get<uint64_t>();
     is.position = st.at("iterator").at("position").get<uint64_t>();
     train_it->Restore(is);
-    const auto& ts = ck.train_state;
+    RestoreCarry(ck.train_state, dir);
+    SetRngState(ck.train_state, dir);
+    if (leader) spdlog::info("resumed from {} at step {}/{}", dir, step, total_steps);
+  }
+
+  // The checkpoint's arch must be this run's (but for the batch and exploration); config keys
+  // that make the continuation differ from the uninterrupted run are allowed, but said.
+  void CheckResumable(const LoadedCheckpoint& ck, const std::string& dir) const {
+    model::ArchConfig saved = model::ArchConfig::FromJson(ck.arch, dir + ": arch");
+    json mine = arch.ToJson(), theirs = saved.ToJson();
+    for (auto it = mine.begin(); it != mine.end(); ++it) {
+      if (it.key() == "batch_size" || it.key() == "halt_exploration_prob") continue;
+      if (theirs[it.key()] != it.value()) {
+        InvalidArgument(dir + ": checkpoint arch." + it.key() + " = " + theirs[it.key()].dump() +
+                        " differs from the config's " + it.value().dump());
+      }
+    }
+    if (!ck.state.contains("config")) return;
+    const json before = ck.state["config"], now = cfg.ToJson();
+    for (const char* k : {"data_paths", "global_batch_size", "gradient_accumulation_steps", "epochs", "lr",
+                          "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2", "weight_decay", "optimizer", "ema",
+                          "ema_rate", "seed", "grad_clip_norm"}) {
+      if (before.contains(k) && before[k] != now[k]) {
+        spdlog::warn("resuming with {} = {} (the checkpoint was trained with {}): not an exact continuation", k,
+                     now[k].dump(), before[k].dump());
+      }
+    }
+  }
+
+  // This rank's slice of the saved global-batch carry; a fresh carry when there is none or the
+  // global batch changed.
+  void RestoreCarry(const std::map<std::string, at::Tensor>& ts, const std::string& dir) {
     have_carry = ts.count("carry.z_H") != 0;
     if (have_carry && ts.at("carry.z_H").size(0) != cfg.global_batch_size) {
       spdlog::warn("{}: the saved ACT carry holds {} rows, the global batch is now {}: starting a fresh carry", dir,
                    ts.at("carry.z_H").size(0), cfg.global_batch_size);
       have_carry = false;
     }
-    if (have_carry) {
-      const int64_t local = cfg.global_batch_size / world;
-      auto get = [&](const char* n) {
-        auto it = ts.find(n);
-        if (it == ts.end()) DataLoss(dir + ": train_state lacks " + std::string(n));
-        return it->second.narrow(0, rank * local, local).contiguous().to(device);
-      };
-      carry.z_H = get("carry.z_H").to(model->inner->forward_dtype());
-      carry.z_L = get("carry.z_L").to(model->inner->forward_dtype());
-      carry.steps = get("carry.steps");
-      carry.halted = get("carry.halted");
-      carry.data.inputs = get("carry.inputs");
-      carry.data.labels = get("carry.labels");
-      carry.data.puzzle_identifiers = get("carry.puzzle_identifiers");
-    }
-    SetRngState(ts, dir);
-    if (leader) spdlog::info("resumed from {} at step {}/{}", dir, step, total_steps);
+    if (!have_carry) return;
+    const int64_t local = cfg.global_batch_size / world;
+    auto get = [&](const char* n) {
+      auto it = ts.find(n);
+      if (it == ts.end()) DataLoss(dir + ": train_state lacks " + std::string(n));
+      return it->second.narrow(0, rank * local, local).contiguous().to(device);
+    };
+    carry.z_H = get("carry.z_H").to(model->inner->forward_dtype());
+    carry.z_L = get("carry.z_L").to(model->inner->forward_dtype());
+    carry.steps = get("carry.steps");
+    carry.halted = get("carry.halted");
+    carry.data.inputs = get("carry.inputs");
+    carry.data.labels = get("carry.labels");
+    carry.data.puzzle_identifiers = get("carry.puzzle_identifiers");
   }
 
   // Collective: every rank calls it; rank 0 writes, the others wait until the checkpoint is
   // durable (so none runs ahead of a checkpoint that may yet fail).
-  // What the rank does now, for the worker's hang detection (trainer.h: on_phase).
-  void Enter(Phase phase) {
-    if (opt.hooks.on_phase) opt.hooks.on_phase(phase, step);
-  }
-
   std::string Save() {
     // Gathering every rank's carry into rank 0's checkpoint is a collective: waiting for peers.
     if (comm) Enter(Phase::kAllReduce);
@@ -416,8 +483,13 @@ struct Trainer::Impl {
     return dir;
   }
 
-  // Metrics file: one JSON line per step / evaluation. On resume, lines past the checkpoint's
-  // step are dropped so the file reads as one uninterrupted run.
+  // What the rank does now, for the worker's hang detection (trainer.h: on_phase).
+  void Enter(Phase phase) {
+    if (opt.hooks.on_phase) opt.hooks.on_phase(phase, step);
+  }
+
+  // Metrics file (step_metrics.h): one JSON line per step / evaluation. On resume, lines past the
+  // checkpoint's step are dropped so the file reads as one uninterrupted run.
   std::ofstream OpenMetricsFile() {
     std::error_code ec;
     fs::create_directories(cfg.run_dir, ec);
@@ -427,9 +499,8 @@ struct Trainer::Impl {
       std::string line, kept;
       while (std::getline(in, line)) {
         try {
-          json j = json::parse(line);
-          if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
-        } catch (const json::exception&) {  // a torn last line from a crash
+          if (ParseMetricsLine(line, path).step <= step) kept += line + "\n";
+        } catch (const Error&) {  // a torn last line from a crash
         }
       }
       WriteFileAtomic(path, kept);
@@ -437,6 +508,10 @@ struct Trainer::Impl {
     std::ofstream out(path, std::ios::app);
     if (!out) FileError(path + ": cannot open for appending", errno);
     return out;
+  }
+
+  at::Tensor MetricSums() const {
+    return torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   }
 
   // Evaluation -----------------------------------------------------------------------------
@@ -453,201 +528,235 @@ struct Trainer::Impl {
 
   EvalMetrics Evaluate() {
     Enter(Phase::kEval);
-    EvalMetrics em;
-    em.step = step;
-    at::Tensor backup;
-    if (ema.defined()) {
-      backup = flat->params().clone();
-      flat->params().copy_(ema);
-    }
-    model->eval();
-    torch::NoGradGuard no_grad;
-    at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-    for (const auto& path : TestPaths()) {
-      data::BatchConfig bc;
-      bc.global_batch = cfg.global_batch_size;
-      bc.shuffle = false;
-      bc.drop_last = false;
-      bc.rank = rank;
-      bc.world = world;
-      data::BatchIterator it = data::BatchIterator::Open({path}, "test", bc);
-      data::Batch b;
-      for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
-        it.Next(&b);
-        if (b.rows == 0) continue;  // a short last batch may leave a rank without rows
-        model::Batch mb = ToModelBatch(b, device);
-        model::Carry c = model->InitialCarry(mb);
-        model::StepOutput out;
-        for (int64_t k = 0; k < arch.halt_max_steps; ++k) {
-          out = model->forward(c, mb);
-          c = out.carry;
-        }
-        sums += StackMetrics(out.metrics, sums);
-        sums[kRows] += static_cast<double>(b.rows);
+    at::Tensor sums = MetricSums();
+    {
+      EvalWeightsSwap swap(flat.get(), ema, model);
+      torch::NoGradGuard no_grad;
+      for (const auto& path : TestPaths()) AddEvalSums(path, &sums);
+      if (comm) {
+        Enter(Phase::kAllReduce);  // waiting for peers (Save() says why)
+        comm->AllReduceSum(sums);
       }
     }
-    if (comm) {
-      Enter(Phase::kAllReduce);  // waiting for peers (Save() says why)
-      comm->AllReduceSum(sums);
-    }
-    model->train();
-    if (backup.defined()) flat->params().copy_(backup);
     at::Tensor h = sums.cpu();
+    EvalMetrics em;
+    em.step = step;
     const double count = std::max(1.0, h[kCount].item<double>());
-    em.values["count"] = h[kCount].item<double>();
-    em.values["rows"] = h[kRows].item<double>();
-    for (int i : {kLmLoss, kQHaltLoss, kAccuracy, kExact, kQHaltAcc}) em.values[kMetricNames[i]] = h[i].item<double>() / count;
-    em.values["act_steps"] = h[kSteps].item<double>() / count;
+    em.values[key::kCount] = h[kCount].item<double>();
+    em.values[key::kRows] = h[kRows].item<double>();
+    for (const auto& [i, name] : {std::pair<int, const char*>{kLmLoss, key::kLmLoss},
+                                  {kQHaltLoss, key::kQHaltLoss},
+                                  {kAccuracy, key::kAccuracy},
+                                  {kExact, key::kExactAccuracy},
+                                  {kQHaltAcc, key::kQHaltAccuracy},
+                                  {kSteps, key::kActSteps}}) {
+      em.values[name] = h[i].item<double>() / count;
+    }
     return em;
+  }
+
+  // This rank's share of one test split at full ACT depth, added to `sums`.
+  void AddEvalSums(const std::string& path, at::Tensor* sums) {
+    data::BatchConfig bc;
+    bc.global_batch = cfg.global_batch_size;
+    bc.shuffle = false;
+    bc.drop_last = false;
+    bc.rank = rank;
+    bc.world = world;
+    data::BatchIterator it = data::BatchIterator::Open({path}, "test", bc);
+    data::Batch b;
+    for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
+      it.Next(&b);
+      if (b.rows == 0) continue;  // a short last batch may leave a rank without rows
+      model::Batch mb = ToModelBatch(b, device);
+      model::Carry c = model->InitialCarry(mb);
+      model::StepOutput out;
+      for (int64_t k = 0; k < arch.halt_max_steps; ++k) {
+        out = model->forward(c, mb);
+        c = out.carry;
+      }
+      *sums += StackMetrics(out.metrics, *sums);
+      (*sums)[kRows] += static_cast<double>(b.rows);
+    }
+  }
+
+  void EvaluateAndLog(RunLoop* loop) {
+    EvalMetrics em = Evaluate();
+    std::string line = "eval at step " + std::to_string(em.step) + ":";
+    for (const auto& [k, v] : em.values) line += fmt::format(" {} {:.4f}", k, v);
+    loop->progress.Message(line);
+    if (leader) WriteLine(&loop->metrics_file, em.ToJson());
+    if (opt.hooks.on_eval) opt.hooks.on_eval(em);
+    loop->result.evals.push_back(std::move(em));
   }
 
   // Training -------------------------------------------------------------------------------
   TrainResult Run() {
-    TrainResult result;
-    ProgressReporter progress(opt.progress, cfg.log_interval, leader);
-    std::ofstream metrics_file;
-    if (leader) metrics_file = OpenMetricsFile();
-    const int64_t stop_at = StepsToRun(cfg, train_it->total_rows());
+    RunLoop loop(opt.progress, cfg.log_interval, leader);
+    StartRun(&loop);
+    while (step < loop.stop_at && !loop.stop) {
+      if (!comm && opt.cancel && opt.cancel->load()) {  // one rank: stop at once
+        loop.stop = true;
+        break;
+      }
+      Report(TrainStep(&loop), &loop);
+      bool checkpoint = cfg.checkpoint_interval_steps > 0 && step % cfg.checkpoint_interval_steps == 0;
+      loop.evaluated_last = EvaluationDue(loop);
+      if (loop.evaluated_last) {
+        EvaluateAndLog(&loop);
+        checkpoint = checkpoint || cfg.checkpoint_every_eval;
+      }
+      if (checkpoint) loop.result.last_checkpoint = Save();
+    }
+    return FinishRun(&loop);
+  }
+
+  int64_t BatchesPerEpoch() const { return std::max<int64_t>(1, train_it->batches_per_epoch()); }
+
+  void StartRun(RunLoop* loop) {
+    if (leader) loop->metrics_file = OpenMetricsFile();
+    loop->stop_at = StepsToRun(cfg, train_it->total_rows());
+    loop->progress.Message(fmt::format(
+        "training {} parameters for {} steps ({} epochs of {} rows, batch {} x {} accumulation, {} rank{}) on {}",
+        flat->numel(), total_steps, cfg.epochs, train_it->total_rows(), cfg.global_batch_size,
+        cfg.gradient_accumulation_steps, world, world > 1 ? "s" : "", device.str()));
+    if (comm && cfg.allreduce_bucket_mb > 0) {
+      loop->reducer =
+          std::make_unique<GradReducer>(flat.get(), comm, static_cast<int64_t>(cfg.allreduce_bucket_mb * (1 << 20)));
+      if (loop->reducer->buckets() > 1)
+        loop->progress.Message(fmt::format("gradients summed in {} buckets of up to {} MiB, overlapped with backward",
+                                           loop->reducer->buckets(), cfg.allreduce_bucket_mb));
+    }
+    model->train();
+    loop->eval_interval = cfg.eval_interval;
+    if (loop->eval_interval > 0 && TestPaths().empty()) {
+      loop->progress.Message("no test rows in " + fmt::format("{}", fmt::join(test_paths, ", ")) +
+                             ": evaluation skipped");
+      loop->eval_interval = 0;
+    }
+  }
+
+  // One optimiser step: the micro-batches' gradients, their sums over ranks, the update.
+  StepMetrics TrainStep(RunLoop* loop) {
+    const auto t0 = Clock::now();
+    flat->ZeroGrad();
+    at::Tensor sums = AccumulateGradients(loop);
+    if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
+    StepMetrics m;
+    if (comm) SumOverRanks(loop->reducer.get(), &sums, &m);
+    m.grad_norm = flat->grads().norm().item<double>();
+    m.lr = CosineScheduleLr(step + 1, cfg.lr, cfg.lr_warmup_steps, total_steps, cfg.lr_min_ratio);
+    m.skipped = !Update(m.grad_norm, m.lr);
+    ++step;
+    at::Tensor h = sums.cpu();
+    loop->stop = h[kStop].item<double>() > 0;
+    FillFromSums(h, &m);
+    m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    m.tokens_per_s = h[kRows].item<double>() / std::max(m.step_s, 1e-9);
+    return m;
+  }
+
+  // gradient_accumulation_steps micro-batches forward and backward, the ACT carry kept across
+  // batches; returns their metric sums.
+  at::Tensor AccumulateGradients(RunLoop* loop) {
     const int64_t accum = cfg.gradient_accumulation_steps;
-    const int64_t bpe = std::max<int64_t>(1, train_it->batches_per_epoch());
     // The reference scales the summed loss by 1 / global batch; with every rank's gradients
     // summed, N ranks of b rows equal one rank of N*b rows.
     const double loss_scale = 1.0 / static_cast<double>(cfg.global_batch_size * accum);
-    progress.Message(fmt::format("training {} parameters for {} steps ({} epochs of {} rows, batch {} x {} accumulation, "
-                                 "{} rank{}) on {}",
-                                 flat->numel(), total_steps, cfg.epochs, train_it->total_rows(), cfg.global_batch_size,
-                                 accum, world, world > 1 ? "s" : "", device.str()));
-    std::unique_ptr<GradReducer> reducer;
-    if (comm && cfg.allreduce_bucket_mb > 0) {
-      reducer = std::make_unique<GradReducer>(flat.get(), comm, static_cast<int64_t>(cfg.allreduce_bucket_mb * (1 << 20)));
-      if (reducer->buckets() > 1)
-        progress.Message(fmt::format("gradients summed in {} buckets of up to {} MiB, overlapped with backward",
-                                     reducer->buckets(), cfg.allreduce_bucket_mb));
+    at::Tensor sums = MetricSums();
+    data::Batch& batch = loop->batch;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      if (loop->reducer && micro == accum - 1) loop->reducer->Arm();  // this backward's gradients are final
+      Enter(Phase::kData);
+      train_it->Next(&batch);
+      ++batches_consumed;
+      Enter(Phase::kCompute);
+      model::Batch mb = ToModelBatch(batch, device);
+      if (!have_carry) {
+        carry = model->InitialCarry(mb);
+        have_carry = true;
+      }
+      model::StepOutput out = model->forward(carry, mb);
+      (out.loss * loss_scale).backward();
+      carry = out.carry;
+      sums += StackMetrics(out.metrics, sums);
+      sums[kRows] += static_cast<double>(batch.rows * batch.seq_len);
     }
-    model->train();
-    data::Batch batch;
-    bool evaluated_last = false, stop = false;
-    int64_t eval_interval = cfg.eval_interval;
-    if (eval_interval > 0 && TestPaths().empty()) {
-      progress.Message("no test rows in " + fmt::format("{}", fmt::join(test_paths, ", ")) + ": evaluation skipped");
-      eval_interval = 0;
-    }
-    while (step < stop_at && !stop) {
-      if (!comm && opt.cancel && opt.cancel->load()) {  // one rank: stop at once
-        stop = true;
-        break;
-      }
-      const auto t0 = Clock::now();
-      flat->ZeroGrad();
-      at::Tensor sums = torch::zeros({kNumMetrics}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-      for (int64_t micro = 0; micro < accum; ++micro) {
-        if (reducer && micro == accum - 1) reducer->Arm();  // this backward's gradients are final
-        Enter(Phase::kData);
-        train_it->Next(&batch);
-        ++batches_consumed;
-        Enter(Phase::kCompute);
-        model::Batch mb = ToModelBatch(batch, device);
-        if (!have_carry) {
-          carry = model->InitialCarry(mb);
-          have_carry = true;
-        }
-        model::StepOutput out = model->forward(carry, mb);
-        (out.loss * loss_scale).backward();
-        carry = out.carry;
-        sums += StackMetrics(out.metrics, sums);
-        sums[kRows] += static_cast<double>(batch.rows * batch.seq_len);
-      }
-      at::Tensor& grads = flat->grads();
-      if (opt.cancel && opt.cancel->load()) sums[kStop] += 1.0;
-      double allreduce_s = 0;
-      int64_t overlapped = 0;
-      if (comm) {
-        Enter(Phase::kAllReduce);
-        const auto a0 = Clock::now();
-        if (reducer) {
-          reducer->Finish();  // the buckets backward did not already start, then all of them
-          overlapped = static_cast<int64_t>(reducer->overlapped());
-        } else {
-          comm->AllReduceSum(grads);  // one flat bucket: every gradient in a single call
-        }
-        comm->AllReduceSum(sums);
-        allreduce_s = std::chrono::duration<double>(Clock::now() - a0).count();
-        Enter(Phase::kCompute);
-      }
-      const double grad_norm = grads.norm().item<double>();
-      StepMetrics m;
-      const int64_t next = step + 1;
-      m.lr = CosineScheduleLr(next, cfg.lr, cfg.lr_warmup_steps, total_steps, cfg.lr_min_ratio);
-      if (!std::isfinite(grad_norm)) {
-        m.skipped = true;
-        ++skipped;
-      } else {
-        if (cfg.grad_clip_norm > 0 && grad_norm > cfg.grad_clip_norm) grads.mul_(cfg.grad_clip_norm / (grad_norm + 1e-6));
-        optimizer->Step(m.lr);
-        if (ema.defined()) ema.lerp_(flat->params(), 1.0 - cfg.ema_rate);
-      }
-      step = next;
-      at::Tensor h = sums.cpu();
-      stop = h[kStop].item<double>() > 0;
-      const double rows = static_cast<double>(cfg.global_batch_size * accum);
-      const double count = std::max(1.0, h[kCount].item<double>());
-      m.step = step;
-      m.total_steps = total_steps;
-      m.epoch = static_cast<double>(batches_consumed) / static_cast<double>(bpe);
-      m.lm_loss = h[kLmLoss].item<double>() / rows;
-      m.q_halt_loss = h[kQHaltLoss].item<double>() / rows;
-      m.q_continue_loss = h[kQContinueLoss].item<double>() / rows;
-      m.accuracy = h[kAccuracy].item<double>() / count;
-      m.exact_accuracy = h[kExact].item<double>() / count;
-      m.q_halt_accuracy = h[kQHaltAcc].item<double>() / count;
-      m.act_steps = h[kSteps].item<double>() / count;
-      m.halted_rows = h[kCount].item<double>();
-      m.grad_norm = grad_norm;
-      m.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
-      m.allreduce_s = allreduce_s;
-      m.allreduce_overlapped = overlapped;
-      m.tokens_per_s = h[kRows].item<double>() / std::max(m.step_s, 1e-9);
-      m.skipped_total = skipped;
-      result.last = m;
-      progress.Step(m);
-      if (leader) {
-        metrics_file << json{{"step", m.step},           {"total_steps", total_steps}, {"epoch", m.epoch},
-                             {"lr", m.lr},               {"lm_loss", m.lm_loss},
-                             {"q_halt_loss", m.q_halt_loss}, {"q_continue_loss", m.q_continue_loss},
-                             {"accuracy", m.accuracy},   {"exact_accuracy", m.exact_accuracy},
-                             {"q_halt_accuracy", m.q_halt_accuracy}, {"act_steps", m.act_steps},
-                             {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
-                             {"step_s", m.step_s},       {"allreduce_s", m.allreduce_s},
-                             {"allreduce_overlapped", m.allreduce_overlapped},
-                             {"skipped", m.skipped}}
-                            .dump()
-                     << "\n";
-        metrics_file.flush();
-      }
-      if (opt.hooks.on_step) opt.hooks.on_step(m);
+    return sums;
+  }
 
-      // Evaluation every eval_interval epochs (the reference's cadence), checkpoints with it.
-      const int64_t epochs_before = (batches_consumed - accum) / bpe, epochs_now = batches_consumed / bpe;
-      evaluated_last = false;
-      bool checkpoint = cfg.checkpoint_interval_steps > 0 && step % cfg.checkpoint_interval_steps == 0;
-      if (eval_interval > 0 && epochs_now != epochs_before && epochs_now % eval_interval == 0 &&
-          epochs_now >= cfg.min_eval_interval) {
-        EvalMetrics em = Evaluate();
-        LogEval(em, &progress, &metrics_file);
-        result.evals.push_back(em);
-        evaluated_last = true;
-        checkpoint = checkpoint || cfg.checkpoint_every_eval;
-      }
-      if (checkpoint) result.last_checkpoint = Save();
+  // Data parallel: the gradients and the metric sums over every rank.
+  void SumOverRanks(GradReducer* reducer, at::Tensor* sums, StepMetrics* m) {
+    Enter(Phase::kAllReduce);
+    const auto a0 = Clock::now();
+    if (reducer) {
+      reducer->Finish();  // the buckets backward did not already start, then all of them
+      m->allreduce_overlapped = static_cast<int64_t>(reducer->overlapped());
+    } else {
+      comm->AllReduceSum(flat->grads());  // one flat bucket: every gradient in a single call
     }
-    result.cancelled = stop && step < stop_at;
-    progress.Finish();
+    comm->AllReduceSum(*sums);
+    m->allreduce_s = std::chrono::duration<double>(Clock::now() - a0).count();
+    Enter(Phase::kCompute);
+  }
+
+  // Clipping, the optimiser and the EMA; false (and nothing changed) when the gradients are not
+  // finite.
+  bool Update(double grad_norm, double lr) {
+    if (!std::isfinite(grad_norm)) {
+      ++skipped;
+      return false;
+    }
+    at::Tensor& grads = flat->grads();
+    if (cfg.grad_clip_norm > 0 && grad_norm > cfg.grad_clip_norm) grads.mul_(cfg.grad_clip_norm / (grad_norm + 1e-6));
+    optimizer->Step(lr);
+    if (ema.defined()) ema.lerp_(flat->params(), 1.0 - cfg.ema_rate);
+    return true;
+  }
+
+  // The step's metrics from its sums over every row of the global batch (h on the host).
+  void FillFromSums(const at::Tensor& h, StepMetrics* m) const {
+    const double rows = static_cast<double>(cfg.global_batch_size * cfg.gradient_accumulation_steps);
+    const double count = std::max(1.0, h[kCount].item<double>());
+    m->step = step;
+    m->total_steps = total_steps;
+    m->epoch = static_cast<double>(batches_consumed) / static_cast<double>(BatchesPerEpoch());
+    m->lm_loss = h[kLmLoss].item<double>() / rows;
+    m->q_halt_loss = h[kQHaltLoss].item<double>() / rows;
+    m->q_continue_loss = h[kQContinueLoss].item<double>() / rows;
+    m->accuracy = h[kAccuracy].item<double>() / count;
+    m->exact_accuracy = h[kExact].item<double>() / count;
+    m->q_halt_accuracy = h[kQHaltAcc].item<double>() / count;
+    m->act_steps = h[kSteps].item<double>() / count;
+    m->halted_rows = h[kCount].item<double>();
+    m->skipped_total = skipped;
+  }
+
+  // The step's metrics to the progress display, metrics.jsonl (rank 0) and the hook.
+  void Report(const StepMetrics& m, RunLoop* loop) {
+    loop->result.last = m;
+    loop->progress.Step(m);
+    if (leader) WriteLine(&loop->metrics_file, m.ToJson());
+    if (opt.hooks.on_step) opt.hooks.on_step(m);
+  }
+
+  // Evaluation every eval_interval epochs (the reference's cadence), checkpoints with it.
+  bool EvaluationDue(const RunLoop& loop) const {
+    const int64_t bpe = BatchesPerEpoch();
+    const int64_t epochs_before = (batches_consumed - cfg.gradient_accumulation_steps) / bpe;
+    const int64_t epochs_now = batches_consumed / bpe;
+    return loop.eval_interval > 0 && epochs_now != epochs_before && epochs_now % loop.eval_interval == 0 &&
+           epochs_now >= cfg.min_eval_interval;
+  }
+
+  // After the loop: the final evaluation when the schedule ended without one, and a checkpoint
+  // of the last step unless it has one (or a cancel asked for none).
+  TrainResult FinishRun(RunLoop* loop) {
+    TrainResult& result = loop->result;
+    result.cancelled = loop->stop && step < loop->stop_at;
+    loop->progress.Finish();
     const bool finished = step >= total_steps;
-    if (finished && eval_interval > 0 && !evaluated_last && !result.cancelled) {
-      EvalMetrics em = Evaluate();
-      LogEval(em, &progress, &metrics_file);
-      result.evals.push_back(em);
-    }
+    if (finished && loop->eval_interval > 0 && !loop->evaluated_last && !result.cancelled) EvaluateAndLog(loop);
     const bool saved_now = !result.last_checkpoint.empty() &&
                            result.last_checkpoint == (fs::path(cfg.run_dir) / ("step_" + std::to_string(step))).string();
     if (step > 0 && !saved_now && (!result.cancelled || opt.checkpoint_on_cancel)) result.last_checkpoint = Save();
@@ -657,22 +766,7 @@ struct Trainer::Impl {
       spdlog::info("{} at step {}/{}; checkpoint {}", result.cancelled ? "cancelled" : "stopped", step, total_steps,
                    result.last_checkpoint.empty() ? "(none)" : result.last_checkpoint);
     }
-    return result;
-  }
-
-  void LogEval(const EvalMetrics& em, ProgressReporter* progress, std::ofstream* file) {
-    json j = {{"step", em.step}, {"eval", true}};
-    std::string line = "eval at step " + std::to_string(em.step) + ":";
-    for (const auto& [k, v] : em.values) {
-      j["eval_" + k] = v;  // distinct from the step's training metrics wherever they are merged
-      line += fmt::format(" {} {:.4f}", k, v);
-    }
-    progress->Message(line);
-    if (leader) {
-      *file << j.dump() << "\n";
-      file->flush();
-    }
-    if (opt.hooks.on_eval) opt.hooks.on_eval(em);
+    return std::move(result);
   }
 };
 

@@ -27,7 +27,6 @@
 #include "trm/common/exit_codes.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/collective.h"
-#include "trm/worker/thread_pools.h"
 #include "trm/worker/trainer.h"
 
 namespace {
@@ -119,11 +118,11 @@ int main(int argc, char** argv) {
     if (EnvInt("TRM_RESTART_COUNT", 0) > 0) overrides.push_back("resume=true");
     trm::worker::TrainConfig cfg =
         trm::worker::LoadTrainConfig(dir.empty() ? trm::worker::DefaultConfigDir() : dir, name, overrides);
-    // Before any tensor work: every thread pool follows `threads`, never the launcher's environment.
-    const int threads = trm::worker::ResolveThreadsForThisProcess(cfg.threads);
-    trm::worker::ApplyThreads(threads);
-    spdlog::debug("threads={} (config {}): {}", threads, cfg.threads,
-                  trm::worker::Describe(trm::worker::CurrentThreadPools()));
+    // Under torchrun's environment this process is one rank of `world`.
+    trm::worker::CollectiveOptions co;
+    if (world > 1) co = trm::worker::CollectiveOptionsFromEnv();
+    // Before any tensor work: the thread pools, the seed, deterministic algorithms (trainer.h).
+    trm::worker::ConfigureTrainingProcess(cfg, co.rank);
     trm::worker::TrainerOptions opt;
     opt.cancel = &g_cancel;
     opt.progress = progress;
@@ -136,7 +135,6 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<trm::worker::Collective> comm;
     if (world > 1) {
-      trm::worker::CollectiveOptions co = trm::worker::CollectiveOptionsFromEnv();
       co.cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
       co.device_index = EnvInt("LOCAL_RANK", 0);
       if (co.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the run

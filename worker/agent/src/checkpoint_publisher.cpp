@@ -8,6 +8,7 @@
 #include "agent_metrics.h"
 #include "metrics_tailer.h"
 #include "trm/worker/checkpoint_list.h"
+#include "trm/worker/step_metrics.h"
 
 namespace trm::agent {
 namespace fs = std::filesystem;
@@ -122,11 +123,8 @@ void CheckpointPublisher::DrainMetrics() {
   for (auto& m : tailer_->Poll()) {
     if (!m.eval) {
       last_step_ = m.step;
-      auto get = [&](const char* k) {
-        auto it = m.values.find(k);
-        return it == m.values.end() ? 0.0 : it->second;
-      };
-      metrics_->SetStep(s_.assignment.job_id(), 0, static_cast<double>(m.step), get("step_s"), get("allreduce_s"));
+      const worker::StepMetrics step = worker::StepMetrics::FromValues(m.values);
+      metrics_->SetStep(s_.assignment.job_id(), 0, static_cast<double>(m.step), step.step_s, step.allreduce_s);
     }
     v1::WorkerEvent e;
     auto* sm = e.mutable_metrics();

@@ -7,8 +7,8 @@
 
 #include <cerrno>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
+#include "trm/common/error.h"
 #include "trm/common/unique_fd.h"
 
 namespace trm::agent {
@@ -48,20 +48,12 @@ std::vector<MetricsLine> MetricsTailer::Poll() {
   for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
     const std::string line = partial_.substr(start, nl - start);
     if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      spdlog::warn("{}: skipping a malformed line: {}", path_, e.what());
-      continue;
-    }
-    if (!j.is_object()) continue;
     MetricsLine m;
-    m.step = j.value("step", int64_t{0});
-    m.total_steps = j.value("total_steps", int64_t{0});
-    m.eval = j.value("eval", false);
-    for (const auto& [k, v] : j.items()) {
-      if (v.is_number()) m.values[k] = v.get<double>();
+    try {
+      m = worker::ParseMetricsLine(line, path_);
+    } catch (const Error& e) {
+      spdlog::warn("skipping a malformed line: {}", e.what());
+      continue;
     }
     if (m.eval) {
       if (m.step <= last_eval_step_) continue;
@@ -84,9 +76,9 @@ std::map<std::string, double> MetricsTailer::ValuesForCheckpoint(int64_t step) c
   std::map<std::string, double> v;
   if (auto it = by_step_.find(step); it != by_step_.end()) v = it->second;
   for (const auto& [k, x] : last_eval_) {
-    if (k != "step") v[k] = x;  // eval keys are eval_*; "step" is the checkpoint's own
+    if (k != worker::metric_key::kStep) v[k] = x;  // eval keys are eval_*; "step" is the checkpoint's own
   }
-  v["step"] = static_cast<double>(step);
+  v[worker::metric_key::kStep] = static_cast<double>(step);
   return v;
 }
 

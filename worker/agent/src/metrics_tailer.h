@@ -1,4 +1,5 @@
-// Follows a trainer's metrics.jsonl (one JSON object a line, appended as steps finish).
+// Follows a trainer's metrics.jsonl (one JSON object a line, appended as steps finish; the
+// schema is trm/worker/step_metrics.h).
 #pragma once
 
 #include <sys/types.h>
@@ -8,14 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "trm/worker/step_metrics.h"
+
 namespace trm::agent {
 
-struct MetricsLine {
-  int64_t step = 0;
-  int64_t total_steps = 0;
-  bool eval = false;
-  std::map<std::string, double> values;  // every numeric key
-};
+using worker::MetricsLine;  // the schema's (step_metrics.h): step, total_steps, eval, every numeric key
 
 // Not thread-safe.
 class MetricsTailer {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "trm/v1/trm.pb.h"
+#include "trm/worker/step_metrics.h"
 
 namespace trm::coordinator {
 
@@ -42,7 +43,7 @@ struct CoordinatorOptions {
   int64_t start_timeout_ms = 30 * 60 * 1000;
   std::map<std::string, int64_t> phase_budget_ms;
   int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
-  std::string keep_best_metric = "eval_lm_loss";
+  std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);  // "eval_lm_loss"
   uint64_t max_dataset_bytes = uint64_t{64} << 30;
   uint64_t max_checkpoint_bytes = uint64_t{64} << 30;
   std::function<int64_t()> now_ms;           // the clock; default: system time

@@ -9,13 +9,13 @@
 
 #include <atomic>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "trm/worker/phase_file.h"
+#include "trm/worker/step_metrics.h"
 #include "trm/worker/train_config.h"
 
 namespace at {
@@ -23,33 +23,6 @@ class Tensor;
 }
 
 namespace trm::worker {
-
-struct StepMetrics {
-  int64_t step = 0;          // optimiser steps done
-  int64_t total_steps = 0;
-  double epoch = 0;          // fractional epochs of training data consumed
-  double lr = 0;
-  double lm_loss = 0;        // per sequence, averaged over the step's rows
-  double q_halt_loss = 0;
-  double q_continue_loss = 0;
-  double accuracy = 0;       // over halted rows
-  double exact_accuracy = 0;
-  double q_halt_accuracy = 0;
-  double act_steps = 0;      // mean ACT steps of the rows that halted
-  double halted_rows = 0;
-  double grad_norm = 0;      // before clipping
-  double tokens_per_s = 0;
-  double step_s = 0;
-  double allreduce_s = 0;    // time waiting for the gradient and metric all-reduces (data parallel)
-  int64_t allreduce_overlapped = 0;  // gradient buckets whose all-reduce started during backward
-  bool skipped = false;      // non-finite gradients: update skipped
-  int64_t skipped_total = 0;
-};
-
-struct EvalMetrics {
-  int64_t step = 0;
-  std::map<std::string, double> values;  // lm_loss, accuracy, exact_accuracy, q_halt_accuracy, act_steps, count
-};
 
 struct TrainerHooks {
   std::function<void(const StepMetrics&)> on_step;
@@ -84,6 +57,15 @@ struct TrainResult {
   StepMetrics last;
   std::vector<EvalMetrics> evals;
 };
+
+// The process-wide settings of a training process, made once at its start, before any tensor
+// work and before its Trainer: every CPU thread pool sized by `threads` (thread_pools.h); the
+// training randomness (ACT exploration, LibTorch's default generators) seeded with seed + rank,
+// distinct per rank as in the reference; on CUDA, deterministic algorithms when the config asks
+// (warn-only: ops without a deterministic kernel warn instead of failing) and the fixed cuBLAS
+// workspace they need. trm-train's main calls it; so does a test before each Trainer it builds,
+// as each stands for a process.
+void ConfigureTrainingProcess(const TrainConfig& config, int rank);
 
 class Trainer {
  public:
