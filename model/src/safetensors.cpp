@@ -47,6 +47,75 @@ uint64_t GetU64(const json& v, const std::string& file, const std::string& field
   return v.get<uint64_t>();
 }
 
+// One tensor's header entry, checked against the data section; `range` gets its data offsets.
+TensorView ParseTensorEntry(const json& h, const std::string& name, const std::string& tname, const uint8_t* body,
+                            uint64_t body_size, std::pair<uint64_t, uint64_t>* range) {
+  const std::string field = "tensor '" + tname + "'";
+  if (!h.is_object()) Bad(name, field + ": expected an object with dtype, shape, data_offsets");
+  if (!h.contains("dtype") || !h["dtype"].is_string()) Bad(name, field + ": missing or non-string dtype");
+  const std::string dt = h["dtype"].get<std::string>();
+  const DTypeInfo* info = nullptr;
+  for (const auto& i : kDTypes)
+    if (dt == i.name) info = &i;
+  if (!info) Bad(name, field + ": unknown dtype '" + dt + "' (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)");
+  if (!h.contains("shape") || !h["shape"].is_array()) Bad(name, field + ": missing or non-array shape");
+  TensorView view;
+  view.dtype = info->dtype;
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const auto& d : h["shape"]) {
+    uint64_t dim = GetU64(d, name, field + ".shape");
+    // Shapes are int64 (TensorView, LibTorch): dims and the running product must fit.
+    if (dim > static_cast<uint64_t>(INT64_MAX)) Bad(name, field + ".shape: dimension " + std::to_string(dim) + " exceeds int64");
+    if (dim != 0 && numel > static_cast<uint64_t>(INT64_MAX) / dim) overflow = true;
+    numel *= dim;
+    view.shape.push_back(static_cast<int64_t>(dim));
+  }
+  if (overflow || numel > body_size / info->size) {
+    Bad(name, field + ": shape needs more bytes than the file's data section holds (" +
+                  std::to_string(body_size) + " bytes)");
+  }
+  const uint64_t nbytes = numel * info->size;
+  if (!h.contains("data_offsets") || !h["data_offsets"].is_array() || h["data_offsets"].size() != 2) {
+    Bad(name, field + ": data_offsets must be an array [begin, end]");
+  }
+  uint64_t begin = GetU64(h["data_offsets"][0], name, field + ".data_offsets[0]");
+  uint64_t end = GetU64(h["data_offsets"][1], name, field + ".data_offsets[1]");
+  if (begin > end) Bad(name, field + ": data_offsets begin " + std::to_string(begin) + " > end " + std::to_string(end));
+  if (end > body_size) {
+    Bad(name, field + ": data_offsets end " + std::to_string(end) + " is past the data section (" +
+                  std::to_string(body_size) + " bytes): truncated file?");
+  }
+  if (end - begin != nbytes) {
+    Bad(name, field + ": data_offsets span " + std::to_string(end - begin) + " bytes but dtype " + dt +
+                  " and shape need " + std::to_string(nbytes));
+  }
+  for (const auto& k : h.items()) {
+    if (k.key() != "dtype" && k.key() != "shape" && k.key() != "data_offsets")
+      Bad(name, field + ": unknown field '" + k.key() + "'");
+  }
+  view.data = body + begin;
+  view.nbytes = nbytes;
+  *range = {begin, end};
+  return view;
+}
+
+// Tensors must not overlap (a writer bug or a crafted file aliasing two tensors).
+void CheckNoOverlap(const std::string& name, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                    const std::vector<std::string>& range_names) {
+  std::vector<size_t> order(ranges.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t c) { return ranges[a] < ranges[c]; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const auto& prev = ranges[order[i - 1]];
+    const auto& cur = ranges[order[i]];
+    if (cur.first < prev.second && cur.first != cur.second && prev.first != prev.second) {
+      Bad(name, "tensors '" + range_names[order[i - 1]] + "' and '" + range_names[order[i]] +
+                    "' overlap in the data section");
+    }
+  }
+}
+
 }  // namespace
 
 size_t DTypeSize(DType t) { return Info(t).size; }
@@ -98,68 +167,12 @@ SafetensorsFile SafetensorsFile::Parse(std::string bytes, const std::string& nam
       }
       continue;
     }
-    const std::string field = "tensor '" + tname + "'";
-    if (!h.is_object()) Bad(name, field + ": expected an object with dtype, shape, data_offsets");
-    if (!h.contains("dtype") || !h["dtype"].is_string()) Bad(name, field + ": missing or non-string dtype");
-    const std::string dt = h["dtype"].get<std::string>();
-    const DTypeInfo* info = nullptr;
-    for (const auto& i : kDTypes)
-      if (dt == i.name) info = &i;
-    if (!info) Bad(name, field + ": unknown dtype '" + dt + "' (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)");
-    if (!h.contains("shape") || !h["shape"].is_array()) Bad(name, field + ": missing or non-array shape");
-    TensorView view;
-    view.dtype = info->dtype;
-    uint64_t numel = 1;
-    bool overflow = false;
-    for (const auto& d : h["shape"]) {
-      uint64_t dim = GetU64(d, name, field + ".shape");
-      // Shapes are int64 (TensorView, LibTorch): dims and the running product must fit.
-      if (dim > static_cast<uint64_t>(INT64_MAX)) Bad(name, field + ".shape: dimension " + std::to_string(dim) + " exceeds int64");
-      if (dim != 0 && numel > static_cast<uint64_t>(INT64_MAX) / dim) overflow = true;
-      numel *= dim;
-      view.shape.push_back(static_cast<int64_t>(dim));
-    }
-    if (overflow || numel > body_size / info->size) {
-      Bad(name, field + ": shape needs more bytes than the file's data section holds (" +
-                    std::to_string(body_size) + " bytes)");
-    }
-    const uint64_t nbytes = numel * info->size;
-    if (!h.contains("data_offsets") || !h["data_offsets"].is_array() || h["data_offsets"].size() != 2) {
-      Bad(name, field + ": data_offsets must be an array [begin, end]");
-    }
-    uint64_t begin = GetU64(h["data_offsets"][0], name, field + ".data_offsets[0]");
-    uint64_t end = GetU64(h["data_offsets"][1], name, field + ".data_offsets[1]");
-    if (begin > end) Bad(name, field + ": data_offsets begin " + std::to_string(begin) + " > end " + std::to_string(end));
-    if (end > body_size) {
-      Bad(name, field + ": data_offsets end " + std::to_string(end) + " is past the data section (" +
-                    std::to_string(body_size) + " bytes): truncated file?");
-    }
-    if (end - begin != nbytes) {
-      Bad(name, field + ": data_offsets span " + std::to_string(end - begin) + " bytes but dtype " + dt +
-                    " and shape need " + std::to_string(nbytes));
-    }
-    for (const auto& k : h.items()) {
-      if (k.key() != "dtype" && k.key() != "shape" && k.key() != "data_offsets")
-        Bad(name, field + ": unknown field '" + k.key() + "'");
-    }
-    view.data = body + begin;
-    view.nbytes = nbytes;
-    ranges.emplace_back(begin, end);
+    std::pair<uint64_t, uint64_t> range;
+    f.index_.emplace(tname, ParseTensorEntry(h, name, tname, body, body_size, &range));
+    ranges.push_back(range);
     range_names.push_back(tname);
-    f.index_.emplace(tname, std::move(view));
   }
-  // Tensors must not overlap (a writer bug or a crafted file aliasing two tensors).
-  std::vector<size_t> order(ranges.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t c) { return ranges[a] < ranges[c]; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    const auto& prev = ranges[order[i - 1]];
-    const auto& cur = ranges[order[i]];
-    if (cur.first < prev.second && cur.first != cur.second && prev.first != prev.second) {
-      Bad(name, "tensors '" + range_names[order[i - 1]] + "' and '" + range_names[order[i]] +
-                    "' overlap in the data section");
-    }
-  }
+  CheckNoOverlap(name, ranges, range_names);
   f.bytes_ = std::move(owned);
   return f;
 }
