@@ -69,9 +69,11 @@ std::string ErrorOf(const std::function<void()>& f) {
 TEST(StepMetrics, RoundTripsThroughItsLine) {
   const StepMetrics m = Sample();
   const std::string line = m.ToJson().dump();
-  ExpectSameWritten(StepMetrics::FromJson(json::parse(line), "line"), m);
   // The readers' name -> number form gives the same numbers (`skipped` is not a number there).
   const MetricsLine l = ParseMetricsLine(line, "line");
+  EXPECT_EQ(l.step, m.step);
+  EXPECT_EQ(l.total_steps, m.total_steps);
+  EXPECT_FALSE(l.eval);
   StepMetrics v = StepMetrics::FromValues(l.values);
   EXPECT_FALSE(v.skipped);
   v.skipped = m.skipped;
@@ -90,38 +92,15 @@ TEST(StepMetrics, WritesTheKeysTheFileAlwaysHad) {
             "\"tokens_per_s\":1234.5,\"total_steps\":300}");
 }
 
-TEST(StepMetrics, MissingOrMistypedKeyIsNamed) {
-  json j = Sample().ToJson();
-  j.erase("tokens_per_s");
-  std::string e = ErrorOf([&] { StepMetrics::FromJson(j, "metrics.jsonl:3"); });
-  EXPECT_NE(e.find("metrics.jsonl:3: tokens_per_s: missing"), std::string::npos) << e;
-
-  j = Sample().ToJson();
-  j["lm_loss"] = "low";
-  e = ErrorOf([&] { StepMetrics::FromJson(j, "metrics.jsonl:3"); });
-  EXPECT_NE(e.find("metrics.jsonl:3: lm_loss: expected a number"), std::string::npos) << e;
-
-  j = Sample().ToJson();
-  j["step"] = 1.5;
-  e = ErrorOf([&] { StepMetrics::FromJson(j, "x"); });
-  EXPECT_NE(e.find("x: step: expected an integer"), std::string::npos) << e;
-
-  j = Sample().ToJson();
-  j["skipped"] = 1;
-  e = ErrorOf([&] { StepMetrics::FromJson(j, "x"); });
-  EXPECT_NE(e.find("x: skipped: expected true or false"), std::string::npos) << e;
-
-  e = ErrorOf([&] { StepMetrics::FromJson(json::array({1, 2}), "x"); });
-  EXPECT_NE(e.find("x: expected a JSON object"), std::string::npos) << e;
-}
-
 // Readers forward keys they do not know (a newer trainer may write more).
 TEST(StepMetrics, UnknownKeysAreTolerated) {
   json j = Sample().ToJson();
   j["new_metric"] = 42;
   j["note"] = "text";
-  ExpectSameWritten(StepMetrics::FromJson(j, "x"), Sample());
   const MetricsLine l = ParseMetricsLine(j.dump(), "x");
+  StepMetrics v = StepMetrics::FromValues(l.values);
+  v.skipped = true;  // not a number in the readers' form
+  ExpectSameWritten(v, Sample());
   EXPECT_EQ(l.values.at("new_metric"), 42);
   EXPECT_EQ(l.values.count("note"), 0u);  // not a number
 }
@@ -143,24 +122,15 @@ TEST(EvalMetrics, ValuesAreWrittenUnderTheEvalPrefixAndReadBack) {
   em.values = {{"lm_loss", 2.25}, {"count", 16}, {"rows", 16}};
   const json j = em.ToJson();
   EXPECT_EQ(j.dump(), "{\"eval\":true,\"eval_count\":16.0,\"eval_lm_loss\":2.25,\"eval_rows\":16.0,\"step\":40}");
-  const EvalMetrics back = EvalMetrics::FromJson(j, "x");
-  EXPECT_EQ(back.step, 40);
-  EXPECT_EQ(back.values, em.values);
   // As a follower sees the line: an evaluation, the prefixed keys, no total_steps.
   const MetricsLine l = ParseMetricsLine(j.dump(), "x");
   EXPECT_TRUE(l.eval);
   EXPECT_EQ(l.step, 40);
   EXPECT_EQ(l.total_steps, 0);
   EXPECT_EQ(l.values.at("eval_lm_loss"), 2.25);
+  EXPECT_EQ(l.values.at("eval_count"), 16);
+  EXPECT_EQ(l.values.at("eval_rows"), 16);
   EXPECT_EQ(l.values.count("lm_loss"), 0u);
-}
-
-TEST(EvalMetrics, ATrainingLineOrAMistypedValueIsAnError) {
-  std::string e = ErrorOf([&] { EvalMetrics::FromJson(Sample().ToJson(), "x"); });
-  EXPECT_NE(e.find("x: eval: missing"), std::string::npos) << e;
-  json j = {{"step", 3}, {"eval", true}, {"eval_lm_loss", "high"}};
-  e = ErrorOf([&] { EvalMetrics::FromJson(j, "x"); });
-  EXPECT_NE(e.find("x: eval_lm_loss: expected a number"), std::string::npos) << e;
 }
 
 TEST(MetricsLine, MalformedLinesNameWhatIsWrong) {

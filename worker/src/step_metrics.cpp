@@ -13,8 +13,8 @@ namespace {
 using nlohmann::json;
 namespace key = metric_key;
 
-// Every written field once, in one table: ToJson, FromJson and FromLookup walk it, so a field
-// added here is written and read everywhere. The member's type is the JSON type it takes.
+// Every written field once, in one table: ToJson and FromLookup walk it, so a field added here
+// is written and read everywhere. The member's type is the JSON type it takes.
 using Member = std::variant<int64_t StepMetrics::*, double StepMetrics::*, bool StepMetrics::*>;
 struct Field {
   const char* key;
@@ -40,13 +40,6 @@ const Field kFields[] = {
     {key::kSkipped, &StepMetrics::skipped},
 };
 
-// A key's value or a missing-key error; `where` prefixes every message.
-const json& Required(const json& line, const char* k, const std::string& where) {
-  auto it = line.find(k);
-  if (it == line.end()) InvalidArgument(where + ": " + k + ": missing");
-  return *it;
-}
-
 void RequireObject(const json& line, const std::string& where) {
   if (!line.is_object()) {
     InvalidArgument(where + ": expected a JSON object, got " + std::string(line.type_name()));
@@ -63,24 +56,6 @@ json StepMetrics::ToJson() const {
     std::visit([&](auto member) { j[f.key] = this->*member; }, f.member);
   }
   return j;
-}
-
-StepMetrics StepMetrics::FromJson(const json& line, const std::string& where) {
-  RequireObject(line, where);
-  StepMetrics m;
-  for (const Field& f : kFields) {
-    const json& v = Required(line, f.key, where);
-    const std::string name = where + ": " + f.key;
-    std::visit(
-        [&](auto member) {
-          using T = std::decay_t<decltype(m.*member)>;
-          if constexpr (std::is_same_v<T, int64_t>) m.*member = JsonInt(v, name);
-          else if constexpr (std::is_same_v<T, double>) m.*member = JsonNumber(v, name);
-          else m.*member = JsonBool(v, name);
-        },
-        f.member);
-  }
-  return m;
 }
 
 StepMetrics StepMetrics::FromLookup(const std::function<double(const std::string& key)>& value) {
@@ -102,22 +77,6 @@ json EvalMetrics::ToJson() const {
   json j = {{key::kStep, step}, {key::kEval, true}};
   for (const auto& [name, v] : values) j[EvalKey(name)] = v;
   return j;
-}
-
-EvalMetrics EvalMetrics::FromJson(const json& line, const std::string& where) {
-  RequireObject(line, where);
-  if (!JsonBool(Required(line, key::kEval, where), where + ": " + key::kEval)) {
-    InvalidArgument(where + ": " + key::kEval + ": false on an evaluation's line");
-  }
-  EvalMetrics em;
-  em.step = JsonInt(Required(line, key::kStep, where), where + ": " + key::kStep);
-  const std::string prefix = kEvalPrefix;
-  for (const auto& [k, v] : line.items()) {
-    if (k.size() > prefix.size() && k.compare(0, prefix.size(), prefix) == 0) {
-      em.values[k.substr(prefix.size())] = JsonNumber(v, where + ": " + k);
-    }
-  }
-  return em;
 }
 
 MetricsLine ParseMetricsLine(const std::string& text, const std::string& where) {

@@ -21,10 +21,12 @@ using GetThreadsFn = int (*)();
 
 // OpenMP likewise: libgomp comes in with LibTorch, and linking it here would need -fopenmp,
 // which the LibTorch precompiled header was not built with.
-SetThreadsFn Lookup(const char* name) { return reinterpret_cast<SetThreadsFn>(::dlsym(RTLD_DEFAULT, name)); }
-GetThreadsFn LookupGet(const char* name) { return reinterpret_cast<GetThreadsFn>(::dlsym(RTLD_DEFAULT, name)); }
-SetThreadsFn OpenBlasSet() { return Lookup("openblas_set_num_threads"); }
-GetThreadsFn OpenBlasGet() { return LookupGet("openblas_get_num_threads"); }
+template <class Fn>
+Fn Lookup(const char* name) {
+  return reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, name));
+}
+SetThreadsFn OpenBlasSet() { return Lookup<SetThreadsFn>("openblas_set_num_threads"); }
+GetThreadsFn OpenBlasGet() { return Lookup<GetThreadsFn>("openblas_get_num_threads"); }
 
 int AffinityCores() {
   cpu_set_t set;
@@ -57,14 +59,14 @@ int ResolveThreadsForThisProcess(int64_t threads) { return ResolveThreads(thread
 void ApplyThreads(int n) {
   if (n < 1) InvalidArgument("thread count must be positive, got " + std::to_string(n));
   at::set_num_threads(n);  // ATen's pool and the calling thread's OpenMP count (and MKL's)
-  if (SetThreadsFn set = Lookup("omp_set_num_threads")) set(n);  // should ATen's pool not be OpenMP's
+  if (SetThreadsFn set = Lookup<SetThreadsFn>("omp_set_num_threads")) set(n);  // should ATen's pool not be OpenMP's
   if (SetThreadsFn set = OpenBlasSet()) set(n);
 }
 
 ThreadPoolSizes CurrentThreadPools() {
   ThreadPoolSizes s;
   s.intra_op = at::get_num_threads();
-  if (GetThreadsFn get = LookupGet("omp_get_max_threads")) s.openmp = get();
+  if (GetThreadsFn get = Lookup<GetThreadsFn>("omp_get_max_threads")) s.openmp = get();
   if (GetThreadsFn get = OpenBlasGet()) s.openblas = get();
   return s;
 }

@@ -74,10 +74,6 @@ struct StepMetrics {
 
   // The line's object: every field but halted_rows and skipped_total.
   nlohmann::json ToJson() const;
-  // Reads what ToJson writes: each of its keys must be there with its type (integer, number,
-  // true/false); other keys are ignored, as every reader of the file ignores keys it does not
-  // know. Throws trm::Error(kInvalidArgument) "<where>: <key>: ..." naming the key.
-  static StepMetrics FromJson(const nlohmann::json& line, const std::string& where);
   // A typed view of a line held as name -> number (the agent's and the coordinator's form: it
   // keeps numeric keys only, so `skipped` reads false). A missing key reads 0.
   template <class Map>
@@ -98,9 +94,6 @@ struct EvalMetrics {
 
   // {"step": step, "eval": true, EvalKey(name): value for every value}.
   nlohmann::json ToJson() const;
-  // Reads what ToJson writes ("eval" must be true; "eval_" keys must be numbers); other keys are
-  // ignored. Throws trm::Error(kInvalidArgument) "<where>: <key>: ...".
-  static EvalMetrics FromJson(const nlohmann::json& line, const std::string& where);
 };
 
 // One line of metrics.jsonl as a follower sees it, whichever kind it is.
