@@ -17,6 +17,7 @@ int RunTrain(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunAllreduce(const std::vector<std::string>& args);
 int RunControlPlane(const std::vector<std::string>& args);
+int RunEval(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

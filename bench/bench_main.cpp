@@ -24,6 +24,8 @@ constexpr Benchmark kBenchmarks[] = {
     {"generate", RunGenerate,
      "[--preset tiny|language|chat] [--new-tokens N] [--prompt-tokens P] [--threads T]  tokens/s, cached vs recompute"},
     {"allreduce", RunAllreduce, "[--ranks N] [--reps R] [--max-mb M]  Gloo all-reduce time and bus bandwidth by size"},
+    {"eval", RunEval,
+     "--checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N] [--threads T] [--repeats R]  rows/s vs the PyTorch reference"},
     {"control-plane", RunControlPlane,
      "[--jobs N] [--workers W] [--seconds S] [--mb M]  coordinator submit latency, heartbeat load, checkpoint MB/s"},
 };

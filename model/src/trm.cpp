@@ -24,24 +24,20 @@ at::Tensor ReplaceRows(const at::Tensor& halted, const at::Tensor& fresh, const 
   return torch::where(halted.view(shape), fresh, old);
 }
 
-// Per-sequence mean token loss summed over the batch (TRM_SPEC.md "Loss head"), on float32
-// logits [B, S, V]: softmax or stablemax cross-entropy, ignored labels contributing nothing.
-at::Tensor TokenLossSum(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
-                        const at::Tensor& div, LossType type) {
-  at::Tensor token_loss;
+// Token losses [B, S] (TRM_SPEC.md "Loss head") on float32 logits [B, S, V]: softmax or
+// stablemax cross-entropy, ignored labels contributing 0.
+at::Tensor TokenLosses(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, LossType type) {
   if (type == LossType::kStablemaxCrossEntropy) {
     at::Tensor s = torch::where(logits < 0, 1.0 / (1.0 - logits + 1e-30), logits + 1.0);
     at::Tensor logp = torch::log(s / s.sum(-1, /*keepdim=*/true));
     at::Tensor safe = torch::where(mask, labels, torch::zeros_like(labels));
     at::Tensor picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1);
-    token_loss = -torch::where(mask, picked, torch::zeros_like(picked));
-  } else {
-    token_loss = torch::nn::functional::cross_entropy(
-                     logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}),
-                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone))
-                     .view(labels.sizes());
+    return -torch::where(mask, picked, torch::zeros_like(picked));
   }
-  return (token_loss / div).sum();
+  return torch::nn::functional::cross_entropy(
+             logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}),
+             torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone))
+      .view(labels.sizes());
 }
 
 }  // namespace
@@ -241,6 +237,7 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
   const at::Tensor counts = mask.sum(-1);
   const at::Tensor div = counts.clamp_min(1).unsqueeze(-1);
   at::Tensor lm_loss, predicted;  // predicted: argmax token [B, S]
+  Metrics m;
   if (!out.logits.defined()) {
     // Fused LM head + softmax cross-entropy: the same sum, without [B, S, V] logits.
     const int64_t D = out.hidden.size(-1);
@@ -251,13 +248,18 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
     predicted = r.argmax.view(labels.sizes());
   } else {
     const at::Tensor logits = out.logits.to(torch::kFloat32);
-    lm_loss = TokenLossSum(logits, labels, mask, div, cfg_.loss_type);
+    const at::Tensor tokens = TokenLosses(logits, labels, mask, cfg_.loss_type);
+    lm_loss = (tokens / div).sum();  // the per-sequence mean, summed over the batch
     predicted = logits.argmax(-1);
+    if (!is_training()) {
+      // Evaluation also reports the mean over all label tokens (a perplexity's exponent).
+      m["token_loss_sum"] = tokens.detach().sum();
+      m["tokens"] = mask.sum();
+    }
   }
 
   const at::Tensor& q_halt = out.q_halt_logits;
   at::Tensor seq_correct;
-  Metrics m;
   {
     torch::NoGradGuard no_grad;
     at::Tensor correct = mask & (predicted == labels);

@@ -32,7 +32,12 @@ size_t CompleteUtf8Prefix(const std::string& s) {
 
 }  // namespace
 
-InferenceModel LoadInferenceModel(const std::string& path, const std::string& device) {
+InferenceModel LoadInferenceModel(const std::string& path, const std::string& device, const std::string& dtype) {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    InvalidArgument("device: expected auto, cpu or cuda, got '" + device + "'");
+  if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16")
+    InvalidArgument("dtype: expected auto, float32 or bfloat16, got '" + dtype + "'");
+  if (device == "cuda" && !torch::cuda::is_available()) InvalidArgument("device: cuda requested but no CUDA device is available");
   std::string dir = path;
   if (!fs::exists(fs::path(path) / "state.json")) {
     dir = LatestCheckpoint(path);
@@ -42,7 +47,8 @@ InferenceModel LoadInferenceModel(const std::string& path, const std::string& de
   torch::Device dev(torch::kCPU);
   if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) dev = torch::Device(torch::kCUDA, 0);
   nlohmann::json arch = ck.arch;
-  if (dev.is_cpu()) arch["forward_dtype"] = "float32";
+  if (dtype != "auto") arch["forward_dtype"] = dtype;
+  else if (dev.is_cpu()) arch["forward_dtype"] = "float32";
   InferenceModel m;
   m.model = model::Trm(model::ArchConfig::FromJson(arch, dir + ": arch"));
   m.model->LoadStateDict(ck.model, dir + "/model.safetensors");
@@ -50,6 +56,7 @@ InferenceModel LoadInferenceModel(const std::string& path, const std::string& de
   m.model->eval();
   m.checkpoint_dir = dir;
   m.tokenizer_spec = (fs::path(dir) / "tokenizer").string();
+  m.state = std::move(ck.state);
   return m;
 }
 

@@ -14,6 +14,7 @@
 
 #include "checkpoint_sync.h"
 #include "grad_reducer.h"
+#include "model_batch.h"
 #include "progress.h"
 #include "rank_agreement.h"
 #include "trm/common/error.h"
@@ -23,6 +24,7 @@
 #include "trm/model/trm.h"
 #include "trm/worker/checkpoint.h"
 #include "trm/worker/collective.h"
+#include "trm/worker/evaluation.h"
 #include "trm/worker/flat_params.h"
 #include "trm/worker/optimizer.h"
 
@@ -49,15 +51,6 @@ torch::Device PickDevice(const std::string& want, int index) {
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   return torch::Device(torch::kCPU);
-}
-
-model::Batch ToModelBatch(const data::Batch& b, torch::Device dev) {
-  auto i32 = torch::TensorOptions().dtype(torch::kInt32);
-  model::Batch mb;
-  mb.inputs = torch::from_blob(const_cast<int32_t*>(b.inputs.data()), {b.rows, b.seq_len}, i32).clone().to(dev);
-  mb.labels = torch::from_blob(const_cast<int32_t*>(b.labels.data()), {b.rows, b.seq_len}, i32).clone().to(dev);
-  mb.puzzle_identifiers = torch::zeros({b.rows}, i32.device(dev));
-  return mb;
 }
 
 at::Tensor StackMetrics(const model::Metrics& m, const at::Tensor& like) {
@@ -380,7 +373,13 @@ struct Trainer::Impl {
                {"batches_consumed", batches_consumed},
                {"optimizer_step", optimizer->step()},
                {"iterator", {{"epoch", it.epoch}, {"position", it.position}}},
-               {"config", cfg.ToJson()}};
+               {"config", cfg.ToJson()},
+               // What the model's inputs mean, so an evaluation can refuse a dataset that differs.
+               {"data",
+                {{"vocab_size", train_it->meta().vocab_size},
+                 {"seq_len", train_it->meta().seq_len},
+                 {"pad_id", train_it->meta().pad_id},
+                 {"ignore_label_id", train_it->meta().ignore_label_id}}}};
     c.arch = arch.ToJson();
     c.tokenizer_dir = tokenizer_dir;
     return c;
@@ -568,14 +567,7 @@ struct Trainer::Impl {
     for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
       it.Next(&b);
       if (b.rows == 0) continue;  // a short last batch may leave a rank without rows
-      model::Batch mb = ToModelBatch(b, device);
-      model::Carry c = model->InitialCarry(mb);
-      model::StepOutput out;
-      for (int64_t k = 0; k < arch.halt_max_steps; ++k) {
-        out = model->forward(c, mb);
-        c = out.carry;
-      }
-      *sums += StackMetrics(out.metrics, *sums);
+      *sums += StackMetrics(EvaluateBatch(model, ToModelBatch(b, device)), *sums);
       (*sums)[kRows] += static_cast<double>(b.rows);
     }
   }

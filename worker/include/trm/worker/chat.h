@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -16,12 +17,15 @@ struct InferenceModel {
   model::Trm model{nullptr};
   std::string checkpoint_dir;
   std::string tokenizer_spec;  // the checkpoint's tokenizer/ directory
+  nlohmann::json state;        // its state.json
 };
 
-// `path` is a checkpoint directory or a run directory (its newest checkpoint is used). The model
-// runs in float32 on the CPU, in the checkpoint's forward dtype on CUDA. Throws NotFound /
-// DataLoss naming the path.
-InferenceModel LoadInferenceModel(const std::string& path, const std::string& device = "auto");
+// `path` is a checkpoint directory or a run directory (its newest checkpoint is used), verified
+// against its manifest. `device`: auto | cpu | cuda. `dtype` auto runs the model in float32 on
+// the CPU and in the checkpoint's forward dtype on CUDA; float32 / bfloat16 force one. Throws
+// NotFound / DataLoss naming the path, InvalidArgument for a bad device or dtype.
+InferenceModel LoadInferenceModel(const std::string& path, const std::string& device = "auto",
+                                  const std::string& dtype = "auto");
 
 struct ChatOptions {
   model::GenerateOptions generate;  // stop tokens are filled in from the tokenizer
