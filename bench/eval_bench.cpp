@@ -50,11 +50,13 @@ int RunEval(const std::vector<std::string>& args) {
   if (o.checkpoint.empty() || o.data.empty()) InvalidArgument("--checkpoint DIR and --data DATASET_DIR are required");
   if (o.batch_size < 1 || threads < 1 || repeats < 1) InvalidArgument("--batch-size, --threads, --repeats: at least 1");
   worker::ApplyThreads(threads);
+  // Warm-up (page cache, allocator, OpenBLAS's threads), which also resolves a run directory to
+  // the checkpoint both sides then read.
+  const std::string checkpoint = worker::EvaluateCheckpoint(o).checkpoint;
   const std::string ref_cmd = "OMP_WAIT_POLICY=PASSIVE TRM_REFERENCE_DIR='" + reference + "' /usr/bin/python3 '" +
-                              std::string(TRM_BENCH_SOURCE_DIR) + "/tests/tools/ref_eval.py' '" + o.checkpoint +
+                              std::string(TRM_BENCH_SOURCE_DIR) + "/tests/tools/ref_eval.py' '" + checkpoint +
                               "' '" + o.data + "' --split " + o.split + " --batch-size " +
                               std::to_string(o.batch_size) + " --threads " + std::to_string(threads) + " --bench";
-  worker::EvaluateCheckpoint(o);  // warm-up: page cache, allocator, OpenBLAS's threads
   std::vector<double> ours, theirs;
   worker::CheckpointEvalResult r;
   nlohmann::json ref;

@@ -15,7 +15,7 @@ constexpr int64_t kIgnore = -100;
 int64_t ChunkRows(int64_t vocab) { return std::max<int64_t>(16, (int64_t{32} << 18) / std::max<int64_t>(vocab, 1)); }
 
 struct Chunked {
-  at::Tensor loss, argmax, dz, dw;
+  at::Tensor loss, argmax, dz, dw, token_loss;
 };
 
 // exp(x) in plain float arithmetic (Cephes' polynomial, ~1 ulp) on 4-lane GCC vectors, i.e.
@@ -145,6 +145,7 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
   }
   r.argmax = r.argmax.to(labels.device());
   r.loss = (tok * row_weight).sum();
+  r.token_loss = tok;
   return r;
 }
 
@@ -181,7 +182,7 @@ LinearCrossEntropyResult LinearCrossEntropy(const at::Tensor& z, const at::Tenso
     return {out[0], out[1]};
   }
   Chunked r = Run(z, w, labels, row_weight, /*with_grad=*/false);
-  return {r.loss, r.argmax};
+  return {r.loss, r.argmax, r.token_loss};
 }
 
 }  // namespace trm::model

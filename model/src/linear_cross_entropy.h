@@ -12,6 +12,8 @@ namespace trm::model {
 struct LinearCrossEntropyResult {
   at::Tensor loss;    // 0-d float32: sum_i weight_i * CE(z_i W^T, label_i); differentiable in z and w
   at::Tensor argmax;  // [N] int64: argmax_v (z_i W^T)_v
+  // [N] float32: CE(z_i W^T, label_i), 0 for ignored rows. Only without autograd (evaluation).
+  at::Tensor token_loss;
 };
 
 // z [N, D] (activation dtype), w [V, D] (cast to z's dtype), labels [N] int64 with -100 = ignore,

@@ -246,13 +246,16 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
         LinearCrossEntropy(out.hidden.reshape({-1, D}), inner->lm_head->weight, labels.reshape({-1}), row_weight);
     lm_loss = r.loss;
     predicted = r.argmax.view(labels.sizes());
+    if (!is_training() && r.token_loss.defined()) {
+      m["token_loss_sum"] = r.token_loss.sum();
+      m["tokens"] = mask.sum();
+    }
   } else {
     const at::Tensor logits = out.logits.to(torch::kFloat32);
     const at::Tensor tokens = TokenLosses(logits, labels, mask, cfg_.loss_type);
     lm_loss = (tokens / div).sum();  // the per-sequence mean, summed over the batch
     predicted = logits.argmax(-1);
-    if (!is_training()) {
-      // Evaluation also reports the mean over all label tokens (a perplexity's exponent).
+    if (!is_training()) {  // evaluation also reports the mean over all label tokens (perplexity)
       m["token_loss_sum"] = tokens.detach().sum();
       m["tokens"] = mask.sum();
     }

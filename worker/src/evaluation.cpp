@@ -75,6 +75,9 @@ CheckpointEvalResult EvaluateCheckpoint(const CheckpointEvalOptions& o) {
   if (o.batch_size < 0) InvalidArgument("batch size: must be positive, got " + std::to_string(o.batch_size));
   CheckSplitExists(o.data, o.split);
   InferenceModel m = LoadInferenceModel(o.checkpoint, o.device, o.dtype);
+  // The LM head and its loss in row blocks, as the trainer evaluates: no [B, S, V] logits (400 MB
+  // for a batch of 8 chat rows), same sums up to float rounding.
+  m.model->SetFusedHead(true);
   const data::DatasetSplit split = data::DatasetSplit::Open(o.data, o.split);
   CheckDatasetFits(split.meta(), split.dir(), m.model->config(), m.state, m.checkpoint_dir);
   if (split.rows() == 0) InvalidArgument(split.dir() + ": the split has no rows");

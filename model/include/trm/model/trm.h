@@ -79,8 +79,8 @@ TORCH_MODULE(TrmInner);
 
 // Loss-head metrics, as 0-d tensors (no host sync until read): count, accuracy, exact_accuracy,
 // q_halt_accuracy, steps, lm_loss, q_halt_loss, and q_continue_loss when it is computed. In eval
-// mode with materialised logits (not the fused head) also token_loss_sum and tokens: the summed
-// token losses and the number of label tokens, over every row.
+// mode also token_loss_sum and tokens: the summed token losses and the number of label tokens,
+// over every row.
 using Metrics = std::map<std::string, at::Tensor>;
 
 struct StepOutput {

@@ -4,7 +4,8 @@
 //   weights.safetensors      the live training weights (only when EMA is enabled)
 //   optimizer.safetensors    exp_avg.<name>, exp_avg_sq.<name>
 //   train_state.safetensors  the ACT carry (carry.*) and every RNG state (rng.*)
-//   state.json               step, data-iterator position, counters, resolved config and arch
+//   state.json               step, data-iterator position, counters, resolved config and arch,
+//                            the training data's identity ("data": vocab_size, seq_len, pad_id)
 //   tokenizer/               the tokenizer the data was built with (a copy), when known
 //   manifest.json            {"format": 1, "step": N, "files": [{"path", "size", "sha256"}, ...]}
 //                            over every other file (paths relative, '/'-separated)
