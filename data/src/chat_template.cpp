@@ -27,6 +27,17 @@ void RenderChat(const std::vector<Turn>& turns, bool include_system, Tokenizer& 
   out->assistant_mask.push_back(0);
 }
 
+std::vector<int32_t> RenderGenerationPrompt(const std::vector<Turn>& context, bool include_system, Tokenizer& tok) {
+  const ChatTokenIds ids = ChatTokenIds::Of(tok);
+  RenderedChat chat;
+  RenderChat(context, include_system, tok, &chat);
+  std::vector<int32_t> out = std::move(chat.tokens);
+  out.pop_back();  // <|endoftext|>: the conversation goes on
+  if (!out.empty()) out.push_back(ids.sep);
+  out.push_back(ids.assistant);
+  return out;
+}
+
 std::vector<int32_t> RenderPrompt(std::string_view prompt, Tokenizer& tok) {
   const ChatTokenIds ids = ChatTokenIds::Of(tok);
   std::vector<int32_t> out = {ids.user};

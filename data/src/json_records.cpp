@@ -146,6 +146,7 @@ bool JsonRecordReader::NextInArray(nlohmann::json* record) {
     SkipSpace();
   }
   const uint64_t start_line = line_, start_col = col_;
+  record_line_ = start_line;
   if (Peek() != '{') Fail(line_, col_, "expected an object for " + what);
   // Find the end of the object by bracket depth outside strings; nlohmann then checks the rest.
   text_.clear();
@@ -205,6 +206,7 @@ bool JsonRecordReader::NextLine(nlohmann::json* record) {
       Fail(line, 1, "malformed JSON in " + what + ": " + JsonErrorReason(e));
     }
     if (!record->is_object()) Fail(line, 1, "expected an object for " + what);
+    record_line_ = line;
     return true;
   }
 }

@@ -33,6 +33,8 @@ class JsonRecordReader {
   bool Next(nlohmann::json* record);
 
   size_t records() const { return records_; }      // returned so far
+  // The line the record Next returned last starts on (1-based), for errors about its fields.
+  uint64_t record_line() const { return record_line_; }
   uint64_t bytes_read() const { return consumed_; }
   uint64_t file_size() const { return file_size_; }
   bool json_lines() const { return lines_mode_; }
@@ -57,6 +59,7 @@ class JsonRecordReader {
   uint64_t line_ = 1, col_ = 1;  // of the next byte
   bool lines_mode_ = false, started_ = false, done_ = false;
   size_t records_ = 0;
+  uint64_t record_line_ = 0;
   std::string text_;
   trm::Sha256 sha_;
 };

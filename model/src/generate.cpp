@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "trm/common/error.h"
 
 namespace trm::model {
@@ -102,6 +105,76 @@ std::vector<int32_t> Generate(Decoder& decoder, const std::vector<int32_t>& prom
     if (on_token && !on_token(t)) break;
     if (decoder.length() >= decoder.capacity()) break;  // context full
     logits = decoder.Append(torch::tensor({t}, torch::kInt32).view({1, 1})).select(0, 0);
+  }
+  return out;
+}
+
+namespace {
+
+// Prompts ok for a lockstep batch on `decoder`; returns the shortest prompt's length.
+size_t CheckBatchPrompts(const Decoder& decoder, const std::vector<std::vector<int32_t>>& prompts) {
+  if (prompts.empty() || static_cast<int64_t>(prompts.size()) != decoder.batch()) {
+    InvalidArgument("GenerateBatch: " + std::to_string(prompts.size()) + " prompts for a decoder of batch " +
+                    std::to_string(decoder.batch()));
+  }
+  size_t shortest = prompts[0].size();
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    if (prompts[r].empty()) InvalidArgument("generation needs a non-empty prompt (row " + std::to_string(r) + ")");
+    if (static_cast<int64_t>(prompts[r].size()) > decoder.capacity()) {
+      ThrowError(Code::kOutOfRange, "prompt of row " + std::to_string(r) + " has " + std::to_string(prompts[r].size()) +
+                                        " tokens, more than the model's context (seq_len " +
+                                        std::to_string(decoder.capacity()) + ")");
+    }
+    shortest = std::min(shortest, prompts[r].size());
+  }
+  return shortest;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> GenerateBatch(Decoder& decoder, const std::vector<std::vector<int32_t>>& prompts,
+                                                const GenerateOptions& options, uint64_t first_row) {
+  torch::NoGradGuard no_grad;
+  const size_t prefix = CheckBatchPrompts(decoder, prompts);
+  const size_t rows = prompts.size();
+  std::vector<std::vector<int32_t>> out(rows);
+  if (options.max_new_tokens < 1) return out;
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  for (size_t r = 0; r < rows; ++r) {
+    SamplingOptions s = options.sampling;
+    s.seed = options.sampling.seed + first_row + r;
+    samplers.push_back(std::make_unique<Sampler>(s));
+  }
+  decoder.Reset();
+  std::vector<int32_t> feed(rows * prefix);
+  for (size_t r = 0; r < rows; ++r) std::copy_n(prompts[r].begin(), prefix, feed.begin() + static_cast<int64_t>(r * prefix));
+  at::Tensor logits = decoder.Append(torch::tensor(feed, torch::kInt32).view({static_cast<int64_t>(rows), -1})).cpu();
+  std::vector<bool> done(rows, false);
+  size_t running = rows;
+  feed.assign(rows, 0);
+  while (running > 0) {
+    // Here every row has seen positions [0, length): logits predict position `length`.
+    const size_t length = static_cast<size_t>(decoder.length());
+    for (size_t r = 0; r < rows; ++r) {
+      feed[r] = 0;  // filler for a finished row
+      if (done[r]) continue;
+      if (length < prompts[r].size()) {
+        feed[r] = prompts[r][length];
+        continue;
+      }
+      const int32_t t = samplers[r]->Sample(logits.select(0, static_cast<int64_t>(r)));
+      const bool stop = options.stop_tokens.count(t) > 0;
+      if (!stop) out[r].push_back(t);
+      if (stop || static_cast<int64_t>(out[r].size()) >= options.max_new_tokens ||
+          decoder.length() >= decoder.capacity()) {
+        done[r] = true;
+        --running;
+        continue;
+      }
+      feed[r] = t;
+    }
+    if (running == 0) break;
+    logits = decoder.Append(torch::tensor(feed, torch::kInt32).view({static_cast<int64_t>(rows), 1})).cpu();
   }
   return out;
 }

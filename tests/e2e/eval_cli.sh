@@ -58,4 +58,13 @@ expect_bad "bad flag" "unknown option --batch" --checkpoint "$WORK/run" --data "
 ck="$(ls -d "$WORK"/run/step_* | tail -1)"
 printf 'X' | dd of="$ck/model.safetensors" bs=1 seek=200 conv=notrunc status=none
 expect_bad "damaged checkpoint" "model.safetensors" --checkpoint "$ck" --data "$WORK/ds"
+# Generation-based: one JSON line, one completion line per prompt; an empty prompts file exits 2.
+printf '%s\n' '{"prompt": "Hello", "reference": "Hi"}' '{"prompt": "What is 2+2?", "reference": "4"}' > "$WORK/prompts.jsonl"
+"$BIN/trm-eval" generate --checkpoint "$WORK/run" --prompts "$WORK/prompts.jsonl" --max-new-tokens 4 --threads 1 \
+  --no-progress --output "$WORK/completions.jsonl" > "$WORK/gen.json"
+test "$(wc -l < "$WORK/gen.json")" -eq 1 && grep -q '"exact_match"' "$WORK/gen.json" && grep -q '"rows":2' "$WORK/gen.json" ||
+  { echo "generate: unexpected output:"; cat "$WORK/gen.json"; exit 1; }
+test "$(wc -l < "$WORK/completions.jsonl")" -eq 2 || { echo "generate: expected 2 completions"; exit 1; }
+: > "$WORK/empty.jsonl"
+expect_bad "empty prompts file" "empty.jsonl" generate --checkpoint "$WORK/run" --prompts "$WORK/empty.jsonl"
 echo "eval_cli: ok"

@@ -60,6 +60,14 @@ InferenceModel LoadInferenceModel(const std::string& path, const std::string& de
   return m;
 }
 
+std::set<int32_t> ReplyStopTokens(const data::Tokenizer& tok, int64_t model_vocab_size) {
+  const data::ChatTokenIds ids = data::ChatTokenIds::Of(tok);
+  std::set<int32_t> stop = {ids.endassistant, ids.endoftext, ids.sep,       ids.user, ids.enduser,
+                            ids.assistant,    ids.system,    ids.endsystem, ids.pad,  ids.startoftext};
+  for (int64_t id = tok.vocab_size(); id < model_vocab_size; ++id) stop.insert(static_cast<int32_t>(id));
+  return stop;
+}
+
 struct ChatSession::Impl {
   InferenceModel m;
   ChatOptions opt;
@@ -78,12 +86,7 @@ struct ChatSession::Impl {
       InvalidArgument("tokenizer " + tok.name() + " has " + std::to_string(tok.vocab_size()) +
                       " tokens but the model only " + std::to_string(m.model->config().vocab_size));
     }
-    // <|endassistant|> / <|endoftext|> end a reply; any other chat marker cannot be part of one
-    // either (an undertrained model may jump straight to <|sep|><|user|>), so it ends it too.
-    for (int32_t id : {ids.endassistant, ids.endoftext, ids.sep, ids.user, ids.enduser, ids.assistant, ids.system,
-                       ids.endsystem, ids.pad, ids.startoftext}) {
-      opt.generate.stop_tokens.insert(id);
-    }
+    for (int32_t id : ReplyStopTokens(tok, m.model->config().vocab_size)) opt.generate.stop_tokens.insert(id);
   }
 
   void AppendTurn(std::vector<int32_t>* out, const std::string& user, const std::string* reply) {

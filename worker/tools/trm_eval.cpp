@@ -1,13 +1,19 @@
 // trm-eval --checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N]
 //   [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16] [--threads N] [--no-progress]
+// trm-eval generate --checkpoint DIR --prompts FILE [...]   (generation_eval.h)
 // Evaluates a checkpoint (or a run directory's newest) on a dataset split as the trainer's
-// evaluation does, and prints one JSON line on stdout. Exit 2: bad input; 1: anything else.
+// evaluation does, or by generating answers to prompts, and prints one JSON line on stdout.
+// Exit 2: bad input; 1: anything else.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <string>
 
 #include "trm/common/error.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/evaluation.h"
+#include "trm/worker/generation_eval.h"
 #include "trm/worker/thread_pools.h"
 
 namespace {
@@ -15,7 +21,9 @@ namespace {
 int Usage() {
   std::fprintf(stderr,
                "usage: trm-eval --checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N]\n"
-               "                [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16] [--threads N] [--no-progress]\n");
+               "                [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16] [--threads N] [--no-progress]\n"
+               "       trm-eval generate --checkpoint DIR --prompts FILE [--max-new-tokens N] [--temperature T]\n"
+               "                [--answer-regex RE] [--output FILE.jsonl] [--batch-size N] [...]  (docs/evaluation.md)\n");
   return 2;
 }
 
@@ -47,6 +55,9 @@ void ShowProgress(int64_t done, int64_t total, int64_t* last_tenth) {
 
 int main(int argc, char** argv) {
   trm::ConfigureComputeProcess(argc, argv);
+  // stdout carries the one result line; log lines (a checkpoint skipped, ...) go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("trm-eval"));
+  if (argc > 1 && std::string(argv[1]) == "generate") return trm::worker::RunGenerateCommand(argc - 1, argv + 1);
   trm::worker::CheckpointEvalOptions o;
   int64_t threads = 0;
   bool progress = true;

@@ -31,6 +31,12 @@ struct RenderedChat {
 // Replaces *out. `tok` is used (and memoizes), hence non-const.
 void RenderChat(const std::vector<Turn>& turns, bool include_system, Tokenizer& tok, RenderedChat* out);
 
+// The generation prompt that asks for the assistant turn following `context` (a conversation up
+// to, not including, that turn), rendered exactly as RenderChat renders it in training data:
+// RenderChat's tokens without the final <|endoftext|>, then <|sep|><|assistant|> (only
+// <|assistant|> when no turn is rendered). For one user turn this equals RenderPrompt.
+std::vector<int32_t> RenderGenerationPrompt(const std::vector<Turn>& context, bool include_system, Tokenizer& tok);
+
 // The generation prompt for one user message: <|user|>{prompt}<|enduser|><|sep|><|assistant|>.
 // Generation stops at <|endassistant|> or <|endoftext|>.
 std::vector<int32_t> RenderPrompt(std::string_view prompt, Tokenizer& tok);

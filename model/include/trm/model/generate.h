@@ -31,6 +31,7 @@ class Decoder {
   void Reset();  // forget the sequence (and the caches)
   int64_t length() const { return length_; }
   int64_t capacity() const;  // seq_len: the longest sequence the position encodings cover
+  int64_t batch() const { return batch_; }
 
  private:
   Trm model_;
@@ -72,5 +73,19 @@ struct GenerateOptions {
 // may return false to stop. Returns the new tokens.
 std::vector<int32_t> Generate(Decoder& decoder, const std::vector<int32_t>& prompt, const GenerateOptions& options,
                               const std::function<bool(int32_t)>& on_token = {});
+
+// Generate for several prompts at once, each row giving the tokens Generate gives for its prompt
+// alone (the same up to float rounding of batched arithmetic). No padding: padding would shift
+// positions and change the results. The rows run in lockstep over positions instead: the prefix
+// every prompt has (the shortest prompt's length) goes in one Append, then one position per step,
+// where a row still inside its prompt is fed its next prompt token and a row past it its sampled
+// token; a finished row is fed a filler whose logits are ignored. A row ends at a stop token,
+// max_new_tokens or the context end. Row r samples with its own Sampler seeded
+// options.sampling.seed + first_row + r, so a prompt's tokens do not depend on the batch it is in
+// (first_row: the index of row 0 among all prompts). `decoder` has batch prompts.size() and is
+// Reset first. Every prompt must be non-empty and fit in the context. Returns the new tokens of
+// each row.
+std::vector<std::vector<int32_t>> GenerateBatch(Decoder& decoder, const std::vector<std::vector<int32_t>>& prompts,
+                                                const GenerateOptions& options, uint64_t first_row = 0);
 
 }  // namespace trm::model

@@ -6,10 +6,15 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "trm/model/generate.h"
+
+namespace trm::data {
+class Tokenizer;
+}
 
 namespace trm::worker {
 
@@ -26,6 +31,11 @@ struct InferenceModel {
 // NotFound / DataLoss naming the path, InvalidArgument for a bad device or dtype.
 InferenceModel LoadInferenceModel(const std::string& path, const std::string& device = "auto",
                                   const std::string& dtype = "auto");
+
+// The tokens that end a reply: <|endassistant|>, <|endoftext|> and every other chat marker (an
+// undertrained model may jump straight to <|sep|><|user|>), and the ids past the tokenizer's
+// vocabulary that a model with a larger vocab_size could produce but no text decodes to.
+std::set<int32_t> ReplyStopTokens(const data::Tokenizer& tok, int64_t model_vocab_size);
 
 struct ChatOptions {
   model::GenerateOptions generate;  // stop tokens are filled in from the tokenizer
