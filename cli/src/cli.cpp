@@ -30,12 +30,14 @@ const std::vector<Command>& Commands() {
       {"submit",
        "usage: trmctl submit (--config-name NAME [--config-dir DIR] | --config FILE.yaml) [--name N]\n"
        "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N] [--priority P]\n"
-       "                     [--max-restarts M] [key=value ...]\n"
+       "                     [--max-restarts M] [--eval-dataset NAME_OR_HASH] [key=value ...]\n"
        "Submits a training job and prints its id. --config-name composes configs/NAME.yaml with its\n"
        "defaults here, as trm-train does; key=value overrides are checked here and applied by the\n"
-       "coordinator. --world-size defaults to 1, --priority (higher first) and --max-restarts to 0.\n",
+       "coordinator. --world-size defaults to 1, --priority (higher first) and --max-restarts to 0.\n"
+       "--eval-dataset evaluates every checkpoint the job uploads on that dataset's test split (an\n"
+       "evaluation run each, after every training job; trmctl checkpoints shows the results).\n",
        {{"--config-name"}, {"--config-dir"}, {"--config"}, {"--name"}, {"--dataset"}, {"--data-path"},
-        {"--world-size"}, {"--priority"}, {"--max-restarts"}},
+        {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}},
        RunSubmit},
       {"list",
        "usage: trmctl list [--state STATE[,STATE...]] [--limit N]\n"
@@ -62,13 +64,33 @@ const std::vector<Command>& Commands() {
        {{"--follow", false, "-f"}, {"--reconnect-s"}},
        RunLogs},
       {"cancel", "usage: trmctl cancel JOB\nCancels a queued or running job.\n", {}, RunCancel},
-      {"checkpoints", "usage: trmctl checkpoints JOB\nLists a job's checkpoints.\n", {}, RunCheckpoints},
+      {"eval",
+       "usage: trmctl eval JOB --dataset NAME_OR_HASH [--split test] [--prompts NAME]\n"
+       "                   [--select latest|best:METRIC|step:N|all] [--priority P] [--max-restarts M]\n"
+       "Submits evaluation runs of JOB's checkpoints and prints their ids, one a line: trm-eval on\n"
+       "one worker slot over the dataset's split (--split, default test) and, with --prompts (a\n"
+       "pushed dataset holding one .jsonl/.json prompts file; --dataset may then be left out),\n"
+       "trm-eval generate on it. --select (default latest) picks the checkpoint as pull does; all\n"
+       "is every retained one. Runs show in trmctl list (KIND eval), run after every training job,\n"
+       "can be cancelled, and are run again when their worker dies (--max-restarts, default 2).\n"
+       "Results go on the checkpoint: trmctl checkpoints JOB shows them as eval[DATASET]:METRIC,\n"
+       "which --select best:eval[DATASET]:lm_loss and the coordinator's --keep-best accept.\n",
+       {{"--select"}, {"--dataset"}, {"--split"}, {"--prompts"}, {"--priority"}, {"--max-restarts"}},
+       RunEval},
+      {"checkpoints",
+       "usage: trmctl checkpoints JOB [--json]\n"
+       "Lists a job's checkpoints: step metrics and evaluation results (eval[DATASET]:METRIC; --json\n"
+       "prints every field).\n",
+       {{"--json", false}},
+       RunCheckpoints},
       {"pull",
-       "usage: trmctl pull JOB -o DIR [--select latest|best:METRIC|step:N] [--retries N] [--force]\n"
+       "usage: trmctl pull JOB -o DIR [--select latest|best:METRIC|step:N] [--weights-only] [--retries N]\n"
+       "                   [--force]\n"
        "Downloads a checkpoint into DIR (through DIR.partial), resuming after broken streams\n"
        "(--retries, default 5) and verifying every file's SHA-256. DIR must not exist or be empty\n"
-       "unless --force.\n",
-       {{"--output", true, "-o"}, {"--select"}, {"--retries"}, {"--force", false}},
+       "unless --force. --weights-only: only what evaluation and generation need (model.safetensors,\n"
+       "state.json, tokenizer/ and a manifest.json listing them), not the optimizer state.\n",
+       {{"--output", true, "-o"}, {"--select"}, {"--retries"}, {"--force", false}, {"--weights-only", false}},
        RunPull},
       {"workers", "usage: trmctl workers\nLists the workers the coordinator knows.\n", {}, RunWorkers},
       {"dataset push",
@@ -105,6 +127,7 @@ std::string Usage(const std::string& command) {
          "  cancel JOB    cancel a job\n"
          "  checkpoints JOB   list a job's checkpoints\n"
          "  pull JOB -o DIR   download a checkpoint\n"
+         "  eval JOB --dataset NAME   evaluate checkpoints (evaluation runs)\n"
          "  workers       list workers\n"
          "  dataset push DIR | dataset list\n"
          "\n"

@@ -93,6 +93,23 @@ std::string CompactMetrics(const google::protobuf::Map<std::string, double>& met
   return s.empty() ? "-" : s;
 }
 
+std::string EvalEntries(const v1::CheckpointInfo& checkpoint) {
+  // The metrics a reader compares checkpoints by; steps, count and the Q-halt ones are in --json.
+  static const char* const kHeadline[] = {"lm_loss", "accuracy", "exact_accuracy", "token_loss", "perplexity",
+                                          "exact_match", "f1", "mean_length"};
+  std::string s;
+  for (const auto& r : checkpoint.evals()) {
+    const std::string label = "eval[" + r.dataset() + (r.split() == "test" ? "" : "/" + r.split()) + "]:";
+    for (const char* m : kHeadline) {
+      auto it = r.metrics().find(m);
+      if (it == r.metrics().end()) continue;
+      if (!s.empty()) s += ' ';
+      s += label + m + "=" + FormatNumber(it->second);
+    }
+  }
+  return s;
+}
+
 std::string StateName(v1::JobState state) {
   switch (state) {
     case v1::JOB_QUEUED: return "queued";

@@ -33,6 +33,10 @@ std::string FormatTime(int64_t unix_ms);                // local HH:MM:SS
 // "eval_lm_loss=2.31 lm_loss=2.2", sorted by key.
 std::string CompactMetrics(const google::protobuf::Map<std::string, double>& metrics);
 
+// A checkpoint's evaluation results: "eval[DATASET]:lm_loss=2.31 eval[DATASET]:accuracy=0.4 ...",
+// the headline metrics of each result (every one with trmctl checkpoints --json).
+std::string EvalEntries(const v1::CheckpointInfo& checkpoint);
+
 std::string StateName(v1::JobState state);  // "running"
 // "running" or "RUNNING" or "JOB_RUNNING"; throws UsageError naming the accepted values.
 v1::JobState ParseState(const std::string& text);

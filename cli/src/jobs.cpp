@@ -11,6 +11,14 @@ namespace trm::cli {
 
 namespace {
 
+std::string ToJsonLine(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions opt;
+  opt.preserve_proto_field_names = true;
+  std::string text;
+  google::protobuf::util::MessageToJsonString(m, &text, opt);
+  return text;
+}
+
 std::string StepText(const v1::Job& j) {
   return std::to_string(j.step()) + "/" + (j.total_steps() > 0 ? std::to_string(j.total_steps()) : "?");
 }
@@ -35,10 +43,10 @@ int RunList(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListJobsResponse resp;
   CheckRpc(ctx.jobs()->ListJobs(&c, req, &resp), "list jobs");
-  Table t({"ID", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
+  Table t({"ID", "KIND", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
   const int64_t now = NowUnixMs();
   for (const auto& j : resp.jobs())
-    t.AddRow({j.id(), j.spec().name(), StateName(j.state()), StepText(j),
+    t.AddRow({j.id(), j.spec().has_eval() ? "eval" : "train", j.spec().name(), StateName(j.state()), StepText(j),
               j.step() > 0 ? FormatNumber(j.loss()) : "-", std::to_string(j.attempt()),
               FormatAge(j.created_unix_ms(), now)});
   t.Print(*ctx.io.out);
@@ -74,6 +82,13 @@ int RunStatus(const Args& args, const Context& ctx) {
   row("message:", j.message());
   row("failure:", j.failure_kind());
   row("warning:", j.warning());
+  row("kind:", j.spec().has_eval() ? "eval" : "train");
+  if (j.spec().has_eval()) {
+    const auto& e = j.spec().eval();
+    row("evaluates:", e.source_job() + "/" + e.checkpoint() + " on " +
+                          (e.prompts().empty() ? e.dataset() + " (" + e.split() + ")" : e.prompts() + " (generate)"));
+  }
+  row("eval data:", j.spec().eval_dataset());
   row("config:", j.spec().config_name());
   std::string ovs;
   for (const auto& o : j.spec().overrides()) ovs += (ovs.empty() ? "" : " ") + o;
@@ -118,11 +133,17 @@ int RunCheckpoints(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListCheckpointsResponse resp;
   CheckRpc(ctx.jobs()->ListCheckpoints(&c, req, &resp), "checkpoints of " + req.job_id());
-  Table t({"NAME", "STEP", "SIZE", "SHA256", "AGE", "METRICS"});
+  if (args.Has("--json")) {
+    *ctx.io.out << ToJsonLine(resp) << '\n';
+    return 0;
+  }
+  Table t({"NAME", "STEP", "SIZE", "SHA256", "AGE", "METRICS", "EVAL"});
   const int64_t now = NowUnixMs();
-  for (const auto& cp : resp.checkpoints())
+  for (const auto& cp : resp.checkpoints()) {
+    const std::string evals = EvalEntries(cp);
     t.AddRow({cp.name(), std::to_string(cp.step()), FormatBytes(cp.size_bytes()), cp.content_sha256().substr(0, 12),
-              FormatAge(cp.created_unix_ms(), now), CompactMetrics(cp.metrics())});
+              FormatAge(cp.created_unix_ms(), now), CompactMetrics(cp.metrics()), evals.empty() ? "-" : evals});
+  }
   t.Print(*ctx.io.out);
   return 0;
 }

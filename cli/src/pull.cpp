@@ -41,6 +41,7 @@ PullResult Pull(v1::JobService::StubInterface* jobs, const PullOptions& o) {
     req.set_job_id(o.job_id);
     req.set_selector(selector);
     req.set_offset(receiver.received());
+    req.set_weights_only(o.weights_only);
     const uint64_t before = receiver.received();
     auto reader = jobs->DownloadCheckpoint(&ctx, req);
     v1::TransferMessage msg;
@@ -84,12 +85,14 @@ int RunPull(const Args& args, const Context& ctx) {
   o.selector = args.Get("--select", "latest");
   o.out_dir = args.Get("--output");
   o.force = args.Has("--force");
+  o.weights_only = args.Has("--weights-only");
   o.retries = args.GetInt("--retries", 5, 0, 1000);
   const PullResult r = Pull(ctx.jobs(), o);
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", r.seconds > 0 ? r.bytes / 1e6 / r.seconds : 0.0);
   *ctx.io.out << "pulled " << r.name << " to " << o.out_dir << ": " << FormatBytes(r.bytes) << " in "
-              << FormatDuration(r.seconds) << " (" << rate << " MB/s)\n";
+              << FormatDuration(r.seconds) << " (" << rate << " MB/s)" << (o.weights_only ? ", weights only" : "")
+              << "\n";
   return 0;
 }
 

@@ -76,6 +76,7 @@ v1::SubmitJobRequest BuildSubmitRequest(const SubmitOptions& o) {
   spec->set_world_size(o.world_size);
   spec->set_priority(o.priority);
   spec->set_max_restarts(o.max_restarts);
+  spec->set_eval_dataset(o.eval_dataset);
   return req;
 }
 
@@ -90,6 +91,7 @@ int RunSubmit(const Args& args, const Context& ctx) {
   o.world_size = args.GetInt("--world-size", 1, 1, 65536);
   o.priority = args.GetInt("--priority", 0, -1000000, 1000000);
   o.max_restarts = args.GetInt("--max-restarts", 0, 0, 1000);
+  o.eval_dataset = args.Get("--eval-dataset");
   o.overrides = args.positional();
   const v1::SubmitJobRequest req = BuildSubmitRequest(o);
   grpc::ClientContext c;

@@ -12,9 +12,11 @@
 #include <random>
 #include <set>
 
+#include "eval_runs.h"
 #include "job_lifecycle.h"
 #include "shard_plans.h"
 #include "stream_limits.h"
+#include "weights_only.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/coordinator/job_spec.h"
@@ -34,22 +36,6 @@ namespace {
 int64_t SystemNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// Lower is better for losses, higher for everything else (accuracies).
-bool Better(const std::string& metric, double a, double b) {
-  return metric.find("loss") != std::string::npos ? a < b : a > b;
-}
-
-// The checkpoint with the best value of `metric` (the first of equals); null when none has it.
-const v1::CheckpointRecord* BestCheckpoint(const std::vector<v1::CheckpointRecord>& list, const std::string& metric) {
-  const v1::CheckpointRecord* best = nullptr;
-  for (const auto& c : list) {
-    auto it = c.info().metrics().find(metric);
-    if (it == c.info().metrics().end()) continue;
-    if (!best || Better(metric, it->second, best->info().metrics().at(metric))) best = &c;
-  }
-  return best;
 }
 
 void CheckJobId(const std::string& id) {
@@ -91,6 +77,7 @@ struct Coordinator::Impl {
   std::map<std::string, std::string> warnings;  // job id -> Job.warning (in memory: a live condition)
   std::unique_ptr<ShardPlanner> shards;         // thread-safe on its own; used outside `mu`
   std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
+  std::mutex weights_build_mu;                  // one weights-only build at a time, outside `mu`
   // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
   // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
   RateLimit event_rate{"events", 2000, 20000};
@@ -105,6 +92,9 @@ struct Coordinator::Impl {
   fs::path DatasetDir(const std::string& hash) const { return fs::path(opt.data_dir) / "datasets" / hash; }
   fs::path CheckpointDir(const std::string& job, const std::string& name) const {
     return fs::path(opt.data_dir) / "checkpoints" / job / name;
+  }
+  fs::path WeightsDir(const std::string& job, const std::string& name) const {
+    return fs::path(opt.data_dir) / "weights" / job / name;
   }
 
   v1::JobRecord& Job(const std::string& id) {
@@ -218,7 +208,9 @@ struct Coordinator::Impl {
     std::vector<v1::JobRecord*> queued;
     for (auto& [id, r] : jobs)
       if (r.job().state() == v1::JOB_QUEUED) queued.push_back(&r);
+    // Evaluation runs after every training job, whatever their priorities.
     std::stable_sort(queued.begin(), queued.end(), [](const v1::JobRecord* a, const v1::JobRecord* b) {
+      if (IsEvalRun(*a) != IsEvalRun(*b)) return IsEvalRun(*b);
       if (a->job().spec().priority() != b->job().spec().priority())
         return a->job().spec().priority() > b->job().spec().priority();
       return a->job().created_unix_ms() < b->job().created_unix_ms();
@@ -233,10 +225,21 @@ struct Coordinator::Impl {
       const int n = FreeSlotsOf(w, reserved);
       if (n > 0) free.push_back({id, n, !w.free_ports.empty()});
     }
+    bool training_waits = false;
     for (v1::JobRecord* queued_rec : queued) {
       if (free.empty()) return;
+      if (IsEvalRun(*queued_rec)) {
+        // A queued training job that did not fit keeps every free slot: an evaluation run never
+        // takes a slot a training job could use first.
+        if (training_waits) return;
+        PlaceEval(queued_rec, &free);
+        continue;
+      }
       auto placement = PlaceRanks(queued_rec->job().spec().world_size(), free);
-      if (!placement) continue;  // later, smaller jobs may still fit (backfill)
+      if (!placement) {
+        training_waits = true;
+        continue;  // later, smaller jobs may still fit (backfill)
+      }
       for (const auto& g : *placement) {
         for (auto& f : free)
           if (f.worker_id == g.worker_id) f.free -= static_cast<int>(g.ranks.size());
@@ -323,10 +326,16 @@ struct Coordinator::Impl {
     if (const v1::CheckpointRecord* best = BestCheckpoint(list, opt.keep_best_metric)) keep.insert(best->info().name());
     keep.insert(rec.job().latest_checkpoint());
     if (rec.attempt().active()) keep.insert(rec.attempt().resume_checkpoint());
+    // A running evaluation run is reading its checkpoint; a queued one fails when it is gone.
+    for (const auto& [id, r] : jobs)
+      if (IsEvalRun(r) && r.attempt().active() && r.job().spec().eval().source_job() == job_id)
+        keep.insert(r.job().spec().eval().checkpoint());
     for (const auto& c : list) {
       if (keep.count(c.info().name())) continue;
       store->DeleteCheckpoint(job_id, c.info().name());
       doomed.push_back(CheckpointDir(job_id, c.info().name()));
+      doomed.push_back(WeightsDir(job_id, c.info().name()));
+      if (opt.metrics) opt.metrics->DropCheckpointEvals(job_id, c.info().name());
     }
     return doomed;
   }
@@ -378,6 +387,10 @@ struct Coordinator::Impl {
         continue;
       for (const auto& p : a.placement()) {
         if (p.worker_id() != worker_id) continue;
+        if (IsEvalRun(rec)) {
+          *resp->add_start() = EvalRunAssignment(rec);
+          continue;
+        }
         v1::Assignment* s = resp->add_start();
         s->set_job_id(id);
         s->set_attempt(a.number());
@@ -397,6 +410,31 @@ struct Coordinator::Impl {
   }
 
   bool ApplyEvents(v1::JobRecord* record, const v1::ReportEventsRequest& req, v1::ReportEventsResponse* resp);
+
+  // ---- checkpoints and evaluation runs (eval_runs.h); all under `mu`.
+  std::optional<v1::CheckpointRecord> FindCheckpoint(const std::string& job_id, const std::string& name) {
+    for (auto& c : store->ListCheckpoints(job_id))
+      if (c.info().name() == name) return c;
+    return std::nullopt;
+  }
+  v1::CheckpointRecord PickCheckpoint(const std::string& job_id, const std::string& selector);
+  std::pair<v1::DatasetInfo, v1::Manifest> StoredDataset(const std::string& ref, const std::string& field);
+  v1::JobSpec ResolveEvalSpec(v1::JobSpec spec);
+  std::string InsertEvalRun(const v1::JobSpec& spec);
+  void SubmitAutoEval(const v1::Job& job, const std::string& checkpoint);
+  void PlaceEval(v1::JobRecord* queued, std::vector<coordinator::FreeSlots>* free);
+  void RecordEvalResult(const v1::JobRecord& run, const v1::EvalResult& reported);
+  void PublishEvals(const std::string& job_id, const v1::CheckpointInfo& info) {
+    if (!opt.metrics) return;
+    for (const auto& r : info.evals())
+      for (const auto& [metric, value] : r.metrics())
+        opt.metrics->SetCheckpointEval(job_id, info.name(), r.dataset(), metric, value);
+  }
+  std::string NewJobId() {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "job-%06lld", static_cast<long long>(store->NextJobNumber()));
+    return buf;
+  }
 
   // ---- uploads: into a fresh directory under tmp/, verified and moved into place on commit.
   std::string NewUploadDir(const std::string& kind) {
@@ -455,6 +493,9 @@ struct Coordinator::Impl {
     c.mutable_info()->set_created_unix_ms(Now());
     std::lock_guard<std::mutex> l(mu);
     std::vector<fs::path> doomed;
+    // The same checkpoint uploaded again (a resumed attempt) keeps its evaluation results.
+    if (auto old = FindCheckpoint(h.job_id(), c.info().name()); old && old->info().content_sha256() == c.info().content_sha256())
+      *c.mutable_info()->mutable_evals() = old->info().evals();
     Mutate(h.job_id(), [&](v1::JobRecord* rec) {
       store->PutCheckpoint(h.job_id(), c);
       auto list = store->ListCheckpoints(h.job_id());
@@ -465,12 +506,11 @@ struct Coordinator::Impl {
       Emit(rec, std::move(e));
       doomed = Retain(h.job_id(), *rec);
     });
-    for (const auto& d : doomed) {
-      std::error_code ec;
-      fs::remove_all(d, ec);
-    }
+    for (const auto& d : doomed) RemoveWeightsOnly(d.string());  // a checkpoint or its weights-only form
     warnings.erase(h.job_id());
     spdlog::info("job {}: checkpoint {} committed ({} bytes)", h.job_id(), c.info().name(), c.info().size_bytes());
+    const auto& job = jobs.at(h.job_id()).job();
+    if (!job.eval_dataset_hash().empty()) SubmitAutoEval(job, c.info().name());
     return c.info();
   }
 
@@ -521,6 +561,8 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
       *e.mutable_log() = ev.log();
       if (e.log().text().size() > 4096) e.mutable_log()->mutable_text()->resize(4096);
       Emit(&rec, std::move(e));
+    } else if (ev.has_eval_result()) {
+      if (IsEvalRun(rec)) RecordEvalResult(rec, ev.eval_result());
     } else if (ev.has_exit()) {
       if (auto message = RankExited(&rec, ev.exit(), req.worker_id(), Now())) {
         EmitState(&rec, *message);
@@ -530,6 +572,141 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
     }
   }
   return false;
+}
+
+// The checkpoint `selector` picks (latest | best:<metric or eval key> | step:N | step_N).
+v1::CheckpointRecord Coordinator::Impl::PickCheckpoint(const std::string& job_id, const std::string& selector) {
+  const v1::JobRecord& rec = Job(job_id);
+  auto list = store->ListCheckpoints(job_id);
+  if (list.empty()) NotFound("job " + job_id + " has no checkpoint yet");
+  const v1::CheckpointRecord* pick = nullptr;
+  if (selector == "all") {
+    InvalidArgument("selector 'all': names several checkpoints; trmctl eval takes it, a download takes one");
+  } else if (selector == "latest") {
+    for (const auto& c : list)
+      if (c.info().name() == rec.job().latest_checkpoint()) pick = &c;
+    if (!pick) pick = &list.back();
+  } else if (selector.rfind("best:", 0) == 0) {
+    const std::string metric = selector.substr(5);
+    pick = BestCheckpoint(list, metric);
+    if (!pick) NotFound("selector '" + selector + "': no checkpoint of " + job_id + " has the metric '" + metric + "'");
+  } else {
+    std::string name = selector;
+    if (selector.rfind("step:", 0) == 0) name = "step_" + selector.substr(5);
+    rpc::CheckName(name, "selector");
+    for (const auto& c : list)
+      if (c.info().name() == name) pick = &c;
+    if (!pick)
+      NotFound("selector '" + selector + "': job " + job_id +
+               " has no such checkpoint (use latest, best:<metric>, step:N; trmctl checkpoints " + job_id + ")");
+  }
+  return *pick;
+}
+
+std::pair<v1::DatasetInfo, v1::Manifest> Coordinator::Impl::StoredDataset(const std::string& ref,
+                                                                         const std::string& field) {
+  const auto d = store->FindDataset(ref);
+  if (!d) NotFound(field + ": no dataset named or hashed '" + ref + "' (trmctl dataset push DIR)");
+  const std::string path = DatasetDir(d->content_sha256()).string() + ".manifest";
+  v1::Manifest m;
+  if (!m.ParseFromString(ReadFile(path))) DataLoss(path + ": corrupt");
+  return {*d, m};
+}
+
+// Checks an evaluation run's submission and pins what it names: the checkpoint its selector
+// picks now, the dataset's (or prompts') content hash.
+v1::JobSpec Coordinator::Impl::ResolveEvalSpec(v1::JobSpec spec) {
+  CheckEvalSpec(spec.eval());
+  auto* e = spec.mutable_eval();
+  if (IsEvalRun(Job(e->source_job())))
+    InvalidArgument("eval.source_job: " + e->source_job() + " is an evaluation run, not a training job");
+  const v1::CheckpointRecord ckpt = PickCheckpoint(e->source_job(), e->checkpoint().empty() ? "latest" : e->checkpoint());
+  if (!e->dataset().empty()) {
+    const auto [info, manifest] = StoredDataset(e->dataset(), "eval.dataset");
+    const std::string split = e->split().empty() ? "test" : e->split();
+    if (!HasSplit(manifest, split))
+      InvalidArgument("eval.split: dataset '" + e->dataset() + "' has no split '" + split + "' (no files under " +
+                      split + "/)");
+    e->set_dataset_hash(info.content_sha256());
+  } else {
+    const auto [info, manifest] = StoredDataset(e->prompts(), "eval.prompts");
+    PromptsFile(manifest);
+    e->set_prompts_hash(info.content_sha256());
+  }
+  return EvalRunSpec(std::move(spec), ckpt.info().name());
+}
+
+std::string Coordinator::Impl::InsertEvalRun(const v1::JobSpec& spec) {
+  const auto& e = spec.eval();
+  std::string id;
+  Insert([&](v1::JobRecord* rec) {
+    id = NewJobId();
+    Submit(rec, id, spec, "", e.prompts().empty() ? e.dataset_hash() : e.prompts_hash(), Now());
+    rec->mutable_job()->set_kind("eval");
+    EmitState(rec, "submitted: evaluation of " + e.source_job() + "/" + e.checkpoint() + " on " + spec.dataset() +
+                       " (" + e.split() + ")");
+  });
+  return id;
+}
+
+// A training job with spec.eval_dataset uploaded `checkpoint`: its evaluation run is queued
+// (the upload does not wait for it). A checkpoint uploaded again is evaluated once.
+void Coordinator::Impl::SubmitAutoEval(const v1::Job& job, const std::string& checkpoint) {
+  for (const auto& [id, r] : jobs) {
+    const auto& e = r.job().spec().eval();
+    if (IsEvalRun(r) && e.source_job() == job.id() && e.checkpoint() == checkpoint &&
+        e.dataset_hash() == job.eval_dataset_hash())
+      return;
+  }
+  v1::JobSpec spec;
+  auto* e = spec.mutable_eval();
+  e->set_source_job(job.id());
+  e->set_dataset(job.spec().eval_dataset());
+  e->set_dataset_hash(job.eval_dataset_hash());
+  e->set_split("test");
+  try {
+    const std::string id = InsertEvalRun(EvalRunSpec(std::move(spec), checkpoint));
+    spdlog::info("job {}: checkpoint {} queued for evaluation as {}", job.id(), checkpoint, id);
+  } catch (const Error& err) {
+    // The checkpoint is stored either way; a lost evaluation must not fail the upload.
+    spdlog::error("job {}: cannot queue the evaluation of {}: {}", job.id(), checkpoint, err.what());
+  }
+}
+
+// Starts a queued evaluation run on one free slot, or fails it when its checkpoint is gone.
+void Coordinator::Impl::PlaceEval(v1::JobRecord* queued, std::vector<coordinator::FreeSlots>* free) {
+  const std::string id = queued->job().id();
+  const auto& e = queued->job().spec().eval();
+  if (!FindCheckpoint(e.source_job(), e.checkpoint())) {
+    const std::string why = "checkpoint " + e.source_job() + "/" + e.checkpoint() +
+                            " was deleted (retention) before the run started";
+    Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, Abandon(rec, "checkpoint_deleted", why, Now())); });
+    return;
+  }
+  const auto worker = PlaceEvalRun(*free);
+  if (!worker) return;
+  for (auto& f : *free)
+    if (f.worker_id == *worker) --f.free;
+  const std::string host = workers[*worker].rec.info().host();
+  Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, Place(rec, {RankGroup{*worker, {0}}}, host, 0, Now())); });
+}
+
+// An evaluation run's result goes on its checkpoint's record (in the run's Mutate transaction).
+void Coordinator::Impl::RecordEvalResult(const v1::JobRecord& run, const v1::EvalResult& reported) {
+  const auto& e = run.job().spec().eval();
+  auto c = FindCheckpoint(e.source_job(), e.checkpoint());
+  if (!c) {
+    spdlog::warn("job {}: checkpoint {}/{} is gone; its evaluation result is dropped", run.job().id(), e.source_job(),
+                 e.checkpoint());
+    return;
+  }
+  const v1::EvalResult r = EvalResultOf(run, reported, Now());
+  AddEvalResult(c->mutable_info(), r);
+  store->PutCheckpoint(e.source_job(), *c);
+  PublishEvals(e.source_job(), c->info());
+  std::string text;
+  for (const auto& [k, v] : r.metrics()) text += (text.empty() ? "" : " ") + k + "=" + fmt::format("{:.6g}", v);
+  spdlog::info("job {}: checkpoint {} on {} ({}): {}", e.source_job(), e.checkpoint(), r.dataset(), r.split(), text);
 }
 
 Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>()) {
@@ -558,14 +735,24 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
   spdlog::info("coordinator state {}: {} jobs ({} running), {} known workers", opt.data_dir, impl_->jobs.size(),
                running, impl_->workers.size());
   impl_->PublishCounts();
-  for (const auto& [id, r] : impl_->jobs) impl_->PublishJob(r);
+  for (const auto& [id, r] : impl_->jobs) {
+    impl_->PublishJob(r);
+    for (const auto& c : impl_->store->ListCheckpoints(id)) impl_->PublishEvals(id, c.info());
+  }
 }
 
 Coordinator::~Coordinator() = default;
 
 std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
+  if (spec_in.has_eval()) {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    const std::string id = impl_->InsertEvalRun(impl_->ResolveEvalSpec(spec_in));
+    impl_->Schedule();
+    impl_->PublishCounts();
+    return id;
+  }
   v1::JobSpec spec = spec_in;
-  std::string data_ref, hash;
+  std::string data_ref, hash, eval_hash;
   if (!spec.dataset().empty() && !spec.data_path().empty())
     InvalidArgument("spec: give dataset or data_path, not both");
   if (!spec.dataset().empty()) {
@@ -589,6 +776,13 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
   // Reads the named config's files: outside the lock (a stored dataset is never removed).
   const std::string config = ResolveJobConfig(spec, impl_->opt.config_dir, data_ref);
   std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!spec.eval_dataset().empty()) {
+    rpc::CheckName(spec.eval_dataset(), "spec.eval_dataset");
+    const auto [info, manifest] = impl_->StoredDataset(spec.eval_dataset(), "spec.eval_dataset");
+    if (!HasSplit(manifest, "test"))
+      InvalidArgument("spec.eval_dataset: dataset '" + spec.eval_dataset() + "' has no test split (no files under test/)");
+    eval_hash = info.content_sha256();
+  }
   int total_slots = 0;
   for (const auto& [id, w] : impl_->workers)
     if (w.rec.info().alive()) total_slots += w.rec.info().slots();
@@ -598,10 +792,10 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
                    std::to_string(total_slots) + " slots in all (trmctl workers)");
   std::string id;
   impl_->Insert([&](v1::JobRecord* rec) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "job-%06lld", static_cast<long long>(impl_->store->NextJobNumber()));
-    id = buf;
+    id = impl_->NewJobId();
     impl_->EmitState(rec, Submit(rec, id, spec, config, hash, impl_->Now()));
+    rec->mutable_job()->set_kind("train");
+    rec->mutable_job()->set_eval_dataset_hash(eval_hash);
   });
   impl_->Schedule();
   impl_->PublishCounts();
@@ -668,40 +862,27 @@ std::vector<v1::CheckpointInfo> Coordinator::ListCheckpoints(const std::string& 
   return out;
 }
 
-FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::string& selector_in) {
+FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only) {
   CheckJobId(job_id);
-  if (selector_in.size() > 256) InvalidArgument("selector: longer than 256 characters");
-  std::lock_guard<std::mutex> l(impl_->mu);
-  const v1::JobRecord& rec = impl_->Job(job_id);
-  const std::string selector = selector_in.empty() ? "latest" : selector_in;
-  auto list = impl_->store->ListCheckpoints(job_id);
-  if (list.empty()) NotFound("job " + job_id + " has no checkpoint yet");
-  const v1::CheckpointRecord* pick = nullptr;
-  if (selector == "latest") {
-    for (const auto& c : list)
-      if (c.info().name() == rec.job().latest_checkpoint()) pick = &c;
-    if (!pick) pick = &list.back();
-  } else if (selector.rfind("best:", 0) == 0) {
-    const std::string metric = selector.substr(5);
-    pick = BestCheckpoint(list, metric);
-    if (!pick) NotFound("selector '" + selector + "': no checkpoint of " + job_id + " has the metric '" + metric + "'");
-  } else {
-    std::string name = selector;
-    if (selector.rfind("step:", 0) == 0) name = "step_" + selector.substr(5);
-    rpc::CheckName(name, "selector");
-    for (const auto& c : list)
-      if (c.info().name() == name) pick = &c;
-    if (!pick)
-      NotFound("selector '" + selector + "': job " + job_id +
-               " has no such checkpoint (use latest, best:<metric>, step:N; trmctl checkpoints " + job_id + ")");
+  if (selector.size() > 256) InvalidArgument("selector: longer than 256 characters");
+  v1::CheckpointRecord pick;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    pick = impl_->PickCheckpoint(job_id, selector.empty() ? "latest" : selector);
   }
-  return FileSet{impl_->CheckpointDir(job_id, pick->info().name()).string(), pick->manifest()};
+  const std::string name = pick.info().name();
+  const FileSet full{impl_->CheckpointDir(job_id, name).string(), pick.manifest()};
+  if (!weights_only) return full;
+  // Built from the stored files outside the state lock; retention may delete the checkpoint
+  // meanwhile, which shows as a missing file here (kNotFound).
+  std::lock_guard<std::mutex> build(impl_->weights_build_mu);
+  return WeightsOnlyFiles(full, pick.info().step(), impl_->WeightsDir(job_id, name).string());
 }
 
-FileSet Coordinator::CheckpointFiles(const std::string& job_id, const std::string& name) {
+FileSet Coordinator::CheckpointFiles(const std::string& job_id, const std::string& name, bool weights_only) {
   CheckJobId(job_id);
   rpc::CheckName(name, "name");
-  return ResolveCheckpoint(job_id, name);
+  return ResolveCheckpoint(job_id, name, weights_only);
 }
 
 std::vector<v1::WorkerInfo> Coordinator::ListWorkers() {

@@ -125,7 +125,7 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
-    const FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector());  // request errors first
+    const FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector(), req->weights_only());  // request errors first
     const auto slot = downloads_.Acquire();
     s = Stream(files, req->offset(), ctx, w);
   });
@@ -208,7 +208,7 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
   grpc::Status g = rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "FetchCheckpoint");
     const auto slot = transfers_.Acquire();
-    s = Stream(c_->CheckpointFiles(req->job_id(), req->name()), req->offset(), ctx, w);
+    s = Stream(c_->CheckpointFiles(req->job_id(), req->name(), req->weights_only()), req->offset(), ctx, w);
   });
   return g.ok() ? s : g;
 }

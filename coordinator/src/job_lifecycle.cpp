@@ -128,6 +128,14 @@ std::string Fail(v1::JobRecord* rec, const std::string& kind, const std::string&
   return FailedMessage(*rec, kind, why);
 }
 
+std::string Abandon(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms) {
+  if (rec->job().state() != v1::JOB_QUEUED || rec->attempt().active()) Illegal(*rec, "abandon", "a queued job");
+  rec->mutable_job()->set_failure_kind(kind);
+  rec->mutable_job()->set_state(v1::JOB_FAILED);
+  rec->mutable_job()->set_finished_unix_ms(now_ms);
+  return "not started (" + kind + "): " + why;
+}
+
 std::string FailAttempt(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms) {
   if (rec->job().restarts() < rec->job().spec().max_restarts()) return Requeue(rec, kind, why, now_ms);
   return Fail(rec, kind, why, now_ms);

@@ -5,6 +5,7 @@
 //                       +-----Requeue------+  (attempt failed, a restart remains: restarts + 1)
 //                                          +--Fail--> FAILED  (attempt failed, no restart left)
 //   QUEUED or RUNNING --Cancel--> CANCELLED
+//   QUEUED --Abandon--> FAILED  (it can never start: an evaluation run whose checkpoint is gone)
 //
 // FailAttempt chooses between Requeue and Fail by the restart budget (spec.max_restarts), and
 // RankExited turns a rank's exit into FailAttempt (non-zero code) or Succeed (the last rank).
@@ -47,6 +48,8 @@ std::string Place(v1::JobRecord* rec, const std::vector<RankGroup>& groups, cons
 std::string Requeue(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms);
 // RUNNING -> FAILED: the attempt ended as failed and the job with it.
 std::string Fail(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms);
+// QUEUED -> FAILED without an attempt: the job can never start (`kind`, `why` as for Fail).
+std::string Abandon(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms);
 // RUNNING -> Requeue while restarts remain, else Fail.
 std::string FailAttempt(v1::JobRecord* rec, const std::string& kind, const std::string& why, int64_t now_ms);
 

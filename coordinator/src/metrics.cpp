@@ -70,6 +70,13 @@ struct CoordinatorMetrics::Impl {
       prometheus::BuildGauge().Name("trm_job_restarts").Help("Attempts restarted after a failure").Register(*registry);
   prometheus::Family<prometheus::Histogram>& rpc =
       prometheus::BuildHistogram().Name("trm_rpc_seconds").Help("Coordinator RPC handling time").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& eval =
+      prometheus::BuildGauge()
+          .Name("trm_checkpoint_eval")
+          .Help("Evaluation run results on stored checkpoints (trm-eval's metrics)")
+          .Register(*registry);
+  std::mutex eval_mu;  // guards eval_series
+  std::map<std::pair<std::string, std::string>, std::map<std::string, prometheus::Gauge*>> eval_series;
   std::mutex mu;  // Family::Add is thread-safe; this guards the bucket vector below only
   const prometheus::Histogram::BucketBoundaries buckets{1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5};
 };
@@ -104,6 +111,22 @@ void CoordinatorMetrics::SetJobRestarts(const std::string& job, int restarts) {
 
 void CoordinatorMetrics::SetJobCheckpointTime(const std::string& job, int64_t unix_ms) {
   impl_->checkpoint_age->Set(job, unix_ms);
+}
+
+void CoordinatorMetrics::SetCheckpointEval(const std::string& job, const std::string& checkpoint,
+                                           const std::string& dataset, const std::string& metric, double value) {
+  std::lock_guard<std::mutex> l(impl_->eval_mu);
+  auto& g = impl_->eval_series[{job, checkpoint}][dataset + "\n" + metric];
+  if (!g) g = &impl_->eval.Add({{"job", job}, {"checkpoint", checkpoint}, {"dataset", dataset}, {"metric", metric}});
+  g->Set(value);
+}
+
+void CoordinatorMetrics::DropCheckpointEvals(const std::string& job, const std::string& checkpoint) {
+  std::lock_guard<std::mutex> l(impl_->eval_mu);
+  auto it = impl_->eval_series.find({job, checkpoint});
+  if (it == impl_->eval_series.end()) return;
+  for (auto& [key, g] : it->second) impl_->eval.Remove(g);
+  impl_->eval_series.erase(it);
 }
 
 void CoordinatorMetrics::ObserveRpc(const std::string& method, double seconds) {

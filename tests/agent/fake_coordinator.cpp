@@ -137,13 +137,23 @@ v1::Manifest FakeCoordinatorClient::FetchDataset(const std::string& hash, const 
 }
 
 v1::Manifest FakeCoordinatorClient::FetchCheckpoint(const std::string& job, const std::string& name,
-                                                    const std::string& dest) {
+                                                    const std::string& dest, bool weights_only) {
   CheckUp("FetchCheckpoint");
   ++fetches_;
   std::string dir;
   Locked([&] { dir = checkpoints_.count(job + "/" + name) ? checkpoints_[job + "/" + name] : ""; });
   if (dir.empty()) NotFound("checkpoint " + job + "/" + name);
-  const v1::Manifest m = rpc::BuildManifest(dir, name);
+  v1::Manifest m = rpc::BuildManifest(dir, name);
+  if (weights_only) {
+    v1::Manifest w;
+    w.set_name(name);
+    for (const auto& f : m.files())
+      if (f.path() == "model.safetensors" || f.path() == "state.json" || f.path().rfind("tokenizer/", 0) == 0) {
+        *w.add_files() = f;
+        w.set_total_bytes(w.total_bytes() + f.size());
+      }
+    m = w;
+  }
   return ReceiveResumable(
       [&](uint64_t offset, rpc::FileReceiver& rx) { rpc::SendFiles(dir, m, offset, [&](const v1::TransferMessage& msg) {
                                                       rx.OnMessage(msg);

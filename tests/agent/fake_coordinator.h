@@ -24,7 +24,9 @@ class FakeCoordinatorClient : public CoordinatorClient {
   v1::ReportEventsResponse ReportEvents(const v1::ReportEventsRequest& req) override;
   v1::CheckpointInfo UploadCheckpoint(const std::string& dir, const v1::CheckpointUploadHeader& header) override;
   v1::Manifest FetchDataset(const std::string& hash, const v1::ShardSpec& shard, const std::string& dest) override;
-  v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) override;
+  // weights_only: only model.safetensors, state.json and tokenizer/ of the stored directory.
+  v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest,
+                               bool weights_only) override;
 
   // Test controls.
   void Assign(const v1::Assignment& a, bool resend_always = false);

@@ -33,6 +33,7 @@ class FakeJobService final : public v1::JobService::Service {
   v1::Manifest manifest;             // its manifest (built before any corruption)
   int download_break_after_chunks = -1;  // the first download breaks after this many chunks
   int download_breaks = 1;
+  std::vector<v1::CheckpointInfo> checkpoints;  // served by ListCheckpoints for job-1
 
   // --- what the calls saw
   std::mutex mu;
@@ -44,6 +45,13 @@ class FakeJobService final : public v1::JobService::Service {
     std::lock_guard<std::mutex> l(mu);
     submits.push_back(*req);
     resp->set_job_id("job-" + std::to_string(submits.size()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListCheckpoints(grpc::ServerContext*, const v1::ListCheckpointsRequest* req,
+                               v1::ListCheckpointsResponse* resp) override {
+    if (req->job_id() != "job-1") return grpc::Status(grpc::StatusCode::NOT_FOUND, "job '" + req->job_id() + "' not found");
+    for (const auto& c : checkpoints) *resp->add_checkpoints() = c;
     return grpc::Status::OK;
   }
 

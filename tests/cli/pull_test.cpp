@@ -71,6 +71,16 @@ TEST_F(CliPull, ResumesAfterABrokenStreamAndVerifies) {
   EXPECT_EQ(reqs[1].selector(), "step_20");
 }
 
+TEST_F(CliPull, WeightsOnlyAsksForIt) {
+  std::ostringstream out, err;
+  ASSERT_EQ(cli::Run({"pull", "job-1", "-o", out_dir_, "--weights-only", "--coordinator", server_.address()},
+                     server_.Connect(), Io{&out, &err, false}),
+            0);
+  ASSERT_EQ(server_.jobs.download_requests.size(), 1u);
+  EXPECT_TRUE(server_.jobs.download_requests[0].weights_only());
+  EXPECT_NE(out.str().find("weights only"), std::string::npos) << out.str();
+}
+
 TEST_F(CliPull, RejectsACorruptedFileAndLeavesNothing) {
   // Same size, different bytes: only the SHA-256 check can notice.
   const fs::path victim = fs::path(server_.jobs.checkpoint_dir) / "optimizer" / "moments.bin";

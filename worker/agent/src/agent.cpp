@@ -200,6 +200,7 @@ void Agent::HandleAssignment(const v1::Assignment& a) {
     s.worker_id = opt_.worker_id;
     s.work_dir = opt_.work_dir;
     s.train_binary = opt_.train_binary;
+    s.eval_binary = opt_.eval_binary;
     s.device_kind = opt_.device_kind;
     s.slot_devices = AllocateSlots(static_cast<size_t>(a.ranks_size()));
     s.grace_ms = opt_.grace_ms;

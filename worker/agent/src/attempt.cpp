@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -133,11 +135,10 @@ void Attempt::Run() {
   } else {
     try {
       Prepare();
-      RankLaunch l{s_.assignment, attempt_dir(), s_.train_binary, s_.device_kind, s_.slot_devices,
-                   dataset_dir_, checkpoint_dir_, s_.grace_ms};
       std::function<void(v1::WorkerEvent)> on_rank0_success;
+      RankLaunch l = Launch(&on_rank0_success);
       std::unique_ptr<CheckpointPublisher> publisher;
-      if (hosts_rank0_) {
+      if (hosts_rank0_ && !s_.assignment.has_eval()) {
         publisher = std::make_unique<CheckpointPublisher>(
             PublisherSetup{s_.assignment, s_.worker_id, attempt_dir() + "/run", s_.retry}, client_, metrics_, events_,
             &stop_, clock_);
@@ -167,6 +168,19 @@ void Attempt::Run() {
   spdlog::info("{}: finished", name);
 }
 
+RankLaunch Attempt::Launch(std::function<void(v1::WorkerEvent)>* on_rank0_success) {
+  RankLaunch l{s_.assignment, attempt_dir(), s_.train_binary, s_.device_kind, s_.slot_devices,
+               dataset_dir_, checkpoint_dir_, s_.grace_ms};
+  if (!s_.assignment.has_eval()) return l;
+  // An evaluation run: trm-eval instead of trm-train; its clean exit carries its result.
+  l.command = EvalCommand(eval_);
+  l.on_stdout = [this](const std::string& line) { eval_output_.OnStdout(line); };
+  *on_rank0_success = [this](v1::WorkerEvent exit) {
+    for (auto& e : EvalExitEvents(eval_output_.last(), std::move(exit))) events_.Add(std::move(e));
+  };
+  return l;
+}
+
 void Attempt::FailAll(const std::string& kind, const std::string& message) {
   for (int r : s_.assignment.ranks()) {
     v1::WorkerEvent e;
@@ -190,6 +204,40 @@ void Attempt::Fetch(const std::string& what, const std::function<void()>& fetch)
       });
 }
 
+void Attempt::PrepareEval() {
+  const v1::Assignment& a = s_.assignment;
+  const v1::EvalAssignment& e = a.eval();
+  if (s_.eval_binary.empty() || ::access(s_.eval_binary.c_str(), X_OK) != 0)
+    NotFound("--eval-binary: '" + s_.eval_binary + "' is not an executable file; this worker cannot run evaluations");
+  rpc::CheckName(e.source_job(), "assignment eval.source_job");
+  rpc::CheckName(e.checkpoint(), "assignment eval.checkpoint");
+  const fs::path cache = fs::path(s_.work_dir) / "cache";
+  // A whole copy (a resume checkpoint fetched earlier) serves as well as the weights-only one.
+  const fs::path whole = cache / "checkpoints" / e.source_job() / e.checkpoint();
+  eval_.checkpoint_dir = fs::exists(whole) ? whole.string() : whole.string() + ".weights";
+  Fetch("checkpoint " + e.source_job() + "/" + e.checkpoint() + " (weights only)", [&] {
+    if (fs::exists(eval_.checkpoint_dir)) return;
+    const v1::Manifest m = client_->FetchCheckpoint(e.source_job(), e.checkpoint(), eval_.checkpoint_dir, true);
+    spdlog::info("{}: fetched {}/{} weights only ({} bytes)", a.job_id(), e.source_job(), e.checkpoint(),
+                 m.total_bytes());
+  });
+  const std::string hash = e.prompts_hash().empty() ? a.dataset_hash() : e.prompts_hash();
+  rpc::CheckName(hash, "assignment dataset_hash");
+  const std::string dataset = (cache / "datasets" / hash).string();
+  Fetch("dataset " + hash.substr(0, 12), [&] {
+    if (!fs::exists(dataset)) client_->FetchDataset(hash, v1::ShardSpec(), dataset);
+  });
+  eval_.eval_binary = s_.eval_binary;
+  eval_.device_kind = s_.device_kind;
+  eval_.split = e.split().empty() ? "test" : e.split();
+  if (e.prompts_hash().empty()) {
+    eval_.dataset_dir = dataset;
+  } else {
+    eval_.prompts_file = FindPromptsFile(dataset);
+    eval_.output_file = attempt_dir() + "/completions.jsonl";
+  }
+}
+
 void Attempt::Prepare() {
   const v1::Assignment& a = s_.assignment;
   rpc::CheckName(a.job_id(), "assignment job_id");
@@ -198,6 +246,7 @@ void Attempt::Prepare() {
   std::error_code ec;
   fs::create_directories(dir / "config", ec);
   if (ec) FileError(dir.string() + ": cannot create", ec);
+  if (a.has_eval()) return PrepareEval();
 
   if (!a.dataset_hash().empty()) {
     rpc::CheckName(a.dataset_hash(), "assignment dataset_hash");
@@ -218,7 +267,7 @@ void Attempt::Prepare() {
     rpc::CheckName(a.resume_checkpoint(), "assignment resume_checkpoint");
     checkpoint_dir_ = (fs::path(s_.work_dir) / "cache" / "checkpoints" / a.job_id() / a.resume_checkpoint()).string();
     Fetch("checkpoint " + a.job_id() + "/" + a.resume_checkpoint(), [&] {
-      if (!fs::exists(checkpoint_dir_)) client_->FetchCheckpoint(a.job_id(), a.resume_checkpoint(), checkpoint_dir_);
+      if (!fs::exists(checkpoint_dir_)) client_->FetchCheckpoint(a.job_id(), a.resume_checkpoint(), checkpoint_dir_, false);
     });
   }
   // JSON is YAML: trm-train composes it like any config file.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "checkpoint_publisher.h"
+#include "eval_run.h"
 #include "event_buffer.h"
 #include "rank_supervisor.h"
 #include "retry.h"
@@ -31,6 +32,7 @@ struct AttemptSetup {
   std::string worker_id;
   std::string work_dir;
   std::string train_binary;
+  std::string eval_binary;                // trm-eval, for evaluation runs (Assignment.eval)
   std::string device_kind;                // cpu | cuda
   std::vector<std::string> slot_devices;  // per local rank (a GPU index for cuda)
   int64_t grace_ms = 5000;
@@ -66,6 +68,8 @@ class Attempt {
  private:
   void Run();
   void Prepare();
+  void PrepareEval();  // an evaluation run: weights-only checkpoint, dataset or prompts
+  RankLaunch Launch(std::function<void(v1::WorkerEvent)>* on_rank0_success);
   void Fetch(const std::string& what, const std::function<void()>& fetch);
   void FailAll(const std::string& kind, const std::string& message);
 
@@ -77,6 +81,8 @@ class Attempt {
   EventBuffer events_;
   StopSignal stop_;
   std::string dataset_dir_, checkpoint_dir_;
+  EvalLaunch eval_;         // an evaluation run's, set by PrepareEval
+  EvalOutput eval_output_;  // its stdout's JSON line
   bool hosts_rank0_ = false;
 
   // Set once on the attempt's thread before the ranks start (under mu_), then read-only.

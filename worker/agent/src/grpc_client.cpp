@@ -121,13 +121,15 @@ class GrpcCoordinatorClient : public CoordinatorClient {
         dest, whole ? hash : std::string(), opt_.transfer_attempts, opt_.max_transfer_bytes);
   }
 
-  v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) override {
+  v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest,
+                               bool weights_only) override {
     return ReceiveResumable(
         [&](uint64_t offset, rpc::FileReceiver& rx) {
           v1::FetchCheckpointRequest req;
           req.set_job_id(job_id);
           req.set_name(name);
           req.set_offset(offset);
+          req.set_weights_only(weights_only);
           grpc::ClientContext ctx;
           rpc::SetDeadline(&ctx, milliseconds(opt_.transfer_timeout_ms));
           auto reader = stub_->FetchCheckpoint(&ctx, req);

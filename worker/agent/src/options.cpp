@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 
 const char* const kWorkerUsage =
     "usage: trm-worker --coordinator HOST:PORT [--id ID] [--host ADDR] [--cpu-slots N | --gpus 0,1,...]\n"
-    "                  [--work-dir DIR] [--metrics-listen HOST:PORT] [--train-binary PATH] [--heartbeat-ms MS]\n";
+    "                  [--work-dir DIR] [--metrics-listen HOST:PORT] [--train-binary PATH] [--heartbeat-ms MS]\n"
+    "                  [--eval-binary PATH]   (trm-eval for evaluation runs; default beside this executable)\n";
 
 namespace {
 
@@ -79,7 +80,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
   AgentOptions& o = cl.agent;
   int64_t cpu_slots = -1;
   std::string gpus;
-  bool host_given = false;
+  bool host_given = false, eval_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
     const bool has_eq = flag.rfind("--", 0) == 0 && flag.find('=') != std::string::npos;
@@ -100,6 +101,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     else if (flag == "--work-dir") o.work_dir = next();
     else if (flag == "--metrics-listen") cl.metrics_listen = next();
     else if (flag == "--train-binary") o.train_binary = next();
+    else if (flag == "--eval-binary") o.eval_binary = next(), eval_given = true;
     else if (flag == "--heartbeat-ms") o.heartbeat_ms = ParseInt(flag, next(), 10);
     else InvalidArgument(flag + ": unknown flag");
   }
@@ -124,6 +126,12 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
   if (::access(o.train_binary.c_str(), X_OK) != 0)
     NotFound("--train-binary: '" + o.train_binary + "' is not an executable file");
   o.train_binary = fs::absolute(o.train_binary).string();
+  // Evaluation runs only: a worker without trm-eval still trains (its evaluation runs fail as
+  // "setup", naming the path), unless the flag names a file that is not there.
+  if (o.eval_binary.empty()) o.eval_binary = ExecutableDir() + "/trm-eval";
+  if (eval_given && ::access(o.eval_binary.c_str(), X_OK) != 0)
+    NotFound("--eval-binary: '" + o.eval_binary + "' is not an executable file");
+  o.eval_binary = fs::absolute(o.eval_binary).string();
   o.metrics_endpoint = cl.metrics_listen;
   return cl;
 }

@@ -59,11 +59,16 @@ std::vector<std::string> RankSupervisor::BaseEnvironment() const {
 SpawnSpec RankSupervisor::SpecFor(int i, const std::vector<std::string>& base) const {
   const v1::Assignment& a = l_.assignment;
   SpawnSpec spec;
-  spec.path = l_.train_binary;
-  spec.argv = {l_.train_binary, "--config-dir", l_.attempt_dir + "/config", "--config-name", "job", "--no-progress"};
-  if (!l_.dataset_dir.empty()) spec.argv.push_back("data_paths=[" + l_.dataset_dir + "]");
-  spec.argv.push_back("run_dir=" + l_.attempt_dir + "/run");
-  if (!l_.checkpoint_dir.empty()) spec.argv.push_back("load_checkpoint=" + l_.checkpoint_dir);
+  if (!l_.command.empty()) {
+    spec.path = l_.command.front();
+    spec.argv = l_.command;
+  } else {
+    spec.path = l_.train_binary;
+    spec.argv = {l_.train_binary, "--config-dir", l_.attempt_dir + "/config", "--config-name", "job", "--no-progress"};
+    if (!l_.dataset_dir.empty()) spec.argv.push_back("data_paths=[" + l_.dataset_dir + "]");
+    spec.argv.push_back("run_dir=" + l_.attempt_dir + "/run");
+    if (!l_.checkpoint_dir.empty()) spec.argv.push_back("load_checkpoint=" + l_.checkpoint_dir);
+  }
   spec.env = base;
   auto set = [&](const std::string& k, const std::string& v) { spec.env.push_back(k + "=" + v); };
   set("RANK", std::to_string(a.ranks(i)));
@@ -93,7 +98,10 @@ void RankSupervisor::Spawn() {
       if (!r->log.valid()) FileError(log_path + ": cannot create", errno);
       Rank* rp = r.get();
       const size_t index = group_.Spawn(SpecFor(i, base), "rank " + std::to_string(r->rank),
-                                        [this, rp](OutputStream, const std::string& line) { EmitLine(*rp, line); });
+                                        [this, rp](OutputStream stream, const std::string& line) {
+                                          if (stream == OutputStream::kStdout && l_.on_stdout) l_.on_stdout(line);
+                                          EmitLine(*rp, line);
+                                        });
       const pid_t pid = group_.pid(index);
       spdlog::info("{}/attempt_{}: started rank {} (pid {})", a.job_id(), a.attempt(), r->rank, pid);
       std::lock_guard<std::mutex> lock(mu_);

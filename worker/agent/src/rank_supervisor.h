@@ -32,6 +32,10 @@ struct RankLaunch {
   std::vector<std::string> slot_devices;  // per local rank (a GPU index for cuda)
   std::string dataset_dir, checkpoint_dir;
   int64_t grace_ms = 5000;  // SIGTERM -> SIGKILL
+  // Set: the one process to run instead of trm-train's command line (an evaluation run), with
+  // the same environment, logs and exit classification.
+  std::vector<std::string> command;
+  std::function<void(const std::string&)> on_stdout;  // each stdout line too, when set
 };
 
 // Spawn() and Run() on one thread that outlives the ranks (their parent-death signal follows

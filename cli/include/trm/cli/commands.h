@@ -33,10 +33,26 @@ struct SubmitOptions {
   int priority = 0;
   int max_restarts = 0;
   std::vector<std::string> overrides;  // key=value, sent verbatim
+  std::string eval_dataset;            // evaluate every uploaded checkpoint on it
 };
 // Composes / reads the config, checks it with the overrides applied (so a typo fails here, exit
 // 2, before anything is sent) and builds the request. Throws UsageError.
 v1::SubmitJobRequest BuildSubmitRequest(const SubmitOptions& options);
+
+// ---------------------------------------------------------------- eval
+struct EvalOptions {
+  std::string job_id;
+  std::string selector = "latest";  // latest | best:<metric> | step:N | step_N | all
+  std::string dataset;              // reference evaluation on this dataset's split
+  std::string split;                // default test
+  std::string prompts;              // generation on this pushed prompts file
+  int priority = 0;                 // among evaluation runs (all run after training jobs)
+  int max_restarts = 2;
+};
+// One SubmitJob request per selected checkpoint and kind (dataset, prompts); `checkpoints` are
+// the job's (ListCheckpoints), used for selector "all". Throws UsageError / RpcError.
+std::vector<v1::SubmitJobRequest> BuildEvalRequests(const EvalOptions& options,
+                                                    const std::vector<v1::CheckpointInfo>& checkpoints);
 
 // ---------------------------------------------------------------- watch / logs
 struct FollowOptions {
@@ -75,6 +91,7 @@ struct PullOptions {
   std::string selector = "latest";  // latest | best:<metric> | step:N | step_N
   std::string out_dir;
   bool force = false;
+  bool weights_only = false;        // model.safetensors, state.json, tokenizer/, manifest.json
   int retries = 5;                  // consecutive broken streams without progress
   milliseconds initial_backoff{200};
   milliseconds stream_deadline{6 * 3600 * 1000};

@@ -43,7 +43,8 @@ struct CoordinatorOptions {
   int64_t start_timeout_ms = 30 * 60 * 1000;
   std::map<std::string, int64_t> phase_budget_ms;
   int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
-  std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);  // "eval_lm_loss"
+  // A step metric ("eval_lm_loss") or an evaluation run's, "eval[DATASET]:lm_loss".
+  std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);
   uint64_t max_dataset_bytes = uint64_t{64} << 30;
   uint64_t max_checkpoint_bytes = uint64_t{64} << 30;
   std::function<int64_t()> now_ms;           // the clock; default: system time
@@ -63,7 +64,8 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // ---- users. Errors: trm::Error naming the field (kInvalidArgument: also a job_id that is
+  // ---- users. A spec with an EvalSpec submits an evaluation run (docs/control-plane.md,
+  // "Evaluation runs": its checkpoint selector and dataset are resolved and pinned here). Errors: trm::Error naming the field (kInvalidArgument: also a job_id that is
   // empty or not a name, a limit out of range), kNotFound for unknown jobs / datasets /
   // checkpoints, kFailedPrecondition for impossible requests.
   std::string SubmitJob(const v1::JobSpec& spec);
@@ -76,10 +78,12 @@ class Coordinator {
   bool WaitForEvents(const std::string& job_id, uint64_t after_seq, std::chrono::milliseconds timeout);
   std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit);
   std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id);
-  // selector: latest | best:<metric> | step:N | step_N (at most 256 characters).
-  FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector);
+  // selector: latest | best:<metric> | step:N | step_N (at most 256 characters); <metric> may be
+  // an evaluation result's key, eval[DATASET]:METRIC. `weights_only`: the checkpoint's
+  // weights-only form (weights_only.h), built on first request.
+  FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only = false);
   // A worker's fetch: `name` must be a name (a resume checkpoint's), then resolves as a selector.
-  FileSet CheckpointFiles(const std::string& job_id, const std::string& name);
+  FileSet CheckpointFiles(const std::string& job_id, const std::string& name, bool weights_only = false);
   std::vector<v1::WorkerInfo> ListWorkers();
 
   // ---- datasets. A push is the manifest (its name is the dataset's), then the transfer's

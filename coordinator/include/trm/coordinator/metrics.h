@@ -25,6 +25,11 @@ class CoordinatorMetrics {
                       double act_steps);
   void SetJobRestarts(const std::string& job_id, int restarts);
   void SetJobCheckpointTime(const std::string& job_id, int64_t unix_ms);  // exported as an age
+  // trm_checkpoint_eval{job,checkpoint,dataset,metric}: an evaluation run's result; a deleted
+  // checkpoint's series are dropped.
+  void SetCheckpointEval(const std::string& job, const std::string& checkpoint, const std::string& dataset,
+                         const std::string& metric, double value);
+  void DropCheckpointEvals(const std::string& job, const std::string& checkpoint);
   void ObserveRpc(const std::string& method, double seconds);
 
  private:

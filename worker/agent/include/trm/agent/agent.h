@@ -35,6 +35,7 @@ struct AgentOptions {
   std::vector<std::string> devices;  // one per slot: "cpu0".. or GPU indices
   std::string work_dir = "trm-worker";
   std::string train_binary;          // absolute path of trm-train
+  std::string eval_binary;           // absolute path of trm-eval (evaluation runs)
   int64_t heartbeat_ms = 0;          // 0: the coordinator's interval
   std::string metrics_endpoint;      // told to the coordinator
   int64_t grace_ms = 5000;           // SIGTERM -> SIGKILL

@@ -26,7 +26,9 @@ class CoordinatorClient {
   // whole dataset also the content hash == `hash`). Resumes broken streams. Returns the manifest.
   // A `shard` with world_size > 0 asks for only that part of the dataset (ShardSpec).
   virtual v1::Manifest FetchDataset(const std::string& hash, const v1::ShardSpec& shard, const std::string& dest) = 0;
-  virtual v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest) = 0;
+  // `weights_only`: the checkpoint's weights-only form (FetchCheckpointRequest.weights_only).
+  virtual v1::Manifest FetchCheckpoint(const std::string& job_id, const std::string& name, const std::string& dest,
+                                       bool weights_only) = 0;
 };
 
 struct GrpcClientOptions {
