@@ -565,6 +565,8 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
       if (IsEvalRun(rec)) RecordEvalResult(rec, ev.eval_result());
     } else if (ev.has_exit()) {
       if (auto message = RankExited(&rec, ev.exit(), req.worker_id(), Now())) {
+        if (IsEvalRun(rec) && j->state() == v1::JOB_SUCCEEDED)
+          *message = "evaluated " + j->spec().eval().source_job() + "/" + j->spec().eval().checkpoint();
         EmitState(&rec, *message);
         resp->set_stop(j->state() != v1::JOB_SUCCEEDED);  // a failed rank: the others are stopped
         return true;

@@ -161,7 +161,7 @@ std::string Usage() {
          "                       [--heartbeat-timeout-s S] [--heartbeat-interval-ms MS] [--keep-last K]\n"
          "                       [--hang-timeout-s S (900)] [--start-timeout-s S (1800)]\n"
          "                       [--hang-budget-s PHASE=S[,PHASE=S...]]\n"
-         "                       [--keep-best METRIC] [--config-dir DIR] [--port-file FILE]\n"
+         "                       [--keep-best METRIC|eval[DATASET]:METRIC] [--config-dir DIR] [--port-file FILE]\n"
          "                       [--standalone [--cpu-slots N] [--worker-binary PATH]]\n"
          "                       [--auth-tokens FILE] [--worker-secret-file FILE] [--tls-cert PEM --tls-key PEM\n"
          "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
