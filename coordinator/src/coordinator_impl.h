@@ -1,0 +1,528 @@
+// The coordinator's state behind Coordinator (coordinator.h): its Impl, shared by the sources
+// that implement it (coordinator.cpp; coordinator_eval.cpp: evaluation runs). Private to
+// trm_coordinator.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+
+#include "eval_runs.h"
+#include "job_lifecycle.h"
+#include "shard_plans.h"
+#include "stream_limits.h"
+#include "weights_only.h"
+#include "trm/common/error.h"
+#include "trm/common/file_util.h"
+#include "trm/coordinator/coordinator.h"
+#include "trm/coordinator/job_spec.h"
+#include "trm/coordinator/metrics.h"
+#include "trm/coordinator/scheduler.h"
+#include "trm/coordinator/store.h"
+#include "trm/data/dataset_shard.h"
+#include "trm/rpc/transfer.h"
+#include "trm/v1/state.pb.h"
+#include "trm/worker/step_metrics.h"
+
+namespace trm::coordinator {
+
+namespace fs = std::filesystem;  // within trm::coordinator only
+
+inline int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct WorkerState {
+  v1::WorkerRecord rec;
+  int64_t last_seen_ms = 0;
+  std::vector<uint32_t> free_ports;
+  // Ranks still running in attempts the coordinator no longer counts as active (being stopped):
+  // their slots are not free yet.
+  int stale_running = 0;
+};
+
+using AttemptKey = std::pair<std::string, int>;  // job id, attempt number
+
+
+// When an attempt last made progress (in memory: after a coordinator restart every attempt
+// gets a fresh budget).
+struct Progress {
+  struct RankClock {
+    v1::RankPhase phase = v1::PHASE_UNSPECIFIED;
+    int64_t entered_ms = 0;  // coordinator clock: heartbeat time minus the reported time in phase
+    int64_t step = 0;
+  };
+  int attempt = 0;
+  int64_t step = -1;
+  int64_t since_ms = 0;
+  std::string phase;  // as the rank-0 worker last reported it
+  std::map<int, RankClock> ranks;  // ranks that report phases and have not exited
+};
+
+struct Coordinator::Impl {
+  CoordinatorOptions opt;
+  std::map<std::string, Progress> progress;  // job id -> its active attempt's progress
+  std::map<std::string, std::string> warnings;  // job id -> Job.warning (in memory: a live condition)
+  std::unique_ptr<ShardPlanner> shards;         // thread-safe on its own; used outside `mu`
+  std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
+  std::mutex weights_build_mu;                  // one weights-only build at a time, outside `mu`
+  // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
+  // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
+  RateLimit event_rate{"events", 2000, 20000};
+  std::mutex mu;
+  std::condition_variable events_cv;  // notified on every new event
+  std::unique_ptr<Store> store;
+  std::map<std::string, v1::JobRecord> jobs;
+  std::map<std::string, WorkerState> workers;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  int64_t Now() const { return opt.now_ms ? opt.now_ms() : SystemNowMs(); }
+  fs::path DatasetDir(const std::string& hash) const { return fs::path(opt.data_dir) / "datasets" / hash; }
+  fs::path CheckpointDir(const std::string& job, const std::string& name) const {
+    return fs::path(opt.data_dir) / "checkpoints" / job / name;
+  }
+  fs::path WeightsDir(const std::string& job, const std::string& name) const {
+    return fs::path(opt.data_dir) / "weights" / job / name;
+  }
+
+  v1::JobRecord& Job(const std::string& id) {
+    auto it = jobs.find(id);
+    if (it == jobs.end()) NotFound("job '" + id + "' does not exist (trmctl list shows the jobs)");
+    return it->second;
+  }
+
+  // Appends an event to the record (persisted with the record in Mutate's transaction).
+  void Emit(v1::JobRecord* rec, v1::JobEvent e) {
+    e.set_seq(rec->last_seq() + 1);
+    e.set_time_unix_ms(Now());
+    store->AppendEvent(rec->job().id(), e);
+    rec->set_last_seq(e.seq());
+  }
+  void EmitState(v1::JobRecord* rec, const std::string& message) {
+    v1::JobEvent e;
+    e.mutable_state()->set_state(rec->job().state());
+    e.mutable_state()->set_attempt(rec->attempt().number());
+    e.mutable_state()->set_message(message);
+    rec->mutable_job()->set_message(message);
+    Emit(rec, std::move(e));
+    spdlog::info("job {}: {} ({})", rec->job().id(), StateName(rec->job().state()), message);
+  }
+
+  // The one way a job's record changes: `fn` edits a copy, inside one transaction with the
+  // events and other rows it writes; the copy is stored, and replaces the in-memory record only
+  // after the transaction committed, so a failed write leaves both as they were.
+  template <typename Fn>
+  void Mutate(const std::string& id, Fn&& fn) {
+    Write(Job(id), std::forward<Fn>(fn));
+  }
+  // The same for a new job (`fn` gives the fresh record its id).
+  template <typename Fn>
+  void Insert(Fn&& fn) {
+    Write(v1::JobRecord(), std::forward<Fn>(fn));
+  }
+  template <typename Fn>
+  void Write(v1::JobRecord rec, Fn&& fn) {
+    Store::Transaction tx(store.get());
+    fn(&rec);
+    store->PutJob(rec);
+    tx.Commit();
+    v1::JobRecord& kept = jobs[rec.job().id()];
+    kept = std::move(rec);
+    events_cv.notify_all();
+    PublishJob(kept);
+  }
+
+  // Ends job `id`'s active attempt as failed (requeued while restarts remain).
+  void FailActiveAttempt(const std::string& id, const std::string& kind, const std::string& why) {
+    Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, FailAttempt(rec, kind, why, Now())); });
+  }
+
+  v1::Job WithWarning(v1::Job j) const {
+    if (auto it = warnings.find(j.id()); it != warnings.end() && !Terminal(j.state())) j.set_warning(it->second);
+    return j;
+  }
+
+  void PublishJob(const v1::JobRecord& rec) {
+    if (!opt.metrics) return;
+    const auto& j = rec.job();
+    opt.metrics->SetJobRestarts(j.id(), j.restarts());
+    if (rec.last_checkpoint_unix_ms() > 0) opt.metrics->SetJobCheckpointTime(j.id(), rec.last_checkpoint_unix_ms());
+  }
+
+  void PublishCounts() {
+    if (!opt.metrics) return;
+    std::map<std::string, int> by_state;
+    for (auto s : {v1::JOB_QUEUED, v1::JOB_RUNNING, v1::JOB_SUCCEEDED, v1::JOB_FAILED, v1::JOB_CANCELLED})
+      by_state[StateName(s)] = 0;
+    for (const auto& [id, r] : jobs) by_state[StateName(r.job().state())]++;
+    opt.metrics->SetJobCounts(by_state);
+    int alive = 0, lost = 0, slots = 0, busy = 0;
+    const auto reserved = Reserved();
+    for (const auto& [id, w] : workers) {
+      if (w.rec.info().alive()) {
+        ++alive;
+        slots += w.rec.info().slots();
+        busy += w.rec.info().slots() - FreeSlotsOf(w, reserved);
+      } else {
+        ++lost;
+      }
+    }
+    opt.metrics->SetWorkerCounts(alive, lost, slots, busy);
+  }
+
+  // Slots held by active attempts, by worker.
+  std::map<std::string, int> Reserved() const {
+    std::map<std::string, int> n;
+    for (const auto& [id, r] : jobs)
+      for (const auto& [worker, held] : SlotsHeld(r)) n[worker] += held;
+    return n;
+  }
+  int FreeSlotsOf(const WorkerState& w, const std::map<std::string, int>& reserved) const {
+    auto it = reserved.find(w.rec.info().id());
+    return std::max(0, w.rec.info().slots() - (it == reserved.end() ? 0 : it->second) - w.stale_running);
+  }
+
+  std::vector<std::string> JobsOn(const std::string& worker_id) const {
+    std::vector<std::string> out;
+    for (const auto& [id, r] : jobs) {
+      if (!r.attempt().active()) continue;
+      for (const auto& p : r.attempt().placement())
+        if (p.worker_id() == worker_id) out.push_back(id);
+    }
+    return out;
+  }
+
+  void Schedule() {
+    std::vector<v1::JobRecord*> queued;
+    for (auto& [id, r] : jobs)
+      if (r.job().state() == v1::JOB_QUEUED) queued.push_back(&r);
+    // Evaluation runs after every training job, whatever their priorities.
+    std::stable_sort(queued.begin(), queued.end(), [](const v1::JobRecord* a, const v1::JobRecord* b) {
+      if (IsEvalRun(*a) != IsEvalRun(*b)) return IsEvalRun(*b);
+      if (a->job().spec().priority() != b->job().spec().priority())
+        return a->job().spec().priority() > b->job().spec().priority();
+      return a->job().created_unix_ms() < b->job().created_unix_ms();
+    });
+    if (queued.empty()) return;
+    // Free slots once per pass (not per job: thousands of queued jobs and workers must stay
+    // cheap), updated as jobs are placed.
+    const auto reserved = Reserved();
+    std::vector<coordinator::FreeSlots> free;
+    for (const auto& [id, w] : workers) {
+      if (!w.rec.info().alive()) continue;
+      const int n = FreeSlotsOf(w, reserved);
+      if (n > 0) free.push_back({id, n, !w.free_ports.empty()});
+    }
+    bool training_waits = false;
+    for (v1::JobRecord* queued_rec : queued) {
+      if (free.empty()) return;
+      if (IsEvalRun(*queued_rec)) {
+        // A queued training job that did not fit keeps every free slot: an evaluation run never
+        // takes a slot a training job could use first.
+        if (training_waits) return;
+        PlaceEval(queued_rec, &free);
+        continue;
+      }
+      auto placement = PlaceRanks(queued_rec->job().spec().world_size(), free);
+      if (!placement) {
+        training_waits = true;
+        continue;  // later, smaller jobs may still fit (backfill)
+      }
+      for (const auto& g : *placement) {
+        for (auto& f : free)
+          if (f.worker_id == g.worker_id) f.free -= static_cast<int>(g.ranks.size());
+      }
+      WorkerState& head = workers[placement->front().worker_id];
+      const uint32_t port = head.free_ports.back();
+      head.free_ports.pop_back();  // no second job this tick gets the same port
+      for (auto& f : free)
+        if (f.worker_id == placement->front().worker_id) f.has_ports = !head.free_ports.empty();
+      Mutate(queued_rec->job().id(), [&](v1::JobRecord* rec) {
+        EmitState(rec, Place(rec, *placement, head.rec.info().host(), port, Now()));
+      });
+    }
+  }
+
+  void LoseWorkers() {
+    const int64_t now = Now();
+    for (auto& [id, w] : workers) {
+      if (!w.rec.info().alive() || now - w.last_seen_ms <= opt.heartbeat_timeout_ms) continue;
+      w.rec.mutable_info()->set_alive(false);
+      w.free_ports.clear();
+      w.stale_running = 0;
+      store->PutWorker(w.rec);
+      spdlog::warn("worker {} lost: no heartbeat for {} ms", id, now - w.last_seen_ms);
+      for (const std::string& job_id : JobsOn(id))
+        FailActiveAttempt(job_id, "lost_worker",
+                          "worker " + id + " sent no heartbeat for " + std::to_string((now - w.last_seen_ms) / 1000) +
+                              " s");
+    }
+  }
+
+  int64_t PhaseBudgetMs(v1::RankPhase phase) const {
+    std::string name = v1::RankPhase_Name(phase);  // PHASE_ALLREDUCE -> allreduce
+    name = name.substr(name.find('_') + 1);
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (auto it = opt.phase_budget_ms.find(name); it != opt.phase_budget_ms.end()) return it->second;
+    if (phase == v1::PHASE_STARTING) return opt.start_timeout_ms;
+    if (phase == v1::PHASE_CHECKPOINT || phase == v1::PHASE_EVAL) return std::max<int64_t>(opt.hang_timeout_ms, 30 * 60 * 1000);
+    return opt.hang_timeout_ms;
+  }
+
+  Progress& ProgressOf(const std::string& job_id, int attempt) {
+    Progress& p = progress[job_id];
+    if (p.attempt != attempt) p = Progress{attempt, -1, Now(), "", {}};
+    return p;
+  }
+
+  // Why the job's active attempt counts as hung, or "" while it makes progress.
+  std::string HangReason(const Progress& p, int64_t now) const {
+    for (const auto& [rank, rc] : p.ranks) {
+      const int64_t in_phase = now - rc.entered_ms, budget = PhaseBudgetMs(rc.phase);
+      if (in_phase > budget)
+        return fmt::format("rank {} in {} for {:.1f} s at step {} (budget {:.0f} s)", rank, v1::RankPhase_Name(rc.phase),
+                           in_phase / 1000.0, rc.step, budget / 1000.0);
+    }
+    if (!p.ranks.empty()) return "";
+    const int64_t budget = p.step < 0 ? opt.start_timeout_ms : opt.hang_timeout_ms;
+    if (now - p.since_ms <= budget) return "";
+    return (p.step < 0 ? std::string("no first step") : "no step after step " + std::to_string(p.step)) + " for " +
+           std::to_string((now - p.since_ms) / 1000) + " s" + (p.phase.empty() ? "" : " (rank 0 phase " + p.phase + ")");
+  }
+
+  void DetectHangs() {
+    const int64_t now = Now();
+    std::vector<std::pair<std::string, std::string>> hung;
+    for (const auto& [id, r] : jobs) {
+      if (!r.attempt().active()) continue;
+      const std::string why = HangReason(ProgressOf(id, r.attempt().number()), now);
+      if (!why.empty()) hung.emplace_back(id, why);
+    }
+    for (const auto& [id, why] : hung) FailActiveAttempt(id, "hang", why);
+  }
+
+  // Drops the rows of checkpoints retention lets go; returns their directories, which the caller
+  // deletes only after the transaction commits (a failed commit must not lose files).
+  std::vector<fs::path> Retain(const std::string& job_id, const v1::JobRecord& rec) {
+    std::vector<fs::path> doomed;
+    auto list = store->ListCheckpoints(job_id);
+    if (static_cast<int>(list.size()) <= opt.keep_last_checkpoints) return doomed;
+    std::set<std::string> keep;
+    for (size_t i = list.size() - std::min<size_t>(list.size(), static_cast<size_t>(std::max(1, opt.keep_last_checkpoints)));
+         i < list.size(); ++i)
+      keep.insert(list[i].info().name());
+    if (const v1::CheckpointRecord* best = BestCheckpoint(list, opt.keep_best_metric)) keep.insert(best->info().name());
+    keep.insert(rec.job().latest_checkpoint());
+    if (rec.attempt().active()) keep.insert(rec.attempt().resume_checkpoint());
+    // A running evaluation run is reading its checkpoint; a queued one fails when it is gone.
+    for (const auto& [id, r] : jobs)
+      if (IsEvalRun(r) && r.attempt().active() && r.job().spec().eval().source_job() == job_id)
+        keep.insert(r.job().spec().eval().checkpoint());
+    for (const auto& c : list) {
+      if (keep.count(c.info().name())) continue;
+      store->DeleteCheckpoint(job_id, c.info().name());
+      doomed.push_back(CheckpointDir(job_id, c.info().name()));
+      doomed.push_back(WeightsDir(job_id, c.info().name()));
+      if (opt.metrics) opt.metrics->DropCheckpointEvals(job_id, c.info().name());
+    }
+    return doomed;
+  }
+
+  // The attempts a heartbeat lists: those that are over are told to stop (their running ranks
+  // hold slots until they do), current ones update their ranks' phase clocks and count as taken
+  // up by the worker. Returns the attempts listed.
+  std::set<AttemptKey> TakeAttempts(WorkerState* w, const v1::HeartbeatRequest& req, v1::HeartbeatResponse* resp) {
+    std::set<AttemptKey> listed;
+    w->stale_running = 0;
+    for (const auto& a : req.attempts()) {
+      listed.insert({a.job_id(), a.attempt()});
+      auto jit = jobs.find(a.job_id());
+      const bool current = jit != jobs.end() && jit->second.attempt().active() &&
+                           jit->second.attempt().number() == a.attempt();
+      if (!current) {
+        for (const auto& r : a.ranks()) w->stale_running += r.phase() != v1::PHASE_EXITED;
+        v1::StopOrder* s = resp->add_stop();
+        s->set_job_id(a.job_id());
+        s->set_attempt(a.attempt());
+        s->set_reason(jit == jobs.end() ? "unknown job" : "attempt " + std::to_string(a.attempt()) + " is over");
+        continue;
+      }
+      Progress& p = ProgressOf(a.job_id(), a.attempt());
+      for (const auto& r : a.ranks()) {
+        if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
+        if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
+          p.ranks.erase(r.rank());
+        } else {
+          p.ranks[r.rank()] = Progress::RankClock{r.phase(), Now() - r.phase_elapsed_ms(), r.step()};
+        }
+      }
+      const auto& acked = jit->second.attempt().acked_workers();
+      if (std::find(acked.begin(), acked.end(), req.worker_id()) == acked.end())
+        Mutate(a.job_id(), [&](v1::JobRecord* rec) { rec->mutable_attempt()->add_acked_workers(req.worker_id()); });
+    }
+    return listed;
+  }
+
+  // Assignments not yet taken up are sent again until the worker lists them. Their shards are
+  // planned by the caller outside the lock (shard_plans.h): `shards` gets the index in
+  // resp->start() of each assignment that may read one and what its plan depends on.
+  void Assign(const std::string& worker_id, const std::set<AttemptKey>& listed, v1::HeartbeatResponse* resp,
+              std::vector<std::pair<int, ShardRequest>>* shards) const {
+    for (const auto& [id, rec] : jobs) {
+      const auto& a = rec.attempt();
+      if (!a.active() || listed.count({id, a.number()})) continue;
+      if (std::find(a.acked_workers().begin(), a.acked_workers().end(), worker_id) != a.acked_workers().end())
+        continue;
+      for (const auto& p : a.placement()) {
+        if (p.worker_id() != worker_id) continue;
+        if (IsEvalRun(rec)) {
+          *resp->add_start() = EvalRunAssignment(rec);
+          continue;
+        }
+        v1::Assignment* s = resp->add_start();
+        s->set_job_id(id);
+        s->set_attempt(a.number());
+        s->set_world_size(rec.job().spec().world_size());
+        s->mutable_ranks()->CopyFrom(p.ranks());
+        s->set_master_addr(a.master_addr());
+        s->set_master_port(a.master_port());
+        s->set_config_json(rec.job().resolved_config_json());
+        s->set_dataset_hash(rec.job().dataset_hash());
+        if (rec.job().dataset_hash().empty()) s->set_data_path(rec.job().spec().data_path());
+        s->set_resume_checkpoint(a.resume_checkpoint());
+        if (!rec.job().dataset_hash().empty())
+          shards->emplace_back(resp->start_size() - 1,
+                               ShardRequestFor(rec, std::vector<int>(p.ranks().begin(), p.ranks().end())));
+      }
+    }
+  }
+
+  bool ApplyEvents(v1::JobRecord* record, const v1::ReportEventsRequest& req, v1::ReportEventsResponse* resp);
+
+  // ---- checkpoints and evaluation runs (eval_runs.h); all under `mu`.
+  std::optional<v1::CheckpointRecord> FindCheckpoint(const std::string& job_id, const std::string& name) {
+    for (auto& c : store->ListCheckpoints(job_id))
+      if (c.info().name() == name) return c;
+    return std::nullopt;
+  }
+  v1::CheckpointRecord PickCheckpoint(const std::string& job_id, const std::string& selector);
+  std::pair<v1::DatasetInfo, v1::Manifest> StoredDataset(const std::string& ref, const std::string& field);
+  v1::JobSpec ResolveEvalSpec(v1::JobSpec spec);
+  std::string InsertEvalRun(const v1::JobSpec& spec);
+  void SubmitAutoEval(const v1::Job& job, const std::string& checkpoint);
+  void PlaceEval(v1::JobRecord* queued, std::vector<coordinator::FreeSlots>* free);
+  void RecordEvalResult(const v1::JobRecord& run, const v1::EvalResult& reported);
+  void PublishEvals(const std::string& job_id, const v1::CheckpointInfo& info) {
+    if (!opt.metrics) return;
+    for (const auto& r : info.evals())
+      for (const auto& [metric, value] : r.metrics())
+        opt.metrics->SetCheckpointEval(job_id, info.name(), r.dataset(), metric, value);
+  }
+  std::string NewJobId() {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "job-%06lld", static_cast<long long>(store->NextJobNumber()));
+    return buf;
+  }
+
+  // ---- uploads: into a fresh directory under tmp/, verified and moved into place on commit.
+  std::string NewUploadDir(const std::string& kind) {
+    std::lock_guard<std::mutex> l(mu);
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+    return (fs::path(opt.data_dir) / "tmp" / (kind + "-" + buf)).string();
+  }
+
+  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received) {
+    const v1::Manifest& m = received->manifest();
+    rpc::CheckName(m.name(), "manifest.name (the dataset name)");
+    const std::string hash = rpc::ContentHash(m);
+    if (!m.content_sha256().empty() && m.content_sha256() != hash)
+      InvalidArgument("manifest.content_sha256 does not match its files");
+    const fs::path dir = DatasetDir(hash);
+    received->Commit(dir.string());  // keeps an existing copy of the same content
+    v1::Manifest stored = m;
+    stored.set_content_sha256(hash);
+    WriteFileAtomic(dir.string() + ".manifest", stored.SerializeAsString());
+    v1::DatasetInfo info;
+    info.set_name(m.name());
+    info.set_content_sha256(hash);
+    info.set_size_bytes(m.total_bytes());
+    info.set_files(m.files_size());
+    info.set_created_unix_ms(Now());
+    std::lock_guard<std::mutex> l(mu);
+    store->PutDataset(info);
+    spdlog::info("dataset {} pushed: {} ({} bytes)", m.name(), hash.substr(0, 12), m.total_bytes());
+    return info;
+  }
+
+  // A checkpoint upload must name the job's current attempt and a step_<step> checkpoint;
+  // checked before its data is accepted and again when it commits.
+  void CheckUpload(const v1::CheckpointUploadHeader& h) {
+    rpc::CheckName(h.info().name(), "info.name");
+    if (h.info().name() != "step_" + std::to_string(h.info().step()))
+      InvalidArgument("info.name '" + h.info().name() + "': expected step_" + std::to_string(h.info().step()));
+    std::lock_guard<std::mutex> l(mu);
+    const v1::JobRecord& rec = Job(h.job_id());
+    if (h.attempt() != rec.attempt().number())
+      ThrowError(Code::kFailedPrecondition, "job " + h.job_id() + ": attempt " + std::to_string(h.attempt()) +
+                                                " is not the current attempt " + std::to_string(rec.attempt().number()));
+  }
+
+  v1::CheckpointInfo CommitCheckpoint(const v1::CheckpointUploadHeader& h, rpc::FileReceiver* received) {
+    CheckUpload(h);
+    const fs::path dir = CheckpointDir(h.job_id(), h.info().name());
+    received->Commit(dir.string(), /*replace=*/true);
+    v1::CheckpointRecord c;
+    *c.mutable_info() = h.info();
+    *c.mutable_manifest() = received->manifest();
+    c.mutable_manifest()->set_content_sha256(rpc::ContentHash(received->manifest()));
+    c.mutable_info()->set_size_bytes(received->manifest().total_bytes());
+    c.mutable_info()->set_content_sha256(c.manifest().content_sha256());
+    c.mutable_info()->set_created_unix_ms(Now());
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<fs::path> doomed;
+    // The same checkpoint uploaded again (a resumed attempt) keeps its evaluation results.
+    if (auto old = FindCheckpoint(h.job_id(), c.info().name()); old && old->info().content_sha256() == c.info().content_sha256())
+      *c.mutable_info()->mutable_evals() = old->info().evals();
+    Mutate(h.job_id(), [&](v1::JobRecord* rec) {
+      store->PutCheckpoint(h.job_id(), c);
+      auto list = store->ListCheckpoints(h.job_id());
+      rec->mutable_job()->set_latest_checkpoint(list.back().info().name());
+      rec->set_last_checkpoint_unix_ms(Now());
+      v1::JobEvent e;
+      *e.mutable_checkpoint() = c.info();
+      Emit(rec, std::move(e));
+      doomed = Retain(h.job_id(), *rec);
+    });
+    for (const auto& d : doomed) RemoveWeightsOnly(d.string());  // a checkpoint or its weights-only form
+    warnings.erase(h.job_id());
+    spdlog::info("job {}: checkpoint {} committed ({} bytes)", h.job_id(), c.info().name(), c.info().size_bytes());
+    const auto& job = jobs.at(h.job_id()).job();
+    if (!job.eval_dataset_hash().empty()) SubmitAutoEval(job, c.info().name());
+    return c.info();
+  }
+
+  // An upload that failed while receiving or committing: a full disk (kResourceExhausted)
+  // becomes the job's warning until an upload succeeds; the worker keeps the checkpoint and
+  // retries.
+  void UploadFailed(const v1::CheckpointUploadHeader& h, const Error& error) {
+    if (error.code() != Code::kResourceExhausted) return;
+    std::lock_guard<std::mutex> l(mu);
+    if (!jobs.count(h.job_id())) return;
+    const std::string warning = "checkpoint " + h.info().name() +
+                                " cannot be stored (the worker keeps it and retries): " + error.what();
+    if (warnings[h.job_id()] != warning) spdlog::error("job {}: {}", h.job_id(), warning);
+    warnings[h.job_id()] = warning;
+  }
+};
+
+}  // namespace trm::coordinator
