@@ -34,7 +34,7 @@ TEST(EvalRun, CommandLines) {
   l.output_file = "/a/completions.jsonl";
   EXPECT_EQ(EvalCommand(l), (std::vector<std::string>{"/bin/trm-eval", "generate", "--checkpoint", "/c/step_3.weights",
                                                       "--prompts", "/d/p/prompts.jsonl", "--output",
-                                                      "/a/completions.jsonl"}));
+                                                      "/a/completions.jsonl", "--device", "cuda", "--no-progress"}));
 }
 
 TEST(EvalRun, OutputLines) {

@@ -8,6 +8,7 @@
 #    on A, that process is frozen (so it cannot finish first) and A's agent and it are SIGKILLed;
 #    worker B starts, the coordinator declares A lost and runs the evaluation again on B; its
 #    result is on the checkpoint (trmctl checkpoints) and in /metrics (trm_checkpoint_eval);
+#  - trmctl eval --prompts: trm-eval generate on a pushed prompts file, on the checkpoint too;
 #  - pull --weights-only: only the weights files and a manifest that verifies them (trm-eval
 #    loads it); the bytes saved against a full pull are printed.
 # Usage: eval_service.sh BIN_DIR SOURCE_DIR SHARED_DIR
@@ -128,6 +129,17 @@ echo "$METRICS" | grep -E "^trm_checkpoint_eval\{checkpoint=\"step_20\",dataset=
   || fail "trm_checkpoint_eval of step_20 missing: $(echo "$METRICS" | grep trm_checkpoint_eval | head -n 5)"
 "$BIN/trmctl" pull "$JOB" --select 'best:eval[second]:lm_loss' -o "$WORK/best" >/dev/null \
   || fail "best:eval[second]:lm_loss does not select a checkpoint"
+
+# --- generation on a pushed prompts file (trm-eval generate), recorded as eval[qa/generate]
+mkdir -p "$WORK/qa"
+printf '%s\n' '{"prompt": "Hello!", "reference": "Hi"}' '{"prompt": "What is 2+2?", "reference": "4"}' \
+  >"$WORK/qa/prompts.jsonl"
+"$BIN/trmctl" dataset push "$WORK/qa" --name qa >/dev/null
+GEN=$("$BIN/trmctl" eval "$JOB" --select step:20 --prompts qa)
+gen_succeeded() { [ "$(field "$GEN" state)" = "JOB_SUCCEEDED" ]; }
+wait_for 60 "the generation run $GEN" gen_succeeded
+"$BIN/trmctl" checkpoints "$JOB" | grep -E "^step_20 .*eval\[qa/generate\]:exact_match=[0-9.]+ eval\[qa/generate\]:f1=" \
+  >/dev/null || fail "step_20 has no generation result: $("$BIN/trmctl" checkpoints "$JOB")"
 
 # --- pull --weights-only: the weights files and a manifest that verifies them
 "$BIN/trmctl" pull "$JOB" --select step:20 -o "$WORK/full"

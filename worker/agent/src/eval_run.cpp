@@ -13,7 +13,7 @@ std::vector<std::string> EvalCommand(const EvalLaunch& l) {
   const std::string device = l.device_kind == "cuda" ? "cuda" : "cpu";
   if (!l.prompts_file.empty())
     return {l.eval_binary, "generate", "--checkpoint", l.checkpoint_dir, "--prompts", l.prompts_file,
-            "--output", l.output_file};
+            "--output", l.output_file, "--device", device, "--no-progress"};
   return {l.eval_binary, "--checkpoint", l.checkpoint_dir, "--data", l.dataset_dir, "--split", l.split,
           "--device", device, "--no-progress"};
 }
