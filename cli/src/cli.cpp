@@ -94,10 +94,12 @@ const std::vector<Command>& Commands() {
        RunPull},
       {"workers", "usage: trmctl workers\nLists the workers the coordinator knows.\n", {}, RunWorkers},
       {"dataset push",
-       "usage: trmctl dataset push DIR [--name NAME]\n"
+       "usage: trmctl dataset push DIR [--name NAME] [--prompts]\n"
        "Uploads a dataset built by trm-data build (NAME defaults to DIR's name) and prints its name\n"
-       "and content hash; jobs use it with --dataset NAME_OR_HASH.\n",
-       {{"--name"}},
+       "and content hash; jobs use it with --dataset NAME_OR_HASH. --prompts: DIR holds one\n"
+       ".jsonl/.json prompts file instead (JSONL prompt/reference, ShareGPT, Alpaca or\n"
+       "OpenAssistant), for trmctl eval --prompts NAME.\n",
+       {{"--name"}, {"--prompts", false}},
        RunDatasetPush},
       {"dataset list", "usage: trmctl dataset list\nLists the pushed datasets.\n", {}, RunDatasetList},
   };

@@ -41,9 +41,21 @@ int RunDatasetPush(const Args& args, const Context& ctx) {
   std::string dir = args.positional()[0];
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (!fs::is_directory(dir)) throw UsageError(dir + ": not a directory");
-  // The layout `trm-data build` writes (docs/data.md); anything else would fail on the workers.
-  if (!fs::exists(fs::path(dir) / "train" / "dataset.json"))
-    throw UsageError(dir + ": not a built dataset (no train/dataset.json; make one with trm-data build)");
+  if (args.Has("--prompts")) {
+    // A prompts set for trmctl eval --prompts: the one file trm-eval generate reads.
+    int files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      const std::string ext = e.path().extension().string();
+      files += e.is_regular_file() && (ext == ".jsonl" || ext == ".json");
+    }
+    if (files != 1)
+      throw UsageError(dir + ": a prompts set holds exactly one .jsonl or .json file, this one " +
+                       std::to_string(files));
+  } else if (!fs::exists(fs::path(dir) / "train" / "dataset.json")) {
+    // The layout `trm-data build` writes (docs/data.md); anything else would fail on the workers.
+    throw UsageError(dir + ": not a built dataset (no train/dataset.json; make one with trm-data build, or push "
+                           "a prompts file's directory with --prompts)");
+  }
   std::string name = args.Get("--name");
   if (name.empty()) name = fs::absolute(dir).lexically_normal().filename().string();
   try {

@@ -176,5 +176,24 @@ TEST_F(CliPull, DatasetPushSendsTheManifestThenTheFiles) {
                UsageError);
 }
 
+TEST_F(CliPull, PromptsPushHoldsOnePromptsFile) {
+  const fs::path qa = root_ / "qa";
+  WriteBytes(qa / "prompts.jsonl", 100, 'q');
+  server_.datasets.received_dir = (root_ / "server_qa").string();
+  std::ostringstream out, err;
+  // Not a built dataset: refused without --prompts, sent with it.
+  EXPECT_THROW(cli::Run({"dataset", "push", qa.string(), "--coordinator", server_.address()}, server_.Connect(),
+                        Io{&out, &err, false}),
+               UsageError);
+  ASSERT_EQ(cli::Run({"dataset", "push", qa.string(), "--prompts", "--coordinator", server_.address()},
+                     server_.Connect(), Io{&out, &err, false}),
+            0);
+  EXPECT_EQ(ReadFile(server_.datasets.received_dir + "/prompts.jsonl"), ReadFile((qa / "prompts.jsonl").string()));
+  WriteBytes(qa / "more.json", 10, 'm');  // two prompts files: which one?
+  EXPECT_THROW(cli::Run({"dataset", "push", qa.string(), "--prompts", "--coordinator", server_.address()},
+                        server_.Connect(), Io{&out, &err, false}),
+               UsageError);
+}
+
 }  // namespace
 }  // namespace trm::cli

@@ -134,7 +134,7 @@ echo "$METRICS" | grep -E "^trm_checkpoint_eval\{checkpoint=\"step_20\",dataset=
 mkdir -p "$WORK/qa"
 printf '%s\n' '{"prompt": "Hello!", "reference": "Hi"}' '{"prompt": "What is 2+2?", "reference": "4"}' \
   >"$WORK/qa/prompts.jsonl"
-"$BIN/trmctl" dataset push "$WORK/qa" --name qa >/dev/null
+"$BIN/trmctl" dataset push "$WORK/qa" --name qa --prompts >/dev/null
 GEN=$("$BIN/trmctl" eval "$JOB" --select step:20 --prompts qa)
 gen_succeeded() { [ "$(field "$GEN" state)" = "JOB_SUCCEEDED" ]; }
 wait_for 60 "the generation run $GEN" gen_succeeded
