@@ -7,7 +7,8 @@
 #     (free ports, the secrets and work directories under a temporary folder): TLS, user tokens
 #     and the worker secret as compose runs them; a call without a token must be refused;
 #  3. a small job (cfg_tiny, byte tokenizer) until every metric has a sample (per-job gauges,
-#     a checkpoint's age, RPC histograms, the workers' per-rank gauges); both /metrics saved;
+#     a checkpoint's age, RPC histograms, the workers' per-rank gauges), after a short job whose
+#     checkpoint is evaluated (--eval-dataset: trm_checkpoint_eval); both /metrics saved;
 #  4. when a `prometheus` binary is installed (Debian: prometheus), deploy/prometheus/prometheus.yml
 #     pointed at those ports scrapes them and every dashboard query must return data;
 #  5. check_deploy.py with the saved scrapes, the binaries' --help (and that Prometheus).
@@ -99,6 +100,12 @@ echo "== 3. a job, until every metric has a sample"
 "$BIN/trm-data" build --input "$SRC/examples/chat_example.json" --format sharegpt --tokenizer byte --max-length 64 \
   --train-split 0.9 --output-dir "$WORK/ds" >/dev/null
 trmctl dataset push "$WORK/ds" --name example-chat >/dev/null
+# A short job whose one checkpoint is evaluated (--eval-dataset), for trm_checkpoint_eval: it ends,
+# so retention never drops that checkpoint's series while the queries run.
+EVJOB=$(trmctl submit --config-name cfg_tiny --dataset example-chat --eval-dataset example-chat --world-size 1 \
+        --name deploy-evaluated global_batch_size=8 max_steps=10 checkpoint_interval_steps=10 eval_interval=0 threads=1)
+env "${COORD_ENV[@]}" timeout 120 "$BIN/trmctl" watch "$EVJOB" >"$WORK/watch-evaluated.log" 2>&1 \
+  || fail "the short job $EVJOB did not succeed: $(tail -n 5 "$WORK/watch-evaluated.log")"
 JOB=$(trmctl submit --config-name cfg_tiny --dataset example-chat --world-size 1 --name deploy \
       global_batch_size=8 max_steps=5000 checkpoint_interval_steps=5 eval_interval=0 threads=1 log_interval=10)
 echo "submitted $JOB"
@@ -114,14 +121,16 @@ for _ in $(seq 1 600); do
      && grep -q "^trm_job_checkpoint_age_seconds{job=\"$JOB\"}" "$WORK/coordinator.prom" \
      && grep -qE "^trm_job_step\{job=\"$JOB\"\} [1-9]" "$WORK/coordinator.prom" \
      && grep -q '^trm_rpc_seconds_bucket{' "$WORK/coordinator.prom" \
+     && grep -q "^trm_checkpoint_eval{.*job=\"$EVJOB\"" "$WORK/coordinator.prom" \
      && grep -q "^trm_worker_step_seconds{job=\"$JOB\"" "$WORK/worker.prom" \
      && grep -q "^trm_worker_rank_rss_bytes{job=\"$JOB\"" "$WORK/worker.prom"; then
     ready=1; break
   fi
   sleep 0.5
 done
-[ "$ready" = 1 ] || fail "the metrics never showed job $JOB's step, checkpoint age and rank gauges"
+[ "$ready" = 1 ] || fail "the metrics never showed job $JOB's step, checkpoint age, evaluations and rank gauges"
 grep -E "^trm_job_(step|loss|checkpoint_age_seconds)\{" "$WORK/coordinator.prom"
+grep -E "^trm_checkpoint_eval\{" "$WORK/coordinator.prom" | head -n 3
 grep -E "^trm_worker_(step_seconds|rank_rss_bytes)\{" "$WORK/worker.prom"
 
 PROM_ARGS=()

@@ -4,8 +4,8 @@
 # length, so one checkpoint fits both):
 #  - a tiny job trained with --eval-dataset SECOND: each checkpoint it uploads gets an evaluation
 #    run (trm-eval) after the training, and its result lands on the checkpoint's record;
-#  - trmctl eval JOB --select latest --dataset SECOND while only A is up; once its trm-eval runs
-#    on A, that process is frozen (so it cannot finish first) and A's agent and it are SIGKILLed;
+#  - trmctl eval JOB --select latest --dataset SECOND while only A is up; once its trm-eval has
+#    started on A (held at its start, so it cannot finish first), A's agent and it are SIGKILLed;
 #    worker B starts, the coordinator declares A lost and runs the evaluation again on B; its
 #    result is on the checkpoint (trmctl checkpoints) and in /metrics (trm_checkpoint_eval);
 #  - trmctl eval --prompts: trm-eval generate on a pushed prompts file, on the checkpoint too;
@@ -41,13 +41,22 @@ export TRM_COORDINATOR="127.0.0.1:$PORT"
   --keep-best 'eval[second]:lm_loss' >"$WORK/coordinator.log" 2>&1 &
 PIDS+=("$!")
 wait_for 20 "the coordinator" "$BIN/trmctl" workers
-start_worker() {  # ID
-  "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id "$1" --cpu-slots 1 --work-dir "$WORK/$1" \
-    --heartbeat-ms 200 >"$WORK/$1.log" 2>&1 &
+start_worker() {  # ID [trm-worker options]
+  local id="$1"; shift
+  "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id "$id" --cpu-slots 1 --work-dir "$WORK/$id" \
+    --heartbeat-ms 200 "$@" >"$WORK/$id.log" 2>&1 &
   LAST_WORKER=$!; PIDS+=("$LAST_WORKER")
 }
 worker_alive() { "$BIN/trmctl" workers | grep -qE "^$1 .* yes "; }
-start_worker wa; WA=$LAST_WORKER
+# Worker A's trm-eval: the real one, held at its start while $WORK/hold exists (below).
+printf '%s\n' '#!/usr/bin/env bash' \
+  "if [ -e '$WORK/hold' ]; then" \
+  "  echo \$\$ > '$WORK/held.tmp' && mv '$WORK/held.tmp' '$WORK/held'" \
+  "  while [ -e '$WORK/hold' ]; do sleep 0.1; done" \
+  'fi' \
+  "exec '$BIN/trm-eval' \"\$@\"" >"$WORK/held-trm-eval"
+chmod +x "$WORK/held-trm-eval"
+start_worker wa --eval-binary "$WORK/held-trm-eval"; WA=$LAST_WORKER
 wait_for 20 "worker wa" worker_alive wa
 
 # Two datasets of one vocabulary and length: training on the ShareGPT file, evaluation on the Alpaca one.
@@ -82,24 +91,14 @@ for s in step_10 step_20; do
 done
 
 # --- trmctl eval; its worker dies while trm-eval runs; the run is rescheduled on worker B
-eval_pid() { pgrep -f "trm-eval --checkpoint $WORK/wa/cache/checkpoints/$JOB/" | head -n 1; }
-# Caught running on wa and frozen there (it cannot finish before its worker dies); should a run
-# finish before it is caught, another one is submitted.
-EVAL_PID=""
-for try in 1 2 3; do
-  RUN=$("$BIN/trmctl" eval "$JOB" --select latest --dataset second)
-  echo "evaluation run $RUN"
-  [ "$(field "$RUN" kind)" = "eval" ] || fail "$RUN is not an evaluation run"
-  for _ in $(seq 1 1200); do  # 60 s
-    EVAL_PID=$(eval_pid || true)
-    if [ -n "$EVAL_PID" ]; then kill -STOP "$EVAL_PID"; break; fi
-    case "$(field "$RUN" state)" in JOB_SUCCEEDED|JOB_FAILED|JOB_CANCELLED) break ;; esac
-    sleep 0.05
-  done
-  [ -n "$EVAL_PID" ] && break
-  echo "$RUN ended before its trm-eval was caught ($(field "$RUN" state)); again"
-done
-[ -n "$EVAL_PID" ] || fail "no trm-eval caught running on wa"
+# Worker A's trm-eval is held at its start while $WORK/hold exists (then it runs the real one), so
+# the run is certainly still running on A when A dies: no race with a fast evaluation.
+touch "$WORK/hold"
+RUN=$("$BIN/trmctl" eval "$JOB" --select latest --dataset second)
+echo "evaluation run $RUN"
+[ "$(field "$RUN" kind)" = "eval" ] || fail "$RUN is not an evaluation run"
+wait_for 60 "$RUN's trm-eval to start on wa" test -e "$WORK/held"
+EVAL_PID=$(cat "$WORK/held")
 [ "$(field "$RUN" state)" = "JOB_RUNNING" ] || fail "$RUN is not running: $(field "$RUN" state)"
 "$BIN/trmctl" status "$RUN" | grep -E "placement: +rank 0 on wa" || fail "$RUN is not on wa"
 kill -9 "$WA" "$EVAL_PID"

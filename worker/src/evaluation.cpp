@@ -92,6 +92,7 @@ CheckpointEvalResult EvaluateCheckpoint(const CheckpointEvalOptions& o) {
   int64_t rows = 0;
   data::Batch b;
   const auto start = std::chrono::steady_clock::now();
+  if (o.on_progress) o.on_progress(0, it.total_rows());
   for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
     it.Next(&b);
     const model::Metrics metrics = EvaluateBatch(m.model, ToModelBatch(b, dev));

@@ -99,6 +99,7 @@ GenerateEvalSummary RunGenerateEval(const GenerateEvalOptions& o) {
   std::string lines;
   double exact = 0, f1 = 0, length = 0;
   const size_t batch = static_cast<size_t>(o.batch_size);
+  if (o.on_batch) o.on_batch(0);
   for (size_t first = 0; first < prompts.size(); first += batch) {
     const size_t n = std::min(batch, prompts.size() - first);
     std::vector<std::vector<int32_t>> rows(prompts.begin() + static_cast<int64_t>(first),
@@ -115,6 +116,7 @@ GenerateEvalSummary RunGenerateEval(const GenerateEvalOptions& o) {
       lines += ResultLine(p, completion, s, out[r].size()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     }
     progress.Done(first + n);
+    if (o.on_batch) o.on_batch(first + n);
   }
   if (!o.output.empty()) WriteFileAtomic(o.output, lines);
 

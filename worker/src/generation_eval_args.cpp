@@ -8,6 +8,7 @@
 #include "trm/common/error.h"
 #include "trm/common/exit_codes.h"
 #include "trm/worker/generation_eval.h"
+#include "trm/worker/phase_file.h"
 #include "trm/worker/thread_pools.h"
 
 namespace trm::worker {
@@ -112,6 +113,12 @@ int RunGenerateCommand(int argc, char** argv) {
     }
     // Before any tensor work (thread_pools.h): the pools are process-wide.
     ApplyThreads(ResolveThreadsForThisProcess(o.threads));
+    // Under trm-worker, as the loss-based evaluation (trm_eval.cpp): the hang budget bounds a batch.
+    std::unique_ptr<PhaseWriter> phases = PhaseWriterFromEnv();
+    if (phases) {
+      phases->Enter(Phase::kStarting, 0);
+      o.on_batch = [w = phases.get()](size_t done) { w->Enter(Phase::kEval, static_cast<int64_t>(done)); };
+    }
     const GenerateEvalSummary s = RunGenerateEval(o);
     std::cout << SummaryJsonLine(s) << std::endl;
     return kExitOk;

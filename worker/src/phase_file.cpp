@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -53,6 +54,12 @@ void PhaseWriter::Enter(Phase phase, int64_t step) {
   if (n > 0 && static_cast<size_t>(n) < sizeof(rec)) rec[n] = ' ';
   rec[sizeof(rec) - 1] = '\n';
   [[maybe_unused]] const ssize_t w = ::pwrite(fd_.get(), rec, sizeof(rec), 0);
+}
+
+std::unique_ptr<PhaseWriter> PhaseWriterFromEnv() {
+  const char* path = std::getenv("TRM_PHASE_FILE");
+  if (path == nullptr || *path == '\0') return nullptr;
+  return std::make_unique<PhaseWriter>(path);
 }
 
 std::optional<PhaseRecord> ReadPhaseFile(const std::string& path) {

@@ -14,6 +14,7 @@
 #include "trm/common/process_env.h"
 #include "trm/worker/evaluation.h"
 #include "trm/worker/generation_eval.h"
+#include "trm/worker/phase_file.h"
 #include "trm/worker/thread_pools.h"
 
 namespace {
@@ -81,8 +82,15 @@ int main(int argc, char** argv) {
     }
     if (o.checkpoint.empty() || o.data.empty()) return Usage();
     trm::worker::ApplyThreads(trm::worker::ResolveThreadsForThisProcess(threads));
+    // Under trm-worker: loading is "starting", the pass "eval", entered again after every batch, so
+    // the coordinator's hang budget bounds the time between batches, not a long evaluation.
+    std::unique_ptr<trm::worker::PhaseWriter> phases = trm::worker::PhaseWriterFromEnv();
+    if (phases) phases->Enter(trm::worker::Phase::kStarting, 0);
     int64_t last_tenth = -1;
-    if (progress) o.on_progress = [&](int64_t done, int64_t total) { ShowProgress(done, total, &last_tenth); };
+    o.on_progress = [&](int64_t done, int64_t total) {
+      if (phases) phases->Enter(trm::worker::Phase::kEval, done);
+      if (progress) ShowProgress(done, total, &last_tenth);
+    };
     const trm::worker::CheckpointEvalResult r = trm::worker::EvaluateCheckpoint(o);
     std::printf("%s\n", r.ToJson().dump().c_str());
     return 0;

@@ -126,10 +126,9 @@ int main(int argc, char** argv) {
     trm::worker::TrainerOptions opt;
     opt.cancel = &g_cancel;
     opt.progress = progress;
-    std::unique_ptr<trm::worker::PhaseWriter> phases;
-    if (const char* path = std::getenv("TRM_PHASE_FILE"); path != nullptr && *path != '\0') {
-      // trm-worker reads it for hang detection (phase_file.h).
-      phases = std::make_unique<trm::worker::PhaseWriter>(path);
+    // trm-worker reads it for hang detection (phase_file.h).
+    std::unique_ptr<trm::worker::PhaseWriter> phases = trm::worker::PhaseWriterFromEnv();
+    if (phases) {
       phases->Enter(trm::worker::Phase::kStarting, 0);
       opt.hooks.on_phase = [w = phases.get()](trm::worker::Phase p, int64_t step) { w->Enter(p, step); };
     }

@@ -33,7 +33,8 @@ struct CheckpointEvalOptions {
   // auto: float32 on the CPU, the checkpoint's forward dtype on CUDA (what the trainer
   // evaluates with on that device); float32 | bfloat16 force one.
   std::string dtype = "auto";
-  // Called after every batch with the rows done and the split's rows.
+  // Called once the model is loaded (0 rows done) and after every batch, with the rows done and
+  // the split's rows.
   std::function<void(int64_t done, int64_t total)> on_progress;
 };
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,8 @@ struct GenerateEvalOptions {
   std::string device = "auto";
   int64_t threads = 0;          // thread_pools.h: 0 = this machine's share
   bool progress = true;
+  // Called once the prompts are ready (0 done) and after every batch with the prompts done.
+  std::function<void(size_t done)> on_batch;
 };
 
 // Parses the arguments after "generate". Throws InvalidArgument for an unknown option, a missing

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -42,6 +43,10 @@ class PhaseWriter {
  private:
   UniqueFd fd_;
 };
+
+// The writer of the file trm-worker named in TRM_PHASE_FILE, or nullptr when it is unset (a
+// process started by hand). Throws as PhaseWriter.
+std::unique_ptr<PhaseWriter> PhaseWriterFromEnv();
 
 // The latest record, or nullopt when the file is missing, empty, torn by a concurrent write or
 // not a phase record. Never throws.
