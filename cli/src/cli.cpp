@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "internal.h"
+#include "output.h"
 #include "trm/rpc/client.h"
 
 namespace trm::cli {
@@ -23,7 +24,11 @@ const char kCommon[] =
     "\ncommon options:\n"
     "  --coordinator HOST:PORT  the coordinator (default $TRM_COORDINATOR, else localhost:50051)\n"
     "  --timeout-s N            deadline of each request in seconds (default 30)\n"
-    "  -h, --help               this text\n";
+    "  -h, --help               this text\n"
+    "\nexit codes: 0 done; 1 the service refused or failed the request (the message says why;\n"
+    "watch: the job failed or was cancelled); 2 bad usage or local input (a flag, a file).\n"
+    "-o json on list, status, checkpoints, workers and dataset list prints one JSON document\n"
+    "whose field names are trm.proto's (snake_case), stable for scripts.\n";
 
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
@@ -40,14 +45,15 @@ const std::vector<Command>& Commands() {
         {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}},
        RunSubmit},
       {"list",
-       "usage: trmctl list [--state STATE[,STATE...]] [--limit N]\n"
+       "usage: trmctl list [--state STATE[,STATE...]] [--limit N] [-o table|json]\n"
        "Lists jobs (newest first); STATE is queued, running, succeeded, failed or cancelled.\n",
-       {{"--state"}, {"--limit"}},
+       {{"--state"}, {"--limit"}, OutputFlag()},
        RunList},
       {"status",
-       "usage: trmctl status JOB [--json]\n"
-       "Shows a job: state, message, failure kind, placement, latest checkpoint, restarts.\n",
-       {{"--json", false}},
+       "usage: trmctl status JOB [-o table|json] [--json]\n"
+       "Shows a job: state, message, failure kind, placement, latest checkpoint, restarts.\n"
+       "-o json: the Job as one JSON line; --json: the same, indented.\n",
+       {{"--json", false}, OutputFlag()},
        RunStatus},
       {"watch",
        "usage: trmctl watch JOB [--logs] [--events] [--after-seq N] [--reconnect-s N]\n"
@@ -78,10 +84,11 @@ const std::vector<Command>& Commands() {
        {{"--select"}, {"--dataset"}, {"--split"}, {"--prompts"}, {"--priority"}, {"--max-restarts"}},
        RunEval},
       {"checkpoints",
-       "usage: trmctl checkpoints JOB [--json]\n"
-       "Lists a job's checkpoints: step metrics and evaluation results (eval[DATASET]:METRIC; --json\n"
-       "prints every field).\n",
-       {{"--json", false}},
+       "usage: trmctl checkpoints JOB [--metrics KEY[,KEY...]] [-o table|json]\n"
+       "Lists a job's checkpoints: a column per chosen step metric (--metrics, default\n"
+       "lm_loss,eval_lm_loss,eval_accuracy; '-' where a checkpoint has none) and the evaluation\n"
+       "results (eval[DATASET]:METRIC). -o json (or --json) prints every field of every checkpoint.\n",
+       {{"--json", false}, {"--metrics"}, OutputFlag()},
        RunCheckpoints},
       {"pull",
        "usage: trmctl pull JOB -o DIR [--select latest|best:METRIC|step:N] [--weights-only] [--retries N]\n"
@@ -92,7 +99,16 @@ const std::vector<Command>& Commands() {
        "state.json, tokenizer/ and a manifest.json listing them), not the optimizer state.\n",
        {{"--output", true, "-o"}, {"--select"}, {"--retries"}, {"--force", false}, {"--weights-only", false}},
        RunPull},
-      {"workers", "usage: trmctl workers\nLists the workers the coordinator knows.\n", {}, RunWorkers},
+      {"workers", "usage: trmctl workers [-o table|json]\nLists the workers the coordinator knows.\n", {OutputFlag()},
+       RunWorkers},
+      {"metrics",
+       "usage: trmctl metrics JOB [--format csv|json] [--keys KEY[,KEY...]] [--from-step N]\n"
+       "Prints a job's metric series, one point per logged step and per evaluation: CSV (default)\n"
+       "with columns step,total_steps,eval (1 on evaluation lines) and one per key (every key\n"
+       "the points have, sorted, unless --keys; empty where a line lacks it), values at full\n"
+       "precision; or JSON, {\"points\": [{\"step\", \"total_steps\", \"values\": {...}, \"eval\"}]}.\n",
+       {{"--format"}, {"--keys"}, {"--from-step"}},
+       RunMetrics},
       {"dataset push",
        "usage: trmctl dataset push DIR [--name NAME] [--prompts]\n"
        "Uploads a dataset built by trm-data build (NAME defaults to DIR's name) and prints its name\n"
@@ -101,7 +117,8 @@ const std::vector<Command>& Commands() {
        "OpenAssistant), for trmctl eval --prompts NAME.\n",
        {{"--name"}, {"--prompts", false}},
        RunDatasetPush},
-      {"dataset list", "usage: trmctl dataset list\nLists the pushed datasets.\n", {}, RunDatasetList},
+      {"dataset list", "usage: trmctl dataset list [-o table|json]\nLists the pushed datasets.\n", {OutputFlag()},
+       RunDatasetList},
   };
   return commands;
 }
@@ -114,7 +131,41 @@ const Command* Find(const std::string& name) {
 
 bool IsHelp(const std::string& a) { return a == "-h" || a == "--help" || a == "help"; }
 
+const char kCommonFlags[] = "--coordinator --timeout-s --help";
+
 }  // namespace
+
+// Made from the command table, so it never lists a command or flag trmctl does not have.
+std::string BashCompletion() {
+  std::string top = "completion", cases, dataset_cases;
+  for (const auto& c : Commands()) {
+    std::string flags;
+    for (const auto& f : c.flags) flags += f.name + " " + (f.alias.empty() ? "" : f.alias + " ");
+    flags += kCommonFlags;
+    const bool two_word = c.name.rfind("dataset ", 0) == 0;
+    const std::string word = two_word ? c.name.substr(8) : c.name;
+    (two_word ? dataset_cases : cases) += "    " + word + ") flags=\"" + flags + "\" ;;\n";
+    if (!two_word) top += " " + c.name;
+  }
+  top += " dataset";
+  return "# trmctl completion for bash: source <(trmctl completion bash)\n"
+         "_trmctl() {\n"
+         "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" cmd=\"${COMP_WORDS[1]}\" flags=\"\"\n"
+         "  if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
+         "    COMPREPLY=($(compgen -W \"" + top + "\" -- \"$cur\")); return\n"
+         "  fi\n"
+         "  if [ \"$cmd\" = dataset ]; then\n"
+         "    if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"push list\" -- \"$cur\")); return; fi\n"
+         "    cmd=\"${COMP_WORDS[2]}\"\n"
+         "    case \"$cmd\" in\n" + dataset_cases + "    esac\n"
+         "  else\n"
+         "    case \"$cmd\" in\n" + cases + "      completion) flags=\"bash\" ;;\n    esac\n"
+         "  fi\n"
+         "  # Flags where a flag is being typed; otherwise files (dataset and output directories).\n"
+         "  if [[ \"$cur\" == -* || \"$cmd\" == completion ]]; then COMPREPLY=($(compgen -W \"$flags\" -- \"$cur\")); fi\n"
+         "}\n"
+         "complete -o default -F _trmctl trmctl\n";
+}
 
 std::string Usage(const std::string& command) {
   if (const Command* c = Find(command)) return c->usage + kCommon;
@@ -128,10 +179,12 @@ std::string Usage(const std::string& command) {
          "  logs JOB      print a job's logs (-f to follow)\n"
          "  cancel JOB    cancel a job\n"
          "  checkpoints JOB   list a job's checkpoints\n"
+         "  metrics JOB   a job's metric series (CSV or JSON)\n"
          "  pull JOB -o DIR   download a checkpoint\n"
          "  eval JOB --dataset NAME   evaluate checkpoints (evaluation runs)\n"
          "  workers       list workers\n"
          "  dataset push DIR | dataset list\n"
+         "  completion bash   bash completion (source <(trmctl completion bash))\n"
          "\n"
          "trmctl COMMAND --help describes one.\n" +
          std::string(kCommon);
@@ -144,6 +197,11 @@ int Run(const std::vector<std::string>& argv, const ConnectFn& connect, const Io
     return 0;
   }
   std::string name = argv[0];
+  if (name == "completion") {
+    if (argv.size() != 2 || argv[1] != "bash") throw UsageError("usage: trmctl completion bash");
+    *io.out << BashCompletion();
+    return 0;
+  }
   size_t rest = 1;
   if (name == "dataset") {
     if (argv.size() < 2 || IsHelp(argv[1])) {

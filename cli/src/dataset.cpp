@@ -6,6 +6,7 @@
 
 #include "format.h"
 #include "internal.h"
+#include "output.h"
 #include "trm/cli/commands.h"
 #include "trm/rpc/client.h"
 #include "trm/rpc/transfer.h"
@@ -79,6 +80,10 @@ int RunDatasetList(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListDatasetsResponse resp;
   CheckRpc(ctx.datasets()->ListDatasets(&c, v1::ListDatasetsRequest(), &resp), "list datasets");
+  if (WantsJson(args)) {
+    PrintJson(resp, *ctx.io.out);
+    return 0;
+  }
   Table t({"NAME", "SHA256", "SIZE", "FILES", "AGE"});
   const int64_t now = NowUnixMs();
   for (const auto& d : resp.datasets())

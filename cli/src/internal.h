@@ -44,6 +44,7 @@ int RunWatch(const Args& args, const Context& ctx);
 int RunLogs(const Args& args, const Context& ctx);
 int RunPull(const Args& args, const Context& ctx);
 int RunEval(const Args& args, const Context& ctx);
+int RunMetrics(const Args& args, const Context& ctx);
 int RunDatasetPush(const Args& args, const Context& ctx);
 int RunDatasetList(const Args& args, const Context& ctx);
 

@@ -4,6 +4,7 @@
 
 #include "format.h"
 #include "internal.h"
+#include "output.h"
 #include "trm/cli/commands.h"
 #include "trm/rpc/client.h"
 
@@ -11,12 +12,20 @@ namespace trm::cli {
 
 namespace {
 
-std::string ToJsonLine(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions opt;
-  opt.preserve_proto_field_names = true;
-  std::string text;
-  google::protobuf::util::MessageToJsonString(m, &text, opt);
-  return text;
+const char kDefaultCheckpointMetrics[] = "lm_loss,eval_lm_loss,eval_accuracy";
+
+// "--metrics a,b": the names, in order; an empty one is a UsageError.
+std::vector<std::string> MetricColumns(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    if (end == start) throw UsageError("--metrics: expected metric names separated by commas, got '" + list + "'");
+    out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string StepText(const v1::Job& j) {
@@ -43,6 +52,10 @@ int RunList(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListJobsResponse resp;
   CheckRpc(ctx.jobs()->ListJobs(&c, req, &resp), "list jobs");
+  if (WantsJson(args)) {
+    PrintJson(resp, *ctx.io.out);
+    return 0;
+  }
   Table t({"ID", "KIND", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
   const int64_t now = NowUnixMs();
   for (const auto& j : resp.jobs())
@@ -62,7 +75,11 @@ int RunStatus(const Args& args, const Context& ctx) {
   v1::Job j;
   CheckRpc(ctx.jobs()->GetJob(&c, req, &j), "job " + req.job_id());
   std::ostream& out = *ctx.io.out;
-  if (args.Has("--json")) {
+  if (args.Get("--output") == "json") {
+    PrintJson(j, out);
+    return 0;
+  }
+  if (WantsJson(args)) {  // --json: the same document, indented for reading
     google::protobuf::util::JsonPrintOptions opt;
     opt.preserve_proto_field_names = true;
     opt.add_whitespace = true;
@@ -133,16 +150,27 @@ int RunCheckpoints(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListCheckpointsResponse resp;
   CheckRpc(ctx.jobs()->ListCheckpoints(&c, req, &resp), "checkpoints of " + req.job_id());
-  if (args.Has("--json")) {
-    *ctx.io.out << ToJsonLine(resp) << '\n';
+  if (WantsJson(args)) {
+    PrintJson(resp, *ctx.io.out);
     return 0;
   }
-  Table t({"NAME", "STEP", "SIZE", "SHA256", "AGE", "METRICS", "EVAL"});
+  // A few chosen metrics as columns (every one is in -o json); "-" where a checkpoint lacks one.
+  const std::vector<std::string> keys = MetricColumns(args.Get("--metrics", kDefaultCheckpointMetrics));
+  std::vector<std::string> headers = {"NAME", "STEP", "SIZE", "SHA256", "AGE"};
+  headers.insert(headers.end(), keys.begin(), keys.end());
+  headers.push_back("EVAL");
+  Table t(headers);
   const int64_t now = NowUnixMs();
   for (const auto& cp : resp.checkpoints()) {
     const std::string evals = EvalEntries(cp);
-    t.AddRow({cp.name(), std::to_string(cp.step()), FormatBytes(cp.size_bytes()), cp.content_sha256().substr(0, 12),
-              FormatAge(cp.created_unix_ms(), now), CompactMetrics(cp.metrics()), evals.empty() ? "-" : evals});
+    std::vector<std::string> row = {cp.name(), std::to_string(cp.step()), FormatBytes(cp.size_bytes()),
+                                    cp.content_sha256().substr(0, 12), FormatAge(cp.created_unix_ms(), now)};
+    for (const auto& k : keys) {
+      auto it = cp.metrics().find(k);
+      row.push_back(it == cp.metrics().end() ? "-" : FormatNumber(it->second));
+    }
+    row.push_back(evals.empty() ? "-" : evals);
+    t.AddRow(std::move(row));
   }
   t.Print(*ctx.io.out);
   return 0;
@@ -154,6 +182,10 @@ int RunWorkers(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListWorkersResponse resp;
   CheckRpc(ctx.jobs()->ListWorkers(&c, v1::ListWorkersRequest(), &resp), "list workers");
+  if (WantsJson(args)) {
+    PrintJson(resp, *ctx.io.out);
+    return 0;
+  }
   Table t({"ID", "HOST", "DEVICE", "FREE/SLOTS", "ALIVE", "HEARTBEAT", "JOBS"});
   const int64_t now = NowUnixMs();
   for (const auto& w : resp.workers()) {

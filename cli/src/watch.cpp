@@ -10,6 +10,7 @@
 #include "format.h"
 #include "internal.h"
 #include "trm/cli/commands.h"
+#include "trm/rpc/client.h"
 #include "trm/worker/step_metrics.h"
 
 namespace trm::cli {
@@ -23,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 // end, so the last state is never lost).
 class ProgressView {
  public:
-  ProgressView(const Io& io, milliseconds interval) : io_(io), interval_(interval) {}
+  ProgressView(const Io& io, milliseconds interval, int64_t log_interval)
+      : io_(io), interval_(interval), log_interval_(log_interval) {}
 
   void Line(const std::string& text, bool flush_progress = true) {
     std::ostream& out = *io_.out;
@@ -38,7 +40,7 @@ class ProgressView {
     out.flush();
   }
 
-  void Progress(const std::string& text) {
+  void Progress(const std::string& text, int64_t step) {
     std::ostream& out = *io_.out;
     if (io_.out_is_tty) {
       shown_ = text;
@@ -47,7 +49,8 @@ class ProgressView {
       return;
     }
     const auto now = Clock::now();
-    if (last_ && now - *last_ < interval_) {
+    const bool hold = log_interval_ > 0 ? step % log_interval_ != 0 : last_ && now - *last_ < interval_;
+    if (hold) {
       pending_ = text;
       return;
     }
@@ -76,6 +79,7 @@ class ProgressView {
 
   Io io_;
   milliseconds interval_;
+  int64_t log_interval_;
   std::string shown_;    // the progress line currently on the terminal
   std::string pending_;  // a throttled progress line not printed yet
   std::optional<Clock::time_point> last_;
@@ -142,7 +146,7 @@ std::string EventJson(const v1::JobEvent& event) {
 }
 
 int Watch(v1::JobService::StubInterface* jobs, const WatchOptions& o, const Io& io) {
-  ProgressView view(io, o.progress_interval);
+  ProgressView view(io, o.progress_interval, o.log_interval);
   RateMeter rate;
   v1::StateChange final_state;
   bool ended = false;
@@ -167,7 +171,7 @@ int Watch(v1::JobService::StubInterface* jobs, const WatchOptions& o, const Io& 
     } else if (ev.has_metrics()) {
       const auto& m = ev.metrics();
       if (m.eval()) view.Line(when + "  eval at step " + std::to_string(m.step()) + ": " + CompactMetrics(m.values()));
-      else view.Progress(ProgressText(m, rate.Add(m.step(), ev.time_unix_ms())));
+      else view.Progress(ProgressText(m, rate.Add(m.step(), ev.time_unix_ms())), m.step());
     } else if (ev.has_checkpoint()) {
       const auto& c = ev.checkpoint();
       view.Line(when + "  checkpoint " + c.name() + " (" + FormatBytes(c.size_bytes()) + ") " +
@@ -197,6 +201,21 @@ void Logs(v1::JobService::StubInterface* jobs, const std::string& job_id, const 
   io.out->flush();
 }
 
+// The job's log_interval from its resolved config; 0 when the job cannot be read or has none
+// (the watch then paces its lines by time, and reports a missing job itself).
+int64_t JobLogInterval(const Context& ctx, const std::string& job_id) {
+  v1::GetJobRequest req;
+  req.set_job_id(job_id);
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::Job j;
+  if (!ctx.jobs()->GetJob(&c, req, &j).ok()) return 0;
+  const nlohmann::json cfg = nlohmann::json::parse(j.resolved_config_json(), nullptr, /*allow_exceptions=*/false);
+  if (!cfg.is_object()) return 0;
+  const nlohmann::json& v = cfg.value("log_interval", nlohmann::json());
+  return v.is_number_integer() && v.get<int64_t>() > 0 ? v.get<int64_t>() : 0;
+}
+
 int RunWatch(const Args& args, const Context& ctx) {
   args.ExpectPositional(1, "JOB");
   WatchOptions o;
@@ -205,6 +224,7 @@ int RunWatch(const Args& args, const Context& ctx) {
   o.follow.after_seq = static_cast<uint64_t>(args.GetInt("--after-seq", 0, 0, 2147483647));
   o.follow.reconnect = std::chrono::seconds(args.GetInt("--reconnect-s", 120, 0, 86400));
   o.events_json = args.Has("--events");
+  if (!ctx.io.out_is_tty && !o.events_json) o.log_interval = JobLogInterval(ctx, o.job_id);
   return Watch(ctx.jobs(), o, ctx.io);
 }
 

@@ -34,6 +34,10 @@ class FakeJobService final : public v1::JobService::Service {
   int download_break_after_chunks = -1;  // the first download breaks after this many chunks
   int download_breaks = 1;
   std::vector<v1::CheckpointInfo> checkpoints;  // served by ListCheckpoints for job-1
+  std::vector<v1::Job> jobs;                    // served by ListJobs
+  std::vector<v1::WorkerInfo> workers;          // served by ListWorkers
+  std::vector<v1::StepMetrics> metrics;         // served by GetMetrics for job-1 (from_step applied)
+  std::string resolved_config_json;             // job-1's, in GetJob
 
   // --- what the calls saw
   std::mutex mu;
@@ -55,12 +59,30 @@ class FakeJobService final : public v1::JobService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse* resp) override {
+    for (const auto& j : jobs) *resp->add_jobs() = j;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse* resp) override {
+    for (const auto& w : workers) *resp->add_workers() = w;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest* req, v1::GetMetricsResponse* resp) override {
+    if (req->job_id() != "job-1") return grpc::Status(grpc::StatusCode::NOT_FOUND, "job '" + req->job_id() + "' not found");
+    for (const auto& m : metrics)
+      if (m.step() >= req->from_step()) *resp->add_points() = m;
+    return grpc::Status::OK;
+  }
+
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* req, v1::Job* job) override {
     if (req->job_id() != "job-1") return grpc::Status(grpc::StatusCode::NOT_FOUND, "job '" + req->job_id() + "' not found");
     job->set_id("job-1");
     job->set_state(v1::JOB_RUNNING);
     job->set_step(7);
     job->set_total_steps(10);
+    job->set_resolved_config_json(resolved_config_json);
     return grpc::Status::OK;
   }
 
@@ -120,6 +142,12 @@ class FakeJobService final : public v1::JobService::Service {
 class FakeDatasetService final : public v1::DatasetService::Service {
  public:
   std::string received_dir;  // where pushes land (verified like the coordinator would)
+  std::vector<v1::DatasetInfo> listed;  // served by ListDatasets
+  grpc::Status ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*,
+                            v1::ListDatasetsResponse* resp) override {
+    for (const auto& d : listed) *resp->add_datasets() = d;
+    return grpc::Status::OK;
+  }
   grpc::Status PushDataset(grpc::ServerContext*, grpc::ServerReader<v1::TransferMessage>* reader,
                            v1::DatasetInfo* info) override {
     try {

@@ -227,5 +227,22 @@ TEST_F(CliWatch, LogsPrintsOnlyLogLines) {
   EXPECT_TRUE(server_.jobs.watch_requests.back().follow());
 }
 
+// Off a terminal, one progress line per multiple of the job's log_interval (from its resolved
+// config), however fast the events come; the newest held-back one is printed before the
+// checkpoint line, so the last step is never lost.
+TEST_F(CliWatch, OffATerminalPrintsALineEveryLogInterval) {
+  server_.jobs.resolved_config_json = R"({"log_interval": 4, "max_steps": 10})";
+  ASSERT_EQ(RunCli({"watch", "job-1"}), 0) << err_.str();
+  std::vector<std::string> steps;
+  std::istringstream in(out_.str());
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("step ");
+    if (at != std::string::npos && line.find("checkpoint") == std::string::npos)
+      steps.push_back(line.substr(at, line.find(' ', at + 5) - at));
+  }
+  EXPECT_EQ(steps, (std::vector<std::string>{"step 4/10", "step 8/10", "step 10/10"})) << out_.str();
+  EXPECT_NE(out_.str().find("checkpoint step_10"), std::string::npos) << out_.str();
+}
+
 }  // namespace
 }  // namespace trm::cli

@@ -51,4 +51,7 @@ std::string Usage(const std::string& command);
 // Exit status for an exception escaping Run (2 = unusable input), per docs/error-policy.md.
 int ExitCodeFor(const std::exception& e);
 
+// `trmctl completion bash`: a bash completion function over every command and its flags.
+std::string BashCompletion();
+
 }  // namespace trm::cli

@@ -75,6 +75,9 @@ struct WatchOptions {
   FollowOptions follow;
   bool events_json = false;               // one JSON object per event on stdout
   milliseconds progress_interval{1000};   // off a terminal: at most one progress line per this
+  // Off a terminal, when > 0 (the job's log_interval): a progress line at every multiple of this
+  // step instead, so a log of the watch has one line per logged interval whatever the timing.
+  int64_t log_interval = 0;
 };
 // Returns 0 when the job succeeded, 1 when it failed or was cancelled.
 int Watch(v1::JobService::StubInterface* jobs, const WatchOptions& options, const Io& io);
