@@ -121,6 +121,21 @@ std::string StateName(v1::JobState state) {
   }
 }
 
+std::vector<std::string> CommaList(const std::vector<std::string>& values, const std::string& flag) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    size_t start = 0;
+    while (start <= v.size()) {
+      size_t end = v.find(',', start);
+      if (end == std::string::npos) end = v.size();
+      if (end == start) throw UsageError(flag + ": expected names separated by commas, got '" + v + "'");
+      out.push_back(v.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
 v1::JobState ParseState(const std::string& text) {
   std::string t;
   for (char c : text) t += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

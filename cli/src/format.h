@@ -38,6 +38,10 @@ std::string CompactMetrics(const google::protobuf::Map<std::string, double>& met
 std::string EvalEntries(const v1::CheckpointInfo& checkpoint);
 
 std::string StateName(v1::JobState state);  // "running"
+
+// "a,b" -> {"a", "b"}, and every value of a repeated flag (--keys a --keys b) likewise. An empty
+// name ("a,,b", "") is a UsageError naming `flag`.
+std::vector<std::string> CommaList(const std::vector<std::string>& values, const std::string& flag);
 // "running" or "RUNNING" or "JOB_RUNNING"; throws UsageError naming the accepted values.
 v1::JobState ParseState(const std::string& text);
 bool IsTerminal(v1::JobState state);

@@ -14,20 +14,6 @@ namespace {
 
 const char kDefaultCheckpointMetrics[] = "lm_loss,eval_lm_loss,eval_accuracy";
 
-// "--metrics a,b": the names, in order; an empty one is a UsageError.
-std::vector<std::string> MetricColumns(const std::string& list) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t end = list.find(',', start);
-    if (end == std::string::npos) end = list.size();
-    if (end == start) throw UsageError("--metrics: expected metric names separated by commas, got '" + list + "'");
-    out.push_back(list.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
-
 std::string StepText(const v1::Job& j) {
   return std::to_string(j.step()) + "/" + (j.total_steps() > 0 ? std::to_string(j.total_steps()) : "?");
 }
@@ -37,16 +23,8 @@ std::string StepText(const v1::Job& j) {
 int RunList(const Args& args, const Context& ctx) {
   args.ExpectPositional(0, "");
   v1::ListJobsRequest req;
-  for (const auto& v : args.GetAll("--state")) {
-    // --state queued,running as well as --state queued --state running.
-    size_t start = 0;
-    while (start <= v.size()) {
-      size_t end = v.find(',', start);
-      if (end == std::string::npos) end = v.size();
-      req.add_states(ParseState(v.substr(start, end - start)));
-      start = end + 1;
-    }
-  }
+  // --state queued,running as well as --state queued --state running.
+  for (const auto& s : CommaList(args.GetAll("--state"), "--state")) req.add_states(ParseState(s));
   req.set_limit(args.GetInt("--limit", 0, 0, 100000));
   grpc::ClientContext c;
   rpc::SetDeadline(&c, ctx.timeout);
@@ -155,7 +133,7 @@ int RunCheckpoints(const Args& args, const Context& ctx) {
     return 0;
   }
   // A few chosen metrics as columns (every one is in -o json); "-" where a checkpoint lacks one.
-  const std::vector<std::string> keys = MetricColumns(args.Get("--metrics", kDefaultCheckpointMetrics));
+  const std::vector<std::string> keys = CommaList({args.Get("--metrics", kDefaultCheckpointMetrics)}, "--metrics");
   std::vector<std::string> headers = {"NAME", "STEP", "SIZE", "SHA256", "AGE"};
   headers.insert(headers.end(), keys.begin(), keys.end());
   headers.push_back("EVAL");

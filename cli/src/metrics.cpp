@@ -1,5 +1,4 @@
 // trmctl metrics: a job's metric series (GetMetrics) as CSV or JSON, for plotting and scripts.
-#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -13,28 +12,12 @@ namespace trm::cli {
 
 namespace {
 
-std::vector<std::string> SplitList(const std::vector<std::string>& values) {
-  std::vector<std::string> out;
-  for (const auto& v : values) {
-    size_t start = 0;
-    while (start <= v.size()) {
-      size_t end = v.find(',', start);
-      if (end == std::string::npos) end = v.size();
-      if (end > start) out.push_back(v.substr(start, end - start));
-      start = end + 1;
-    }
-  }
-  return out;
-}
-
 // Full precision: a plot or a comparison must not see %.4g's rounding.
 std::string Exact(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", v);
   return buf;
 }
-
-}  // namespace
 
 // The series as CSV: step,total_steps,eval, then one column per key.
 void PrintMetricsCsv(const v1::GetMetricsResponse& resp, std::vector<std::string> keys, std::ostream& out) {
@@ -57,6 +40,8 @@ void PrintMetricsCsv(const v1::GetMetricsResponse& resp, std::vector<std::string
   }
 }
 
+}  // namespace
+
 int RunMetrics(const Args& args, const Context& ctx) {
   args.ExpectPositional(1, "JOB");
   const std::string format = args.Get("--format", "csv");
@@ -68,7 +53,7 @@ int RunMetrics(const Args& args, const Context& ctx) {
   rpc::SetDeadline(&c, ctx.timeout);
   v1::GetMetricsResponse resp;
   CheckRpc(ctx.jobs()->GetMetrics(&c, req, &resp), "metrics of " + req.job_id());
-  const std::vector<std::string> keys = SplitList(args.GetAll("--keys"));
+  const std::vector<std::string> keys = CommaList(args.GetAll("--keys"), "--keys");
   if (!keys.empty()) {  // only the keys asked for, in JSON as in CSV
     for (auto& p : *resp.mutable_points()) {
       google::protobuf::Map<std::string, double> kept;

@@ -8,8 +8,9 @@
 
 #include "model_batch.h"
 #include "trm/common/error.h"
+#include "trm/common/exit_codes.h"
 #include "trm/data/batch_iterator.h"
-#include "trm/data/dataset_reader.h"
+#include "trm/data/dataset_reader.h"  // DatasetMeta
 #include "trm/worker/chat.h"
 #include "trm/worker/step_metrics.h"
 
@@ -67,6 +68,13 @@ void CheckDatasetFits(const data::DatasetMeta& meta, const std::string& split_di
   }
 }
 
+int EvalExitCode(const Error& e) {
+  const Code c = e.code();
+  const bool bad_input = c == Code::kInvalidArgument || c == Code::kNotFound || c == Code::kDataLoss ||
+                         c == Code::kOutOfRange || c == Code::kFailedPrecondition;
+  return bad_input ? kExitBadInput : kExitError;
+}
+
 json CheckpointEvalResult::ToJson() const {
   return {{"checkpoint", checkpoint}, {"data", data}, {"split", split}, {"rows", rows}, {"metrics", metrics}};
 }
@@ -78,15 +86,14 @@ CheckpointEvalResult EvaluateCheckpoint(const CheckpointEvalOptions& o) {
   // The LM head and its loss in row blocks, as the trainer evaluates: no [B, S, V] logits (400 MB
   // for a batch of 8 chat rows), same sums up to float rounding.
   m.model->SetFusedHead(true);
-  const data::DatasetSplit split = data::DatasetSplit::Open(o.data, o.split);
-  CheckDatasetFits(split.meta(), split.dir(), m.model->config(), m.state, m.checkpoint_dir);
-  if (split.rows() == 0) InvalidArgument(split.dir() + ": the split has no rows");
-
   data::BatchConfig bc;
   bc.global_batch = o.batch_size > 0 ? o.batch_size : DefaultBatch(m.state);
   bc.shuffle = false;
   bc.drop_last = false;
   data::BatchIterator it = data::BatchIterator::Open({o.data}, o.split, bc);
+  const std::string split_dir = (fs::path(o.data) / o.split).string();
+  CheckDatasetFits(it.meta(), split_dir, m.model->config(), m.state, m.checkpoint_dir);
+  if (it.total_rows() == 0) InvalidArgument(split_dir + ": the split has no rows");
   const torch::Device dev = m.model->parameters().front().device();
   std::map<std::string, double> sums;
   int64_t rows = 0;

@@ -7,6 +7,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/exit_codes.h"
+#include "trm/worker/evaluation.h"
 #include "trm/worker/generation_eval.h"
 #include "trm/worker/phase_file.h"
 #include "trm/worker/thread_pools.h"
@@ -40,15 +41,6 @@ int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
   } catch (const std::exception&) {
   }
   InvalidArgument(flag + ": expected an integer of at least " + std::to_string(min) + ", got '" + v + "'");
-}
-
-// The user's input (flags, files, the checkpoint) is wrong: exit 2, as trm-eval's own mode.
-int ExitCodeOf(const Error& e) {
-  const Code c = e.code();
-  return c == Code::kInvalidArgument || c == Code::kNotFound || c == Code::kDataLoss || c == Code::kOutOfRange ||
-                 c == Code::kFailedPrecondition
-             ? kExitBadInput
-             : kExitError;
 }
 
 int Fail(const std::string& message, int code) {
@@ -123,10 +115,10 @@ int RunGenerateCommand(int argc, char** argv) {
     std::cout << SummaryJsonLine(s) << std::endl;
     return kExitOk;
   } catch (const Error& e) {
-    return Fail(e.what(), ExitCodeOf(e));
+    return Fail(e.what(), EvalExitCode(e));
   } catch (const std::filesystem::filesystem_error& e) {
     const Error converted = ToError(e);
-    return Fail(converted.what(), ExitCodeOf(converted));
+    return Fail(converted.what(), EvalExitCode(converted));
   } catch (const c10::Error& e) {
     return Fail(e.what_without_backtrace(), kExitError);  // without LibTorch's C++ backtrace
   } catch (const std::exception& e) {

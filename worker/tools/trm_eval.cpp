@@ -38,12 +38,6 @@ int64_t ParseCount(const std::string& flag, const std::string& v) {
   trm::InvalidArgument(flag + ": expected a non-negative integer, got '" + v + "'");
 }
 
-// The user's input (flags, files, the checkpoint / dataset pairing) is wrong: exit 2.
-bool IsBadInput(trm::Code c) {
-  return c == trm::Code::kInvalidArgument || c == trm::Code::kNotFound || c == trm::Code::kDataLoss ||
-         c == trm::Code::kOutOfRange || c == trm::Code::kFailedPrecondition;
-}
-
 // One line per tenth of the split, so a log gets no carriage-return noise.
 void ShowProgress(int64_t done, int64_t total, int64_t* last_tenth) {
   const int64_t tenth = total > 0 ? done * 10 / total : 10;
@@ -96,7 +90,7 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const trm::Error& e) {
     std::fprintf(stderr, "trm-eval: error: %s\n", e.what());
-    return IsBadInput(e.code()) ? 2 : 1;
+    return trm::worker::EvalExitCode(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "trm-eval: error: %s\n", e.what());
     return 1;

@@ -14,6 +14,9 @@
 
 #include "trm/model/trm.h"
 
+namespace trm {
+class Error;
+}
 namespace trm::data {
 struct DatasetMeta;
 }
@@ -56,6 +59,11 @@ struct CheckpointEvalResult {
 // mismatch, bad options), NotFound (no checkpoint, no split), DataLoss (a damaged checkpoint or
 // dataset), each naming the path.
 CheckpointEvalResult EvaluateCheckpoint(const CheckpointEvalOptions& options);
+
+// trm-eval's exit code for an error, in both modes: 2 when the user's input is wrong (flags,
+// files, the checkpoint / dataset pairing: InvalidArgument, NotFound, DataLoss, OutOfRange,
+// FailedPrecondition), else 1.
+int EvalExitCode(const Error& e);
 
 // The dataset a checkpoint was trained on must agree with the one it is evaluated on: vocabulary
 // and seq_len (from the model's arch) and the pad id (from state.json's "data", written since
