@@ -17,6 +17,10 @@ PACKAGES=(
   # The PyTorch reference (shared/reference/trm_ref.py) runs on Debian's torch: used by the
   # randomised parity test and the side-by-side benchmarks.
   python3 python3-torch python3-numpy
+  # The Python client (clients/python): its runtime, its pytest suite, the plotting example.
+  python3-grpcio python3-protobuf python3-pytest python3-matplotlib python3-pandas
+  # ... and its pip install into a virtual environment (offline: --no-build-isolation).
+  python3-venv python3-pip python3-setuptools
 )
 
 missing=()
