@@ -12,30 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
+#include "side_by_side.h"
 #include "trm/common/error.h"
 #include "trm/worker/evaluation.h"
 #include "trm/worker/thread_pools.h"
 
 namespace trm::bench {
-namespace {
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-nlohmann::json RunReference(const std::string& command) {
-  FILE* p = ::popen(command.c_str(), "r");
-  if (!p) Internal("cannot start: " + command);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  const int status = ::pclose(p);
-  if (status != 0) Internal("the reference evaluation failed (" + command + "): " + out);
-  return nlohmann::json::parse(out);
-}
-
-}  // namespace
 
 int RunEval(const std::vector<std::string>& args) {
   CheckFlags(args, {"checkpoint", "data", "split", "batch-size", "threads", "repeats", "reference"});
