@@ -35,6 +35,31 @@ TEST(LayersTest, RmsNormHandChecked) {
   EXPECT_NEAR(yb[0][1].item<float>(), 4 / r, 1e-2);
 }
 
+// The CPU's one-pass backward (RmsNormFn) against autograd through the reference's ops in
+// float64; the forward stays bitwise the reference's op sequence.
+TEST(LayersTest, RmsNormBackwardEqualsAutogradOfTheOps) {
+  torch::manual_seed(3);
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{4, 7, 37}, std::vector<int64_t>{3, 128}}) {
+    at::Tensor x = (torch::randn(shape) * 3).requires_grad_(true);
+    at::Tensor g = torch::randn(shape);
+    at::Tensor y = RmsNorm(x, 1e-5);
+    {
+      torch::NoGradGuard no_grad;
+      at::Tensor want = x * torch::rsqrt(x.square().mean(-1, true) + 1e-5);
+      EXPECT_TRUE(torch::equal(y, want));
+    }
+    y.backward(g);
+    at::Tensor x64 = x.detach().to(torch::kFloat64).requires_grad_(true);
+    (x64 * torch::rsqrt(x64.square().mean(-1, true) + 1e-5)).backward(g.to(torch::kFloat64));
+    const double err = (x.grad().to(torch::kFloat64) - x64.grad()).abs().max().item<double>();
+    EXPECT_LT(err, 1e-5 * x64.grad().abs().max().item<double>()) << "shape of " << shape.size() << " dims";
+  }
+  // Without grad, or bfloat16 in: the same values through the plain ops.
+  at::Tensor xb = torch::randn({2, 16}).to(torch::kBFloat16).requires_grad_(true);
+  RmsNorm(xb, 1e-5).sum().backward();
+  EXPECT_EQ(xb.grad().scalar_type(), torch::kBFloat16);
+}
+
 TEST(LayersTest, CastedLinearCastsWeightsToTheActivationDtype) {
   CastedLinear lin(3, 2, true);
   {
