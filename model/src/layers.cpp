@@ -109,8 +109,62 @@ RotaryTables RotaryTables::Make(int64_t max_positions, int64_t head_dim, double 
   return {emb.cos(), emb.sin()};
 }
 
+namespace {
+
+// The reference's op sequence (x * cos + rotate_half(x) * sin), so the forward stays bitwise the
+// reference's. cos, sin: [S, 1, D] over x [B, S, H, D].
+at::Tensor RotaryOps(const at::Tensor& x32, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x32.size(-1) / 2;
+  // unbind rather than narrow: its backward stacks the two halves instead of zero-filling a
+  // full-size tensor per half (same values, less memory traffic).
+  auto halves = x32.unflatten(-1, {2, half}).unbind(-2);
+  at::Tensor rotated = torch::cat({-halves[1], halves[0]}, -1);
+  return x32 * cos + rotated * sin;
+}
+
+// RoPE with a one-pass CPU backward: with y = x * cos + rot(x) * sin and rot(x) = (-x2, x1),
+//   dx1 = g1 * cos1 + g2 * sin2,   dx2 = g2 * cos2 - g1 * sin1,
+// one loop over each head's row instead of autograd's split, negate, concatenate and products.
+class RotaryFn : public torch::autograd::Function<RotaryFn> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& cos, const at::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return {RotaryOps(x, cos, sin)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor cos = saved[0].contiguous(), sin = saved[1].contiguous();  // [S, 1, D]
+    const at::Tensor g = grads[0].contiguous();                                  // [B, S, H, D]
+    const int64_t B = g.size(0), S = g.size(1), H = g.size(2), D = g.size(3), half = D / 2;
+    at::Tensor dx = at::empty_like(g, at::MemoryFormat::Contiguous);
+    const float* gp = g.data_ptr<float>();
+    const float* cp = cos.data_ptr<float>();
+    const float* sp = sin.data_ptr<float>();
+    float* dp = dx.data_ptr<float>();
+    at::parallel_for(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t s = (row / H) % S;
+        const float* gr = gp + row * D;
+        const float* c = cp + s * D;
+        const float* sn = sp + s * D;
+        float* d = dp + row * D;
+        for (int64_t j = 0; j < half; ++j) {
+          d[j] = gr[j] * c[j] + gr[j + half] * sn[j + half];
+          d[j + half] = gr[j + half] * c[j + half] - gr[j] * sn[j];
+        }
+      }
+    });
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset) {
-  const int64_t S = x.size(1), half = x.size(-1) / 2;
+  const int64_t S = x.size(1);
   at::Tensor cos = rope.cos.narrow(0, offset, S).unsqueeze(1);  // [S, 1, D] over [B, S, H, D]
   at::Tensor sin = rope.sin.narrow(0, offset, S).unsqueeze(1);
   if (cos.device() != x.device()) {
@@ -119,11 +173,9 @@ at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t of
   }
   auto dt = x.scalar_type();
   at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
-  // unbind rather than narrow: its backward stacks the two halves instead of zero-filling a
-  // full-size tensor per half (same values, less memory traffic).
-  auto halves = x32.unflatten(-1, {2, half}).unbind(-2);
-  at::Tensor rotated = torch::cat({-halves[1], halves[0]}, -1);
-  at::Tensor y = x32 * cos + rotated * sin;
+  const bool fused = x32.requires_grad() && x32.device().is_cpu() && x32.dim() == 4 && x32.size(-1) % 2 == 0 &&
+                     cos.scalar_type() == torch::kFloat32 && !cos.requires_grad() && torch::GradMode::is_enabled();
+  at::Tensor y = fused ? RotaryFn::apply(x32, cos, sin)[0] : RotaryOps(x32, cos, sin);
   return dt == torch::kFloat32 ? y : y.to(dt);
 }
 

@@ -175,6 +175,52 @@ TEST(LayersTest, SwiGluShapesAndFormula) {
   EXPECT_TRUE(torch::allclose(mlp(x), want, 1e-5, 1e-5));
 }
 
+// The CPU's one-pass backwards of RoPE (RotaryFn) and of SwiGLU's activation (SwiGluActFn)
+// against autograd through the reference's ops in float64, on a strided q as the attention
+// passes it; the forwards stay bitwise the reference's ops.
+TEST(LayersTest, RotaryAndSwiGluBackwardsEqualAutogradOfTheOps) {
+  torch::manual_seed(8);
+  const int64_t B = 2, S = 5, H = 3, D = 8;
+  RotaryTables rope = RotaryTables::Make(16, D, 10000.0);
+  at::Tensor qkv = torch::randn({B, S, 3, H, D}).requires_grad_(true);
+  at::Tensor q = qkv.unbind(2)[0];  // strided, as AttentionImpl passes it
+  at::Tensor g = torch::randn({B, S, H, D});
+  at::Tensor y = ApplyRotary(q, rope, 3);
+  auto reference_ops = [&](const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    auto h = x.unflatten(-1, {2, D / 2}).unbind(-2);
+    return x * cos + torch::cat({-h[1], h[0]}, -1) * sin;
+  };
+  const at::Tensor cos = rope.cos.narrow(0, 3, S).unsqueeze(1), sin = rope.sin.narrow(0, 3, S).unsqueeze(1);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(y, reference_ops(q, cos, sin)));
+  }
+  y.backward(g);
+  at::Tensor q64 = q.detach().to(torch::kFloat64).requires_grad_(true);
+  reference_ops(q64, cos.to(torch::kFloat64), sin.to(torch::kFloat64)).backward(g.to(torch::kFloat64));
+  at::Tensor dq = qkv.grad().unbind(2)[0];
+  EXPECT_LT((dq.to(torch::kFloat64) - q64.grad()).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(qkv.grad().unbind(2)[1].abs().max().item<float>(), 0.0f);  // k and v untouched
+
+  SwiGlu mlp(8, 24);
+  at::Tensor x = (torch::randn({4, 3, 8}) * 2).requires_grad_(true);
+  at::Tensor out = mlp(x);
+  at::Tensor gu = torch::matmul(x.detach(), mlp->gate_up_proj->weight.detach().t());
+  {
+    torch::NoGradGuard no_grad;
+    auto p = gu.chunk(2, -1);
+    EXPECT_TRUE(torch::allclose(out, torch::matmul(torch::silu(p[0]) * p[1], mlp->down_proj->weight.t()), 1e-6, 1e-6));
+  }
+  at::Tensor go = torch::randn({4, 3, 8});
+  out.backward(go);
+  at::Tensor x64 = x.detach().to(torch::kFloat64).requires_grad_(true);
+  at::Tensor w1 = mlp->gate_up_proj->weight.detach().to(torch::kFloat64), w2 = mlp->down_proj->weight.detach().to(torch::kFloat64);
+  auto p64 = torch::matmul(x64, w1.t()).chunk(2, -1);
+  torch::matmul(torch::silu(p64[0]) * p64[1], w2.t()).backward(go.to(torch::kFloat64));
+  const double scale = x64.grad().abs().max().item<double>();
+  EXPECT_LT((x.grad().to(torch::kFloat64) - x64.grad()).abs().max().item<double>(), 1e-5 * scale);
+}
+
 TEST(LayersTest, PostNormBlockOutputsUnitRms) {
   torch::manual_seed(7);
   ArchConfig cfg = SmallConfig(true);
