@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "trm/common/error.h"
 
@@ -31,40 +29,6 @@ nlohmann::json RunReference(const std::string& command) {
   nlohmann::json j = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) Internal("the reference printed no JSON line (" + command + "): " + out);
   return j;
-}
-
-std::string CpuCaps::isa() const {
-  if (amx_bf16) return "AMX";
-  if (avx512f && avx512_bf16) return "AVX-512 + BF16";
-  if (avx512f) return "AVX-512";
-  if (avx2) return "AVX2";
-  return "baseline";
-}
-
-CpuCaps ReadCpuCaps() {
-  CpuCaps c;
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  bool flags_done = false;
-  while (std::getline(f, line)) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string key = line.substr(0, colon);
-    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.pop_back();
-    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-    if (key == "model name" && c.model.empty()) c.model = value;
-    if (key == "flags" && !flags_done) {
-      std::istringstream in(value);
-      for (std::string flag; in >> flag;) {
-        c.avx2 |= flag == "avx2";
-        c.avx512f |= flag == "avx512f";
-        c.avx512_bf16 |= flag == "avx512_bf16";
-        c.amx_bf16 |= flag == "amx_bf16";
-      }
-      flags_done = true;
-    }
-  }
-  return c;
 }
 
 double MatmulGflops(const std::string& dtype, int64_t n) {

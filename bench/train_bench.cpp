@@ -19,6 +19,7 @@
 #include "bench.h"
 #include "presets.h"
 #include "side_by_side.h"
+#include "trm/common/cpu_features.h"
 #include "trm/common/error.h"
 #include "trm/model/trm.h"
 #include "trm/worker/flat_params.h"
@@ -140,7 +141,7 @@ double Round(double v, double scale) { return std::round(v * scale) / scale; }
 // The side-by-side run: ours and the reference alternating `repeats` times.
 int RunVsReference(const std::string& preset, int steps, int threads, const std::string& dtype, int repeats,
                    const std::string& reference) {
-  const CpuCaps cpu = ReadCpuCaps();
+  const CpuFeatures& cpu = HostCpu();
   nlohmann::json j = {{"preset", preset},   {"forward_dtype", dtype}, {"threads", threads},
                       {"steps", steps},     {"repeats", repeats},     {"cpu", cpu.model},
                       {"isa", cpu.isa()},   {"native_bf16", cpu.native_bf16()}};

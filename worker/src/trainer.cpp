@@ -17,6 +17,7 @@
 #include "model_batch.h"
 #include "progress.h"
 #include "rank_agreement.h"
+#include "trm/common/cpu_features.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/data/batch_iterator.h"
@@ -176,9 +177,13 @@ struct Trainer::Impl {
       a[key] = value;
     }
     a["batch_size"] = cfg.global_batch_size;
-    if (device.is_cpu() && a.value("forward_dtype", "bfloat16") == "bfloat16") {
-      // bfloat16 matmuls on the CPU are slow and gain nothing here; float32 is the reference.
-      if (leader) spdlog::info("forward_dtype bfloat16 is for GPUs; training in float32 on the CPU");
+    if (device.is_cpu() && a.value("forward_dtype", "bfloat16") == "bfloat16" && !HostCpu().native_bf16()) {
+      // Without hardware bfloat16 (AVX512_BF16 / AMX) oneDNN emulates it, slower than float32.
+      // With it the config's bfloat16 forward runs as on a GPU (float32 master weights,
+      // optimizer and loss); docs/performance.md has both dtypes side by side.
+      if (leader)
+        spdlog::info("forward_dtype bfloat16: this CPU ({}) has no native bfloat16; training in float32",
+                     HostCpu().isa());
       a["forward_dtype"] = "float32";
     }
     return model::ArchConfig::FromJson(a, "config arch");
