@@ -6,3 +6,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+
+# The tests name their coordinator, token and CA themselves; a developer's or CI's settings must
+# not leak into the clients and the example scripts they start.
+for _name in ("TRM_COORDINATOR", "TRM_TOKEN", "TRM_TOKEN_FILE", "TRM_TLS_CA", "TRM_TLS_CERT", "TRM_TLS_KEY"):
+    os.environ.pop(_name, None)

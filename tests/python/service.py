@@ -83,19 +83,27 @@ class Coordinator:
     def __init__(self, data_dir: str, extra: Optional[List[str]] = None, standalone: bool = False,
                  cpu_slots: int = 1):
         self.data_dir = data_dir
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        args = [os.path.join(BIN_DIR, "trm-coordinator"), "--listen", self.address, "--data-dir", data_dir,
-                "--config-dir", os.path.join(SOURCE_DIR, "configs"), "--heartbeat-interval-ms", "300"]
+        self.base = [os.path.join(BIN_DIR, "trm-coordinator"), "--data-dir", data_dir,
+                     "--config-dir", os.path.join(SOURCE_DIR, "configs"), "--heartbeat-interval-ms", "300"]
         if standalone:
-            args += ["--standalone", "--cpu-slots", str(cpu_slots)]
-        self.args = args + list(extra or [])
+            self.base += ["--standalone", "--cpu-slots", str(cpu_slots)]
+        self.base += list(extra or [])
         self.process: Optional[Process] = None
         os.makedirs(data_dir, exist_ok=True)
-        self.start()
+        # The first start takes a port the kernel picks (no race with parallel tests); restarts
+        # reuse it, as clients know the address.
+        port_file = os.path.join(data_dir, "..", os.path.basename(data_dir) + ".port")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        self.process = Process(self.base + ["--listen", "127.0.0.1:0", "--port-file", port_file], self._log())
+        self.port = int(wait_until(lambda: _read_port(port_file), "the coordinator's port file", 60))
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _log(self) -> str:
+        return os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".log")
 
     def start(self) -> None:
-        self.process = Process(self.args, os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".log"))
+        self.process = Process(self.base + ["--listen", self.address], self._log())
 
     def kill(self) -> None:
         self.process.kill()
@@ -107,6 +115,15 @@ class Coordinator:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def _read_port(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return text if text.isdigit() else None
+    except OSError:
+        return None
 
 
 class Worker:

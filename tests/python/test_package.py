@@ -93,31 +93,44 @@ def test_manifest_and_messages(tmp_path):
     assert sum(len(c.data) for c in chunks) == m.total_bytes
 
 
-def test_receiver_continues_a_partial_download_and_verifies_it_whole(tmp_path):
+def test_receiver_continues_a_partial_download_from_any_cut(tmp_path):
     files = make_tree(str(tmp_path / "src"))
+    with open(tmp_path / "src" / "tokenizer" / "zz_empty", "wb"):
+        pass  # an empty file after the big ones, in manifest order
+    files["tokenizer/zz_empty"] = b""
     m = build_manifest(str(tmp_path / "src"), "step_3")
     msgs = list(upload_messages(str(tmp_path / "src"), m))
-    out = str(tmp_path / "out")
+    # Every cut: after the manifest, at each chunk (file boundaries included), after the last one.
+    for cut in range(1, len(msgs) + 1):
+        out = str(tmp_path / f"out{cut}")
+        first = Receiver(out, "job-1", False, 1 << 30)
+        for msg in msgs[:cut]:
+            first.on_message(msg)
+        got = first.received
+        first._close()  # the process "dies" here
+        with open(os.path.join(out + ".partial", "stray"), "wb") as f:
+            f.write(b"left by another tool")
 
-    first = Receiver(out, "job-1", False, 1 << 30)
-    for msg in msgs[:3]:  # the manifest and two chunks; then the process "dies"
-        first.on_message(msg)
-    got = first.received
-    first._close()
+        assert Receiver(out, "job-2", False, 1 << 30).resume_selector() is None  # another job's partial
+        assert Receiver(out, "job-1", True, 1 << 30).resume_selector() is None   # weights only: other files
+        second = Receiver(out, "job-1", False, 1 << 30)
+        assert second.resume_selector() == "step_3" and second.received == got, cut
+        for msg in msgs:  # the server starts again at `got`: the manifest, then chunks from there
+            if msg.WhichOneof("kind") == "manifest" or msg.chunk.offset >= got:
+                second.on_message(msg)
+        assert second.complete, cut
+        second.commit(replace=False)
+        assert tree_bytes(out) == files, cut
+        assert not os.path.exists(out + ".partial") and not os.path.exists(out + ".partial.json")
 
-    assert Receiver(out, "job-2", False, 1 << 30).resume_selector() is None  # another job's partial
-    assert Receiver(out, "job-1", True, 1 << 30).resume_selector() is None   # weights only: other files
-    second = Receiver(out, "job-1", False, 1 << 30)
-    assert second.resume_selector() == "step_3" and second.received == got
-    for msg in msgs:  # the server starts again at `got`: the manifest, then chunks from there
-        if msg.WhichOneof("kind") == "manifest" or msg.chunk.offset >= got:
-            second.on_message(msg)
-    assert second.complete
-    second.commit(replace=False)
-    for rel, data in files.items():
-        with open(os.path.join(out, rel), "rb") as f:
-            assert f.read() == data
-    assert not os.path.exists(out + ".partial") and not os.path.exists(out + ".partial.json")
+
+def tree_bytes(directory):
+    out = {}
+    for root, _, names in os.walk(directory):
+        for n in names:
+            with open(os.path.join(root, n), "rb") as f:
+                out[os.path.relpath(os.path.join(root, n), directory)] = f.read()
+    return out
 
 
 def test_receiver_catches_bytes_damaged_on_disk_between_pulls(tmp_path):

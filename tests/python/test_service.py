@@ -30,11 +30,11 @@ def svc(tmp_path_factory):
     s.root = str(tmp_path_factory.mktemp("svc"))
     s.dataset = build_dataset(os.path.join(s.root, "example-chat"))
     s.coord = Coordinator(os.path.join(s.root, "coord"), standalone=True, cpu_slots=1)
-    s.client = Client(s.coord.address)
+    s.client = Client(s.coord.address, token="", tls_ca="")
     try:
         wait_for_workers(s.client, 1)
         s.proxy = Proxy(s.coord.address)
-        s.via_proxy = Client(s.proxy.address)
+        s.via_proxy = Client(s.proxy.address, token="", tls_ca="")
         yield s
     finally:
         if hasattr(s, "proxy"):
@@ -127,7 +127,7 @@ def test_watch_replays_every_event_once_across_dropped_streams(svc, trained):
     assert any(isinstance(e, CheckpointEvent) and e.checkpoint.name == "step_40" for e in direct)
     assert any(isinstance(e, MetricsEvent) and e.eval and "eval_lm_loss" in e.values for e in direct)
 
-    drops = svc.proxy.drops
+    drops, before = svc.proxy.drops, len(svc.proxy.requests("WatchJob"))
     svc.proxy.set_hook("WatchJob", drop_after(3, times=4))
     try:
         proxied = list(svc.via_proxy.watch(trained.job, include_logs=True))
@@ -135,11 +135,16 @@ def test_watch_replays_every_event_once_across_dropped_streams(svc, trained):
         svc.proxy.set_hook("WatchJob", None)
     assert svc.proxy.drops == drops + 4
     assert proxied == direct  # same events, same times, nothing twice, nothing skipped
+    # Each re-attach asked for exactly the events after the last one delivered (3 per stream).
+    asked = [pb.WatchJobRequest.FromString(b).after_seq for b in svc.proxy.requests("WatchJob")[before:]]
+    assert asked == [0, 3, 6, 9, 12]
 
 
 def test_watch_from_a_sequence_number(svc, trained):
     tail = list(svc.client.watch(trained.job, after_seq=10, include_logs=True))
     assert tail[0].seq == 11
+    # After the final event of an ended job: nothing to yield, and no waiting for more.
+    assert list(svc.client.watch(trained.job, after_seq=tail[-1].seq, reconnect_s=5)) == []
     without_logs = list(svc.client.watch(trained.job, follow=False))
     assert not any(isinstance(e, LogEvent) for e in without_logs)
     assert without_logs[-1].state.value == "SUCCEEDED"
@@ -346,3 +351,21 @@ def test_push_dataset_is_content_addressed(svc, tmp_path):
     with pytest.raises(TrmError) as e:
         svc.client.push_dataset(svc.dataset, name="bad/name")
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_push_names_a_file_that_vanished_mid_push(svc, tmp_path, monkeypatch):
+    import shutil
+    import trm_client.client as client_module
+    copy = str(tmp_path / "ds")
+    shutil.copytree(svc.dataset, copy)
+    real = client_module.build_manifest
+
+    def manifest_then_delete(directory, name):
+        m = real(directory, name)
+        os.remove(os.path.join(directory, "train", "dataset.json"))
+        return m
+    monkeypatch.setattr(client_module, "build_manifest", manifest_then_delete)
+    with pytest.raises(TrmError) as e:
+        svc.client.push_dataset(copy, name="vanishing")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "dataset.json" in e.value.message, e.value
+    assert "vanishing" not in [d.name for d in svc.client.datasets()]

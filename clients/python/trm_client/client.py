@@ -1,6 +1,7 @@
 """The TRM training service from Python: :class:`Client`, one object per coordinator."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ import grpc
 from ._proto import trm_pb2 as pb
 from ._proto import trm_pb2_grpc as pb_grpc
 from .errors import RETRYABLE, TrmError, from_rpc_error, invalid
-from .transfer import MAX_MESSAGE_BYTES, Receiver, build_manifest, check_name, upload_messages
+from .transfer import MAX_MESSAGE_BYTES, Receiver, Upload, build_manifest, check_name
 from .types import (AnyEvent, Checkpoint, Dataset, Job, JobState, PulledCheckpoint, StateEvent, Worker,
                     event_from_proto)
 
@@ -152,11 +153,13 @@ class Client:
         check_name(name, "dataset name")
         manifest = build_manifest(directory, name)
         for attempt in range(retries + 1):
+            upload = Upload(directory, manifest)
             try:
-                info = self._datasets.PushDataset(upload_messages(directory, manifest), timeout=6 * 3600.0,
-                                                  metadata=self._metadata)
+                info = self._datasets.PushDataset(upload, timeout=6 * 3600.0, metadata=self._metadata)
                 return Dataset.from_proto(info)
             except grpc.RpcError as e:
+                if upload.error is not None:  # our side failed (a file vanished, shrank): no retry
+                    raise TrmError(upload.error.code, upload.error.message, what) from None
                 err = from_rpc_error(e, what)
                 # Pushing is idempotent (content-addressed), so an outage is worth a fresh try.
                 if not err.retryable or attempt == retries:
@@ -287,6 +290,15 @@ class Client:
                         return
                 if not follow:
                     return
+                # A follow stream ends cleanly only once the job has ended (or the coordinator is
+                # stopping): with after_seq at or past the final event there is nothing to yield.
+                try:
+                    if self.job(job_id).state.final:
+                        return
+                except TrmError as err:
+                    if not err.retryable:
+                        raise
+                    why, code = err.message, err.code
             except grpc.RpcError as e:
                 err = from_rpc_error(e, f"watch {job_id}")
                 if not err.retryable:
@@ -353,6 +365,14 @@ class Client:
         still fails (or whose process died) leaves ``OUT.partial`` behind, and the next pull of
         the same job into ``out`` continues it. ``weights_only``: only model.safetensors,
         state.json and tokenizer/ (what evaluation and generation need)."""
+        try:
+            return self._pull(job_id, select, out, weights_only, force, retries, max_bytes)
+        except OSError as e:  # the local disk: full, permissions, a vanished directory
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.errno == errno.ENOSPC else grpc.StatusCode.INTERNAL
+            raise TrmError(code, f"{e.filename or out}: {e.strerror}", f"pull {job_id}") from None
+
+    def _pull(self, job_id: str, select: str, out: Optional[PathLike], weights_only: bool, force: bool,
+              retries: int, max_bytes: int) -> PulledCheckpoint:
         what = f"pull {job_id}"
         if out is None:
             raise invalid("out: the destination directory is required", what)

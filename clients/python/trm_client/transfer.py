@@ -60,11 +60,16 @@ def build_manifest(directory: str, name: str) -> "pb.Manifest":
     if not os.path.isdir(directory):
         raise TrmError(grpc.StatusCode.NOT_FOUND, f"{directory}: not a directory")
     files: List[str] = []
-    for root, dirs, names in os.walk(directory):
+
+    def unreadable(err: OSError):
+        raise TrmError(grpc.StatusCode.INVALID_ARGUMENT, f"{err.filename}: cannot list ({err.strerror})")
+
+    # Regular files, following links to files (as BuildManifest's is_regular_file does).
+    for root, dirs, names in os.walk(directory, onerror=unreadable):
         dirs.sort()
         for n in names:
             full = os.path.join(root, n)
-            if os.path.isfile(full) and not os.path.islink(full):
+            if os.path.isfile(full):
                 files.append(os.path.relpath(full, directory).replace(os.sep, "/"))
     files.sort(key=lambda p: p.encode())  # byte order, as std::sort on std::string
     m = pb.Manifest(name=name)
@@ -74,6 +79,30 @@ def build_manifest(directory: str, name: str) -> "pb.Manifest":
     m.total_bytes = sum(f.size for f in m.files)
     m.content_sha256 = content_hash(m)
     return m
+
+
+class Upload:
+    """The request stream of a push. gRPC turns an exception raised inside a request iterator
+    into UNKNOWN "Exception iterating requests!"; this keeps the real one in ``error``."""
+
+    def __init__(self, directory: str, manifest: "pb.Manifest"):
+        self._messages = upload_messages(directory, manifest)
+        self.error: Optional[BaseException] = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._messages)
+        except StopIteration:
+            raise
+        except OSError as e:
+            self.error = TrmError(grpc.StatusCode.INVALID_ARGUMENT, f"{e.filename}: cannot read ({e.strerror})")
+            raise
+        except TrmError as e:
+            self.error = e
+            raise
 
 
 def upload_messages(directory: str, manifest: "pb.Manifest") -> Iterator["pb.TransferMessage"]:
@@ -126,9 +155,19 @@ class Receiver:
             return None
         if manifest.content_sha256 != content_hash(manifest) or not os.path.isdir(self.tmp):
             return None
+        try:
+            for f in manifest.files:
+                check_relative_path(f.path, "manifest")
+        except TrmError:
+            self.discard()
+            return None
+        listed = {os.path.normpath(os.path.join(self.tmp, f.path)) for f in manifest.files}
+        for root, _, names in os.walk(self.tmp):  # anything else (another tool's leftovers) goes
+            for n in names:
+                if os.path.normpath(os.path.join(root, n)) not in listed:
+                    os.remove(os.path.join(root, n))
         offset, complete = 0, True
         for f in manifest.files:
-            check_relative_path(f.path, "manifest")
             path = os.path.join(self.tmp, f.path)
             have = os.path.getsize(path) if os.path.isfile(path) else 0
             if not complete:  # after the first incomplete file: nothing counts yet
@@ -168,7 +207,8 @@ class Receiver:
 
     def _on_manifest(self, m: "pb.Manifest") -> None:
         if self.manifest is not None:
-            if m.content_sha256 != self.manifest.content_sha256:
+            if (m.content_sha256 != self.manifest.content_sha256 or content_hash(m) != m.content_sha256 or
+                    m.total_bytes != self.manifest.total_bytes):
                 raise TrmError(grpc.StatusCode.ABORTED,
                                f"checkpoint '{m.name}' changed while it was being downloaded")
             return
@@ -185,6 +225,11 @@ class Receiver:
         if total > self.max_bytes:
             raise TrmError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"checkpoint '{m.name}': {total} bytes exceeds the limit of {self.max_bytes}")
+        # The old state goes first: a crash in between must not pair it with new files.
+        try:
+            os.remove(self.state_file)
+        except FileNotFoundError:
+            pass
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(self.tmp)
         for f in m.files:

@@ -38,7 +38,10 @@ class JobState(str, enum.Enum):
 
     @classmethod
     def from_proto(cls, value: int) -> "JobState":
-        name = pb.JobState.Name(value)
+        try:
+            name = pb.JobState.Name(value)
+        except ValueError:  # a state a newer server added
+            return cls.UNSPECIFIED
         return cls(name[len("JOB_"):] if name.startswith("JOB_") else "UNSPECIFIED")
 
     def to_proto(self) -> int:
