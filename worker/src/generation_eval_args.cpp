@@ -7,6 +7,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/exit_codes.h"
+#include "trm/common/flag_values.h"
 #include "trm/worker/evaluation.h"
 #include "trm/worker/generation_eval.h"
 #include "trm/worker/phase_file.h"
@@ -22,26 +23,6 @@ constexpr const char* kUsage =
     "                         [--threads N] [--no-progress]\n"
     "  FILE: JSON Lines of {\"prompt\": ..., \"reference\": ...}, or ShareGPT / Alpaca / OpenAssistant\n"
     "        conversations (the last assistant turn is the reference)\n";
-
-double ParseNumber(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    double d = std::stod(v, &used);
-    if (used == v.size()) return d;
-  } catch (const std::exception&) {
-  }
-  InvalidArgument(flag + ": expected a number, got '" + v + "'");
-}
-
-int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
-  try {
-    size_t used = 0;
-    long long n = std::stoll(v, &used);
-    if (used == v.size() && n >= min) return n;
-  } catch (const std::exception&) {
-  }
-  InvalidArgument(flag + ": expected an integer of at least " + std::to_string(min) + ", got '" + v + "'");
-}
 
 int Fail(const std::string& message, int code) {
   std::fprintf(stderr, "trm-eval: error: %s\n", message.c_str());
@@ -62,17 +43,17 @@ GenerateEvalOptions ParseGenerateEvalArgs(const std::vector<std::string>& args, 
     if (a == "--checkpoint") o.checkpoint = value();
     else if (a == "--prompts") o.prompts = value();
     else if (a == "--output") o.output = value();
-    else if (a == "--max-new-tokens") o.max_new_tokens = ParseInt(a, value(), 1);
-    else if (a == "--temperature") o.temperature = ParseNumber(a, value());
-    else if (a == "--top-k") o.top_k = ParseInt(a, value(), 0);
-    else if (a == "--top-p") o.top_p = ParseNumber(a, value());
-    else if (a == "--seed") o.seed = static_cast<uint64_t>(ParseInt(a, value(), 0));
-    else if (a == "--batch-size") o.batch_size = ParseInt(a, value(), 1);
+    else if (a == "--max-new-tokens") o.max_new_tokens = IntFlag(a, value(), 1);
+    else if (a == "--temperature") o.temperature = NumberFlag(a, value());
+    else if (a == "--top-k") o.top_k = IntFlag(a, value(), 0);
+    else if (a == "--top-p") o.top_p = NumberFlag(a, value());
+    else if (a == "--seed") o.seed = static_cast<uint64_t>(IntFlag(a, value(), 0));
+    else if (a == "--batch-size") o.batch_size = IntFlag(a, value(), 1);
     else if (a == "--answer-regex") o.answer_regex = value();
     else if (a == "--raw") o.raw = true;
     else if (a == "--include-system") o.include_system = true;
     else if (a == "--device") o.device = value();
-    else if (a == "--threads") o.threads = ParseInt(a, value(), 0);
+    else if (a == "--threads") o.threads = IntFlag(a, value(), 0);
     else if (a == "--no-progress") o.progress = false;
     else if (a == "-h" || a == "--help") *help = true;
     else InvalidArgument("unknown option " + a);

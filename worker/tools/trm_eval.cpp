@@ -11,6 +11,7 @@
 #include <string>
 
 #include "trm/common/error.h"
+#include "trm/common/flag_values.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/evaluation.h"
 #include "trm/worker/generation_eval.h"
@@ -26,16 +27,6 @@ int Usage() {
                "       trm-eval generate --checkpoint DIR --prompts FILE [--max-new-tokens N] [--temperature T]\n"
                "                [--answer-regex RE] [--output FILE.jsonl] [--batch-size N] [...]  (docs/evaluation.md)\n");
   return 2;
-}
-
-int64_t ParseCount(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    long long n = std::stoll(v, &used);
-    if (used == v.size() && n >= 0) return n;
-  } catch (const std::exception&) {
-  }
-  trm::InvalidArgument(flag + ": expected a non-negative integer, got '" + v + "'");
 }
 
 // One line per tenth of the split, so a log gets no carriage-return noise.
@@ -66,10 +57,10 @@ int main(int argc, char** argv) {
       if (a == "--checkpoint") o.checkpoint = value();
       else if (a == "--data") o.data = value();
       else if (a == "--split") o.split = value();
-      else if (a == "--batch-size") o.batch_size = ParseCount(a, value());
+      else if (a == "--batch-size") o.batch_size = trm::IntFlag(a, value(), 0);
       else if (a == "--device") o.device = value();
       else if (a == "--dtype") o.dtype = value();
-      else if (a == "--threads") threads = ParseCount(a, value());
+      else if (a == "--threads") threads = trm::IntFlag(a, value(), 0);
       else if (a == "--no-progress") progress = false;
       else if (a == "-h" || a == "--help") return Usage();
       else trm::InvalidArgument("unknown option " + a);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "trm/common/error.h"
+#include "trm/common/flag_values.h"
 #include "trm/common/process_env.h"
 #include "trm/worker/chat.h"
 
@@ -17,16 +18,6 @@ int Usage() {
                "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--no-cache] [--raw]\n"
                "                    [--tokenizer SPEC] [--device auto|cpu|cuda]\n");
   return 2;
-}
-
-double ParseNumber(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    double d = std::stod(v, &used);
-    if (used == v.size()) return d;
-  } catch (const std::exception&) {
-  }
-  trm::InvalidArgument(flag + ": expected a number, got '" + v + "'");
 }
 
 }  // namespace
@@ -47,11 +38,11 @@ int main(int argc, char** argv) {
       if (a == "--checkpoint") checkpoint = value();
       else if (a == "--prompt") prompt = value();
       else if (a == "--interactive") interactive = true;
-      else if (a == "--max-new-tokens") opt.generate.max_new_tokens = static_cast<int64_t>(ParseNumber(a, value()));
-      else if (a == "--temperature") opt.generate.sampling.temperature = ParseNumber(a, value());
-      else if (a == "--top-k") opt.generate.sampling.top_k = static_cast<int64_t>(ParseNumber(a, value()));
-      else if (a == "--top-p") opt.generate.sampling.top_p = ParseNumber(a, value());
-      else if (a == "--seed") opt.generate.sampling.seed = static_cast<uint64_t>(ParseNumber(a, value()));
+      else if (a == "--max-new-tokens") opt.generate.max_new_tokens = static_cast<int64_t>(trm::NumberFlag(a, value()));
+      else if (a == "--temperature") opt.generate.sampling.temperature = trm::NumberFlag(a, value());
+      else if (a == "--top-k") opt.generate.sampling.top_k = static_cast<int64_t>(trm::NumberFlag(a, value()));
+      else if (a == "--top-p") opt.generate.sampling.top_p = trm::NumberFlag(a, value());
+      else if (a == "--seed") opt.generate.sampling.seed = static_cast<uint64_t>(trm::NumberFlag(a, value()));
       else if (a == "--no-cache") opt.use_cache = false;
       else if (a == "--raw") raw = true;
       else if (a == "--tokenizer") opt.tokenizer = value();

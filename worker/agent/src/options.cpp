@@ -9,6 +9,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
+#include "trm/common/flag_values.h"
 #include "trm/common/net.h"
 #include "trm/rpc/transfer.h"
 
@@ -21,16 +22,6 @@ const char* const kWorkerUsage =
     "                  [--eval-binary PATH]   (trm-eval for evaluation runs; default beside this executable)\n";
 
 namespace {
-
-int64_t ParseInt(const std::string& flag, const std::string& v, int64_t min) {
-  try {
-    size_t used = 0;
-    const long long x = std::stoll(v, &used);
-    if (used == v.size() && x >= min) return x;
-  } catch (const std::exception&) {
-  }
-  InvalidArgument(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + v + "'");
-}
 
 // The address ranks on other machines reach this worker at (the MASTER_ADDR of jobs whose rank 0
 // runs here), when --host is not given: the one this machine talks to the coordinator from, so
@@ -96,13 +87,13 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     if (flag == "--coordinator") cl.coordinator = next();
     else if (flag == "--id") o.worker_id = next();
     else if (flag == "--host") o.host = next(), host_given = true;
-    else if (flag == "--cpu-slots") cpu_slots = ParseInt(flag, next(), 1);
+    else if (flag == "--cpu-slots") cpu_slots = IntFlag(flag, next(), 1);
     else if (flag == "--gpus") gpus = next();
     else if (flag == "--work-dir") o.work_dir = next();
     else if (flag == "--metrics-listen") cl.metrics_listen = next();
     else if (flag == "--train-binary") o.train_binary = next();
     else if (flag == "--eval-binary") o.eval_binary = next(), eval_given = true;
-    else if (flag == "--heartbeat-ms") o.heartbeat_ms = ParseInt(flag, next(), 10);
+    else if (flag == "--heartbeat-ms") o.heartbeat_ms = IntFlag(flag, next(), 10);
     else InvalidArgument(flag + ": unknown flag");
   }
   if (cl.coordinator.empty()) InvalidArgument("--coordinator: required (HOST:PORT)");
@@ -112,7 +103,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     o.device_kind = "cuda";
     std::stringstream ss(gpus);
     for (std::string g; std::getline(ss, g, ',');) {
-      ParseInt("--gpus", g, 0);
+      IntFlag("--gpus", g, 0);
       o.devices.push_back(g);
     }
   } else {
