@@ -25,7 +25,8 @@ nlohmann::json RunReference(const std::string& command) {
   const int status = ::pclose(p);
   if (status != 0) Internal("the reference failed (" + command + "): " + out);
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  const std::string last = out.substr(out.find_last_of('\n') == std::string::npos ? 0 : out.find_last_of('\n') + 1);
+  const size_t newline = out.find_last_of('\n');  // npos + 1 == 0: a single line
+  const std::string last = out.substr(newline + 1);
   nlohmann::json j = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) Internal("the reference printed no JSON line (" + command + "): " + out);
   return j;

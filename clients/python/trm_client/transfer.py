@@ -95,8 +95,6 @@ class Upload:
     def __next__(self):
         try:
             return next(self._messages)
-        except StopIteration:
-            raise
         except OSError as e:
             self.error = TrmError(grpc.StatusCode.INVALID_ARGUMENT, f"{e.filename}: cannot read ({e.strerror})")
             raise
@@ -136,6 +134,7 @@ class Receiver:
         self.resumed_from = 0
         self._file = None          # the open file being written, and its index
         self._index = -1
+        self._cursor = (0, 0)      # _locate's last answer: (file index, its start offset)
 
     # ------------------------------------------------------------ resume
 
@@ -195,6 +194,7 @@ class Receiver:
             pass
         self.manifest = None
         self.received = self.resumed_from = 0
+        self._cursor = (0, 0)
 
     # ------------------------------------------------------------ stream
 
@@ -238,6 +238,7 @@ class Receiver:
             open(path, "wb").close()  # empty files need no chunk
         self.manifest = m
         self.received = 0
+        self._cursor = (0, 0)
         tmp_state = self.state_file + ".tmp"
         with open(tmp_state, "w") as f:
             json.dump({"job": self.job_id, "weights_only": self.weights_only,
@@ -266,11 +267,16 @@ class Receiver:
             self.received += n
 
     def _locate(self, offset: int):
-        start = 0
-        for i, f in enumerate(self.manifest.files):
-            if offset < start + f.size:
+        """(index, start offset) of the file holding byte `offset`. Offsets only grow within a
+        receiver, so the search resumes from the last answer (linear in files overall, not per chunk)."""
+        i, start = self._cursor if self._cursor[1] <= offset else (0, 0)
+        files = self.manifest.files
+        while i < len(files):
+            if offset < start + files[i].size:
+                self._cursor = (i, start)
                 return i, start
-            start += f.size
+            start += files[i].size
+            i += 1
         raise TrmError(grpc.StatusCode.DATA_LOSS, f"offset {offset} is past the manifest's files")
 
     def _close(self) -> None:
