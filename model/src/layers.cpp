@@ -122,22 +122,62 @@ at::Tensor RotaryOps(const at::Tensor& x32, const at::Tensor& cos, const at::Ten
   return x32 * cos + rotated * sin;
 }
 
+// RoPE in one pass on the CPU: y = x * cos + rot(x) * sin with rot(x) = (-x2, x1), each element
+// rounded exactly as the reference's five kernels round it (a product, a product of the negated
+// partner, a sum: the file is built without floating-point contraction), written straight into
+// the requested layout. x [B, S, H, D] float32 with unit stride along D; cos, sin [S, D].
+at::Tensor RotaryOnePass(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, RotaryLayout layout) {
+  const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  const auto opts = x.options().requires_grad(false);
+  at::Tensor y;
+  switch (layout) {
+    case RotaryLayout::kBSHD: y = at::empty({B, S, H, D}, opts); break;
+    case RotaryLayout::kBHSD: y = at::empty({B, H, S, D}, opts).transpose(1, 2); break;
+    case RotaryLayout::kBHDS: y = at::empty({B, H, D, S}, opts).permute({0, 3, 1, 2}); break;
+  }
+  const float* xp = x.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t xb = x.stride(0), xs = x.stride(1), xh = x.stride(2);
+  const int64_t yb = y.stride(0), ys = y.stride(1), yh = y.stride(2), yd = y.stride(3);
+  at::parallel_for(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / (S * H), s = (row / H) % S, h = row % H;
+      const float* xr = xp + b * xb + s * xs + h * xh;
+      const float* c = cp + s * D;
+      const float* sn = sp + s * D;
+      float* yr = yp + b * yb + s * ys + h * yh;
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = xr[j] * c[j], r = -xr[j + half] * sn[j];
+        yr[j * yd] = a + r;
+      }
+      for (int64_t j = half; j < D; ++j) {
+        const float a = xr[j] * c[j], r = xr[j - half] * sn[j];
+        yr[j * yd] = a + r;
+      }
+    }
+  });
+  return y;
+}
+
 // RoPE with a one-pass CPU backward: with y = x * cos + rot(x) * sin and rot(x) = (-x2, x1),
 //   dx1 = g1 * cos1 + g2 * sin2,   dx2 = g2 * cos2 - g1 * sin1,
 // one loop over each head's row instead of autograd's split, negate, concatenate and products.
 class RotaryFn : public torch::autograd::Function<RotaryFn> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                                                const at::Tensor& cos, const at::Tensor& sin) {
+                                                const at::Tensor& cos, const at::Tensor& sin, int64_t layout) {
     ctx->save_for_backward({cos, sin});
-    return {RotaryOps(x, cos, sin)};
+    return {RotaryOnePass(x, cos, sin, static_cast<RotaryLayout>(layout))};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor cos = saved[0].contiguous(), sin = saved[1].contiguous();  // [S, 1, D]
-    const at::Tensor g = grads[0].contiguous();                                  // [B, S, H, D]
+    const at::Tensor& cos = saved[0];  // [S, D], contiguous
+    const at::Tensor& sin = saved[1];
+    const at::Tensor g = grads[0].contiguous();  // [B, S, H, D]
     const int64_t B = g.size(0), S = g.size(1), H = g.size(2), D = g.size(3), half = D / 2;
     at::Tensor dx = at::empty_like(g, at::MemoryFormat::Contiguous);
     const float* gp = g.data_ptr<float>();
@@ -157,25 +197,39 @@ class RotaryFn : public torch::autograd::Function<RotaryFn> {
         }
       }
     });
-    return {dx, at::Tensor(), at::Tensor()};
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset) {
+at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset, RotaryLayout layout) {
   const int64_t S = x.size(1);
-  at::Tensor cos = rope.cos.narrow(0, offset, S).unsqueeze(1);  // [S, 1, D] over [B, S, H, D]
-  at::Tensor sin = rope.sin.narrow(0, offset, S).unsqueeze(1);
-  if (cos.device() != x.device()) {
-    cos = cos.to(x.device());
-    sin = sin.to(x.device());
-  }
   auto dt = x.scalar_type();
   at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
-  const bool fused = x32.requires_grad() && x32.device().is_cpu() && x32.dim() == 4 && x32.size(-1) % 2 == 0 &&
-                     cos.scalar_type() == torch::kFloat32 && !cos.requires_grad() && torch::GradMode::is_enabled();
-  at::Tensor y = fused ? RotaryFn::apply(x32, cos, sin)[0] : RotaryOps(x32, cos, sin);
+  const bool one_pass = x32.device().is_cpu() && x32.dim() == 4 && x32.size(-1) % 2 == 0 &&
+                        rope.cos.device().is_cpu() && rope.cos.scalar_type() == torch::kFloat32 &&
+                        !rope.cos.requires_grad();
+  at::Tensor y;
+  if (one_pass) {
+    const at::Tensor cos = rope.cos.narrow(0, offset, S).contiguous();  // [S, D]
+    const at::Tensor sin = rope.sin.narrow(0, offset, S).contiguous();
+    at::Tensor xin = x32.stride(-1) == 1 ? x32 : x32.contiguous();
+    if (xin.requires_grad() && torch::GradMode::is_enabled()) {
+      y = RotaryFn::apply(xin, cos, sin, static_cast<int64_t>(layout))[0];
+    } else {
+      torch::NoGradGuard no_grad;
+      y = RotaryOnePass(xin, cos, sin, layout);
+    }
+  } else {
+    at::Tensor cos = rope.cos.narrow(0, offset, S).unsqueeze(1);  // [S, 1, D] over [B, S, H, D]
+    at::Tensor sin = rope.sin.narrow(0, offset, S).unsqueeze(1);
+    if (cos.device() != x.device()) {
+      cos = cos.to(x.device());
+      sin = sin.to(x.device());
+    }
+    y = RotaryOps(x32, cos, sin);
+  }
   return dt == torch::kFloat32 ? y : y.to(dt);
 }
 
@@ -218,8 +272,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope,
   at::Tensor q = parts[0], k = parts[1], v = parts[2];
   const int64_t offset = cache && cache->k.defined() ? cache->k.size(2) : 0;
   if (rope) {
-    q = ApplyRotary(q, *rope, offset);
-    k = ApplyRotary(k, *rope, offset);
+    q = ApplyRotary(q, *rope, offset, RotaryLayout::kBHSD);
+    k = ApplyRotary(k, *rope, offset, RotaryLayout::kBHDS);
   }
   q = q.transpose(1, 2);
   k = k.transpose(1, 2);
@@ -241,10 +295,62 @@ SwiGluImpl::SwiGluImpl(int64_t hidden, int64_t intermediate) {
   down_proj = register_module("down_proj", CastedLinear(intermediate, hidden, false));
 }
 
-at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
-  auto gu = gate_up_proj(x).chunk(2, -1);
-  return down_proj(torch::silu(gu[0]) * gu[1]);
+namespace {
+
+// silu(gate) * up over gu = [gate | up] (the reference's two kernels, so bitwise its forward),
+// with a one-pass CPU backward that writes d(gu) whole: autograd's backward of the chunk, silu
+// and product is two products, silu's backward and a concatenation of the halves (the largest
+// single copy in a tiny step). With s = sigmoid(g):
+//   d(gate) = dy * up * s * (1 + g * (1 - s)),   d(up) = dy * g * s.
+class SwiGluActFn : public torch::autograd::Function<SwiGluActFn> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gu) {
+    ctx->save_for_backward({gu});
+    auto parts = gu.chunk(2, -1);
+    return {torch::silu(parts[0]) * parts[1]};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor gu = ctx->get_saved_variables()[0];  // contiguous [..., 2I]
+    const int64_t I = gu.size(-1) / 2, rows = gu.numel() / (2 * I);
+    const at::Tensor sig = torch::sigmoid(gu.narrow(-1, 0, I)).contiguous();
+    const at::Tensor dy = grads[0].contiguous();
+    at::Tensor dgu = at::empty_like(gu, at::MemoryFormat::Contiguous);
+    const float* gp = gu.data_ptr<float>();
+    const float* sp = sig.data_ptr<float>();
+    const float* yp = dy.data_ptr<float>();
+    float* dp = dgu.data_ptr<float>();
+    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float* __restrict g = gp + r * 2 * I;
+        const float* __restrict u = g + I;
+        const float* __restrict s = sp + r * I;
+        const float* __restrict d = yp + r * I;
+        float* __restrict dg = dp + r * 2 * I;
+        float* __restrict du = dg + I;
+        for (int64_t j = 0; j < I; ++j) {
+          dg[j] = d[j] * u[j] * (s[j] * (1.0f + g[j] * (1.0f - s[j])));
+          du[j] = d[j] * (g[j] * s[j]);
+        }
+      }
+    });
+    return {dgu};
+  }
+};
+
+at::Tensor SwiGluAct(const at::Tensor& gu) {
+  if (gu.device().is_cpu() && gu.scalar_type() == torch::kFloat32 && gu.is_contiguous() && gu.requires_grad() &&
+      torch::GradMode::is_enabled() && gu.numel() > 0) {
+    return SwiGluActFn::apply(gu)[0];
+  }
+  auto parts = gu.chunk(2, -1);
+  return torch::silu(parts[0]) * parts[1];
 }
+
+}  // namespace
+
+at::Tensor SwiGluImpl::forward(const at::Tensor& x) { return down_proj(SwiGluAct(gate_up_proj(x))); }
 
 BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
   self_attn = register_module("self_attn", Attention(cfg));

@@ -91,8 +91,19 @@ void SoftmaxRows(float* x, int64_t n, int64_t V, float* row_max, float* row_sum,
 // One pass over the rows in blocks; with_grad also accumulates d(loss)/dz and d(loss)/dw. Every
 // block reuses one logits buffer and is reduced in place: no allocation of block-sized tensors
 // (fresh multi-MB allocations cost page faults on every step).
+// `cached` if it has this shape and options and nothing else holds it, else a new tensor kept there.
+at::Tensor Reuse(at::Tensor* cached, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  if (cached && cached->defined() && cached->sizes() == sizes && cached->dtype() == opts.dtype() &&
+      cached->device() == opts.device() && cached->use_count() == 1) {
+    return *cached;
+  }
+  at::Tensor t = torch::empty(sizes, opts);
+  if (cached) *cached = t;
+  return t;
+}
+
 Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& labels, const at::Tensor& row_weight,
-            bool with_grad) {
+            bool with_grad, LinearCrossEntropyWorkspace* ws) {
   torch::NoGradGuard no_grad;
   const int64_t N = z.size(0), V = w_in.size(0);
   const at::Tensor w = w_in.scalar_type() == z.scalar_type() ? w_in : w_in.to(z.scalar_type());
@@ -102,10 +113,11 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
   at::Tensor tok = torch::zeros({N}, row_weight.options());
   if (with_grad) {
     r.dz = torch::empty_like(z);
-    r.dw = torch::zeros(w.sizes(), w.options().dtype(torch::kFloat32));
+    // Written by the first block (beta = 0), accumulated by the others: no zero fill.
+    r.dw = Reuse(ws ? &ws->dw : nullptr, w.sizes(), w.options().dtype(torch::kFloat32));
   }
   const int64_t C = std::min(ChunkRows(V), N);
-  at::Tensor buf = torch::empty({C, V}, z.options().dtype(torch::kFloat32));
+  at::Tensor buf = Reuse(ws ? &ws->logits : nullptr, {C, V}, z.options().dtype(torch::kFloat32));
   for (int64_t r0 = 0; r0 < N; r0 += C) {
     const int64_t n = std::min(C, N - r0);
     at::Tensor zc = z.narrow(0, r0, n);
@@ -140,7 +152,8 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
       at::Tensor dzc = r.dz.narrow(0, r0, n);
       if (cpu_f32) at::mm_out(dzc, gz, w);
       else dzc.copy_(torch::matmul(gz, w));
-      r.dw.addmm_(logits.t(), zc.to(torch::kFloat32));
+      if (r0 == 0) at::mm_out(r.dw, logits.t(), zc.to(torch::kFloat32));
+      else r.dw.addmm_(logits.t(), zc.to(torch::kFloat32));
     }
   }
   r.argmax = r.argmax.to(labels.device());
@@ -153,8 +166,8 @@ class Fn : public torch::autograd::Function<Fn> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& z,
                                                 const at::Tensor& w, const at::Tensor& labels,
-                                                const at::Tensor& row_weight) {
-    Chunked r = Run(z, w, labels, row_weight, /*with_grad=*/true);
+                                                const at::Tensor& row_weight, LinearCrossEntropyWorkspace* ws) {
+    Chunked r = Run(z, w, labels, row_weight, /*with_grad=*/true, ws);
     ctx->save_for_backward({r.dz, r.dw});
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
     ctx->mark_non_differentiable({r.argmax});
@@ -166,22 +179,24 @@ class Fn : public torch::autograd::Function<Fn> {
     auto saved = ctx->get_saved_variables();
     const at::Tensor& g = grads[0];  // 0-d
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
-    // The saved gradients are ours alone: scale them in place rather than allocate copies.
-    at::Tensor dz = saved[0].mul_(g.to(saved[0].scalar_type()));
-    at::Tensor dw = saved[1].mul_(g);
-    return {dz, dw.scalar_type() == w_dtype ? dw : dw.to(w_dtype), at::Tensor(), at::Tensor()};
+    // The saved gradients are ours alone: scale them in place rather than allocate copies
+    // (and not at all by 1: a pass over 51 MB for nothing).
+    const bool unit = g.is_cpu() && g.item<double>() == 1.0;
+    at::Tensor dz = unit ? saved[0] : saved[0].mul_(g.to(saved[0].scalar_type()));
+    at::Tensor dw = unit ? saved[1] : saved[1].mul_(g);
+    return {dz, dw.scalar_type() == w_dtype ? dw : dw.to(w_dtype), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 LinearCrossEntropyResult LinearCrossEntropy(const at::Tensor& z, const at::Tensor& w, const at::Tensor& labels,
-                                            const at::Tensor& row_weight) {
+                                            const at::Tensor& row_weight, LinearCrossEntropyWorkspace* ws) {
   if (torch::GradMode::is_enabled() && (z.requires_grad() || w.requires_grad())) {
-    auto out = Fn::apply(z, w, labels, row_weight);
+    auto out = Fn::apply(z, w, labels, row_weight, ws);
     return {out[0], out[1]};
   }
-  Chunked r = Run(z, w, labels, row_weight, /*with_grad=*/false);
+  Chunked r = Run(z, w, labels, row_weight, /*with_grad=*/false, ws);
   return {r.loss, r.argmax, r.token_loss};
 }
 

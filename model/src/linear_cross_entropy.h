@@ -16,10 +16,20 @@ struct LinearCrossEntropyResult {
   at::Tensor token_loss;
 };
 
+// Buffers one caller reuses from call to call: the logits block and the head's weight gradient
+// (51 MB for a 50k vocabulary at width 256). Allocated afresh each step they are mapped and
+// page-faulted afresh each step (glibc maps blocks over 32 MiB). A buffer still held by an
+// earlier call's pending backward is not reused. Not thread-safe: one per model, one call at a time.
+struct LinearCrossEntropyWorkspace {
+  at::Tensor logits;
+  at::Tensor dw;
+};
+
 // z [N, D] (activation dtype), w [V, D] (cast to z's dtype), labels [N] int64 with -100 = ignore,
 // row_weight [N] float32 (0 for ignored rows). Gradients are computed during the forward when
 // autograd is recording (they are exact: d loss / d logits = weight * (softmax - onehot)).
+// `ws` may be null (everything is allocated for this call).
 LinearCrossEntropyResult LinearCrossEntropy(const at::Tensor& z, const at::Tensor& w, const at::Tensor& labels,
-                                            const at::Tensor& row_weight);
+                                            const at::Tensor& row_weight, LinearCrossEntropyWorkspace* ws = nullptr);
 
 }  // namespace trm::model

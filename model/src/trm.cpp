@@ -140,7 +140,9 @@ TrmInnerImpl::Output TrmInnerImpl::ForwardCached(const at::Tensor& z_H_in, const
   return out;
 }
 
-TrmImpl::TrmImpl(const ArchConfig& cfg) : cfg_(cfg) { inner = register_module("inner", TrmInner(cfg)); }
+TrmImpl::TrmImpl(const ArchConfig& cfg) : cfg_(cfg), head_ws_(std::make_shared<LinearCrossEntropyWorkspace>()) {
+  inner = register_module("inner", TrmInner(cfg));
+}
 
 at::Tensor TrmImpl::Predict(const at::Tensor& inputs) {
   torch::NoGradGuard no_grad;
@@ -243,7 +245,8 @@ std::pair<at::Tensor, Metrics> TrmImpl::LossHead(const Carry& carry, const TrmIn
     const int64_t D = out.hidden.size(-1);
     at::Tensor row_weight = (mask.to(torch::kFloat32) / div).reshape({-1});
     LinearCrossEntropyResult r =
-        LinearCrossEntropy(out.hidden.reshape({-1, D}), inner->lm_head->weight, labels.reshape({-1}), row_weight);
+        LinearCrossEntropy(out.hidden.reshape({-1, D}), inner->lm_head->weight, labels.reshape({-1}), row_weight,
+                           head_ws_.get());
     lm_loss = r.loss;
     predicted = r.argmax.view(labels.sizes());
     if (!is_training() && r.token_loss.defined()) {

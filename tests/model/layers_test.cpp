@@ -194,6 +194,17 @@ TEST(LayersTest, RotaryAndSwiGluBackwardsEqualAutogradOfTheOps) {
   {
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(torch::equal(y, reference_ops(q, cos, sin)));
+    // The layouts attention asks for hold the same values, laid out as its products read them
+    // (q as [B, H, S, D], k^T as [B, H, D, S]), with and without autograd.
+    for (bool grad : {false, true}) {
+      torch::AutoGradMode mode(grad);
+      at::Tensor bhsd = ApplyRotary(q, rope, 3, RotaryLayout::kBHSD);
+      at::Tensor bhds = ApplyRotary(q, rope, 3, RotaryLayout::kBHDS);
+      EXPECT_TRUE(torch::equal(bhsd, y)) << grad;
+      EXPECT_TRUE(torch::equal(bhds, y)) << grad;
+      EXPECT_TRUE(bhsd.transpose(1, 2).is_contiguous()) << grad;
+      EXPECT_TRUE(bhds.permute({0, 2, 3, 1}).is_contiguous()) << grad;
+    }
   }
   y.backward(g);
   at::Tensor q64 = q.detach().to(torch::kFloat64).requires_grad_(true);

@@ -248,5 +248,39 @@ TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
               plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-4);
 }
 
+// The fused head reuses its buffers from call to call: a second forward while the first one's
+// backward is still pending must not overwrite the first one's saved gradient, and a third call
+// after both backwards (reusing the buffers) gives the first call's gradients again.
+TEST(TrmTest, FusedHeadBuffersAreNotReusedUnderAPendingBackward) {
+  torch::manual_seed(12);
+  ArchConfig c = Config();
+  c.vocab_size = 70000;
+  c.seq_len = 40;
+  Trm m(c);
+  m->SetFusedHead(true);
+  m->train();
+  Batch a = RandomBatch(c, 4), b = RandomBatch(c, 4);
+  auto head_grad = [&] { return m->inner->lm_head->weight.grad().clone(); };
+  auto zero = [&] {
+    for (auto& p : m->parameters())
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  };
+  StepOutput fa = m->forward(m->InitialCarry(a), a);
+  StepOutput fb = m->forward(m->InitialCarry(b), b);  // a's backward still pending
+  fa.loss.backward();
+  const at::Tensor ga = head_grad();
+  zero();
+  fb.loss.backward();
+  const at::Tensor gb = head_grad();
+  zero();
+  EXPECT_FALSE(torch::equal(ga, gb));
+  for (int i = 0; i < 2; ++i) {  // buffers now free: reused, same result
+    StepOutput again = m->forward(m->InitialCarry(a), a);
+    again.loss.backward();
+    EXPECT_TRUE(torch::equal(head_grad(), ga)) << i;
+    zero();
+  }
+}
+
 }  // namespace
 }  // namespace trm::model

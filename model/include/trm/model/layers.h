@@ -45,9 +45,16 @@ struct RotaryTables {
   static RotaryTables Make(int64_t max_positions, int64_t head_dim, double theta);
 };
 
+// Where ApplyRotary's result lives in memory (its shape is [B, S, H, D] either way). Attention
+// multiplies q as [B, H, S, D] and k^T as [B, H, D, S]; written there directly, the matrix
+// products read them in place instead of copying them first (the values are the same).
+enum class RotaryLayout { kBSHD, kBHSD, kBHDS };
+
 // Applies RoPE to x [B, S, H, D] (float32 inside, cast back) using rows
-// [offset, offset + S) of the tables (offset > 0 when decoding with a cache).
-at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset);
+// [offset, offset + S) of the tables (offset > 0 when decoding with a cache). The layout is a
+// request the CPU float32 path honours; other devices and dtypes return a contiguous result.
+at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset,
+                       RotaryLayout layout = RotaryLayout::kBSHD);
 
 // Per-layer key/value cache for incremental decoding: keys/values [B, H, T, D] of the positions
 // seen so far. The decode path appends to it; a full forward leaves it untouched.

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -94,6 +95,8 @@ struct StepOutput {
 };
 
 // Model + ACT wrapper + loss head. Training vs evaluation follows Module::is_training().
+struct LinearCrossEntropyWorkspace;
+
 class TrmImpl : public torch::nn::Module {
  public:
   explicit TrmImpl(const ArchConfig& cfg);
@@ -131,6 +134,8 @@ class TrmImpl : public torch::nn::Module {
                                           const at::Tensor& target_q_continue);
   ArchConfig cfg_;
   bool fused_head_ = false;
+  // The fused head's reusable buffers (linear_cross_entropy.h); this model's alone.
+  std::shared_ptr<LinearCrossEntropyWorkspace> head_ws_;
 };
 TORCH_MODULE(Trm);
 
