@@ -45,9 +45,10 @@ const std::vector<Command>& Commands() {
         {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}},
        RunSubmit},
       {"list",
-       "usage: trmctl list [--state STATE[,STATE...]] [--limit N] [-o table|json]\n"
-       "Lists jobs (newest first); STATE is queued, running, succeeded, failed or cancelled.\n",
-       {{"--state"}, {"--limit"}, OutputFlag()},
+       "usage: trmctl list [--state STATE[,STATE...]] [--limit N] [--mine | --owner NAME] [-o table|json]\n"
+       "Lists jobs (newest first); STATE is queued, running, succeeded, failed or cancelled.\n"
+       "--mine: only your jobs (your token's name); --owner NAME: only NAME's.\n",
+       {{"--state"}, {"--limit"}, {"--mine", false}, {"--owner"}, OutputFlag()},
        RunList},
       {"status",
        "usage: trmctl status JOB [-o table|json] [--json]\n"
@@ -69,7 +70,9 @@ const std::vector<Command>& Commands() {
        "Prints the job's log lines ([rank N] text); -f keeps following until the job ends.\n",
        {{"--follow", false, "-f"}, {"--reconnect-s"}},
        RunLogs},
-      {"cancel", "usage: trmctl cancel JOB\nCancels a queued or running job.\n", {}, RunCancel},
+      {"cancel",
+       "usage: trmctl cancel JOB\nCancels a queued or running job (yours, or anyone's as an admin).\n", {},
+       RunCancel},
       {"eval",
        "usage: trmctl eval JOB --dataset NAME_OR_HASH [--split test] [--prompts NAME]\n"
        "                   [--select latest|best:METRIC|step:N|all] [--priority P] [--max-restarts M]\n"
@@ -112,13 +115,30 @@ const std::vector<Command>& Commands() {
       {"dataset push",
        "usage: trmctl dataset push DIR [--name NAME] [--prompts]\n"
        "Uploads a dataset built by trm-data build (NAME defaults to DIR's name) and prints its name\n"
-       "and content hash; jobs use it with --dataset NAME_OR_HASH. --prompts: DIR holds one\n"
+       "and content hash; jobs use it with --dataset NAME_OR_HASH. Names are per user: NAME is\n"
+       "yours, and others name it OWNER/NAME (pushing OWNER/NAME: its owner or an admin only).\n"
+       "--prompts: DIR holds one\n"
        ".jsonl/.json prompts file instead (JSONL prompt/reference, ShareGPT, Alpaca or\n"
        "OpenAssistant), for trmctl eval --prompts NAME.\n",
        {{"--name"}, {"--prompts", false}},
        RunDatasetPush},
-      {"dataset list", "usage: trmctl dataset list [-o table|json]\nLists the pushed datasets.\n", {OutputFlag()},
-       RunDatasetList},
+      {"dataset list",
+       "usage: trmctl dataset list [-o table|json]\nLists the pushed datasets: every version of every\n"
+       "OWNER/NAME (the newest is what the name means).\n",
+       {OutputFlag()}, RunDatasetList},
+      {"audit",
+       "usage: trmctl audit [--since 7d|2026-12-01] [--user NAME] [--limit N] [-o table|json]\n"
+       "Admins: the coordinator's record of mutating calls (submit, cancel, push, evaluation runs,\n"
+       "token reloads), refusals included: time, user, peer address, method, target, result.\n"
+       "--since: a duration back from now (90s, 30m, 12h, 7d) or a UTC date; --limit: the newest N\n"
+       "(default 1000).\n",
+       {{"--since"}, {"--user"}, {"--limit"}, OutputFlag()},
+       RunAudit},
+      {"admin reload-tokens",
+       "usage: trmctl admin reload-tokens\nAdmins: the coordinator re-reads its --auth-tokens file (as on SIGHUP);\n"
+       "a removed token is refused from its next call on, open watches and downloads included.\n",
+       {},
+       RunReloadTokens},
   };
   return commands;
 }
@@ -143,11 +163,12 @@ std::string BashCompletion() {
     for (const auto& f : c.flags) flags += f.name + " " + (f.alias.empty() ? "" : f.alias + " ");
     flags += kCommonFlags;
     const bool two_word = c.name.rfind("dataset ", 0) == 0;
+    const bool admin = c.name.rfind("admin ", 0) == 0;  // one command: no flags of its own
     const std::string word = two_word ? c.name.substr(8) : c.name;
-    (two_word ? dataset_cases : cases) += "    " + word + ") flags=\"" + flags + "\" ;;\n";
-    if (!two_word) top += " " + c.name;
+    if (!admin) (two_word ? dataset_cases : cases) += "    " + word + ") flags=\"" + flags + "\" ;;\n";
+    if (!two_word && !admin) top += " " + c.name;
   }
-  top += " dataset";
+  top += " dataset admin";
   return "# trmctl completion for bash: source <(trmctl completion bash)\n"
          "_trmctl() {\n"
          "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" cmd=\"${COMP_WORDS[1]}\" flags=\"\"\n"
@@ -158,6 +179,8 @@ std::string BashCompletion() {
          "    if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"push list\" -- \"$cur\")); return; fi\n"
          "    cmd=\"${COMP_WORDS[2]}\"\n"
          "    case \"$cmd\" in\n" + dataset_cases + "    esac\n"
+         "  elif [ \"$cmd\" = admin ]; then\n"
+         "    if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"reload-tokens\" -- \"$cur\")); return; fi\n"
          "  else\n"
          "    case \"$cmd\" in\n" + cases + "      completion) flags=\"bash\" ;;\n    esac\n"
          "  fi\n"
@@ -184,6 +207,8 @@ std::string Usage(const std::string& command) {
          "  eval JOB --dataset NAME   evaluate checkpoints (evaluation runs)\n"
          "  workers       list workers\n"
          "  dataset push DIR | dataset list\n"
+         "  audit         the audit log of mutating calls (admins)\n"
+         "  admin reload-tokens   re-read the coordinator's tokens file (admins)\n"
          "  completion bash   bash completion (source <(trmctl completion bash))\n"
          "\n"
          "trmctl COMMAND --help describes one.\n" +
@@ -207,6 +232,14 @@ int Run(const std::vector<std::string>& argv, const ConnectFn& connect, const Io
     if (argv.size() < 2 || IsHelp(argv[1])) {
       if (argv.size() < 2) throw UsageError("trmctl dataset: expected push or list");
       *io.out << Usage("dataset push") << '\n' << Usage("dataset list");
+      return 0;
+    }
+    name += " " + argv[1];
+    rest = 2;
+  } else if (name == "admin") {
+    if (argv.size() < 2 || IsHelp(argv[1])) {
+      if (argv.size() < 2) throw UsageError("trmctl admin: expected reload-tokens");
+      *io.out << Usage("admin reload-tokens");
       return 0;
     }
     name += " " + argv[1];

@@ -60,7 +60,10 @@ int RunDatasetPush(const Args& args, const Context& ctx) {
   std::string name = args.Get("--name");
   if (name.empty()) name = fs::absolute(dir).lexically_normal().filename().string();
   try {
-    rpc::CheckName(name, "dataset name");
+    // NAME (yours) or OWNER/NAME (another user's namespace: its owner or an admin only).
+    const size_t slash = name.find('/');
+    rpc::CheckName(name.substr(0, slash), "dataset name");
+    if (slash != std::string::npos) rpc::CheckName(name.substr(slash + 1), "dataset name (after OWNER/)");
   } catch (const Error& e) {
     throw UsageError(std::string(e.what()) + " (choose one with --name)");
   }
@@ -69,7 +72,7 @@ int RunDatasetPush(const Args& args, const Context& ctx) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", s > 0 ? info.size_bytes() / 1e6 / s : 0.0);
-  *ctx.io.out << info.name() << " " << info.content_sha256() << "\n"
+  *ctx.io.out << (info.owner().empty() ? "" : info.owner() + "/") << info.name() << " " << info.content_sha256() << "\n"
               << "  " << info.files() << " files, " << FormatBytes(info.size_bytes()) << ", " << rate << " MB/s\n";
   return 0;
 }
@@ -87,7 +90,7 @@ int RunDatasetList(const Args& args, const Context& ctx) {
   Table t({"NAME", "SHA256", "SIZE", "FILES", "AGE"});
   const int64_t now = NowUnixMs();
   for (const auto& d : resp.datasets())
-    t.AddRow({d.name(), d.content_sha256().substr(0, 12), FormatBytes(d.size_bytes()), std::to_string(d.files()),
+    t.AddRow({(d.owner().empty() ? "local" : d.owner()) + "/" + d.name(), d.content_sha256().substr(0, 12), FormatBytes(d.size_bytes()), std::to_string(d.files()),
               FormatAge(d.created_unix_ms(), now)});
   t.Print(*ctx.io.out);
   return 0;

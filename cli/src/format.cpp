@@ -73,14 +73,20 @@ std::string FormatNumber(double v) {
   return buf;
 }
 
-std::string FormatTime(int64_t unix_ms) {
+namespace {
+std::string Strftime(int64_t unix_ms, const char* format, bool utc) {
   const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
   std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  if (utc) gmtime_r(&t, &tm);
+  else localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
+}  // namespace
+
+std::string FormatTime(int64_t unix_ms) { return Strftime(unix_ms, "%H:%M:%S", false); }
+std::string FormatUtc(int64_t unix_ms) { return Strftime(unix_ms, "%Y-%m-%dT%H:%M:%SZ", true); }
 
 std::string CompactMetrics(const google::protobuf::Map<std::string, double>& metrics) {
   // Map iteration order is unspecified; sort so the output is stable.

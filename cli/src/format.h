@@ -30,6 +30,7 @@ std::string FormatAge(int64_t unix_ms, int64_t now_ms);  // "5s", "3m", "2h", "4
 std::string FormatDuration(double seconds);             // "45s", "3m12s", "1h02m"
 std::string FormatNumber(double v);                     // %.4g
 std::string FormatTime(int64_t unix_ms);                // local HH:MM:SS
+std::string FormatUtc(int64_t unix_ms);                 // 2026-12-01T08:00:00Z
 // "eval_lm_loss=2.31 lm_loss=2.2", sorted by key.
 std::string CompactMetrics(const google::protobuf::Map<std::string, double>& metrics);
 

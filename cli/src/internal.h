@@ -47,5 +47,7 @@ int RunEval(const Args& args, const Context& ctx);
 int RunMetrics(const Args& args, const Context& ctx);
 int RunDatasetPush(const Args& args, const Context& ctx);
 int RunDatasetList(const Args& args, const Context& ctx);
+int RunAudit(const Args& args, const Context& ctx);
+int RunReloadTokens(const Args& args, const Context& ctx);
 
 }  // namespace trm::cli

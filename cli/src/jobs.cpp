@@ -26,6 +26,9 @@ int RunList(const Args& args, const Context& ctx) {
   // --state queued,running as well as --state queued --state running.
   for (const auto& s : CommaList(args.GetAll("--state"), "--state")) req.add_states(ParseState(s));
   req.set_limit(args.GetInt("--limit", 0, 0, 100000));
+  if (args.Has("--mine") && args.Has("--owner")) throw UsageError("--mine and --owner: give one of them");
+  req.set_mine(args.Has("--mine"));
+  req.set_owner(args.Get("--owner"));
   grpc::ClientContext c;
   rpc::SetDeadline(&c, ctx.timeout);
   v1::ListJobsResponse resp;
@@ -34,10 +37,11 @@ int RunList(const Args& args, const Context& ctx) {
     PrintJson(resp, *ctx.io.out);
     return 0;
   }
-  Table t({"ID", "KIND", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
+  Table t({"ID", "OWNER", "KIND", "NAME", "STATE", "STEP", "LOSS", "ATTEMPT", "AGE"});
   const int64_t now = NowUnixMs();
   for (const auto& j : resp.jobs())
-    t.AddRow({j.id(), j.spec().has_eval() ? "eval" : "train", j.spec().name(), StateName(j.state()), StepText(j),
+    t.AddRow({j.id(), j.owner().empty() ? "local" : j.owner(), j.spec().has_eval() ? "eval" : "train", j.spec().name(),
+              StateName(j.state()), StepText(j),
               j.step() > 0 ? FormatNumber(j.loss()) : "-", std::to_string(j.attempt()),
               FormatAge(j.created_unix_ms(), now)});
   t.Print(*ctx.io.out);
@@ -73,6 +77,7 @@ int RunStatus(const Args& args, const Context& ctx) {
   };
   row("id:", j.id());
   row("name:", j.spec().name());
+  row("owner:", j.owner());
   row("state:", StateName(j.state()));
   row("message:", j.message());
   row("failure:", j.failure_kind());
@@ -88,8 +93,9 @@ int RunStatus(const Args& args, const Context& ctx) {
   std::string ovs;
   for (const auto& o : j.spec().overrides()) ovs += (ovs.empty() ? "" : " ") + o;
   row("overrides:", ovs);
-  row("dataset:", !j.spec().dataset().empty() ? j.spec().dataset() + (j.dataset_hash().empty() ? "" : " (" + j.dataset_hash().substr(0, 12) + ")")
-                                              : j.spec().data_path());
+  const std::string dataset = j.dataset_ref().empty() ? j.spec().dataset() : j.dataset_ref();
+  row("dataset:", !dataset.empty() ? dataset + (j.dataset_hash().empty() ? "" : " (" + j.dataset_hash().substr(0, 12) + ")")
+                                   : j.spec().data_path());
   row("world size:", std::to_string(j.spec().world_size()));
   row("priority:", std::to_string(j.spec().priority()));
   row("attempt:", std::to_string(j.attempt()));

@@ -14,12 +14,14 @@
 
 #include "coordinator_impl.h"
 #include "eval_runs.h"
+#include "tenancy.h"
 #include "job_lifecycle.h"
 #include "shard_plans.h"
 #include "stream_limits.h"
 #include "weights_only.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
+#include "trm/common/path_confine.h"
 #include "trm/coordinator/job_spec.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/coordinator/scheduler.h"
@@ -123,31 +125,30 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
 
 Coordinator::~Coordinator() = default;
 
-std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
+std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& who) {
   if (spec_in.has_eval()) {
     std::lock_guard<std::mutex> l(impl_->mu);
-    const std::string id = impl_->InsertEvalRun(impl_->ResolveEvalSpec(spec_in));
+    const std::string id = impl_->InsertEvalRun(impl_->ResolveEvalSpec(spec_in, who), who.name);
     impl_->Schedule();
     impl_->PublishCounts();
     return id;
   }
   v1::JobSpec spec = spec_in;
-  std::string data_ref, hash, eval_hash;
+  std::string data_ref, hash, eval_hash, dataset_ref;
   if (!spec.dataset().empty() && !spec.data_path().empty())
     InvalidArgument("spec: give dataset or data_path, not both");
   if (!spec.dataset().empty()) {
-    rpc::CheckName(spec.dataset(), "spec.dataset");
-    std::optional<v1::DatasetInfo> d;
+    v1::DatasetInfo d;
     {
       std::lock_guard<std::mutex> l(impl_->mu);
-      d = impl_->store->FindDataset(spec.dataset());
+      bool by_hash = false;
+      d = impl_->ResolveDataset(spec.dataset(), who, "spec.dataset", &by_hash);
+      if (!by_hash) dataset_ref = d.owner() + "/" + d.name();
     }
-    if (!d) NotFound("spec.dataset: no dataset named or hashed '" + spec.dataset() + "' (trmctl dataset push DIR)");
-    hash = d->content_sha256();
+    hash = d.content_sha256();
     data_ref = "dataset:" + hash;
   } else if (!spec.data_path().empty()) {
-    if (spec.data_path().size() > 4096 || spec.data_path().find('\0') != std::string::npos)
-      InvalidArgument("spec.data_path: not a usable path");
+    spec.set_data_path(NormalAbsolutePath(spec.data_path(), "spec.data_path"));
     data_ref = spec.data_path();
   } else {
     InvalidArgument("spec: dataset (a pushed dataset's name or hash) or data_path is required");
@@ -157,64 +158,88 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in) {
   const std::string config = ResolveJobConfig(spec, impl_->opt.config_dir, data_ref);
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!spec.eval_dataset().empty()) {
-    rpc::CheckName(spec.eval_dataset(), "spec.eval_dataset");
-    const auto [info, manifest] = impl_->StoredDataset(spec.eval_dataset(), "spec.eval_dataset");
+    const auto [info, manifest] = impl_->StoredDataset(spec.eval_dataset(), "spec.eval_dataset", who);
     if (!HasSplit(manifest, "test"))
       InvalidArgument("spec.eval_dataset: dataset '" + spec.eval_dataset() + "' has no test split (no files under test/)");
     eval_hash = info.content_sha256();
   }
-  int total_slots = 0;
-  for (const auto& [id, w] : impl_->workers)
-    if (w.rec.info().alive()) total_slots += w.rec.info().slots();
+  int total_slots = 0, readable_slots = 0;
+  std::string roots;  // for the refusal: who may read what
+  for (const auto& [id, w] : impl_->workers) {
+    if (!w.rec.info().alive()) continue;
+    total_slots += w.rec.info().slots();
+    if (spec.data_path().empty()) continue;
+    if (WorkerMayRead(w.rec.info(), spec.data_path(), impl_->opt.require_data_roots))
+      readable_slots += w.rec.info().slots();
+    std::string mine;
+    for (int i = 0; i < w.rec.info().data_roots_size(); i += 2) mine += (mine.empty() ? "" : " ") + w.rec.info().data_roots(i);
+    roots += (roots.empty() ? "" : "; ") + id + ": " + (mine.empty() ? "no --data-root" : mine);
+  }
   if (spec.world_size() > total_slots)
     ThrowError(Code::kFailedPrecondition,
                "spec.world_size: " + std::to_string(spec.world_size()) + " ranks, but the live workers have " +
                    std::to_string(total_slots) + " slots in all (trmctl workers)");
+  if (const int quota = impl_->QuotaOf(who.name); quota > 0 && spec.world_size() > quota)
+    ThrowError(Code::kFailedPrecondition, "spec.world_size: " + std::to_string(spec.world_size()) + " ranks, but " +
+                                              who.name + "'s quota is " + std::to_string(quota) +
+                                              " slots (--quota-slots): the job could never start");
+  if (!spec.data_path().empty() && spec.world_size() > readable_slots)
+    ThrowError(Code::kFailedPrecondition,
+               "spec.data_path " + spec.data_path() + ": " + std::to_string(readable_slots) + " live worker slot(s) may read it, " +
+                   std::to_string(spec.world_size()) + " needed; a data path must lie inside a worker's --data-root" +
+                   (impl_->opt.require_data_roots ? " (this coordinator runs with auth: workers without one take none)" : "") +
+                   " [" + roots + "]; or push the data with trmctl dataset push");
   std::string id;
   impl_->Insert([&](v1::JobRecord* rec) {
     id = impl_->NewJobId();
     impl_->EmitState(rec, Submit(rec, id, spec, config, hash, impl_->Now()));
     rec->mutable_job()->set_kind("train");
     rec->mutable_job()->set_eval_dataset_hash(eval_hash);
+    rec->mutable_job()->set_owner(who.name);
+    rec->mutable_job()->set_dataset_ref(dataset_ref);
   });
   impl_->Schedule();
   impl_->PublishCounts();
   return id;
 }
 
-v1::Job Coordinator::GetJob(const std::string& job_id) {
+v1::Job Coordinator::GetJob(const std::string& job_id, const Principal& who) {
   CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
-  return impl_->WithWarning(impl_->Job(job_id).job());
+  return impl_->WithWarning(impl_->VisibleJob(job_id, who).job());
 }
 
-std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int limit) {
+std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int limit, const Principal& who,
+                                           const std::string& owner) {
   if (limit < 0 || limit > 10000) InvalidArgument("limit: expected 0 to 10000");
+  if (!owner.empty()) rpc::CheckName(owner, "owner");
   std::lock_guard<std::mutex> l(impl_->mu);
   if (limit <= 0) limit = 100;
   std::vector<v1::Job> out;
   // Newest first: what a user looks for.
   for (auto it = impl_->jobs.rbegin(); it != impl_->jobs.rend() && static_cast<int>(out.size()) < limit; ++it) {
     const auto& j = it->second.job();
+    if (!impl_->Visible(j, who) || (!owner.empty() && OwnerOf(j) != owner)) continue;
     if (states.empty() || std::find(states.begin(), states.end(), j.state()) != states.end())
       out.push_back(impl_->WithWarning(j));
   }
   return out;
 }
 
-v1::Job Coordinator::CancelJob(const std::string& job_id) {
+v1::Job Coordinator::CancelJob(const std::string& job_id, const Principal& who) {
   CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
-  if (Terminal(impl_->Job(job_id).job().state())) return impl_->Job(job_id).job();
+  impl_->RequireOwner(impl_->VisibleJob(job_id, who).job(), who, "cancel it");
+  if (Terminal(impl_->Job(job_id).job().state())) return impl_->WithWarning(impl_->Job(job_id).job());
   impl_->Mutate(job_id, [&](v1::JobRecord* rec) { impl_->EmitState(rec, Cancel(rec, impl_->Now())); });
   impl_->PublishCounts();
-  return impl_->Job(job_id).job();
+  return impl_->WithWarning(impl_->Job(job_id).job());
 }
 
 std::vector<v1::JobEvent> Coordinator::ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs,
-                                                  int limit) {
+                                                  int limit, const Principal& who) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  impl_->Job(job_id);
+  impl_->VisibleJob(job_id, who);
   return impl_->store->ReadEvents(job_id, after_seq, include_logs, limit);
 }
 
@@ -225,29 +250,35 @@ bool Coordinator::WaitForEvents(const std::string& job_id, uint64_t after_seq, s
   return more() || !Terminal(impl_->Job(job_id).job().state());
 }
 
-std::vector<v1::StepMetrics> Coordinator::GetMetrics(const std::string& job_id, int64_t from_step, int limit) {
+std::vector<v1::StepMetrics> Coordinator::GetMetrics(const std::string& job_id, int64_t from_step, int limit,
+                                                     const Principal& who) {
   CheckJobId(job_id);
   if (limit < 0) InvalidArgument("limit: must not be negative");
   std::lock_guard<std::mutex> l(impl_->mu);
-  impl_->Job(job_id);
+  impl_->VisibleJob(job_id, who);
   return impl_->store->ReadMetrics(job_id, from_step, limit);
 }
 
-std::vector<v1::CheckpointInfo> Coordinator::ListCheckpoints(const std::string& job_id) {
+std::vector<v1::CheckpointInfo> Coordinator::ListCheckpoints(const std::string& job_id, const Principal& who) {
   CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
-  impl_->Job(job_id);
+  const std::string owner = OwnerOf(impl_->VisibleJob(job_id, who).job());
   std::vector<v1::CheckpointInfo> out;
-  for (const auto& c : impl_->store->ListCheckpoints(job_id)) out.push_back(c.info());
+  for (const auto& c : impl_->store->ListCheckpoints(job_id)) {
+    out.push_back(c.info());
+    out.back().set_owner(owner);
+  }
   return out;
 }
 
-FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only) {
+FileSet Coordinator::ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only,
+                                       const Principal& who) {
   CheckJobId(job_id);
   if (selector.size() > 256) InvalidArgument("selector: longer than 256 characters");
   v1::CheckpointRecord pick;
   {
     std::lock_guard<std::mutex> l(impl_->mu);
+    impl_->VisibleJob(job_id, who);
     pick = impl_->PickCheckpoint(job_id, selector.empty() ? "latest" : selector);
   }
   const std::string name = pick.info().name();
@@ -265,7 +296,7 @@ FileSet Coordinator::CheckpointFiles(const std::string& job_id, const std::strin
   return ResolveCheckpoint(job_id, name, weights_only);
 }
 
-std::vector<v1::WorkerInfo> Coordinator::ListWorkers() {
+std::vector<v1::WorkerInfo> Coordinator::ListWorkers(const Principal& who) {
   std::lock_guard<std::mutex> l(impl_->mu);
   std::vector<v1::WorkerInfo> out;
   const auto reserved = impl_->Reserved();
@@ -273,25 +304,66 @@ std::vector<v1::WorkerInfo> Coordinator::ListWorkers() {
     v1::WorkerInfo info = w.rec.info();
     info.set_free_slots(info.alive() ? impl_->FreeSlotsOf(w, reserved) : 0);
     info.set_last_heartbeat_unix_ms(w.last_seen_ms);
-    for (const auto& j : impl_->JobsOn(id)) info.add_jobs(j);
+    for (const auto& j : impl_->JobsOn(id))
+      if (impl_->Visible(impl_->jobs.at(j).job(), who)) info.add_jobs(j);
     out.push_back(std::move(info));
   }
   return out;
 }
 
-v1::DatasetInfo Coordinator::PushDataset(const std::function<bool(v1::TransferMessage*)>& read) {
+v1::DatasetInfo Coordinator::PushDataset(const std::function<bool(v1::TransferMessage*)>& read, const Principal& who) {
   v1::TransferMessage msg;
   if (!read(&msg) || !msg.has_manifest()) InvalidArgument("PushDataset: the first message must be the manifest");
-  rpc::CheckName(msg.manifest().name(), "manifest.name (the dataset name)");
+  // Checked before any data is accepted: a push into someone else's namespace is refused whole.
+  const DatasetRef ref = ParseDatasetRef(msg.manifest().name(), who.name, "manifest.name (the dataset name)");
+  if (ref.owner != who.name && !who.admin())
+    ThrowError(Code::kPermissionDenied, "dataset name " + msg.manifest().name() + " belongs to " + ref.owner +
+                                            ": only " + ref.owner + " or an admin may push a version of it; push it as " +
+                                            ref.name + " (yours, " + who.name + "/" + ref.name + ")");
   rpc::FileReceiver receiver(impl_->NewUploadDir("dataset"), impl_->opt.max_dataset_bytes);
   receiver.OnManifest(msg.manifest());
   while (read(&msg)) receiver.OnMessage(msg);
-  return impl_->CommitDataset(&receiver);
+  return impl_->CommitDataset(&receiver, ref.owner, ref.name);
 }
 
-std::vector<v1::DatasetInfo> Coordinator::ListDatasets() {
+std::vector<v1::DatasetInfo> Coordinator::ListDatasets(const Principal& who) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  return impl_->store->ListDatasets();
+  std::vector<v1::DatasetInfo> out;
+  for (auto& d : impl_->store->ListDatasets())
+    if (!impl_->opt.private_reads || who.admin() || d.owner() == who.name) out.push_back(std::move(d));
+  return out;
+}
+
+void Coordinator::RecordAudit(v1::AuditEntry entry) {
+  if (entry.principal().empty()) {
+    // Anyone who reaches the port can be refused: such entries are rate-limited, so a flood of
+    // bad credentials cannot fill the disk (refused ones are counted in the log instead).
+    try {
+      impl_->anonymous_audit_rate.Take("unauthenticated calls", 1);
+    } catch (const Error&) {
+      if (++impl_->anonymous_audit_dropped % 1000 == 1)
+        spdlog::warn("audit: unauthenticated refusals over 20 a second are not recorded ({} so far)",
+                     impl_->anonymous_audit_dropped);
+      return;
+    }
+  }
+  std::lock_guard<std::mutex> l(impl_->mu);
+  entry.set_time_unix_ms(impl_->Now());
+  try {
+    impl_->store->AppendAudit(entry);
+  } catch (const Error& e) {
+    // The call itself has happened (or was refused); a full disk must not turn it into an error.
+    spdlog::error("audit: cannot record {} by {} on {}: {}", entry.method(), entry.principal(), entry.target(), e.what());
+  }
+}
+
+std::vector<v1::AuditEntry> Coordinator::ListAudit(int64_t since_unix_ms, const std::string& user, int limit,
+                                                   const Principal& who) {
+  if (!who.admin()) ThrowError(Code::kPermissionDenied, "ListAudit: admins only; " + who.name + " is not one");
+  if (limit < 0 || limit > 100000) InvalidArgument("limit: expected 0 to 100000");
+  if (!user.empty()) rpc::CheckName(user, "user");
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->store->ListAudit(since_unix_ms, user, limit == 0 ? 1000 : limit);
 }
 
 FileSet Coordinator::DatasetFiles(const std::string& hash) {
@@ -344,6 +416,9 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   rpc::CheckName(req.worker_id(), "worker_id");
   if (req.slots() < 1 || req.slots() > 1024) InvalidArgument("slots: expected 1 to 1024");
   if (req.host().empty() || req.host().size() > 255) InvalidArgument("host: expected an address other workers reach");
+  if (req.data_roots_size() > 64 || req.data_roots_size() % 2) InvalidArgument("data_roots: expected given/resolved pairs");
+  std::vector<std::string> roots;
+  for (const auto& r : req.data_roots()) roots.push_back(NormalAbsolutePath(r, "data_roots"));
   std::lock_guard<std::mutex> l(impl_->mu);
   WorkerState& w = impl_->workers[req.worker_id()];
   auto* info = w.rec.mutable_info();
@@ -353,6 +428,8 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   info->set_slots(req.slots());
   info->set_device_kind(req.device_kind());
   info->mutable_devices()->CopyFrom(req.devices());
+  info->clear_data_roots();
+  for (const auto& r : roots) info->add_data_roots(r);
   info->set_alive(true);
   w.rec.set_metrics_endpoint(req.metrics_endpoint());
   w.last_seen_ms = impl_->Now();
@@ -442,6 +519,7 @@ void Coordinator::Tick() {
   impl_->DetectHangs();
   impl_->Schedule();
   impl_->PublishCounts();
+  impl_->PruneAudit();
 }
 
 }  // namespace trm::coordinator

@@ -42,45 +42,49 @@ v1::CheckpointRecord Coordinator::Impl::PickCheckpoint(const std::string& job_id
 }
 
 std::pair<v1::DatasetInfo, v1::Manifest> Coordinator::Impl::StoredDataset(const std::string& ref,
-                                                                         const std::string& field) {
-  const auto d = store->FindDataset(ref);
-  if (!d) NotFound(field + ": no dataset named or hashed '" + ref + "' (trmctl dataset push DIR)");
-  const std::string path = DatasetDir(d->content_sha256()).string() + ".manifest";
+                                                                         const std::string& field,
+                                                                         const Principal& who) {
+  const v1::DatasetInfo d = ResolveDataset(ref, who, field);
+  const std::string path = DatasetDir(d.content_sha256()).string() + ".manifest";
   v1::Manifest m;
   if (!m.ParseFromString(ReadFile(path))) DataLoss(path + ": corrupt");
-  return {*d, m};
+  return {d, m};
 }
 
 // Checks an evaluation run's submission and pins what it names: the checkpoint its selector
 // picks now, the dataset's (or prompts') content hash.
-v1::JobSpec Coordinator::Impl::ResolveEvalSpec(v1::JobSpec spec) {
+v1::JobSpec Coordinator::Impl::ResolveEvalSpec(v1::JobSpec spec, const Principal& who) {
   CheckEvalSpec(spec.eval());
   auto* e = spec.mutable_eval();
+  // Its result is written onto the source job's checkpoint record (and may steer retention):
+  // the source job's owner's to ask for.
+  RequireOwner(VisibleJob(e->source_job(), who).job(), who, "evaluate its checkpoints (pull one and run trm-eval)");
   if (IsEvalRun(Job(e->source_job())))
     InvalidArgument("eval.source_job: " + e->source_job() + " is an evaluation run, not a training job");
   const v1::CheckpointRecord ckpt = PickCheckpoint(e->source_job(), e->checkpoint().empty() ? "latest" : e->checkpoint());
   if (!e->dataset().empty()) {
-    const auto [info, manifest] = StoredDataset(e->dataset(), "eval.dataset");
+    const auto [info, manifest] = StoredDataset(e->dataset(), "eval.dataset", who);
     const std::string split = e->split().empty() ? "test" : e->split();
     if (!HasSplit(manifest, split))
       InvalidArgument("eval.split: dataset '" + e->dataset() + "' has no split '" + split + "' (no files under " +
                       split + "/)");
     e->set_dataset_hash(info.content_sha256());
   } else {
-    const auto [info, manifest] = StoredDataset(e->prompts(), "eval.prompts");
+    const auto [info, manifest] = StoredDataset(e->prompts(), "eval.prompts", who);
     PromptsFile(manifest);
     e->set_prompts_hash(info.content_sha256());
   }
   return EvalRunSpec(std::move(spec), ckpt.info().name());
 }
 
-std::string Coordinator::Impl::InsertEvalRun(const v1::JobSpec& spec) {
+std::string Coordinator::Impl::InsertEvalRun(const v1::JobSpec& spec, const std::string& owner) {
   const auto& e = spec.eval();
   std::string id;
   Insert([&](v1::JobRecord* rec) {
     id = NewJobId();
     Submit(rec, id, spec, "", e.prompts().empty() ? e.dataset_hash() : e.prompts_hash(), Now());
     rec->mutable_job()->set_kind("eval");
+    rec->mutable_job()->set_owner(owner);
     EmitState(rec, "submitted: evaluation of " + e.source_job() + "/" + e.checkpoint() + " on " + spec.dataset() +
                        " (" + e.split() + ")");
   });
@@ -103,7 +107,7 @@ void Coordinator::Impl::SubmitAutoEval(const v1::Job& job, const std::string& ch
   e->set_dataset_hash(job.eval_dataset_hash());
   e->set_split("test");
   try {
-    const std::string id = InsertEvalRun(EvalRunSpec(std::move(spec), checkpoint));
+    const std::string id = InsertEvalRun(EvalRunSpec(std::move(spec), checkpoint), OwnerOf(job));
     spdlog::info("job {}: checkpoint {} queued for evaluation as {}", job.id(), checkpoint, id);
   } catch (const Error& err) {
     // The checkpoint is stored either way; a lost evaluation must not fail the upload.

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <condition_variable>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "job_lifecycle.h"
 #include "shard_plans.h"
 #include "stream_limits.h"
+#include "tenancy.h"
 #include "weights_only.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
@@ -52,6 +54,9 @@ struct WorkerState {
 
 using AttemptKey = std::pair<std::string, int>;  // job id, attempt number
 
+// Records of data directories from before owners have none: theirs is "local".
+inline std::string OwnerOf(const v1::Job& j) { return j.owner().empty() ? "local" : j.owner(); }
+
 
 // When an attempt last made progress (in memory: after a coordinator restart every attempt
 // gets a fresh budget).
@@ -78,6 +83,8 @@ struct Coordinator::Impl {
   // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
   // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
   RateLimit event_rate{"events", 2000, 20000};
+  RateLimit anonymous_audit_rate{"audit entries", 20, 200};  // thread-safe on its own
+  std::atomic<int64_t> anonymous_audit_dropped{0};
   std::mutex mu;
   std::condition_variable events_cv;  // notified on every new event
   std::unique_ptr<Store> store;
@@ -98,6 +105,77 @@ struct Coordinator::Impl {
     auto it = jobs.find(id);
     if (it == jobs.end()) NotFound("job '" + id + "' does not exist (trmctl list shows the jobs)");
     return it->second;
+  }
+
+  // ---- sharing (tenancy.h). With private_reads another user's job reads as absent.
+  bool Visible(const v1::Job& j, const Principal& who) const {
+    return !opt.private_reads || who.admin() || OwnerOf(j) == who.name;
+  }
+  v1::JobRecord& VisibleJob(const std::string& id, const Principal& who) {
+    v1::JobRecord& r = Job(id);
+    if (!Visible(r.job(), who)) NotFound("job '" + id + "' does not exist (trmctl list shows the jobs)");
+    return r;
+  }
+  void RequireOwner(const v1::Job& j, const Principal& who, const std::string& what) const {
+    if (who.admin() || OwnerOf(j) == who.name) return;
+    ThrowError(Code::kPermissionDenied, "job " + j.id() + " belongs to " + OwnerOf(j) + ": only " + OwnerOf(j) +
+                                            " or an admin may " + what + " (" + who.name + " is neither)");
+  }
+  // A dataset reference: NAME (the caller's newest push), OWNER/NAME, or a content hash (or a
+  // prefix of 12+ digits naming one content). The caller's own name comes first, so nobody can
+  // take over a hex-looking name by pushing content whose hash starts with it. kNotFound
+  // explains what exists instead. `by_hash` (may be null): resolved as a hash.
+  v1::DatasetInfo ResolveDataset(const std::string& ref, const Principal& who, const std::string& field,
+                                 bool* by_hash = nullptr) {
+    if (ref.size() > 300) InvalidArgument(field + ": longer than 300 characters");
+    if (by_hash) *by_hash = false;
+    if (ref.find('/') == std::string::npos && rpc::NameOk(ref))
+      if (auto d = store->FindDatasetName(who.name, ref)) return *d;
+    if (MayBeHash(ref)) {
+      const std::string scope = opt.private_reads && !who.admin() ? who.name : "";
+      auto found = store->FindDatasetHash(ref, scope);
+      std::set<std::string> contents;
+      for (const auto& d : found) contents.insert(d.content_sha256());
+      if (contents.size() > 1) InvalidArgument(field + " '" + ref + "': the prefix matches several datasets; give more digits");
+      if (!found.empty()) {
+        if (by_hash) *by_hash = true;
+        return found.front();
+      }
+    }
+    const DatasetRef r = ParseDatasetRef(ref, who.name, field);
+    if (by_hash) *by_hash = false;
+    const bool hidden = opt.private_reads && !who.admin() && r.owner != who.name;
+    if (!hidden)
+      if (auto d = store->FindDatasetName(r.owner, r.name)) return *d;
+    std::string hint = " (trmctl dataset push DIR --name " + r.name + "; trmctl dataset list shows them)";
+    if (!r.qualified) {
+      std::vector<std::string> others;
+      for (const auto& d : store->ListDatasets())
+        if (d.name() == r.name && d.owner() != who.name && (!opt.private_reads || who.admin()))
+          others.push_back(d.owner() + "/" + d.name());
+      others.erase(std::unique(others.begin(), others.end()), others.end());
+      if (!others.empty()) hint = "; names are per owner: another user's is " + others.front() + hint;
+    }
+    NotFound(field + ": no dataset " + r.owner + "/" + r.name + hint);
+  }
+  void PruneAudit() {
+    const int64_t now = Now();
+    if (now - last_audit_prune_ms < 10 * 60 * 1000) return;
+    last_audit_prune_ms = now;
+    const int64_t n = store->PruneAudit(now - opt.audit_retention_ms);
+    if (n > 0) spdlog::info("audit: pruned {} entries older than {} days", n, opt.audit_retention_ms / 86400000);
+  }
+  int64_t last_audit_prune_ms = 0;
+  // Slots a user's active attempts hold (training: world_size ranks; evaluation: one).
+  std::map<std::string, int> SlotsByOwner() const {
+    std::map<std::string, int> n;
+    for (const auto& [id, r] : jobs)
+      if (r.attempt().active()) n[OwnerOf(r.job())] += IsEvalRun(r) ? 1 : r.job().spec().world_size();
+    return n;
+  }
+  int QuotaOf(const std::string& user) const {
+    auto it = opt.quota_slots.find(user);
+    return it == opt.quota_slots.end() ? opt.default_quota_slots : it->second;
   }
 
   // Appends an event to the record (persisted with the record in Mutate's transaction).
@@ -147,6 +225,7 @@ struct Coordinator::Impl {
   }
 
   v1::Job WithWarning(v1::Job j) const {
+    j.set_owner(OwnerOf(j));
     if (auto it = warnings.find(j.id()); it != warnings.end() && !Terminal(j.state())) j.set_warning(it->second);
     return j;
   }
@@ -223,20 +302,41 @@ struct Coordinator::Impl {
       if (n > 0) free.push_back({id, n, !w.free_ports.empty()});
     }
     bool training_waits = false;
+    std::map<std::string, int> held = SlotsByOwner();
     for (v1::JobRecord* queued_rec : queued) {
-      if (free.empty()) return;
+      const v1::Job& job = queued_rec->job();
+      const std::string owner = OwnerOf(job);
+      const int want = IsEvalRun(*queued_rec) ? 1 : job.spec().world_size(), quota = QuotaOf(owner);
+      if (quota > 0 && held[owner] + want > quota) {
+        // Over quota: waits without holding anything back from other users' jobs.
+        warnings[job.id()] = "waiting for quota: " + owner + " holds " + std::to_string(held[owner]) + " of " +
+                             std::to_string(quota) + " slots (--quota-slots); this job needs " + std::to_string(want);
+        continue;
+      }
+      if (auto it = warnings.find(job.id()); it != warnings.end() && it->second.rfind("waiting for quota", 0) == 0)
+        warnings.erase(it);
+      if (free.empty()) continue;  // on, so every queued job's quota warning stays current
       if (IsEvalRun(*queued_rec)) {
         // A queued training job that did not fit keeps every free slot: an evaluation run never
         // takes a slot a training job could use first.
-        if (training_waits) return;
+        if (training_waits) continue;
+        const std::string id = job.id();
         PlaceEval(queued_rec, &free);
+        if (jobs.at(id).attempt().active()) held[owner] += 1;
         continue;
       }
-      auto placement = PlaceRanks(queued_rec->job().spec().world_size(), free);
+      // A data_path job goes only to workers whose --data-root holds the path.
+      std::vector<coordinator::FreeSlots> usable;
+      for (const auto& f : free)
+        if (job.spec().data_path().empty() ||
+            WorkerMayRead(workers[f.worker_id].rec.info(), job.spec().data_path(), opt.require_data_roots))
+          usable.push_back(f);
+      auto placement = PlaceRanks(job.spec().world_size(), usable);
       if (!placement) {
         training_waits = true;
         continue;  // later, smaller jobs may still fit (backfill)
       }
+      held[owner] += want;
       for (const auto& g : *placement) {
         for (auto& f : free)
           if (f.worker_id == g.worker_id) f.free -= static_cast<int>(g.ranks.size());
@@ -415,9 +515,10 @@ struct Coordinator::Impl {
     return std::nullopt;
   }
   v1::CheckpointRecord PickCheckpoint(const std::string& job_id, const std::string& selector);
-  std::pair<v1::DatasetInfo, v1::Manifest> StoredDataset(const std::string& ref, const std::string& field);
-  v1::JobSpec ResolveEvalSpec(v1::JobSpec spec);
-  std::string InsertEvalRun(const v1::JobSpec& spec);
+  std::pair<v1::DatasetInfo, v1::Manifest> StoredDataset(const std::string& ref, const std::string& field,
+                                                         const Principal& who);
+  v1::JobSpec ResolveEvalSpec(v1::JobSpec spec, const Principal& who);
+  std::string InsertEvalRun(const v1::JobSpec& spec, const std::string& owner);
   void SubmitAutoEval(const v1::Job& job, const std::string& checkpoint);
   void PlaceEval(v1::JobRecord* queued, std::vector<coordinator::FreeSlots>* free);
   void RecordEvalResult(const v1::JobRecord& run, const v1::EvalResult& reported);
@@ -441,9 +542,8 @@ struct Coordinator::Impl {
     return (fs::path(opt.data_dir) / "tmp" / (kind + "-" + buf)).string();
   }
 
-  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received) {
+  v1::DatasetInfo CommitDataset(rpc::FileReceiver* received, const std::string& owner, const std::string& name) {
     const v1::Manifest& m = received->manifest();
-    rpc::CheckName(m.name(), "manifest.name (the dataset name)");
     const std::string hash = rpc::ContentHash(m);
     if (!m.content_sha256().empty() && m.content_sha256() != hash)
       InvalidArgument("manifest.content_sha256 does not match its files");
@@ -453,14 +553,17 @@ struct Coordinator::Impl {
     stored.set_content_sha256(hash);
     WriteFileAtomic(dir.string() + ".manifest", stored.SerializeAsString());
     v1::DatasetInfo info;
-    info.set_name(m.name());
+    info.set_owner(owner);
+    info.set_name(name);
     info.set_content_sha256(hash);
     info.set_size_bytes(m.total_bytes());
     info.set_files(m.files_size());
     info.set_created_unix_ms(Now());
     std::lock_guard<std::mutex> l(mu);
+    Store::Transaction tx(store.get());
     store->PutDataset(info);
-    spdlog::info("dataset {} pushed: {} ({} bytes)", m.name(), hash.substr(0, 12), m.total_bytes());
+    tx.Commit();
+    spdlog::info("dataset {}/{} pushed: {} ({} bytes)", owner, name, hash.substr(0, 12), m.total_bytes());
     return info;
   }
 

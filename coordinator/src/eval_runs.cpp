@@ -1,3 +1,4 @@
+#include "tenancy.h"
 #include "eval_runs.h"
 
 #include <algorithm>
@@ -104,8 +105,8 @@ void CheckEvalSpec(const v1::EvalSpec& e) {
   if (e.checkpoint().size() > 256) InvalidArgument("eval.checkpoint: longer than 256 characters");
   if (e.dataset().empty() && e.prompts().empty())
     InvalidArgument("eval: a dataset (--dataset) or a prompts dataset (--prompts) is required");
-  if (!e.dataset().empty()) rpc::CheckName(e.dataset(), "eval.dataset");
-  if (!e.prompts().empty()) rpc::CheckName(e.prompts(), "eval.prompts");
+  if (!e.dataset().empty()) ParseDatasetRef(e.dataset(), "", "eval.dataset");  // NAME or OWNER/NAME
+  if (!e.prompts().empty()) ParseDatasetRef(e.prompts(), "", "eval.prompts");
   if (!e.split().empty()) rpc::CheckName(e.split(), "eval.split");
 }
 

@@ -1,6 +1,7 @@
 #include "grpc_services.h"
 
 #include <chrono>
+#include <functional>
 
 #include "trm/common/error.h"
 #include "trm/rpc/status.h"
@@ -31,12 +32,36 @@ std::string AuthHeader(const grpc::ServerContext* ctx) {
   return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
+// `recheck` runs about once a second while the stream lasts: a user's token that was removed
+// meanwhile ends a download (it throws).
 grpc::Status Stream(const FileSet& files, uint64_t offset, grpc::ServerContext* ctx,
-                    grpc::ServerWriter<v1::TransferMessage>* w) {
+                    grpc::ServerWriter<v1::TransferMessage>* w, const std::function<void()>& recheck = {}) {
+  auto last = Clock::now();
   const bool done = rpc::SendFiles(files.dir, files.manifest, offset, [&](const v1::TransferMessage& m) {
+    if (recheck && Clock::now() - last > std::chrono::seconds(1)) {
+      recheck();
+      last = Clock::now();
+    }
     return !ctx->IsCancelled() && w->Write(m);
   });
   return done ? grpc::Status::OK : grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+}
+
+// Runs a mutating call and records it in the audit log, refusals included. `fn` sets the
+// principal once authenticated and may refine the target (a new job's id).
+grpc::Status Audited(Coordinator* c, grpc::ServerContext* ctx, const std::string& method, std::string target,
+                     const std::function<void(Principal*, std::string*)>& fn) {
+  Principal who{"", Role::kNone};
+  const grpc::Status s = rpc::Guard([&] { fn(&who, &target); });
+  v1::AuditEntry e;
+  e.set_principal(who.name);
+  e.set_peer(ctx->peer());
+  e.set_method(method);
+  e.set_target(target.substr(0, 512));
+  e.set_result(s.ok() ? std::string("OK")
+                      : std::string(CodeName(rpc::FromGrpcCode(s.error_code()))) + ": " + s.error_message().substr(0, 1024));
+  c->RecordAudit(e);
+  return s;
 }
 
 }  // namespace
@@ -44,46 +69,55 @@ grpc::Status Stream(const FileSet& files, uint64_t offset, grpc::ServerContext* 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                                        v1::SubmitJobResponse* resp) {
   RpcTimer t(m_, "SubmitJob");
-  return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "SubmitJob"); resp->set_job_id(c_->SubmitJob(req->spec())); });
+  const auto& spec = req->spec();
+  const bool eval = spec.has_eval();
+  const std::string target = eval ? spec.eval().source_job() + "/" + spec.eval().checkpoint()
+                                  : (spec.dataset().empty() ? spec.data_path() : spec.dataset());
+  return Audited(c_, ctx, eval ? "SubmitJob(eval)" : "SubmitJob", target, [&](Principal* who, std::string* tgt) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "SubmitJob");
+    resp->set_job_id(c_->SubmitJob(spec, *who));
+    *tgt = resp->job_id() + " (" + *tgt + ")";
+  });
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "GetJob");
-  return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob");
-    *resp = c_->GetJob(req->job_id());
-  });
+  return rpc::Guard([&] { *resp = c_->GetJob(req->job_id(), auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob")); });
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* resp) {
   RpcTimer t(m_, "ListJobs");
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListJobs");
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListJobs");
     std::vector<v1::JobState> states;
     for (int s : req->states()) states.push_back(static_cast<v1::JobState>(s));
-    for (auto& j : c_->ListJobs(states, req->limit())) *resp->add_jobs() = std::move(j);
+    if (req->mine() && !req->owner().empty() && req->owner() != who.name)
+      InvalidArgument("mine and owner '" + req->owner() + "' ask for different owners");
+    const std::string owner = req->mine() ? who.name : req->owner();
+    for (auto& j : c_->ListJobs(states, req->limit(), who, owner)) *resp->add_jobs() = std::move(j);
   });
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "CancelJob");
-  return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "CancelJob");
-    *resp = c_->CancelJob(req->job_id());
+  return Audited(c_, ctx, "CancelJob", req->job_id(), [&](Principal* who, std::string*) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "CancelJob");
+    *resp = c_->CancelJob(req->job_id(), *who);
   });
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                       grpc::ServerWriter<v1::JobEvent>* w) {
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
-    c_->GetJob(req->job_id());  // INVALID_ARGUMENT / NOT_FOUND before the stream starts
+    Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
+    c_->GetJob(req->job_id(), who);  // INVALID_ARGUMENT / NOT_FOUND before the stream starts
     const auto slot = watches_.Acquire();
     uint64_t after = req->after_seq();
     while (!ctx->IsCancelled() && !stopping_->load()) {
-      auto events = c_->ReadEvents(req->job_id(), after, req->include_logs(), 500);
+      // Every pass (at most 500 ms apart): a token removed by a reload ends the stream.
+      who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
+      auto events = c_->ReadEvents(req->job_id(), after, req->include_logs(), 500, who);
       for (const auto& e : events) {
         if (!w->Write(e)) return;
         after = e.seq();
@@ -93,7 +127,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
       // Wakes on the job's next event; the timeout bounds how late a cancel is noticed.
       if (!c_->WaitForEvents(req->job_id(), after, std::chrono::milliseconds(500))) {
         // Ended: deliver anything that raced in, then close.
-        for (const auto& e : c_->ReadEvents(req->job_id(), after, req->include_logs(), 100000))
+        for (const auto& e : c_->ReadEvents(req->job_id(), after, req->include_logs(), 100000, who))
           if (!w->Write(e)) return;
         return;
       }
@@ -106,8 +140,8 @@ grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* ctx, const v1::GetM
                                         v1::GetMetricsResponse* resp) {
   RpcTimer t(m_, "GetMetrics");
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetMetrics");
-    for (auto& m : c_->GetMetrics(req->job_id(), req->from_step(), req->limit())) *resp->add_points() = std::move(m);
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetMetrics");
+    for (auto& m : c_->GetMetrics(req->job_id(), req->from_step(), req->limit(), who)) *resp->add_points() = std::move(m);
   });
 }
 
@@ -115,8 +149,8 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1:
                                              v1::ListCheckpointsResponse* resp) {
   RpcTimer t(m_, "ListCheckpoints");
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListCheckpoints");
-    for (auto& c : c_->ListCheckpoints(req->job_id())) *resp->add_checkpoints() = std::move(c);
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListCheckpoints");
+    for (auto& c : c_->ListCheckpoints(req->job_id(), who)) *resp->add_checkpoints() = std::move(c);
   });
 }
 
@@ -124,10 +158,11 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
                                                 grpc::ServerWriter<v1::TransferMessage>* w) {
   grpc::Status s;
   grpc::Status g = rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
-    const FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector(), req->weights_only());  // request errors first
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint");
+    // Request errors first.
+    const FileSet files = c_->ResolveCheckpoint(req->job_id(), req->selector(), req->weights_only(), who);
     const auto slot = downloads_.Acquire();
-    s = Stream(files, req->offset(), ctx, w);
+    s = Stream(files, req->offset(), ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint"); });
   });
   return g.ok() ? s : g;
 }
@@ -136,24 +171,56 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::Lis
                                          v1::ListWorkersResponse* resp) {
   RpcTimer t(m_, "ListWorkers");
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListWorkers");
-    for (auto& w : c_->ListWorkers()) *resp->add_workers() = std::move(w);
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListWorkers");
+    for (auto& w : c_->ListWorkers(who)) *resp->add_workers() = std::move(w);
+  });
+}
+
+grpc::Status JobServiceImpl::ListAudit(grpc::ServerContext* ctx, const v1::ListAuditRequest* req,
+                                       v1::ListAuditResponse* resp) {
+  RpcTimer t(m_, "ListAudit");
+  return rpc::Guard([&] {
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "ListAudit");
+    for (auto& e : c_->ListAudit(req->since_unix_ms(), req->user(), req->limit(), who)) *resp->add_entries() = std::move(e);
+  });
+}
+
+grpc::Status JobServiceImpl::ReloadTokens(grpc::ServerContext* ctx, const v1::ReloadTokensRequest*,
+                                          v1::ReloadTokensResponse* resp) {
+  RpcTimer t(m_, "ReloadTokens");
+  return Audited(c_, ctx, "ReloadTokens", "--auth-tokens", [&](Principal* who, std::string*) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "ReloadTokens");
+    resp->set_tokens(auth_->Reload());
   });
 }
 
 grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,
                                              v1::DatasetInfo* resp) {
-  return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
-    *resp = c_->PushDataset([&](v1::TransferMessage* m) { return r->Read(m); });
+  return Audited(c_, ctx, "PushDataset", "", [&](Principal* who, std::string* target) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
+    bool first = true;
+    auto last = Clock::now();
+    *resp = c_->PushDataset(
+        [&](v1::TransferMessage* m) {
+          if (Clock::now() - last > std::chrono::seconds(1)) {  // a token removed meanwhile ends the push
+            auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
+            last = Clock::now();
+          }
+          const bool more = r->Read(m);
+          if (first && more && m->has_manifest()) *target = m->manifest().name();
+          first = false;
+          return more;
+        },
+        *who);
+    *target = resp->owner() + "/" + resp->name() + " (" + resp->content_sha256().substr(0, 12) + ")";
   });
 }
 
 grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext* ctx, const v1::ListDatasetsRequest*,
                                               v1::ListDatasetsResponse* resp) {
   return rpc::Guard([&] {
-    auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListDatasets");
-    for (auto& d : c_->ListDatasets()) *resp->add_datasets() = std::move(d);
+    const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListDatasets");
+    for (auto& d : c_->ListDatasets(who)) *resp->add_datasets() = std::move(d);
   });
 }
 

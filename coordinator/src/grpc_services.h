@@ -15,7 +15,7 @@ namespace trm::coordinator {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(Coordinator* c, CoordinatorMetrics* m, const Authorizer* auth, const std::atomic<bool>* stopping)
+  JobServiceImpl(Coordinator* c, CoordinatorMetrics* m, Authorizer* auth, const std::atomic<bool>* stopping)
       : c_(c), m_(m), auth_(auth), stopping_(stopping) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::SubmitJobResponse*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
@@ -28,11 +28,13 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status DownloadCheckpoint(grpc::ServerContext*, const v1::DownloadCheckpointRequest*,
                                   grpc::ServerWriter<v1::TransferMessage>*) override;
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
+  grpc::Status ListAudit(grpc::ServerContext*, const v1::ListAuditRequest*, v1::ListAuditResponse*) override;
+  grpc::Status ReloadTokens(grpc::ServerContext*, const v1::ReloadTokensRequest*, v1::ReloadTokensResponse*) override;
 
  private:
   Coordinator* c_;
   CoordinatorMetrics* m_;
-  const Authorizer* auth_;
+  Authorizer* auth_;
   const std::atomic<bool>* stopping_;
   // Each stream holds a server thread while it lasts (stream_limits.h).
   StreamLimit watches_{"job watches", 1024};

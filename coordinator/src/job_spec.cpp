@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tenancy.h"
 #include "trm/common/error.h"
 #include "trm/common/yaml_config.h"
 #include "trm/model/config.h"
@@ -68,6 +69,8 @@ std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_
   if (!j.is_object()) InvalidArgument("spec.config_yaml: expected a mapping of config keys");
   j.erase("defaults");  // composed already
   std::vector<std::string> overrides(spec.overrides().begin(), spec.overrides().end());
+  RefuseManagedConfig(j);
+  RefuseManagedOverrides(overrides);
   ApplyOverrides(&j, overrides);
   j["data_paths"] = nlohmann::json::array({data_ref});
   const worker::TrainConfig cfg = worker::TrainConfig::FromJson(j, name);

@@ -67,6 +67,8 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   Impl& s = *impl_;
   s.opt = std::move(options);
   s.opt.coordinator.metrics = &s.metrics;
+  // With auth, users must not make workers read arbitrary paths: data_path jobs need roots.
+  if (s.opt.auth.enabled) s.opt.coordinator.require_data_roots = true;
   s.coordinator = std::make_unique<Coordinator>(s.opt.coordinator);
   if (!s.opt.metrics_listen.empty()) s.metrics_server = std::make_unique<MetricsServer>(s.opt.metrics_listen, s.metrics);
   s.auth = std::make_unique<Authorizer>(s.opt.auth);
@@ -113,6 +115,25 @@ CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 int CoordinatorServer::port() const { return impl_->port; }
 int CoordinatorServer::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
 Coordinator& CoordinatorServer::coordinator() { return *impl_->coordinator; }
+
+int CoordinatorServer::ReloadTokens(const std::string& why) {
+  v1::AuditEntry e;
+  e.set_principal("operator");
+  e.set_peer(why);
+  e.set_method("ReloadTokens");
+  e.set_target("--auth-tokens");
+  try {
+    const int n = impl_->auth->Reload();
+    e.set_result("OK");
+    impl_->coordinator->RecordAudit(e);
+    spdlog::info("{}: reloaded {} token(s) from {}", why, n, impl_->opt.auth.tokens_file);
+    return n;
+  } catch (const Error& err) {
+    e.set_result(std::string(CodeName(err.code())) + ": " + err.what());
+    impl_->coordinator->RecordAudit(e);
+    throw;
+  }
+}
 
 void CoordinatorServer::Shutdown() {
   Impl& s = *impl_;

@@ -20,6 +20,7 @@
 #include "trm/common/file_util.h"
 #include "trm/common/rank_group.h"
 #include "trm/common/unique_fd.h"
+#include "tenancy.h"
 #include "trm/coordinator/auth.h"
 #include "trm/worker/train_config.h"
 
@@ -75,11 +76,20 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
   else if (a == "--tls-cert") opt.tls_cert = v;
   else if (a == "--tls-key") opt.tls_key = v;
   else if (a == "--tls-client-ca") opt.tls_client_ca = v;
+  else if (a == "--quota-slots") {
+    const QuotaPolicy q = ParseQuotaSlots(a, v);
+    c.quota_slots = q.per_user;
+    c.default_quota_slots = q.default_slots;
+  } else if (a == "--audit-retention-days") {
+    if (n < 1) InvalidArgument(a + " '" + v + "': expected at least 1 day");
+    c.audit_retention_ms = n * 24 * 3600 * 1000;
+  }
 }
 
 bool TakesNumber(const std::string& a) {
   static const std::set<std::string> kNumeric{"--heartbeat-timeout-s", "--hang-timeout-s", "--start-timeout-s",
-                                              "--heartbeat-interval-ms", "--keep-last", "--cpu-slots"};
+                                              "--heartbeat-interval-ms", "--keep-last", "--cpu-slots",
+                                              "--audit-retention-days"};
   return kNumeric.count(a) > 0;
 }
 
@@ -87,7 +97,7 @@ bool TakesValue(const std::string& a) {
   static const std::set<std::string> kValued{"--listen",      "--data-dir",      "--metrics-listen", "--hang-budget-s",
                                              "--keep-best",   "--config-dir",    "--port-file",      "--worker-binary",
                                              "--auth-tokens", "--worker-secret-file", "--tls-cert",  "--tls-key",
-                                             "--tls-client-ca"};
+                                             "--tls-client-ca", "--quota-slots"};
   return kValued.count(a) > 0 || TakesNumber(a);
 }
 
@@ -141,6 +151,7 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
     else if (a == "--standalone") cl.standalone = true;
     else if (a == "--require-worker-cert") require_worker_cert = true;
     else if (a == "--insecure") cl.server.insecure = true;
+    else if (a == "--private") cl.server.coordinator.private_reads = true;
     else if (TakesValue(a)) {
       if (i + 1 >= args.size()) InvalidArgument(a + " needs a value");
       const std::string& v = args[++i];
@@ -165,11 +176,15 @@ std::string Usage() {
          "                       [--standalone [--cpu-slots N] [--worker-binary PATH]]\n"
          "                       [--auth-tokens FILE] [--worker-secret-file FILE] [--tls-cert PEM --tls-key PEM\n"
          "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
+         "                       [--private] [--quota-slots NAME=N[,NAME=N...][,*=N]] [--audit-retention-days D (90)]\n"
          "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
          "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
          "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
          "  --standalone     also run a local trm-worker (CPU slots) under DATA_DIR/worker\n"
-         "  --auth-tokens    'TOKEN ROLE [NAME]' lines (roles read | submit | admin); clients send TRM_TOKEN\n"
+         "  --auth-tokens    'TOKEN ROLE NAME' or 'sha256:HEX ROLE NAME' lines (roles read | submit | admin);\n"
+         "                   clients send TRM_TOKEN; SIGHUP (or trmctl admin reload-tokens) re-reads it\n"
+         "  --private        users see only their own jobs and datasets (admins see all)\n"
+         "  --quota-slots    slots one user's jobs may hold at once (*=N: everyone else); over it, jobs wait\n"
          "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
          "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
          "  default --listen 127.0.0.1:50051\n";
@@ -180,6 +195,7 @@ int RunService(const CommandLine& cl) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   const UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -198,6 +214,14 @@ int RunService(const CommandLine& cl) {
       std::vector<pollfd> extra{{sfd.get(), POLLIN, 0}};
       const bool worker_exited = !worker.Wait(&extra).empty();
       if (extra[0].revents) sig = ReadSignal(sfd.get());
+      if (sig == SIGHUP) {
+        sig = 0;
+        try {
+          server.ReloadTokens("SIGHUP");
+        } catch (const std::exception& e) {
+          spdlog::error("SIGHUP: the tokens file was not reloaded (the old tokens stay): {}", e.what());
+        }
+      }
       if (worker_exited) {
         spdlog::error("standalone: the local worker exited (status {}); stopping", worker.exit(0).wait_status);
         break;

@@ -72,6 +72,23 @@ CREATE TABLE IF NOT EXISTS workers(id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS datasets(hash TEXT PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL,
                                     data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS datasets_by_name ON datasets(name, created);
+CREATE TABLE IF NOT EXISTS dataset_versions(seq INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL,
+                                            name TEXT NOT NULL, hash TEXT NOT NULL, created INTEGER NOT NULL,
+                                            data BLOB NOT NULL, UNIQUE(owner, name, hash));
+CREATE INDEX IF NOT EXISTS dataset_versions_by_name ON dataset_versions(owner, name, seq);
+CREATE INDEX IF NOT EXISTS dataset_versions_by_hash ON dataset_versions(hash);
+CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL,
+                                 principal TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit(time);
+)sql";
+
+// Data directories from before owners kept one row per content hash in `datasets` (a second
+// name for the same content replaced the first). Each becomes a version owned by "local", once.
+constexpr const char* kOwnersMigration = R"sql(
+INSERT OR IGNORE INTO dataset_versions(owner, name, hash, created, data)
+  SELECT 'local', name, hash, created, data FROM datasets
+  WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'datasets_owned') ORDER BY created;
+INSERT OR IGNORE INTO meta(key, value) VALUES('datasets_owned', 1);
 )sql";
 
 }  // namespace
@@ -103,6 +120,9 @@ Store::Store(const std::string& path) : impl_(std::make_unique<Impl>()) {
   try {
     impl_->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
     impl_->Exec(kSchema);
+    impl_->Exec("BEGIN IMMEDIATE");
+    impl_->Exec(kOwnersMigration);
+    impl_->Exec("COMMIT");
     Stmt check(impl_->db, "PRAGMA quick_check");
     if (check.Step() && check.Blob(0) != "ok") DataLoss(path + ": database integrity check failed: " + check.Blob(0));
   } catch (...) {
@@ -231,28 +251,81 @@ std::vector<v1::WorkerRecord> Store::ListWorkers() {
 }
 
 void Store::PutDataset(const v1::DatasetInfo& d) {
-  Stmt(impl_->db, "INSERT OR REPLACE INTO datasets(hash, name, created, data) VALUES(?1, ?2, ?3, ?4)")
-      .Bind(1, d.content_sha256())
+  // The newest version is the row inserted last (seq), whatever the clock says: the same
+  // content pushed again under the same name is re-inserted, becoming the newest. The caller
+  // holds a transaction.
+  Stmt(impl_->db, "DELETE FROM dataset_versions WHERE owner = ?1 AND name = ?2 AND hash = ?3")
+      .Bind(1, d.owner())
       .Bind(2, d.name())
-      .Bind(3, d.created_unix_ms())
-      .BindBlob(4, d.SerializeAsString())
+      .Bind(3, d.content_sha256())
+      .Step();
+  Stmt(impl_->db, "INSERT INTO dataset_versions(owner, name, hash, created, data) VALUES(?1, ?2, ?3, ?4, ?5)")
+      .Bind(1, d.owner())
+      .Bind(2, d.name())
+      .Bind(3, d.content_sha256())
+      .Bind(4, d.created_unix_ms())
+      .BindBlob(5, d.SerializeAsString())
       .Step();
 }
 
-std::optional<v1::DatasetInfo> Store::FindDataset(const std::string& key) {
-  // A name means its newest push; a hash (or a unique prefix of 12+ digits) means that content.
-  Stmt q(impl_->db, "SELECT data FROM datasets WHERE name = ?1 OR hash = ?1 OR (length(?1) >= 12 AND hash LIKE ?1 || '%') "
-                    "ORDER BY (hash = ?1) DESC, created DESC LIMIT 1");
-  q.Bind(1, key);
+namespace {
+// Rows of migrated data directories carry no owner in their blob: the column has it.
+v1::DatasetInfo DatasetRow(Stmt& q) {
+  v1::DatasetInfo d = Parse<v1::DatasetInfo>(q.Blob(0), "dataset");
+  d.set_owner(q.Blob(1));
+  return d;
+}
+}  // namespace
+
+std::optional<v1::DatasetInfo> Store::FindDatasetName(const std::string& owner, const std::string& name) {
+  Stmt q(impl_->db, "SELECT data, owner FROM dataset_versions WHERE owner = ?1 AND name = ?2 "
+                    "ORDER BY seq DESC LIMIT 1");
+  q.Bind(1, owner);
+  q.Bind(2, name);
   if (!q.Step()) return std::nullopt;
-  return Parse<v1::DatasetInfo>(q.Blob(0), "dataset");
+  return DatasetRow(q);
+}
+
+std::vector<v1::DatasetInfo> Store::FindDatasetHash(const std::string& hash, const std::string& owner) {
+  // The whole hash, or a prefix of 12+ digits; the caller tells several contents apart.
+  Stmt q(impl_->db, "SELECT data, owner FROM dataset_versions WHERE (hash = ?1 OR (length(?1) >= 12 AND "
+                    "substr(hash, 1, length(?1)) = ?1)) AND (?2 = '' OR owner = ?2) ORDER BY seq DESC");
+  q.Bind(1, hash);
+  q.Bind(2, owner);
+  std::vector<v1::DatasetInfo> out;
+  while (q.Step()) out.push_back(DatasetRow(q));
+  return out;
 }
 
 std::vector<v1::DatasetInfo> Store::ListDatasets() {
-  Stmt q(impl_->db, "SELECT data FROM datasets ORDER BY created");
+  Stmt q(impl_->db, "SELECT data, owner FROM dataset_versions ORDER BY seq");
   std::vector<v1::DatasetInfo> out;
-  while (q.Step()) out.push_back(Parse<v1::DatasetInfo>(q.Blob(0), "dataset"));
+  while (q.Step()) out.push_back(DatasetRow(q));
   return out;
+}
+
+void Store::AppendAudit(const v1::AuditEntry& e) {
+  Stmt(impl_->db, "INSERT INTO audit(time, principal, data) VALUES(?1, ?2, ?3)")
+      .Bind(1, e.time_unix_ms())
+      .Bind(2, e.principal())
+      .BindBlob(3, e.SerializeAsString())
+      .Step();
+}
+
+std::vector<v1::AuditEntry> Store::ListAudit(int64_t since_ms, const std::string& principal, int limit) {
+  Stmt q(impl_->db, "SELECT data FROM (SELECT id, data FROM audit WHERE time >= ?1 AND (?2 = '' OR principal = ?2) "
+                    "ORDER BY id DESC LIMIT ?3) ORDER BY id");
+  q.Bind(1, since_ms);
+  q.Bind(2, principal);
+  q.Bind(3, static_cast<int64_t>(limit));
+  std::vector<v1::AuditEntry> out;
+  while (q.Step()) out.push_back(Parse<v1::AuditEntry>(q.Blob(0), "audit entry"));
+  return out;
+}
+
+int64_t Store::PruneAudit(int64_t before_ms) {
+  Stmt(impl_->db, "DELETE FROM audit WHERE time < ?1").Bind(1, before_ms).Step();
+  return sqlite3_changes(impl_->db);
 }
 
 }  // namespace trm::coordinator

@@ -35,6 +35,16 @@ void CheckRelativePath(const std::string& path, const std::string& what) {
   }
 }
 
+bool NameOk(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 void CheckName(const std::string& name, const std::string& what) {
   if (name.empty() || name.size() > 128) InvalidArgument(what + ": expected 1 to 128 characters");
   if (name[0] == '.') InvalidArgument(what + " '" + name + "': must not start with '.'");

@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "trm/common/error.h"
+#include "trm/common/sha256.h"
 #include "trm/coordinator/server.h"
 #include "trm/rpc/client.h"
 #include "trm/v1/trm.grpc.pb.h"
@@ -59,6 +60,7 @@ struct Rpc {
   bool mutating;  // needs the submit role
   bool worker;    // a WorkerService call
   std::function<grpc::StatusCode(grpc::Channel*)> call;
+  bool admin = false;  // needs the admin role
 };
 
 template <class Stub>
@@ -185,6 +187,18 @@ std::vector<Rpc> AllRpcs() {
                  }
                  return rd->Finish().error_code();
                }});
+  r.push_back({"ListAudit", true, false,
+               [=](grpc::Channel* ch) {
+                 v1::ListAuditResponse a;
+                 return Make<JS>(ch)->ListAudit(ctx().get(), v1::ListAuditRequest(), &a).error_code();
+               },
+               true});
+  r.push_back({"ReloadTokens", true, false,
+               [=](grpc::Channel* ch) {
+                 v1::ReloadTokensResponse a;
+                 return Make<JS>(ch)->ReloadTokens(ctx().get(), v1::ReloadTokensRequest(), &a).error_code();
+               },
+               true});
   return r;
 }
 
@@ -253,7 +267,8 @@ TEST_F(AuthServerTest, EveryRpcChecksCredentialsAndRoles) {
     } else {
       EXPECT_EQ(r.call(worker.get()), grpc::StatusCode::UNAUTHENTICATED);
       EXPECT_EQ(r.call(reader.get()), r.mutating ? grpc::StatusCode::PERMISSION_DENIED : r.call(admin.get()));
-      EXPECT_FALSE(Denied(r.call(submitter.get())));
+      if (r.admin) EXPECT_EQ(r.call(submitter.get()), grpc::StatusCode::PERMISSION_DENIED);
+      else EXPECT_FALSE(Denied(r.call(submitter.get())));
       EXPECT_FALSE(Denied(r.call(admin.get())));
     }
   }
@@ -295,6 +310,125 @@ TEST_F(AuthServerTest, TlsAndMutualTlsForWorkers) {
   mtls.cert_file = client + ".crt";
   mtls.key_file = client + ".key";
   EXPECT_EQ(heartbeat.call(Channel("", mtls).get()), grpc::StatusCode::OK);  // reregister answer
+}
+
+TEST(TokenFileTest, HashedTokensAuthenticateByTheirDigest) {
+  const fs::path root = TempRoot();
+  fs::create_directories(root);
+  const std::string path = (root / "tokens").string();
+  std::ofstream(path) << kAdmin << " admin root\nsha256:" << Sha256Hex(kSubmit) << " submit carol\n";
+  Authorizer auth(LoadTokenFile(path));
+  const Principal carol = auth.RequireUser(std::string("Bearer ") + kSubmit, Role::kRead, "GetJob");
+  EXPECT_EQ(carol.name, "carol");
+  EXPECT_EQ(carol.role, Role::kSubmit);
+  try {
+    auth.RequireUser(std::string("Bearer ") + kSubmit, Role::kAdmin, "ListAudit");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::kPermissionDenied);
+    EXPECT_NE(std::string(e.what()).find("carol has submit"), std::string::npos) << e.what();
+  }
+  // The digest itself is not a token.
+  EXPECT_THROW(auth.RequireUser("Bearer " + Sha256Hex(kSubmit), Role::kRead, "GetJob"), Error);
+  for (const std::string bad : {std::string("sha256:abc submit carol"), "sha256:" + std::string(64, 'G') + " read x",
+                                std::string(kRead) + " read bob extra", std::string(kRead) + " read b/ob",
+                                std::string(kRead) + " read local", std::string(kRead) + " read .hidden"}) {
+    std::ofstream(path) << kAdmin << " admin root\n" << bad << "\n";
+    try {
+      LoadTokenFile(path);
+      FAIL() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path + ":2"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(root);
+}
+
+// Owners at the gRPC edge, the audit log of mutating calls (refusals included), and a token
+// reload that revokes a removed token at once, an open watch included.
+TEST_F(AuthServerTest, ReloadRevokesTokensAndTheAuditLogRecordsCalls) {
+  const std::string file = (root_ / "tokens").string();
+  auto write = [&](bool with_bob) {
+    std::ofstream(file) << kAdmin << " admin root\n"
+                        << "sha256:" << Sha256Hex(kRead) << " submit alice\n"
+                        << (with_bob ? std::string(kSubmit) + " submit bob\n" : "");
+  };
+  write(true);
+  ServerOptions o;
+  o.auth = LoadTokenFile(file);
+  Start(o);
+  v1::RegisterRequest w;
+  w.set_worker_id("w1");
+  w.set_host("127.0.0.1");
+  w.set_slots(2);
+  w.set_device_kind("cpu");
+  w.add_data_roots("/data");
+  w.add_data_roots("/data");
+  server_->coordinator().Register(w);
+  v1::SubmitJobRequest submit;
+  submit.mutable_spec()->set_config_name("cfg_tiny");
+  submit.mutable_spec()->set_data_path("/data/chat");
+  submit.mutable_spec()->add_overrides("global_batch_size=4");
+  auto alice = v1::JobService::NewStub(Channel(kRead)), bob = v1::JobService::NewStub(Channel(kSubmit)),
+       admin = v1::JobService::NewStub(Channel(kAdmin)), nobody = v1::JobService::NewStub(Channel(""));
+  auto call = [](auto&& fn) {
+    grpc::ClientContext c;
+    rpc::SetDeadline(&c, std::chrono::seconds(10));
+    return fn(&c);
+  };
+  v1::SubmitJobResponse job;
+  ASSERT_TRUE(call([&](grpc::ClientContext* c) { return alice->SubmitJob(c, submit, &job); }).ok());
+  v1::Job j;
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  const grpc::Status denied = call([&](grpc::ClientContext* c) { return bob->CancelJob(c, cancel, &j); });
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(denied.error_message().find("belongs to alice"), std::string::npos) << denied.error_message();
+  v1::SubmitJobResponse none;
+  EXPECT_EQ(call([&](grpc::ClientContext* c) { return nobody->SubmitJob(c, submit, &none); }).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  // bob watches; his token is removed and the tokens reloaded: the watch ends, refused.
+  grpc::ClientContext watch_ctx;
+  rpc::SetDeadline(&watch_ctx, std::chrono::seconds(60));
+  v1::WatchJobRequest wq;
+  wq.set_job_id(job.job_id());
+  wq.set_follow(true);
+  auto watch = bob->WatchJob(&watch_ctx, wq);
+  v1::JobEvent first;
+  ASSERT_TRUE(watch->Read(&first));  // the stream is open
+  write(false);
+  v1::ReloadTokensResponse reloaded;
+  ASSERT_TRUE(call([&](grpc::ClientContext* c) {
+                return admin->ReloadTokens(c, v1::ReloadTokensRequest(), &reloaded);
+              }).ok());
+  EXPECT_EQ(reloaded.tokens(), 2);
+  v1::JobEvent e;
+  while (watch->Read(&e)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  v1::ListJobsResponse jobs;
+  EXPECT_EQ(call([&](grpc::ClientContext* c) { return bob->ListJobs(c, v1::ListJobsRequest(), &jobs); }).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // A bad file is refused and changes nothing.
+  std::ofstream(file) << "garbage line\n";
+  EXPECT_EQ(call([&](grpc::ClientContext* c) {
+              return admin->ReloadTokens(c, v1::ReloadTokensRequest(), &reloaded);
+            }).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(call([&](grpc::ClientContext* c) { return alice->ListJobs(c, v1::ListJobsRequest(), &jobs); }).ok());
+
+  v1::ListAuditResponse audit;
+  ASSERT_TRUE(call([&](grpc::ClientContext* c) { return admin->ListAudit(c, v1::ListAuditRequest(), &audit); }).ok());
+  std::vector<std::string> seen;
+  for (const auto& a : audit.entries()) {
+    EXPECT_NE(a.peer(), "");
+    seen.push_back(a.principal() + " " + a.method() + " " + a.result().substr(0, a.result().find(':')));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"alice SubmitJob OK", "bob CancelJob PERMISSION_DENIED",
+                                            " SubmitJob UNAUTHENTICATED", "root ReloadTokens OK",
+                                            "root ReloadTokens INVALID_ARGUMENT"}));
+  EXPECT_NE(audit.entries(0).target().find(job.job_id()), std::string::npos) << audit.entries(0).target();
 }
 
 TEST(ServerOptionsTest, PlaintextOutsideLoopbackNeedsInsecure) {

@@ -74,13 +74,12 @@ JOB=$("$BIN/trmctl" submit --config-name cfg_tiny --config-dir "$SRC/configs" --
 echo "submitted $JOB"
 timeout 120 "$BIN/trmctl" watch "$JOB" >"$WORK/watch.log" 2>&1 || fail "the training job did not succeed"
 auto_runs_done() {
-  "$BIN/trmctl" list | python3 -c '
-import sys
-rows = [l.split() for l in sys.stdin.read().splitlines()[1:]]
-evals = [r for r in rows if r[1] == "eval"]
-bad = [r for r in evals if r[3] in ("failed", "cancelled")]
+  "$BIN/trmctl" list -o json | python3 -c '
+import json, sys
+evals = [j for j in json.load(sys.stdin)["jobs"] if j.get("kind") == "eval"]
+bad = [j for j in evals if j["state"] in ("JOB_FAILED", "JOB_CANCELLED")]
 assert not bad, bad
-sys.exit(0 if len(evals) == 2 and all(r[3] == "succeeded" for r in evals) else 1)'
+sys.exit(0 if len(evals) == 2 and all(j["state"] == "JOB_SUCCEEDED" for j in evals) else 1)'
 }
 wait_for 90 "the two automatic evaluation runs" auto_runs_done
 "$BIN/trmctl" list

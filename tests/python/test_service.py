@@ -349,7 +349,7 @@ def test_push_dataset_is_content_addressed(svc, tmp_path):
         svc.client.push_dataset(str(tmp_path))
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "train/dataset.json" in e.value.message
     with pytest.raises(TrmError) as e:
-        svc.client.push_dataset(svc.dataset, name="bad/name")
+        svc.client.push_dataset(svc.dataset, name="bad name")
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 

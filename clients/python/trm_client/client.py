@@ -150,7 +150,9 @@ class Client:
             raise invalid(f"{directory}: not a built dataset (no train/dataset.json; make one with trm-data "
                           "build, or push a prompts file's directory with prompts=True)", what)
         name = name or os.path.basename(os.path.abspath(directory))
-        check_name(name, "dataset name")
+        # NAME (yours) or OWNER/NAME (another user's namespace: its owner or an admin only).
+        for part in name.split("/", 1) if name.count("/") == 1 else [name]:
+            check_name(part, "dataset name")
         manifest = build_manifest(directory, name)
         for attempt in range(retries + 1):
             upload = Upload(directory, manifest)
@@ -238,9 +240,11 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job.from_proto(self._call(self._jobs.GetJob, pb.GetJobRequest(job_id=job_id), f"job {job_id}"))
 
-    def jobs(self, states: Optional[Iterable[Union[JobState, str]]] = None, limit: int = 0) -> List[Job]:
-        """Jobs, newest first; ``states`` filters (e.g. ``["RUNNING", "QUEUED"]``); ``limit`` 0 = 100."""
-        req = pb.ListJobsRequest(limit=limit)
+    def jobs(self, states: Optional[Iterable[Union[JobState, str]]] = None, limit: int = 0, *,
+             owner: str = "", mine: bool = False) -> List[Job]:
+        """Jobs, newest first; ``states`` filters (e.g. ``["RUNNING", "QUEUED"]``); ``limit`` 0 = 100;
+        ``owner`` only that user's, ``mine`` only the caller's."""
+        req = pb.ListJobsRequest(limit=limit, owner=owner, mine=mine)
         for s in states or ():
             try:
                 req.states.append(JobState(str(s).upper()).to_proto())

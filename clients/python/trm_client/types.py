@@ -113,6 +113,7 @@ class Job:
     created: Optional[datetime]
     started: Optional[datetime]
     finished: Optional[datetime]
+    owner: str = "local"       # who submitted it (the token's name)
     raw: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -130,11 +131,11 @@ class Job:
             id=m.id, name=s.name, kind=m.kind or "train", state=JobState.from_proto(m.state), message=m.message,
             attempt=m.attempt, restarts=m.restarts, step=m.step, total_steps=m.total_steps, loss=m.loss,
             tokens_per_s=m.tokens_per_s, latest_checkpoint=m.latest_checkpoint, config_name=s.config_name,
-            dataset=s.dataset or s.data_path, dataset_hash=m.dataset_hash, world_size=s.world_size,
+            dataset=m.dataset_ref or s.dataset or s.data_path, dataset_hash=m.dataset_hash, world_size=s.world_size,
             priority=s.priority, max_restarts=s.max_restarts, failure_kind=m.failure_kind, warning=m.warning,
             placement={p.rank: p.worker_id for p in m.placement}, config=config,
             created=_time(m.created_unix_ms), started=_time(m.started_unix_ms), finished=_time(m.finished_unix_ms),
-            raw=m)
+            owner=m.owner or "local", raw=m)
 
 
 @dataclass(frozen=True)
@@ -158,18 +159,25 @@ class Worker:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A pushed dataset; jobs name it by ``name`` (its newest push) or ``content_sha256``."""
+    """A version of a pushed dataset. Names are per owner: its owner names it ``name`` (the newest
+    push), others ``owner/name``; ``content_sha256`` names the content for anyone."""
 
     name: str
     content_sha256: str
     size_bytes: int
     files: int
     created: Optional[datetime]
+    owner: str = "local"
     raw: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def ref(self) -> str:
+        """``owner/name``: how anyone names this dataset."""
+        return f"{self.owner}/{self.name}"
 
     @classmethod
     def from_proto(cls, m: "pb.DatasetInfo") -> "Dataset":
-        return cls(m.name, m.content_sha256, m.size_bytes, m.files, _time(m.created_unix_ms), m)
+        return cls(m.name, m.content_sha256, m.size_bytes, m.files, _time(m.created_unix_ms), m.owner or "local", m)
 
 
 @dataclass(frozen=True)

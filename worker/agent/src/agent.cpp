@@ -86,6 +86,10 @@ bool Agent::RegisterOnce() {
   req.set_device_kind(opt_.device_kind);
   for (const auto& d : opt_.devices) req.add_devices(d);
   req.set_metrics_endpoint(opt_.metrics_endpoint);
+  for (const auto& r : opt_.data_roots) {
+    req.add_data_roots(r.given);
+    req.add_data_roots(r.resolved);
+  }
   try {
     const v1::RegisterResponse resp = client_->Register(req);
     std::lock_guard<std::mutex> lock(mu_);
@@ -204,6 +208,7 @@ void Agent::HandleAssignment(const v1::Assignment& a) {
     s.device_kind = opt_.device_kind;
     s.slot_devices = AllocateSlots(static_cast<size_t>(a.ranks_size()));
     s.grace_ms = opt_.grace_ms;
+    s.data_roots = opt_.data_roots;
     s.retry.max_backoff = milliseconds(opt_.upload_retry_max_ms);
     s.retry.deadline = milliseconds(opt_.retry_deadline_ms);
     try {

@@ -153,7 +153,8 @@ void Attempt::Run() {
       ranks_->Spawn();
     } catch (const std::exception& e) {
       spdlog::error("{}: cannot start: {}", name, e.what());
-      FailAll("setup", e.what());
+      const auto* err = dynamic_cast<const Error*>(&e);
+      FailAll(err && err->code() == Code::kPermissionDenied ? "bad_input" : "setup", e.what());
     }
   }
   if (ranks_ && ranks_->started()) {
@@ -261,7 +262,10 @@ void Attempt::Prepare() {
                    shard ? ", the rows of ranks of this worker only" : "");
     });
   } else {
-    dataset_dir_ = a.data_path();
+    // What is opened, symlinks followed, must lie inside a --data-root: the coordinator checked
+    // only the words of the path.
+    dataset_dir_ = ResolveWithinRoots(a.data_path(), s_.data_roots);
+    CheckTreeWithinRoots(dataset_dir_, s_.data_roots);  // and nothing below it links out
   }
   if (!a.resume_checkpoint().empty()) {
     rpc::CheckName(a.resume_checkpoint(), "assignment resume_checkpoint");

@@ -18,8 +18,10 @@
 #include "eval_run.h"
 #include "event_buffer.h"
 #include "rank_supervisor.h"
+#include "trm/common/path_confine.h"
 #include "retry.h"
 #include "stop_signal.h"
+#include "trm/common/path_confine.h"
 #include "trm/agent/clock.h"
 #include "trm/agent/coordinator_client.h"
 
@@ -36,6 +38,7 @@ struct AttemptSetup {
   std::string device_kind;                // cpu | cuda
   std::vector<std::string> slot_devices;  // per local rank (a GPU index for cuda)
   int64_t grace_ms = 5000;
+  std::vector<DataRoot> data_roots;  // AgentOptions::data_roots
   RetryPolicy retry;  // fetches and uploads
   // The attempt's directory exists from an earlier run of this worker: its ranks died with
   // that worker. Nothing is started; every rank is reported lost.

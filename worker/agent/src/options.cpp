@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 const char* const kWorkerUsage =
     "usage: trm-worker --coordinator HOST:PORT [--id ID] [--host ADDR] [--cpu-slots N | --gpus 0,1,...]\n"
     "                  [--work-dir DIR] [--metrics-listen HOST:PORT] [--train-binary PATH] [--heartbeat-ms MS]\n"
-    "                  [--eval-binary PATH]   (trm-eval for evaluation runs; default beside this executable)\n";
+    "                  [--eval-binary PATH]   (trm-eval for evaluation runs; default beside this executable)\n"
+    "                  [--data-root DIR ...]  (a job's --data-path must lie inside one; repeatable)\n";
 
 namespace {
 
@@ -71,6 +72,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
   AgentOptions& o = cl.agent;
   int64_t cpu_slots = -1;
   std::string gpus;
+  std::vector<std::string> roots;  // --data-root, repeatable
   bool host_given = false, eval_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
@@ -94,6 +96,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     else if (flag == "--train-binary") o.train_binary = next();
     else if (flag == "--eval-binary") o.eval_binary = next(), eval_given = true;
     else if (flag == "--heartbeat-ms") o.heartbeat_ms = IntFlag(flag, next(), 10);
+    else if (flag == "--data-root") roots.push_back(next());
     else InvalidArgument(flag + ": unknown flag");
   }
   if (cl.coordinator.empty()) InvalidArgument("--coordinator: required (HOST:PORT)");
@@ -124,6 +127,7 @@ WorkerCommandLine ParseWorkerCommandLine(const std::vector<std::string>& args) {
     NotFound("--eval-binary: '" + o.eval_binary + "' is not an executable file");
   o.eval_binary = fs::absolute(o.eval_binary).string();
   o.metrics_endpoint = cl.metrics_listen;
+  o.data_roots = ResolveDataRoots(roots);
   return cl;
 }
 

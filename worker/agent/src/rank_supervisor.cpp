@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "trm/common/error.h"
 #include "trm/common/exit_codes.h"
 
@@ -65,7 +67,8 @@ SpawnSpec RankSupervisor::SpecFor(int i, const std::vector<std::string>& base) c
   } else {
     spec.path = l_.train_binary;
     spec.argv = {l_.train_binary, "--config-dir", l_.attempt_dir + "/config", "--config-name", "job", "--no-progress"};
-    if (!l_.dataset_dir.empty()) spec.argv.push_back("data_paths=[" + l_.dataset_dir + "]");
+    // Quoted: the value is YAML, and a path holding ',' or ']' must stay one path.
+    if (!l_.dataset_dir.empty()) spec.argv.push_back("data_paths=[" + nlohmann::json(l_.dataset_dir).dump() + "]");
     spec.argv.push_back("run_dir=" + l_.attempt_dir + "/run");
     if (!l_.checkpoint_dir.empty()) spec.argv.push_back("load_checkpoint=" + l_.checkpoint_dir);
   }

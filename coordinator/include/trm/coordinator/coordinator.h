@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "trm/coordinator/auth.h"
 #include "trm/v1/trm.pb.h"
 #include "trm/worker/step_metrics.h"
 
@@ -49,6 +50,15 @@ struct CoordinatorOptions {
   uint64_t max_checkpoint_bytes = uint64_t{64} << 30;
   std::function<int64_t()> now_ms;           // the clock; default: system time
   CoordinatorMetrics* metrics = nullptr;     // not owned; may be null
+  // Sharing (docs/control-plane.md#security). private_reads: users see only their own jobs and
+  // datasets (admins see all). require_data_roots: a data_path job runs only on workers with
+  // --data-root (set when auth is on). quota_slots: slots one user's jobs may hold at once
+  // (default_quota_slots for the others; 0 = unlimited).
+  bool private_reads = false;
+  bool require_data_roots = false;
+  std::map<std::string, int> quota_slots;
+  int default_quota_slots = 0;
+  int64_t audit_retention_ms = int64_t{90} * 24 * 3600 * 1000;
 };
 
 struct FileSet {  // a directory of files and the manifest that describes them
@@ -68,28 +78,40 @@ class Coordinator {
   // "Evaluation runs": its checkpoint selector and dataset are resolved and pinned here). Errors: trm::Error naming the field (kInvalidArgument: also a job_id that is
   // empty or not a name, a limit out of range), kNotFound for unknown jobs / datasets /
   // checkpoints, kFailedPrecondition for impossible requests.
-  std::string SubmitJob(const v1::JobSpec& spec);
-  v1::Job GetJob(const std::string& job_id);
-  std::vector<v1::Job> ListJobs(const std::vector<v1::JobState>& states, int limit);
-  v1::Job CancelJob(const std::string& job_id);
-  std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
+  //
+  // `who` is the caller (Principal{}: "local", an admin, as without auth). What a user creates is
+  // theirs: only its owner or an admin may cancel it (kPermissionDenied naming the owner);
+  // with private_reads a job or dataset of someone else reads as absent (kNotFound).
+  std::string SubmitJob(const v1::JobSpec& spec, const Principal& who = {});
+  v1::Job GetJob(const std::string& job_id, const Principal& who = {});
+  // owner: only that owner's jobs ("" = everyone's the caller may see).
+  std::vector<v1::Job> ListJobs(const std::vector<v1::JobState>& states, int limit, const Principal& who = {},
+                                const std::string& owner = "");
+  v1::Job CancelJob(const std::string& job_id, const Principal& who = {});
+  std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit,
+                                       const Principal& who = {});
   // Waits up to `timeout` for an event after `after_seq`. Returns false when the job has ended
   // and has no event after `after_seq` (a watcher is done).
   bool WaitForEvents(const std::string& job_id, uint64_t after_seq, std::chrono::milliseconds timeout);
-  std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit);
-  std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id);
+  std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit,
+                                          const Principal& who = {});
+  std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id, const Principal& who = {});
   // selector: latest | best:<metric> | step:N | step_N (at most 256 characters); <metric> may be
   // an evaluation result's key, eval[DATASET]:METRIC. `weights_only`: the checkpoint's
   // weights-only form (weights_only.h), built on first request.
-  FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only = false);
+  FileSet ResolveCheckpoint(const std::string& job_id, const std::string& selector, bool weights_only = false,
+                            const Principal& who = {});
   // A worker's fetch: `name` must be a name (a resume checkpoint's), then resolves as a selector.
   FileSet CheckpointFiles(const std::string& job_id, const std::string& name, bool weights_only = false);
-  std::vector<v1::WorkerInfo> ListWorkers();
+  // With private_reads, a worker's jobs list only the caller's (admins: all).
+  std::vector<v1::WorkerInfo> ListWorkers(const Principal& who = {});
 
   // ---- datasets. A push is the manifest (its name is the dataset's), then the transfer's
   // chunks; it lands in a temporary directory, is verified and moved into place by content.
-  v1::DatasetInfo PushDataset(const std::function<bool(v1::TransferMessage*)>& read);
-  std::vector<v1::DatasetInfo> ListDatasets();
+  // Names live per owner: the manifest's NAME is the caller's, OWNER/NAME another user's (its
+  // owner or an admin only). A spec's dataset NAME means the caller's newest push of NAME.
+  v1::DatasetInfo PushDataset(const std::function<bool(v1::TransferMessage*)>& read, const Principal& who = {});
+  std::vector<v1::DatasetInfo> ListDatasets(const Principal& who = {});
   FileSet DatasetFiles(const std::string& content_sha256);
   // The part of a dataset that `shard` describes, built on first request under
   // DATA_DIR/shards/ (at most one build at a time, outside the state lock). Throws
@@ -107,6 +129,12 @@ class Coordinator {
   // becomes the job's warning until an upload succeeds; the worker keeps the checkpoint and
   // retries.
   v1::CheckpointInfo UploadCheckpoint(const std::function<bool(v1::CheckpointUpload*)>& read);
+
+  // ---- the audit log of mutating calls (the gRPC adapters record them, refusals included);
+  // entries older than audit_retention_ms are pruned by Tick. ListAudit: admins only.
+  void RecordAudit(v1::AuditEntry entry);
+  std::vector<v1::AuditEntry> ListAudit(int64_t since_unix_ms, const std::string& user, int limit,
+                                        const Principal& who = {});
 
   // ---- housekeeping: lost workers, scheduling. The server calls it a few times a second.
   void Tick();

@@ -36,6 +36,9 @@ class CoordinatorServer {
   int port() const;
   int metrics_port() const;  // 0 without a metrics endpoint
   Coordinator& coordinator();
+  // Re-reads --auth-tokens (SIGHUP; `why` names the trigger in the log and the audit log).
+  // Throws trm::Error and keeps the old tokens when the file is bad. Returns the token count.
+  int ReloadTokens(const std::string& why);
   // Stops accepting calls, ends open streams within a second, stops the tick thread.
   void Shutdown();
 

@@ -57,9 +57,18 @@ class Store {
   void PutWorker(const v1::WorkerRecord& w);
   std::vector<v1::WorkerRecord> ListWorkers();
 
+  // Datasets: versions of OWNER/NAME (d.owner(), d.name()), each naming stored content.
   void PutDataset(const v1::DatasetInfo& d);
-  std::optional<v1::DatasetInfo> FindDataset(const std::string& name_or_hash);
-  std::vector<v1::DatasetInfo> ListDatasets();
+  std::optional<v1::DatasetInfo> FindDatasetName(const std::string& owner, const std::string& name);  // the newest
+  // Versions whose hash is `hash` or starts with it (12+ digits), newest first; owner "" = anyone's.
+  std::vector<v1::DatasetInfo> FindDatasetHash(const std::string& hash, const std::string& owner);
+  std::vector<v1::DatasetInfo> ListDatasets();  // every version, oldest first
+
+  // The audit log of mutating calls.
+  void AppendAudit(const v1::AuditEntry& e);
+  // The newest `limit` entries at or after since_ms (of `principal` unless ""), oldest first.
+  std::vector<v1::AuditEntry> ListAudit(int64_t since_ms, const std::string& principal, int limit);
+  int64_t PruneAudit(int64_t before_ms);  // returns the rows deleted
 
  private:
   struct Impl;

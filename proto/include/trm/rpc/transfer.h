@@ -18,6 +18,7 @@ void CheckRelativePath(const std::string& path, const std::string& what);
 // A name used as one path component (job id, dataset name, checkpoint name): [A-Za-z0-9._:-],
 // not starting with '.', 1..128 bytes.
 void CheckName(const std::string& name, const std::string& what);
+bool NameOk(const std::string& name);  // what CheckName accepts
 
 // Lists every regular file under `dir` (sorted, relative paths), hashing each.
 v1::Manifest BuildManifest(const std::string& dir, const std::string& name);

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "trm/common/path_confine.h"
 #include "trm/agent/clock.h"
 #include "trm/agent/coordinator_client.h"
 
@@ -43,6 +44,9 @@ struct AgentOptions {
   int64_t upload_retry_max_ms = 10000;      // the longest backoff of a retried fetch or upload
   int64_t retry_deadline_ms = 30 * 60 * 1000;  // a fetch or upload is given up after this
   std::shared_ptr<Clock> clock;               // every time-driven wait; null: SystemClock()
+  // --data-root: a job's data_path must resolve inside one of these (checked before the
+  // ranks start); empty: any path (the coordinator sends none under auth).
+  std::vector<DataRoot> data_roots;
 };
 
 class Agent {
