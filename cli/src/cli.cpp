@@ -35,14 +35,17 @@ const std::vector<Command>& Commands() {
       {"submit",
        "usage: trmctl submit (--config-name NAME [--config-dir DIR] | --config FILE.yaml) [--name N]\n"
        "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N] [--priority P]\n"
-       "                     [--max-restarts M] [--eval-dataset NAME_OR_HASH] [key=value ...]\n"
+       "                     [--max-restarts M] [--eval-dataset NAME_OR_HASH] [--no-preempt] [key=value ...]\n"
        "Submits a training job and prints its id. --config-name composes configs/NAME.yaml with its\n"
        "defaults here, as trm-train does; key=value overrides are checked here and applied by the\n"
        "coordinator. --world-size defaults to 1, --priority (higher first) and --max-restarts to 0.\n"
        "--eval-dataset evaluates every checkpoint the job uploads on that dataset's test split (an\n"
-       "evaluation run each, after every training job; trmctl checkpoints shows the results).\n",
+       "evaluation run each, after every training job; trmctl checkpoints shows the results).\n"
+       "A queued job of higher --priority that does not fit preempts lower-priority running jobs:\n"
+       "they save a checkpoint, wait in the queue and resume exactly (no restart used);\n"
+       "--no-preempt (admins only) exempts this one.\n",
        {{"--config-name"}, {"--config-dir"}, {"--config"}, {"--name"}, {"--dataset"}, {"--data-path"},
-        {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}},
+        {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}, {"--no-preempt", false}},
        RunSubmit},
       {"list",
        "usage: trmctl list [--state STATE[,STATE...]] [--limit N] [--mine | --owner NAME] [-o table|json]\n"
@@ -126,6 +129,14 @@ const std::vector<Command>& Commands() {
        "usage: trmctl dataset list [-o table|json]\nLists the pushed datasets: every version of every\n"
        "OWNER/NAME (the newest is what the name means).\n",
        {OutputFlag()}, RunDatasetList},
+      {"queue",
+       "usage: trmctl queue [-o table|json]\n"
+       "The queued jobs in the order the scheduler considers them (priority, training before\n"
+       "evaluation runs, then first come first served), each with its owner, the slots it wants,\n"
+       "how long it has waited and why it waits (too few free slots, another user's quota, behind a\n"
+       "job that has waited past the coordinator's --max-wait-s). trmctl status shows the same reason.\n",
+       {OutputFlag()},
+       RunQueue},
       {"audit",
        "usage: trmctl audit [--since 7d|2026-12-01] [--user NAME] [--limit N] [-o table|json]\n"
        "Admins: the coordinator's record of mutating calls (submit, cancel, push, evaluation runs,\n"
@@ -207,6 +218,7 @@ std::string Usage(const std::string& command) {
          "  eval JOB --dataset NAME   evaluate checkpoints (evaluation runs)\n"
          "  workers       list workers\n"
          "  dataset push DIR | dataset list\n"
+         "  queue         the queue: order, owners, slots wanted, why each job waits\n"
          "  audit         the audit log of mutating calls (admins)\n"
          "  admin reload-tokens   re-read the coordinator's tokens file (admins)\n"
          "  completion bash   bash completion (source <(trmctl completion bash))\n"

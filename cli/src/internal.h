@@ -48,6 +48,7 @@ int RunMetrics(const Args& args, const Context& ctx);
 int RunDatasetPush(const Args& args, const Context& ctx);
 int RunDatasetList(const Args& args, const Context& ctx);
 int RunAudit(const Args& args, const Context& ctx);
+int RunQueue(const Args& args, const Context& ctx);
 int RunReloadTokens(const Args& args, const Context& ctx);
 
 }  // namespace trm::cli

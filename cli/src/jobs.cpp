@@ -82,6 +82,7 @@ int RunStatus(const Args& args, const Context& ctx) {
   row("message:", j.message());
   row("failure:", j.failure_kind());
   row("warning:", j.warning());
+  row("waiting:", j.queue_reason());
   row("kind:", j.spec().has_eval() ? "eval" : "train");
   if (j.spec().has_eval()) {
     const auto& e = j.spec().eval();
@@ -100,6 +101,7 @@ int RunStatus(const Args& args, const Context& ctx) {
   row("priority:", std::to_string(j.spec().priority()));
   row("attempt:", std::to_string(j.attempt()));
   row("restarts:", std::to_string(j.restarts()) + " of " + std::to_string(j.spec().max_restarts()));
+  if (j.preemptions() > 0) row("preempted:", std::to_string(j.preemptions()) + " time" + (j.preemptions() == 1 ? "" : "s"));
   row("step:", StepText(j));
   if (j.step() > 0) row("loss:", FormatNumber(j.loss()));
   if (j.tokens_per_s() > 0) row("tokens/s:", FormatNumber(j.tokens_per_s()));
@@ -156,6 +158,27 @@ int RunCheckpoints(const Args& args, const Context& ctx) {
     row.push_back(evals.empty() ? "-" : evals);
     t.AddRow(std::move(row));
   }
+  t.Print(*ctx.io.out);
+  return 0;
+}
+
+int RunQueue(const Args& args, const Context& ctx) {
+  args.ExpectPositional(0, "");
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, ctx.timeout);
+  v1::GetQueueResponse resp;
+  CheckRpc(ctx.jobs()->GetQueue(&c, v1::GetQueueRequest(), &resp), "queue");
+  if (WantsJson(args)) {
+    PrintJson(resp, *ctx.io.out);
+    return 0;
+  }
+  *ctx.io.out << resp.entries_size() << " queued; " << resp.free_slots() << " free slot(s) on " << resp.live_workers()
+              << " live worker(s)\n";
+  Table t({"POS", "ID", "OWNER", "KIND", "NAME", "PRIO", "SLOTS", "WAITED", "WHY"});
+  const int64_t now = NowUnixMs();
+  for (const auto& e : resp.entries())
+    t.AddRow({std::to_string(e.position()), e.job_id(), e.owner(), e.kind(), e.name(), std::to_string(e.priority()),
+              std::to_string(e.slots()), FormatAge(e.waiting_since_unix_ms(), now), e.reason().empty() ? "-" : e.reason()});
   t.Print(*ctx.io.out);
   return 0;
 }

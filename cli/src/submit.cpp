@@ -75,6 +75,7 @@ v1::SubmitJobRequest BuildSubmitRequest(const SubmitOptions& o) {
   spec->set_data_path(o.data_path);
   spec->set_world_size(o.world_size);
   spec->set_priority(o.priority);
+  spec->set_no_preempt(o.no_preempt);
   spec->set_max_restarts(o.max_restarts);
   spec->set_eval_dataset(o.eval_dataset);
   return req;
@@ -92,6 +93,7 @@ int RunSubmit(const Args& args, const Context& ctx) {
   o.priority = args.GetInt("--priority", 0, -1000000, 1000000);
   o.max_restarts = args.GetInt("--max-restarts", 0, 0, 1000);
   o.eval_dataset = args.Get("--eval-dataset");
+  o.no_preempt = args.Has("--no-preempt");
   o.overrides = args.positional();
   const v1::SubmitJobRequest req = BuildSubmitRequest(o);
   grpc::ClientContext c;

@@ -134,6 +134,8 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& 
     return id;
   }
   v1::JobSpec spec = spec_in;
+  if (spec.no_preempt() && !who.admin())
+    ThrowError(Code::kPermissionDenied, "spec.no_preempt: admins only (" + who.name + " is not one)");
   std::string data_ref, hash, eval_hash, dataset_ref;
   if (!spec.dataset().empty() && !spec.data_path().empty())
     InvalidArgument("spec: give dataset or data_path, not both");
@@ -294,6 +296,34 @@ FileSet Coordinator::CheckpointFiles(const std::string& job_id, const std::strin
   CheckJobId(job_id);
   rpc::CheckName(name, "name");
   return ResolveCheckpoint(job_id, name, weights_only);
+}
+
+v1::GetQueueResponse Coordinator::GetQueue(const Principal& who) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  v1::GetQueueResponse out;
+  const auto reserved = impl_->Reserved();
+  for (const auto& [id, w] : impl_->workers) {
+    if (!w.rec.info().alive()) continue;
+    out.set_live_workers(out.live_workers() + 1);
+    out.set_free_slots(out.free_slots() + impl_->FreeSlotsOf(w, reserved));
+  }
+  int position = 0;
+  for (const v1::JobRecord* r : impl_->QueuedInOrder()) {
+    ++position;
+    const v1::Job& j = r->job();
+    if (!impl_->Visible(j, who)) continue;
+    v1::QueueEntry* e = out.add_entries();
+    e->set_position(position);
+    e->set_job_id(j.id());
+    e->set_owner(OwnerOf(j));
+    e->set_name(j.spec().name());
+    e->set_kind(IsEvalRun(*r) ? "eval" : "train");
+    e->set_priority(j.spec().priority());
+    e->set_slots(IsEvalRun(*r) ? 1 : j.spec().world_size());
+    e->set_waiting_since_unix_ms(Impl::QueuedSince(*r));
+    if (auto it = impl_->queue_reasons.find(j.id()); it != impl_->queue_reasons.end()) e->set_reason(it->second);
+  }
+  return out;
 }
 
 std::vector<v1::WorkerInfo> Coordinator::ListWorkers(const Principal& who) {
@@ -517,6 +547,7 @@ void Coordinator::Tick() {
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->LoseWorkers();
   impl_->DetectHangs();
+  impl_->EndOverduePreemptions();
   impl_->Schedule();
   impl_->PublishCounts();
   impl_->PruneAudit();

@@ -220,12 +220,108 @@ struct Coordinator::Impl {
   }
 
   // Ends job `id`'s active attempt as failed (requeued while restarts remain).
+  // An attempt being preempted that fails (a lost worker, a hang) ends as preempted: it was
+  // stopping anyway, and its job is not charged a restart for it.
   void FailActiveAttempt(const std::string& id, const std::string& kind, const std::string& why) {
-    Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, FailAttempt(rec, kind, why, Now())); });
+    Mutate(id, [&](v1::JobRecord* rec) {
+      EmitState(rec, rec->attempt().preempted_by().empty() ? FailAttempt(rec, kind, why, Now())
+                                                           : Preempted(rec, kind + " while stopping: " + why, Now()));
+    });
+  }
+
+  // ---- preemption. `queued` (a training job) does not fit: plan the fewest lower-priority
+  // running jobs (lowest priority first, newest first among equals) whose slots make it fit on
+  // the workers it may use (`usable`: their free slots now), and tell them to save and stop.
+  // Returns the reason the job waits, or "" when no preemption can make it fit.
+  std::string Preempt(const v1::JobRecord& queued, const std::vector<coordinator::FreeSlots>& usable) {
+    const v1::Job& job = queued.job();
+    std::map<std::string, coordinator::FreeSlots> space;
+    for (const auto& f : usable) space[f.worker_id] = f;
+    auto add = [&](const v1::JobRecord& r, int sign) {
+      for (const auto& [worker, n] : SlotsHeld(r)) {
+        auto it = space.find(worker);
+        if (it == space.end()) {
+          const WorkerState& w = workers.at(worker);
+          if (!job.spec().data_path().empty() &&
+              !WorkerMayRead(w.rec.info(), job.spec().data_path(), opt.require_data_roots))
+            continue;
+          it = space.emplace(worker, coordinator::FreeSlots{worker, 0, !w.free_ports.empty()}).first;
+        }
+        it->second.free += sign * n;
+      }
+    };
+    auto fits = [&] {
+      std::vector<coordinator::FreeSlots> v;
+      for (const auto& [id, f] : space) v.push_back(f);
+      return PlaceRanks(job.spec().world_size(), v).has_value();
+    };
+    // Attempts already stopping for this job count as free: no second round of victims.
+    std::string stopping;
+    for (const auto& [id, r] : jobs)
+      if (r.attempt().active() && r.attempt().preempted_by() == job.id()) {
+        add(r, +1);
+        stopping += (stopping.empty() ? "" : ", ") + id;
+      }
+    if (!stopping.empty() && fits()) return "waiting for " + stopping + " to save a checkpoint and stop (preempted for it)";
+    std::vector<const v1::JobRecord*> candidates;
+    for (const auto& [id, r] : jobs)
+      if (r.attempt().active() && r.attempt().preempted_by().empty() && !IsEvalRun(r) && !r.job().spec().no_preempt() &&
+          r.job().spec().priority() < job.spec().priority())
+        candidates.push_back(&r);
+    std::stable_sort(candidates.begin(), candidates.end(), [](const v1::JobRecord* a, const v1::JobRecord* b) {
+      if (a->job().spec().priority() != b->job().spec().priority())
+        return a->job().spec().priority() < b->job().spec().priority();
+      return a->job().started_unix_ms() > b->job().started_unix_ms();
+    });
+    std::vector<const v1::JobRecord*> chosen;
+    for (const v1::JobRecord* c : candidates) {
+      if (fits()) break;
+      add(*c, +1);
+      chosen.push_back(c);
+    }
+    if (chosen.empty() || !fits()) return "";
+    // Fewest: drop any chosen one the others make unnecessary (the last chosen are kept first).
+    for (size_t i = 0; i < chosen.size();) {
+      add(*chosen[i], -1);
+      if (fits()) {
+        chosen.erase(chosen.begin() + static_cast<long>(i));
+      } else {
+        add(*chosen[i], +1);
+        ++i;
+      }
+    }
+    std::string names;
+    for (const v1::JobRecord* c : chosen) {
+      const std::string id = c->job().id();
+      names += (names.empty() ? "" : ", ") + id;
+      Mutate(id, [&](v1::JobRecord* rec) {
+        EmitState(rec, StartPreemption(rec, job.id(), job.spec().priority(), Now() + opt.preempt_grace_ms));
+      });
+      if (opt.metrics) opt.metrics->AddJobPreemptions(id, 1);
+    }
+    spdlog::info("job {} (priority {}): preempting {}", job.id(), job.spec().priority(), names);
+    return "preempting " + names + (stopping.empty() ? "" : ", waiting for " + stopping);
+  }
+
+  // Attempts being preempted whose ranks have not all reported by the deadline (plus the worker's
+  // own SIGKILL margin) end as preempted: their job resumes from its latest checkpoint.
+  void EndOverduePreemptions() {
+    const int64_t now = Now();
+    std::vector<std::string> overdue;
+    for (const auto& [id, r] : jobs)
+      if (r.attempt().active() && !r.attempt().preempted_by().empty() &&
+          now > r.attempt().preempt_deadline_unix_ms() + opt.heartbeat_timeout_ms)
+        overdue.push_back(id);
+    for (const auto& id : overdue)
+      Mutate(id, [&](v1::JobRecord* rec) {
+        EmitState(rec, Preempted(rec, "its ranks did not all report an exit within the grace period", Now()));
+      });
   }
 
   v1::Job WithWarning(v1::Job j) const {
     j.set_owner(OwnerOf(j));
+    if (j.state() == v1::JOB_QUEUED)
+      if (auto it = queue_reasons.find(j.id()); it != queue_reasons.end()) j.set_queue_reason(it->second);
     if (auto it = warnings.find(j.id()); it != warnings.end() && !Terminal(j.state())) j.set_warning(it->second);
     return j;
   }
@@ -234,6 +330,10 @@ struct Coordinator::Impl {
     if (!opt.metrics) return;
     const auto& j = rec.job();
     opt.metrics->SetJobRestarts(j.id(), j.restarts());
+    if (rec.attempt().active()) {
+      opt.metrics->SetJobWorldSize(j.id(), j.spec().world_size());
+      opt.metrics->AddJobPreemptions(j.id(), 0);
+    }
     if (rec.last_checkpoint_unix_ms() > 0) opt.metrics->SetJobCheckpointTime(j.id(), rec.last_checkpoint_unix_ms());
   }
 
@@ -280,49 +380,84 @@ struct Coordinator::Impl {
     return out;
   }
 
-  void Schedule() {
+  // Queued jobs in the order the scheduler considers them: priority (higher first), evaluation
+  // runs after every training job whatever their priorities, then first come first served.
+  std::vector<v1::JobRecord*> QueuedInOrder() {
     std::vector<v1::JobRecord*> queued;
     for (auto& [id, r] : jobs)
       if (r.job().state() == v1::JOB_QUEUED) queued.push_back(&r);
-    // Evaluation runs after every training job, whatever their priorities.
     std::stable_sort(queued.begin(), queued.end(), [](const v1::JobRecord* a, const v1::JobRecord* b) {
       if (IsEvalRun(*a) != IsEvalRun(*b)) return IsEvalRun(*b);
       if (a->job().spec().priority() != b->job().spec().priority())
         return a->job().spec().priority() > b->job().spec().priority();
-      return a->job().created_unix_ms() < b->job().created_unix_ms();
+      return QueuedSince(*a) < QueuedSince(*b);
     });
+    return queued;
+  }
+  // When a job joined the queue: submitted, or requeued when its last attempt ended.
+  static int64_t QueuedSince(const v1::JobRecord& r) {
+    return std::max(r.job().created_unix_ms(), r.attempt().ended_unix_ms());
+  }
+
+  // One scheduling pass. Every queued job it does not start gets a reason (queue_reasons, shown
+  // as Job.queue_reason and by trmctl queue). Smaller jobs may start past one that does not fit
+  // (backfill) — unless that one has waited longer than max_wait_ms: it then keeps the slots
+  // that free up, and the jobs behind it wait, until it fits (no starvation).
+  void Schedule() {
+    queue_reasons.clear();
+    const std::vector<v1::JobRecord*> queued = QueuedInOrder();
     if (queued.empty()) return;
     // Free slots once per pass (not per job: thousands of queued jobs and workers must stay
     // cheap), updated as jobs are placed.
     const auto reserved = Reserved();
     std::vector<coordinator::FreeSlots> free;
+    int live = 0;
+    bool confined = opt.require_data_roots;  // may a data path limit where a job runs?
     for (const auto& [id, w] : workers) {
       if (!w.rec.info().alive()) continue;
+      ++live;
+      confined = confined || w.rec.info().data_roots_size() > 0;
       const int n = FreeSlotsOf(w, reserved);
       if (n > 0) free.push_back({id, n, !w.free_ports.empty()});
     }
+    auto free_text = [&](int want, const std::string& where) {
+      int n = 0, on = 0;
+      for (const auto& f : free) {
+        n += f.free;
+        on += f.free > 0;
+      }
+      return "needs " + std::to_string(want) + " slot" + (want == 1 ? "" : "s") + where + "; " + std::to_string(n) +
+             " free on " + std::to_string(on) + " of " + std::to_string(live) + " live worker" + (live == 1 ? "" : "s");
+    };
     bool training_waits = false;
+    std::string reserving;  // a starving job that keeps the slots as they free up
     std::map<std::string, int> held = SlotsByOwner();
+    const int64_t now = Now();
     for (v1::JobRecord* queued_rec : queued) {
       const v1::Job& job = queued_rec->job();
-      const std::string owner = OwnerOf(job);
+      const std::string id = job.id(), owner = OwnerOf(job);
       const int want = IsEvalRun(*queued_rec) ? 1 : job.spec().world_size(), quota = QuotaOf(owner);
       if (quota > 0 && held[owner] + want > quota) {
         // Over quota: waits without holding anything back from other users' jobs.
-        warnings[job.id()] = "waiting for quota: " + owner + " holds " + std::to_string(held[owner]) + " of " +
-                             std::to_string(quota) + " slots (--quota-slots); this job needs " + std::to_string(want);
+        queue_reasons[id] = "over " + owner + "'s quota: " + owner + " holds " + std::to_string(held[owner]) + " of " +
+                            std::to_string(quota) + " slots (--quota-slots); this job needs " + std::to_string(want);
         continue;
       }
-      if (auto it = warnings.find(job.id()); it != warnings.end() && it->second.rfind("waiting for quota", 0) == 0)
-        warnings.erase(it);
-      if (free.empty()) continue;  // on, so every queued job's quota warning stays current
+      if (!reserving.empty()) {
+        queue_reasons[id] = "behind " + reserving + ", which has waited longer than --max-wait-s and keeps the slots "
+                            "that free up until it fits";
+        continue;
+      }
       if (IsEvalRun(*queued_rec)) {
         // A queued training job that did not fit keeps every free slot: an evaluation run never
         // takes a slot a training job could use first.
-        if (training_waits) continue;
-        const std::string id = job.id();
-        PlaceEval(queued_rec, &free);
+        if (training_waits) {
+          queue_reasons[id] = "evaluation runs start after every waiting training job";
+          continue;
+        }
+        if (!free.empty()) PlaceEval(queued_rec, &free);
         if (jobs.at(id).attempt().active()) held[owner] += 1;
+        else if (jobs.at(id).job().state() == v1::JOB_QUEUED) queue_reasons[id] = free_text(1, "");
         continue;
       }
       // A data_path job goes only to workers whose --data-root holds the path.
@@ -331,9 +466,20 @@ struct Coordinator::Impl {
         if (job.spec().data_path().empty() ||
             WorkerMayRead(workers[f.worker_id].rec.info(), job.spec().data_path(), opt.require_data_roots))
           usable.push_back(f);
-      auto placement = PlaceRanks(job.spec().world_size(), usable);
+      std::optional<std::vector<RankGroup>> placement;
+      if (!usable.empty()) placement = PlaceRanks(job.spec().world_size(), usable);
       if (!placement) {
         training_waits = true;
+        queue_reasons[id] =
+            free_text(want, job.spec().data_path().empty() || !confined ? "" : " that may read " + job.spec().data_path());
+        if (const std::string why = Preempt(*queued_rec, usable); !why.empty()) {
+          queue_reasons[id] = why;
+          continue;
+        }
+        if (opt.max_wait_ms > 0 && now - QueuedSince(*queued_rec) > opt.max_wait_ms) {
+          reserving = id;
+          queue_reasons[id] += "; waited longer than --max-wait-s: keeps the slots that free up";
+        }
         continue;  // later, smaller jobs may still fit (backfill)
       }
       held[owner] += want;
@@ -346,11 +492,10 @@ struct Coordinator::Impl {
       head.free_ports.pop_back();  // no second job this tick gets the same port
       for (auto& f : free)
         if (f.worker_id == placement->front().worker_id) f.has_ports = !head.free_ports.empty();
-      Mutate(queued_rec->job().id(), [&](v1::JobRecord* rec) {
-        EmitState(rec, Place(rec, *placement, head.rec.info().host(), port, Now()));
-      });
+      Mutate(id, [&](v1::JobRecord* rec) { EmitState(rec, Place(rec, *placement, head.rec.info().host(), port, Now())); });
     }
   }
+  std::map<std::string, std::string> queue_reasons;  // queued job -> why it waits (the latest pass)
 
   void LoseWorkers() {
     const int64_t now = Now();
@@ -455,6 +600,15 @@ struct Coordinator::Impl {
         s->set_attempt(a.attempt());
         s->set_reason(jit == jobs.end() ? "unknown job" : "attempt " + std::to_string(a.attempt()) + " is over");
         continue;
+      }
+      if (const std::string& by = jit->second.attempt().preempted_by(); !by.empty()) {
+        // Repeated on every heartbeat until the ranks are gone (a worker acts on the first).
+        v1::StopOrder* s = resp->add_stop();
+        s->set_job_id(a.job_id());
+        s->set_attempt(a.attempt());
+        s->set_reason("preempted by " + by);
+        s->set_preempt(true);
+        s->set_grace_ms(std::max<int64_t>(0, jit->second.attempt().preempt_deadline_unix_ms() - Now()));
       }
       Progress& p = ProgressOf(a.job_id(), a.attempt());
       for (const auto& r : a.ranks()) {

@@ -176,6 +176,11 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::Lis
   });
 }
 
+grpc::Status JobServiceImpl::GetQueue(grpc::ServerContext* ctx, const v1::GetQueueRequest*, v1::GetQueueResponse* resp) {
+  RpcTimer t(m_, "GetQueue");
+  return rpc::Guard([&] { *resp = c_->GetQueue(auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetQueue")); });
+}
+
 grpc::Status JobServiceImpl::ListAudit(grpc::ServerContext* ctx, const v1::ListAuditRequest* req,
                                        v1::ListAuditResponse* resp) {
   RpcTimer t(m_, "ListAudit");

@@ -28,6 +28,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status DownloadCheckpoint(grpc::ServerContext*, const v1::DownloadCheckpointRequest*,
                                   grpc::ServerWriter<v1::TransferMessage>*) override;
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
+  grpc::Status GetQueue(grpc::ServerContext*, const v1::GetQueueRequest*, v1::GetQueueResponse*) override;
   grpc::Status ListAudit(grpc::ServerContext*, const v1::ListAuditRequest*, v1::ListAuditResponse*) override;
   grpc::Status ReloadTokens(grpc::ServerContext*, const v1::ReloadTokensRequest*, v1::ReloadTokensResponse*) override;
 

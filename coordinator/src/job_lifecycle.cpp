@@ -168,6 +168,15 @@ std::optional<std::string> RankExited(v1::JobRecord* rec, const v1::RankExit& x,
                                       int64_t now_ms) {
   RequireRunning(*rec, "record a rank exit of");
   (*rec->mutable_attempt()->mutable_exits())[x.rank()] = x;
+  if (!rec->attempt().preempted_by().empty()) {
+    // Told to stop: however the ranks end (saved and exited, killed after the grace period),
+    // it is a preemption, not a failure.
+    if (rec->attempt().exits_size() < rec->job().spec().world_size()) return std::nullopt;
+    bool clean = true;
+    for (const auto& [rank, e] : rec->attempt().exits()) clean = clean && e.exit_code() == 0 && e.signal() == 0;
+    if (clean) return Succeed(rec, now_ms);
+    return Preempted(rec, "its ranks stopped", now_ms);
+  }
   if (x.exit_code() != 0) {
     const std::string how = x.signal() ? "killed by signal " + std::to_string(x.signal())
                                        : "exited with code " + std::to_string(x.exit_code());
@@ -180,6 +189,27 @@ std::optional<std::string> RankExited(v1::JobRecord* rec, const v1::RankExit& x,
   }
   if (rec->attempt().exits_size() == rec->job().spec().world_size()) return Succeed(rec, now_ms);
   return std::nullopt;
+}
+
+std::string StartPreemption(v1::JobRecord* rec, const std::string& by, int priority, int64_t deadline_ms) {
+  RequireRunning(*rec, "preempt");
+  if (!rec->attempt().preempted_by().empty()) Illegal(*rec, "preempt", "an attempt not being preempted yet");
+  rec->mutable_attempt()->set_preempted_by(by);
+  rec->mutable_attempt()->set_preempt_deadline_unix_ms(deadline_ms);
+  return "preempting attempt " + std::to_string(rec->attempt().number()) + " for " + by + " (priority " +
+         std::to_string(priority) + "): its ranks save a checkpoint and stop";
+}
+
+std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms) {
+  RequireRunning(*rec, "end the preemption of");
+  if (rec->attempt().preempted_by().empty()) Illegal(*rec, "end the preemption of", "an attempt being preempted");
+  const std::string by = rec->attempt().preempted_by();
+  EndAttempt(rec, now_ms);
+  auto* j = rec->mutable_job();
+  j->set_preemptions(j->preemptions() + 1);
+  j->set_state(v1::JOB_QUEUED);
+  return "attempt " + std::to_string(rec->attempt().number()) + " preempted by " + by + " (" + why +
+         "); queued again, to resume from " + (j->latest_checkpoint().empty() ? std::string("the start") : "its latest checkpoint");
 }
 
 std::map<std::string, int> SlotsHeld(const v1::JobRecord& rec) {

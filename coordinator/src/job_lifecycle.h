@@ -4,6 +4,7 @@
 //                       ^                  |
 //                       +-----Requeue------+  (attempt failed, a restart remains: restarts + 1)
 //                                          +--Fail--> FAILED  (attempt failed, no restart left)
+//                       +-----Preempted----+  (a higher-priority job took the slots: no restart used)
 //   QUEUED or RUNNING --Cancel--> CANCELLED
 //   QUEUED --Abandon--> FAILED  (it can never start: an evaluation run whose checkpoint is gone)
 //
@@ -56,11 +57,19 @@ std::string FailAttempt(v1::JobRecord* rec, const std::string& kind, const std::
 // RUNNING -> SUCCEEDED: legal once every rank of the world has exited with code 0.
 std::string Succeed(v1::JobRecord* rec, int64_t now_ms);
 
+// RUNNING, its attempt being preempted -> the attempt's ranks are told to save and stop for job
+// `by` (priority `priority`); they have until `deadline_ms`.
+std::string StartPreemption(v1::JobRecord* rec, const std::string& by, int priority, int64_t deadline_ms);
+// RUNNING (being preempted) -> QUEUED: the attempt ended by preemption; preemptions + 1, no
+// restart used; the next attempt resumes from the latest checkpoint.
+std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms);
+
 // QUEUED or RUNNING -> CANCELLED (a user's cancel; an already ended job is the caller's no-op).
 std::string Cancel(v1::JobRecord* rec, int64_t now_ms);
 
-// A rank of the running attempt exited (on `worker_id`): recorded in the attempt; a non-zero
-// code fails the attempt (kind: the worker's failure_kind, else signal / exit_code; the message
+// A rank of the running attempt exited (on `worker_id`): recorded in the attempt. In an attempt
+// being preempted, the last rank's exit ends it as Preempted (Succeed if every rank exited 0:
+// the job finished first). Otherwise a non-zero code fails the attempt (kind: the worker's failure_kind, else signal / exit_code; the message
 // carries the end of the rank's log), the last rank's zero exit succeeds the job. Returns the
 // state message when the job's state changed, nullopt while other ranks still run.
 std::optional<std::string> RankExited(v1::JobRecord* rec, const v1::RankExit& exit, const std::string& worker_id,

@@ -68,6 +68,10 @@ struct CoordinatorMetrics::Impl {
       prometheus::BuildGauge().Name("trm_job_act_steps").Help("Mean ACT steps per halted sequence").Register(*registry);
   prometheus::Family<prometheus::Gauge>& restarts =
       prometheus::BuildGauge().Name("trm_job_restarts").Help("Attempts restarted after a failure").Register(*registry);
+  prometheus::Family<prometheus::Counter>& preemptions =
+      prometheus::BuildCounter().Name("trm_job_preemptions_total").Help("Attempts preempted for a higher-priority job").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& world_size =
+      prometheus::BuildGauge().Name("trm_job_world_size").Help("Ranks of the job's current attempt").Register(*registry);
   prometheus::Family<prometheus::Histogram>& rpc =
       prometheus::BuildHistogram().Name("trm_rpc_seconds").Help("Coordinator RPC handling time").Register(*registry);
   prometheus::Family<prometheus::Gauge>& eval =
@@ -107,6 +111,14 @@ void CoordinatorMetrics::SetJobProgress(const std::string& job, int64_t step, in
 
 void CoordinatorMetrics::SetJobRestarts(const std::string& job, int restarts) {
   impl_->restarts.Add({{"job", job}}).Set(restarts);
+}
+
+void CoordinatorMetrics::AddJobPreemptions(const std::string& job, int n) {
+  impl_->preemptions.Add({{"job", job}}).Increment(n);
+}
+
+void CoordinatorMetrics::SetJobWorldSize(const std::string& job, int ranks) {
+  impl_->world_size.Add({{"job", job}}).Set(ranks);
 }
 
 void CoordinatorMetrics::SetJobCheckpointTime(const std::string& job, int64_t unix_ms) {

@@ -273,9 +273,9 @@ TEST_F(TenancyTest, QuotasHoldJobsBackAndSaySo) {
            {a2, "alice", 2, 2}, {b2, "bob", 1, 1}}) {
     const v1::Job j = c_->GetJob(id);
     EXPECT_EQ(j.state(), v1::JOB_QUEUED) << id;
-    EXPECT_NE(j.warning().find(who + " holds " + std::to_string(held) + " of " + std::to_string(of) + " slots"),
+    EXPECT_NE(j.queue_reason().find(who + " holds " + std::to_string(held) + " of " + std::to_string(of) + " slots"),
               std::string::npos)
-        << j.warning();
+        << j.queue_reason();
   }
   Code code{};
   EXPECT_NE(ErrorOf([&] { c_->SubmitJob(Spec(4), kAlice); }, &code).find("could never start"), std::string::npos);
@@ -284,7 +284,7 @@ TEST_F(TenancyTest, QuotasHoldJobsBackAndSaySo) {
   Beat("w1", {{b1, 1}});
   c_->Tick();
   EXPECT_EQ(c_->GetJob(a2).state(), v1::JOB_RUNNING);
-  EXPECT_EQ(c_->GetJob(a2).warning(), "");
+  EXPECT_EQ(c_->GetJob(a2).queue_reason(), "");
   EXPECT_EQ(c_->GetJob(b2).state(), v1::JOB_QUEUED);
 }
 

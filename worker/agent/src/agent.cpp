@@ -237,7 +237,8 @@ void Agent::HandleStop(const v1::StopOrder& s) {
     if (it == attempts_.end()) return;
     a = it->second.attempt;
   }
-  a->Stop("the coordinator stopped the attempt" + (s.reason().empty() ? std::string() : ": " + s.reason()));
+  a->Stop("the coordinator stopped the attempt" + (s.reason().empty() ? std::string() : ": " + s.reason()),
+          s.preempt(), s.preempt() ? s.grace_ms() : -1);
 }
 
 void Agent::Reap() {

@@ -67,8 +67,8 @@ std::string Attempt::attempt_dir() const {
 
 void Attempt::Start() { thread_ = std::thread([this] { Run(); }); }
 
-void Attempt::Stop(const std::string& reason) {
-  if (!stop_.Raise(reason)) return;
+void Attempt::Stop(const std::string& reason, bool drain, int64_t grace_ms) {
+  if (!stop_.Raise(reason, drain, grace_ms)) return;
   std::lock_guard<std::mutex> lock(mu_);
   if (publisher_) publisher_->Wake();
 }

@@ -55,7 +55,8 @@ class Attempt {
 
   void Start();
   // Prompt and asynchronous: SIGTERM now, SIGKILL after the grace period, then reaped.
-  void Stop(const std::string& reason);
+  // `drain`: a preemption (stop_signal.h); `grace_ms` >= 0 replaces the SIGKILL grace.
+  void Stop(const std::string& reason, bool drain = false, int64_t grace_ms = -1);
   void Join();
 
   // Ranks reaped and every checkpoint/exit handed to the event buffer.

@@ -83,8 +83,10 @@ void CheckpointPublisher::PublishUntilDone() {
     std::optional<v1::WorkerEvent> final_exit;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      clock_->WaitFor(lock, cv_, kPublishTick, [&] { return stop_->raised() || final_exit_ || ranks_done_; });
-      stop = stop_->raised();
+      clock_->WaitFor(lock, cv_, kPublishTick,
+                      [&] { return (stop_->raised() && !stop_->drain()) || final_exit_ || ranks_done_; });
+      // A preemption drains: the checkpoint the ranks save on SIGTERM still goes up.
+      stop = stop_->raised() && !stop_->drain();
       done = ranks_done_;
       final_exit.swap(final_exit_);
     }

@@ -132,7 +132,8 @@ void RankSupervisor::Run() {
     if (group_.done() || group_.stopping() || !stop_->raised()) continue;
     spdlog::warn("{}/attempt_{}: stopping its ranks: {}", l_.assignment.job_id(), l_.assignment.attempt(),
                  stop_->reason());
-    group_.Stop(std::chrono::milliseconds(l_.grace_ms));  // SIGKILL after the grace period
+    const int64_t grace = stop_->grace_ms() >= 0 ? stop_->grace_ms() : l_.grace_ms;
+    group_.Stop(std::chrono::milliseconds(grace));  // SIGKILL after the grace period
   }
   group_.Drain();
   for (auto& r : ranks_) r->log.reset();

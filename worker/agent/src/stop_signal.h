@@ -16,14 +16,26 @@ class StopSignal {
  public:
   explicit StopSignal(Clock* clock) : clock_(clock) {}
 
-  // The first reason sticks; false when the stop was raised already.
-  bool Raise(const std::string& reason) {
+  // The first reason sticks; false when the stop was raised already. `drain` (a preemption):
+  // the ranks stop, but checkpoints they write are still uploaded; `grace_ms` >= 0 replaces the
+  // attempt's SIGTERM -> SIGKILL grace.
+  bool Raise(const std::string& reason, bool drain = false, int64_t grace_ms = -1) {
     std::lock_guard<std::mutex> lock(mu_);
     if (raised_) return false;
     raised_ = true;
     reason_ = reason;
+    drain_ = drain;
+    grace_ms_ = grace_ms;
     cv_.notify_all();
     return true;
+  }
+  bool drain() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return raised_ && drain_;
+  }
+  int64_t grace_ms() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return grace_ms_;
   }
   bool raised() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -43,6 +55,8 @@ class StopSignal {
   Clock* clock_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  bool drain_ = false;
+  int64_t grace_ms_ = -1;
   bool raised_ = false;
   std::string reason_;
 };

@@ -34,6 +34,7 @@ struct SubmitOptions {
   int max_restarts = 0;
   std::vector<std::string> overrides;  // key=value, sent verbatim
   std::string eval_dataset;            // evaluate every uploaded checkpoint on it
+  bool no_preempt = false;             // never preempted (admins only)
 };
 // Composes / reads the config, checks it with the overrides applied (so a typo fails here, exit
 // 2, before anything is sent) and builds the request. Throws UsageError.

@@ -59,6 +59,13 @@ struct CoordinatorOptions {
   std::map<std::string, int> quota_slots;
   int default_quota_slots = 0;
   int64_t audit_retention_ms = int64_t{90} * 24 * 3600 * 1000;
+  // Fairness: a training job that cannot start and has waited longer than this keeps the slots
+  // that free up (jobs behind it wait) until it fits; 0 = never (smaller jobs always backfill).
+  int64_t max_wait_ms = 30 * 60 * 1000;
+  // Preemption: a queued job of higher priority that does not fit stops the fewest
+  // lower-priority running jobs it needs; their ranks get SIGTERM and this long to save a
+  // checkpoint (then SIGKILL), and they are queued again without using a restart.
+  int64_t preempt_grace_ms = 120 * 1000;
 };
 
 struct FileSet {  // a directory of files and the manifest that describes them
@@ -103,6 +110,8 @@ class Coordinator {
                             const Principal& who = {});
   // A worker's fetch: `name` must be a name (a resume checkpoint's), then resolves as a selector.
   FileSet CheckpointFiles(const std::string& job_id, const std::string& name, bool weights_only = false);
+  // The queued jobs in scheduling order, each with why it waits (Job.queue_reason).
+  v1::GetQueueResponse GetQueue(const Principal& who = {});
   // With private_reads, a worker's jobs list only the caller's (admins: all).
   std::vector<v1::WorkerInfo> ListWorkers(const Principal& who = {});
 
