@@ -88,14 +88,14 @@ std::vector<size_t> RankGroup::CollectExits() {
   return out;
 }
 
-int RankGroup::Stop(milliseconds grace) {
+int RankGroup::Stop(milliseconds grace, int first_signal) {
   if (stopping_) return 0;
   stopping_ = true;
   grace_ = grace;
   kill_at_ = Clock::now() + grace;
   int n = 0;
   for (auto& p : procs_) n += p->exit_seen ? 0 : 1;
-  SignalRunning(SIGTERM);
+  SignalRunning(first_signal);
   return n;
 }
 

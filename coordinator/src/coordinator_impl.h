@@ -297,7 +297,6 @@ struct Coordinator::Impl {
       Mutate(id, [&](v1::JobRecord* rec) {
         EmitState(rec, StartPreemption(rec, job.id(), job.spec().priority(), Now() + opt.preempt_grace_ms));
       });
-      if (opt.metrics) opt.metrics->AddJobPreemptions(id, 1);
     }
     spdlog::info("job {} (priority {}): preempting {}", job.id(), job.spec().priority(), names);
     return "preempting " + names + (stopping.empty() ? "" : ", waiting for " + stopping);
@@ -330,10 +329,8 @@ struct Coordinator::Impl {
     if (!opt.metrics) return;
     const auto& j = rec.job();
     opt.metrics->SetJobRestarts(j.id(), j.restarts());
-    if (rec.attempt().active()) {
-      opt.metrics->SetJobWorldSize(j.id(), j.spec().world_size());
-      opt.metrics->AddJobPreemptions(j.id(), 0);
-    }
+    if (rec.attempt().active()) opt.metrics->SetJobWorldSize(j.id(), j.spec().world_size());
+    opt.metrics->SetJobPreemptions(j.id(), j.preemptions());
     if (rec.last_checkpoint_unix_ms() > 0) opt.metrics->SetJobCheckpointTime(j.id(), rec.last_checkpoint_unix_ms());
   }
 
@@ -443,11 +440,6 @@ struct Coordinator::Impl {
                             std::to_string(quota) + " slots (--quota-slots); this job needs " + std::to_string(want);
         continue;
       }
-      if (!reserving.empty()) {
-        queue_reasons[id] = "behind " + reserving + ", which has waited longer than --max-wait-s and keeps the slots "
-                            "that free up until it fits";
-        continue;
-      }
       if (IsEvalRun(*queued_rec)) {
         // A queued training job that did not fit keeps every free slot: an evaluation run never
         // takes a slot a training job could use first.
@@ -472,13 +464,26 @@ struct Coordinator::Impl {
         training_waits = true;
         queue_reasons[id] =
             free_text(want, job.spec().data_path().empty() || !confined ? "" : " that may read " + job.spec().data_path());
+        // The free slots of the workers it may use stay its while it waits for the jobs it
+        // preempts to stop, or once it has waited past max_wait_ms (and could fit on them at
+        // all): nobody behind it takes them, so it starts as soon as enough have freed.
+        auto keep_its_slots = [&] {
+          for (auto& f : free)
+            for (const auto& u : usable)
+              if (f.worker_id == u.worker_id) f.free = 0;
+        };
         if (const std::string why = Preempt(*queued_rec, usable); !why.empty()) {
           queue_reasons[id] = why;
+          keep_its_slots();
           continue;
         }
-        if (opt.max_wait_ms > 0 && now - QueuedSince(*queued_rec) > opt.max_wait_ms) {
+        if (opt.max_wait_ms > 0 && now - QueuedSince(*queued_rec) > opt.max_wait_ms && CouldEverFit(job)) {
           reserving = id;
+          keep_its_slots();
           queue_reasons[id] += "; waited longer than --max-wait-s: keeps the slots that free up";
+        } else if (!reserving.empty()) {
+          queue_reasons[id] += " (behind " + reserving +
+                               ", which has waited longer than --max-wait-s and keeps the slots that free up on its workers)";
         }
         continue;  // later, smaller jobs may still fit (backfill)
       }
@@ -496,6 +501,17 @@ struct Coordinator::Impl {
     }
   }
   std::map<std::string, std::string> queue_reasons;  // queued job -> why it waits (the latest pass)
+
+  // Whether `job` fits on the live workers it may use were they all idle (a reservation must
+  // not hold slots for a job that can no longer start, say after a worker was lost).
+  bool CouldEverFit(const v1::Job& job) const {
+    std::vector<coordinator::FreeSlots> all;
+    for (const auto& [id, w] : workers)
+      if (w.rec.info().alive() &&
+          (job.spec().data_path().empty() || WorkerMayRead(w.rec.info(), job.spec().data_path(), opt.require_data_roots)))
+        all.push_back({id, w.rec.info().slots(), true});
+    return PlaceRanks(job.spec().world_size(), all).has_value();
+  }
 
   void LoseWorkers() {
     const int64_t now = Now();

@@ -7,7 +7,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <mutex>
 
 #include "trm/common/error.h"
@@ -70,6 +72,7 @@ struct CoordinatorMetrics::Impl {
       prometheus::BuildGauge().Name("trm_job_restarts").Help("Attempts restarted after a failure").Register(*registry);
   prometheus::Family<prometheus::Counter>& preemptions =
       prometheus::BuildCounter().Name("trm_job_preemptions_total").Help("Attempts preempted for a higher-priority job").Register(*registry);
+  std::map<std::string, int> preemptions_seen;  // job -> what the counter holds; under eval_mu
   prometheus::Family<prometheus::Gauge>& world_size =
       prometheus::BuildGauge().Name("trm_job_world_size").Help("Ranks of the job's current attempt").Register(*registry);
   prometheus::Family<prometheus::Histogram>& rpc =
@@ -113,8 +116,12 @@ void CoordinatorMetrics::SetJobRestarts(const std::string& job, int restarts) {
   impl_->restarts.Add({{"job", job}}).Set(restarts);
 }
 
-void CoordinatorMetrics::AddJobPreemptions(const std::string& job, int n) {
-  impl_->preemptions.Add({{"job", job}}).Increment(n);
+void CoordinatorMetrics::SetJobPreemptions(const std::string& job, int total) {
+  std::lock_guard<std::mutex> l(impl_->eval_mu);
+  int& seen = impl_->preemptions_seen[job];
+  auto& c = impl_->preemptions.Add({{"job", job}});  // the series exists from 0
+  if (total > seen) c.Increment(total - seen);
+  seen = std::max(seen, total);
 }
 
 void CoordinatorMetrics::SetJobWorldSize(const std::string& job, int ranks) {

@@ -183,7 +183,33 @@ TEST_F(QueueTest, PreemptionStopsTheFewestLowerPriorityJobs) {
   EXPECT_EQ(c_->GetJob(new_low).attempt(), 2);
 }
 
+// While the jobs it preempts stop, the high-priority job keeps the free slots it counts on: a
+// lower-priority job must not backfill into them (it would be preempted next, and the victims
+// re-placed, round after round).
+TEST_F(QueueTest, APreemptingJobKeepsTheSlotsItCountsOn) {
+  AddWorker("w1", 4);
+  Pass("w1");
+  const std::string b = c_->SubmitJob(Spec(2));
+  Pass("w1");
+  ASSERT_EQ(State(b), v1::JOB_RUNNING);  // 2 of 4 slots free
+  v1::JobSpec wide = Spec(4);
+  wide.set_priority(5);
+  const std::string a = c_->SubmitJob(wide);
+  EXPECT_EQ(c_->GetJob(a).queue_reason(), "preempting " + b);
+  const std::string s = c_->SubmitJob(Spec(2));
+  Pass("w1", 2);
+  EXPECT_EQ(State(s), v1::JOB_QUEUED) << "backfilled into the preempting job's slots";
+  Report("w1", b, 1, {Exit(0, 130), Exit(1, 130)});
+  Pass("w1");
+  EXPECT_EQ(State(a), v1::JOB_RUNNING);
+  EXPECT_EQ(State(b), v1::JOB_QUEUED);
+  EXPECT_EQ(State(s), v1::JOB_QUEUED);
+}
+
 TEST_F(QueueTest, PreemptionRespectsNoPreemptAndEndsOverdueStops) {
+  c_.reset();
+  options_.preempt_grace_ms = 10 * 1000;  // well inside the fixture's start and hang timeouts
+  Open();
   AddWorker("w1", 2);
   Pass("w1");
   v1::JobSpec pinned = Spec(1);
@@ -209,10 +235,12 @@ TEST_F(QueueTest, PreemptionRespectsNoPreemptAndEndsOverdueStops) {
   small.set_priority(9);
   const std::string urgent1 = c_->SubmitJob(small);
   EXPECT_EQ(c_->GetJob(urgent1).queue_reason(), "preempting " + low);
-  now_ += 120 * 1000 + 15000 + 1;
+  now_ += 10 * 1000 + 15000 + 1;  // the grace period plus the heartbeat timeout
   Beat("w1", {{kept, 1}});
   c_->Tick();
   EXPECT_EQ(State(low), v1::JOB_QUEUED);
+  EXPECT_NE(c_->GetJob(low).message().find("did not all report an exit within the grace period"), std::string::npos)
+      << c_->GetJob(low).message();
   EXPECT_EQ(c_->GetJob(low).preemptions(), 1);
   EXPECT_EQ(c_->GetJob(low).restarts(), 0);
   Pass("w1");

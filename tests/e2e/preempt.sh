@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Preemption over the real binaries on loopback (CPU, Gloo): on a 2-slot service a 2-rank
-# priority-5 job preempts a running 2-rank priority-0 job. The low one saves a checkpoint on
-# SIGTERM, waits in the queue (trmctl queue says why), resumes exactly; both succeed; the low
-# one shows one preemption and no restart, and its final model.safetensors is byte-identical to
-# the same job run undisturbed.
+# priority-5 job preempts a running 2-rank priority-0 job. The low one's ranks save a checkpoint
+# when told to stop (no periodic ones), it waits in the queue (trmctl queue says why) and
+# resumes from that checkpoint exactly; both succeed; the low one shows one preemption and no
+# restart, and its final model.safetensors is byte-identical to the same job run undisturbed.
 # Usage: preempt.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 BIN="$1"; SRC="$2"
@@ -20,8 +20,10 @@ for _ in $(seq 1 100); do "$BIN/trmctl" workers 2>/dev/null | grep -q '^w1 ' && 
 "$BIN/trm-data" build --input "$SRC/examples/chat_example.json" --format sharegpt --tokenizer byte --max-length 64 \
   --train-split 0.9 --output-dir "$WORK/ds" >/dev/null
 "$BIN/trmctl" dataset push "$WORK/ds" --name chat >/dev/null
+# No periodic checkpoints: the one a preempted attempt resumes from is the one its ranks save
+# when told to stop.
 LOW_ARGS=(--config-name cfg_tiny --dataset chat --world-size 2 global_batch_size=8 max_steps=60
-          checkpoint_interval_steps=10 eval_interval=0 threads=1 log_interval=10)
+          checkpoint_interval_steps=0 eval_interval=0 threads=1 log_interval=10)
 step_of() { "$BIN/trmctl" status "$1" -o json | python3 -c 'import json,sys; print(int(json.load(sys.stdin).get("step",0)))'; }
 state_of() { "$BIN/trmctl" status "$1" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
 
@@ -47,6 +49,12 @@ msgs = [e["state"].get("message", "") for e in ev if "state" in e]
 assert any("preempting attempt 1 for " + sys.argv[2] in m for m in msgs), msgs
 assert any("preempted by " + sys.argv[2] in m for m in msgs), msgs
 assert msgs[-1].startswith("finished at step 60"), msgs[-1]
+# Attempt 2 resumed from the checkpoint both ranks saved when told to stop, mid-run.
+resumed = [m for m in msgs if "attempt 2" in m and "resuming from step_" in m]
+assert resumed, msgs
+step = int(resumed[0].split("resuming from step_")[1].split()[0].rstrip(",)"))
+assert 12 <= step < 60, resumed
+print(f"preempted job resumed from step_{step}")
 PY
 curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E "^trm_job_preemptions_total\{job=\"$LOW\"\} 1" \
   || fail "trm_job_preemptions_total"

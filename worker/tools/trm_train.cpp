@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, world > 1 ? ExitNow : OnSignal);
+  // SIGUSR1: save a checkpoint after the current step and exit 130, whatever the world size: the
+  // ranks agree on it in the step's all-reduce (a preemption; any rank's signal stops them all).
+  std::signal(SIGUSR1, OnSignal);
   try {
     if (EnvInt("TRM_RESTART_COUNT", 0) > 0) overrides.push_back("resume=true");
     trm::worker::TrainConfig cfg =

@@ -164,6 +164,7 @@ void Attempt::Run() {
       publisher_->OnRanksDone();
       publisher_->Join();
     }
+    for (auto& e : ranks_->TakeHeldExits()) events_.Add(std::move(e));  // a preemption's, after the uploads
   }
   finished_ = true;
   spdlog::info("{}: finished", name);

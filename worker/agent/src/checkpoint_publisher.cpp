@@ -153,7 +153,7 @@ CheckpointPublisher::Upload CheckpointPublisher::UploadOne(int64_t step, const s
   const std::string what = s_.assignment.job_id() + ": upload of " + name;
   try {
     RetryCall(
-        what, s_.retry, *clock_, [&](milliseconds d) { return stop_->WaitFor(d); },
+        what, s_.retry, *clock_, [&](milliseconds d) { return stop_->WaitForHardStop(d); },
         [&] {
           if (fs::exists(dir)) UploadStep(step, dir, name);
         });

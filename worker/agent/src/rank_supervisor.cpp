@@ -133,7 +133,11 @@ void RankSupervisor::Run() {
     spdlog::warn("{}/attempt_{}: stopping its ranks: {}", l_.assignment.job_id(), l_.assignment.attempt(),
                  stop_->reason());
     const int64_t grace = stop_->grace_ms() >= 0 ? stop_->grace_ms() : l_.grace_ms;
-    group_.Stop(std::chrono::milliseconds(grace));  // SIGKILL after the grace period
+    // A preemption asks trm-train to save and stop (SIGUSR1: every rank agrees at the step's
+    // end, whatever the world size); SIGTERM would end a multi-rank run without a checkpoint.
+    // Evaluation runs (their own command) just stop.
+    const bool save = stop_->drain() && l_.command.empty();
+    group_.Stop(std::chrono::milliseconds(grace), save ? SIGUSR1 : SIGTERM);  // SIGKILL after the grace period
   }
   group_.Drain();
   for (auto& r : ranks_) r->log.reset();
@@ -190,6 +194,13 @@ void RankSupervisor::OnExit(size_t index) {
               l_.assignment.job_id(), l_.assignment.attempt(), r.rank, pid, what);
   if (pe.ok() && r.rank == 0 && on_rank0_success_) {
     on_rank0_success_(std::move(e));
+    return;
+  }
+  if (stop_->drain()) {
+    // A preemption: the exits wait until the checkpoint the ranks saved is uploaded (the
+    // coordinator requeues the job on the last one, and resumes it from its latest checkpoint).
+    std::lock_guard<std::mutex> lock(mu_);
+    held_exits_.push_back(std::move(e));
     return;
   }
   events_->Add(std::move(e));

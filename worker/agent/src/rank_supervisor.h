@@ -62,6 +62,12 @@ class RankSupervisor {
     bool exited = false;
   };
   std::vector<RankView> Ranks() const;
+  // Exits held back during a preemption (StopSignal::drain), for the caller to report after the
+  // uploads; empty otherwise.
+  std::vector<v1::WorkerEvent> TakeHeldExits() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(held_exits_);
+  }
 
  private:
   struct Rank {
@@ -81,6 +87,7 @@ class RankSupervisor {
   std::vector<std::unique_ptr<Rank>> ranks_;  // by group index; supervising thread only
   mutable std::mutex mu_;
   std::vector<RankView> views_;  // under mu_
+  std::vector<v1::WorkerEvent> held_exits_;  // under mu_
 };
 
 }  // namespace trm::agent

@@ -50,6 +50,11 @@ class StopSignal {
     std::unique_lock<std::mutex> lock(mu_);
     return clock_->WaitFor(lock, cv_, d, [&] { return raised_; });
   }
+  // The same, but a draining stop does not count: uploads it keeps retrying.
+  bool WaitForHardStop(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return clock_->WaitFor(lock, cv_, d, [&] { return raised_ && !drain_; });
+  }
 
  private:
   Clock* clock_;

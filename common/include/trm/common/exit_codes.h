@@ -12,7 +12,7 @@ constexpr int kExitBadInput = 2;     // bad config, missing or corrupt data / ch
 constexpr int kExitOutOfMemory = 3;  // an allocation failed (host or GPU)
 constexpr int kExitDiskFull = 4;     // no space, quota or file size limit while writing
 constexpr int kExitTimeout = 5;      // a collective or rendezvous ran past its timeout
-constexpr int kExitCancelled = 130;  // stopped by SIGINT / SIGTERM after a checkpoint
+constexpr int kExitCancelled = 130;  // stopped by SIGINT / SIGTERM (one rank) / SIGUSR1 after a checkpoint
 
 // "bad_input" | "oom" | "disk_full" | "timeout" | "exit_code" (any other non-zero code).
 inline std::string FailureKindOfExitCode(int code) {

@@ -12,6 +12,7 @@
 //   while the OOM kill count rose, trm/common/oom_counter.h).
 #pragma once
 
+#include <csignal>
 #include <poll.h>
 #include <sys/types.h>
 
@@ -132,9 +133,9 @@ class RankGroup {
   // last output was delivered.
   std::vector<size_t> Wait(std::vector<pollfd>* extra = nullptr);
 
-  // SIGTERM to the group of every process still running, SIGKILL `grace` later (from Wait).
-  // Returns how many were signalled; does nothing once stopping.
-  int Stop(std::chrono::milliseconds grace);
+  // `first_signal` (SIGTERM) to the group of every process still running, SIGKILL `grace` later
+  // (from Wait). Returns how many were signalled; does nothing once stopping.
+  int Stop(std::chrono::milliseconds grace, int first_signal = SIGTERM);
   // SIGKILL to the group of every process still running, now.
   void Kill();
   bool stopping() const { return stopping_; }

@@ -24,8 +24,9 @@ class CoordinatorMetrics {
   void SetJobProgress(const std::string& job_id, int64_t step, int64_t total_steps, double loss, double tokens_per_s,
                       double act_steps);
   void SetJobRestarts(const std::string& job_id, int restarts);
-  // trm_job_preemptions_total; n = 0 makes the job's series exist (at 0) before any preemption.
-  void AddJobPreemptions(const std::string& job_id, int n);
+  // trm_job_preemptions_total from the job's record (counts up to `total`; after a coordinator
+  // restart the counter starts at the recorded number).
+  void SetJobPreemptions(const std::string& job_id, int total);
   void SetJobWorldSize(const std::string& job_id, int ranks);  // trm_job_world_size
   void SetJobCheckpointTime(const std::string& job_id, int64_t unix_ms);  // exported as an age
   // trm_checkpoint_eval{job,checkpoint,dataset,metric}: an evaluation run's result; a deleted
