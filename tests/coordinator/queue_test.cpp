@@ -206,6 +206,35 @@ TEST_F(QueueTest, APreemptingJobKeepsTheSlotsItCountsOn) {
   EXPECT_EQ(State(s), v1::JOB_QUEUED);
 }
 
+// A coordinator restarted while a preemption is in flight carries on with it: the mark is in the
+// attempt's record, the stop order goes out again, and the exits end it as a preemption.
+TEST_F(QueueTest, APreemptionSurvivesACoordinatorRestart) {
+  AddWorker("w1", 2);
+  Pass("w1");
+  const std::string low = c_->SubmitJob(Spec(2));
+  Pass("w1");
+  ASSERT_EQ(State(low), v1::JOB_RUNNING);
+  v1::JobSpec urgent = Spec(2);
+  urgent.set_priority(5);
+  const std::string high = c_->SubmitJob(urgent);
+  ASSERT_EQ(c_->GetJob(high).queue_reason(), "preempting " + low);
+  c_.reset();
+  Open();  // workers keep heartbeating: the reopened coordinator knows them from its store
+  const v1::HeartbeatResponse hb = Beat("w1", {{low, 1}});
+  bool told = false;
+  for (const auto& s : hb.stop()) told = told || (s.job_id() == low && s.preempt());
+  EXPECT_TRUE(told) << "no preempting stop order after the restart";
+  c_->Tick();
+  EXPECT_NE(c_->GetJob(high).queue_reason().find("waiting for " + low), std::string::npos)
+      << c_->GetJob(high).queue_reason();
+  Report("w1", low, 1, {Exit(0, 130), Exit(1, 130)});
+  EXPECT_EQ(State(low), v1::JOB_QUEUED);
+  EXPECT_EQ(c_->GetJob(low).preemptions(), 1);
+  EXPECT_EQ(c_->GetJob(low).restarts(), 0);
+  Pass("w1");
+  EXPECT_EQ(State(high), v1::JOB_RUNNING);
+}
+
 TEST_F(QueueTest, PreemptionRespectsNoPreemptAndEndsOverdueStops) {
   c_.reset();
   options_.preempt_grace_ms = 10 * 1000;  // well inside the fixture's start and hang timeouts
