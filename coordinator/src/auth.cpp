@@ -1,6 +1,5 @@
 #include "trm/coordinator/auth.h"
 
-#include <cctype>
 #include <sstream>
 
 #include "trm/common/error.h"

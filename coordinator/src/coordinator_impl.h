@@ -143,18 +143,17 @@ struct Coordinator::Impl {
       }
     }
     const DatasetRef r = ParseDatasetRef(ref, who.name, field);
-    if (by_hash) *by_hash = false;
+    // An unqualified name was looked up as the caller's own above.
     const bool hidden = opt.private_reads && !who.admin() && r.owner != who.name;
-    if (!hidden)
+    if (r.qualified && !hidden)
       if (auto d = store->FindDatasetName(r.owner, r.name)) return *d;
     std::string hint = " (trmctl dataset push DIR --name " + r.name + "; trmctl dataset list shows them)";
-    if (!r.qualified) {
-      std::vector<std::string> others;
-      for (const auto& d : store->ListDatasets())
-        if (d.name() == r.name && d.owner() != who.name && (!opt.private_reads || who.admin()))
-          others.push_back(d.owner() + "/" + d.name());
-      others.erase(std::unique(others.begin(), others.end()), others.end());
-      if (!others.empty()) hint = "; names are per owner: another user's is " + others.front() + hint;
+    if (!r.qualified && (!opt.private_reads || who.admin())) {
+      for (const auto& d : store->ListDatasets()) {
+        if (d.name() != r.name || d.owner() == who.name) continue;
+        hint = "; names are per owner: another user's is " + d.owner() + "/" + d.name() + hint;
+        break;
+      }
     }
     NotFound(field + ": no dataset " + r.owner + "/" + r.name + hint);
   }

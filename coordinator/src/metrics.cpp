@@ -82,7 +82,7 @@ struct CoordinatorMetrics::Impl {
           .Name("trm_checkpoint_eval")
           .Help("Evaluation run results on stored checkpoints (trm-eval's metrics)")
           .Register(*registry);
-  std::mutex eval_mu;  // guards eval_series
+  std::mutex eval_mu;  // guards eval_series and preemptions_seen
   std::map<std::pair<std::string, std::string>, std::map<std::string, prometheus::Gauge*>> eval_series;
   std::mutex mu;  // Family::Add is thread-safe; this guards the bucket vector below only
   const prometheus::Histogram::BucketBoundaries buckets{1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5};

@@ -47,7 +47,6 @@ struct QuotaPolicy {
     auto it = per_user.find(user);
     return it == per_user.end() ? default_slots : it->second;
   }
-  bool any() const { return default_slots > 0 || !per_user.empty(); }
 };
 // "alice=4,bob=2,*=8" ('*' sets the default). Throws kInvalidArgument naming `flag`.
 QuotaPolicy ParseQuotaSlots(const std::string& flag, const std::string& text);

@@ -22,7 +22,8 @@ for _ in $(seq 1 100); do "$BIN/trmctl" workers 2>/dev/null | grep -q '^w1 ' && 
 "$BIN/trmctl" dataset push "$WORK/ds" --name chat >/dev/null
 # No periodic checkpoints: the one a preempted attempt resumes from is the one its ranks save
 # when told to stop.
-LOW_ARGS=(--config-name cfg_tiny --dataset chat --world-size 2 global_batch_size=8 max_steps=60
+# 200 steps: however fast the machine, the low job is far from its end when it is preempted.
+LOW_ARGS=(--config-name cfg_tiny --dataset chat --world-size 2 global_batch_size=8 max_steps=200
           checkpoint_interval_steps=0 eval_interval=0 threads=1 log_interval=10)
 step_of() { "$BIN/trmctl" status "$1" -o json | python3 -c 'import json,sys; print(int(json.load(sys.stdin).get("step",0)))'; }
 state_of() { "$BIN/trmctl" status "$1" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
@@ -33,7 +34,7 @@ for _ in $(seq 1 600); do [ "$(step_of "$LOW" 2>/dev/null || echo 0)" -ge 12 ] &
 HIGH=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset chat --world-size 2 --priority 5 --name high \
        global_batch_size=8 max_steps=6 eval_interval=0 threads=1)
 # The low one is told to stop; while it waits, the queue says why.
-for _ in $(seq 1 300); do [ "$(state_of "$LOW")" = JOB_QUEUED ] && break; sleep 0.1; done
+for _ in $(seq 1 1200); do [ "$(state_of "$LOW")" = JOB_QUEUED ] && break; sleep 0.1; done
 [ "$(state_of "$LOW")" = JOB_QUEUED ] || fail "the low-priority job was not preempted: $("$BIN/trmctl" status "$LOW")"
 "$BIN/trmctl" queue | tee "$WORK/queue.txt"
 grep -q "$LOW" "$WORK/queue.txt" || fail "the preempted job is not in the queue"
@@ -48,12 +49,12 @@ ev = [json.loads(l) for l in open(sys.argv[1])]
 msgs = [e["state"].get("message", "") for e in ev if "state" in e]
 assert any("preempting attempt 1 for " + sys.argv[2] in m for m in msgs), msgs
 assert any("preempted by " + sys.argv[2] in m for m in msgs), msgs
-assert msgs[-1].startswith("finished at step 60"), msgs[-1]
+assert msgs[-1].startswith("finished at step 200"), msgs[-1]
 # Attempt 2 resumed from the checkpoint both ranks saved when told to stop, mid-run.
 resumed = [m for m in msgs if "attempt 2" in m and "resuming from step_" in m]
 assert resumed, msgs
 step = int(resumed[0].split("resuming from step_")[1].split()[0].rstrip(",)"))
-assert 12 <= step < 60, resumed
+assert 12 <= step < 200, resumed
 print(f"preempted job resumed from step_{step}")
 PY
 curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E "^trm_job_preemptions_total\{job=\"$LOW\"\} 1" \

@@ -64,7 +64,8 @@ BOB_HASH=$(as bob dataset push "$WORK/bobds" --name ex | head -n 1 | cut -d' ' -
 refused bob "belongs to alice" dataset push "$WORK/bobds" --name alice/ex
 
 TRAIN=(--config-name cfg_tiny --config-dir "$SRC/configs" global_batch_size=8 eval_interval=0 threads=1 log_interval=10)
-JOB=$(as alice submit "${TRAIN[@]}" --dataset ex --name alices max_steps=400 checkpoint_interval_steps=50)
+# Long enough to be running through every probe below on any machine (it is cancelled then).
+JOB=$(as alice submit "${TRAIN[@]}" --dataset ex --name alices epochs=100000 max_steps=100000 checkpoint_interval_steps=50)
 as alice status "$JOB" | grep -E "^dataset: +alice/ex \(${ALICE_HASH:0:12}\)" || fail "alice's ex is not hers: $(as alice status "$JOB")"
 as alice status "$JOB" | grep -q "^owner: *alice" || fail "no owner in status"
 for _ in $(seq 1 300); do as alice status "$JOB" | grep -q "^state: *running" && break; sleep 0.2; done
@@ -81,7 +82,7 @@ as bob status "$BOBS" | grep -q "(${ALICE_HASH:0:12})" || fail "alice/ex is not 
 
 # Quota: alice holds her one slot, so her second job waits and says why.
 WAITS=$(as alice submit "${TRAIN[@]}" --dataset ex --name waits max_steps=2)
-for _ in $(seq 1 50); do as alice status "$WAITS" | grep -q "alice holds 1 of 1 slots" && break; sleep 0.2; done
+for _ in $(seq 1 300); do as alice status "$WAITS" | grep -q "alice holds 1 of 1 slots" && break; sleep 0.2; done
 as alice status "$WAITS" | grep -q "alice holds 1 of 1 slots" || fail "no quota warning: $(as alice status "$WAITS")"
 as alice status "$WAITS" | grep -q "^state: *queued" || fail "the job over quota is not queued"
 
@@ -134,7 +135,7 @@ as root audit --user bob | grep -q CancelJob || fail "audit --user bob"
 # Tokens: bob's removed and SIGHUP sent: his next call is refused; alice's hashed one still works.
 write_tokens
 kill -HUP "$COORD"
-for _ in $(seq 1 50); do as bob list >/dev/null 2>&1 || break; sleep 0.1; done
+for _ in $(seq 1 300); do as bob list >/dev/null 2>&1 || break; sleep 0.1; done
 refused bob "unknown token" list
 as alice list >/dev/null || fail "alice's hashed token stopped working"
 write_tokens with-bob

@@ -151,7 +151,7 @@ class Client:
                           "build, or push a prompts file's directory with prompts=True)", what)
         name = name or os.path.basename(os.path.abspath(directory))
         # NAME (yours) or OWNER/NAME (another user's namespace: its owner or an admin only).
-        for part in name.split("/", 1) if name.count("/") == 1 else [name]:
+        for part in name.split("/", 1):  # a second '/' fails the check
             check_name(part, "dataset name")
         manifest = build_manifest(directory, name)
         for attempt in range(retries + 1):
