@@ -205,8 +205,21 @@ StepOutput TrmImpl::forward(const Carry& carry, const Batch& batch) {
       const at::Tensor& qc = out.q_continue_logits;
       halted = cfg_.no_ACT_continue ? (halted | (qh > 0)) : (halted | (qh > qc));
       // Exploration: a row may be forced to run at least U{2..halt_max_steps} steps.
-      at::Tensor explore = torch::rand_like(qh) < cfg_.halt_exploration_prob;
-      at::Tensor min_steps = explore.to(torch::kInt32) * torch::randint_like(steps, 2, cfg_.halt_max_steps + 1);
+      // Drawn for the whole global batch, in the reference's order (uniforms, then step counts),
+      // and sliced to this model's rows (SetGlobalRows).
+      const int64_t rows = qh.size(0);
+      const int64_t global = global_rows_ > 0 ? global_rows_ : rows;
+      TORCH_CHECK(row_offset_ + rows <= global, "rows [", row_offset_, ", ", row_offset_ + rows,
+                  ") outside a global batch of ", global);
+      c10::optional<at::Generator> gen;
+      if (explore_gen_.defined()) gen = explore_gen_;
+      const auto on_cpu = [](const at::Tensor& like) { return like.options().device(torch::kCPU); };
+      at::Tensor u = at::rand({global}, gen, on_cpu(qh)).narrow(0, row_offset_, rows).to(qh.device());
+      at::Tensor k = at::randint(2, cfg_.halt_max_steps + 1, {global}, gen, on_cpu(steps))
+                         .narrow(0, row_offset_, rows)
+                         .to(steps.device());
+      at::Tensor explore = u < cfg_.halt_exploration_prob;
+      at::Tensor min_steps = explore.to(torch::kInt32) * k;
       halted = halted & (steps >= min_steps);
       if (!cfg_.no_ACT_continue) {
         // Bootstrap target for Q-continue from the next call's Q values (no replay buffer or

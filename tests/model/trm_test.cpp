@@ -152,6 +152,52 @@ TEST(TrmTest, TrainingCarryReplacesOnlyHaltedRows) {
   EXPECT_GT(m->inner->embed_tokens->embedding_weight.grad().abs().sum().item<float>(), 0.0f);
 }
 
+// Exploration draws are made for the global batch and sliced (Trm::SetExploration): a row halts
+// alike whether its batch is the whole global batch or one rank's half of it.
+TEST(TrmTest, ExplorationDrawsDependOnTheRowNotOnTheSplit) {
+  torch::manual_seed(3);
+  ArchConfig c = Config();
+  c.halt_max_steps = 6;
+  c.halt_exploration_prob = 0.5;
+  c.no_ACT_continue = true;
+  Trm m(c);
+  {
+    torch::NoGradGuard g;  // every row would halt after one step, unless exploration holds it
+    m->inner->q_head->weight.zero_();
+    m->inner->q_head->bias.fill_(5.0);
+  }
+  m->train();
+  const int64_t B = 8;
+  std::vector<Batch> batches = {RandomBatch(c, B), RandomBatch(c, B), RandomBatch(c, B)};
+  auto slice = [](const Batch& b, int64_t from, int64_t n) {
+    Batch s;
+    s.inputs = b.inputs.narrow(0, from, n);
+    s.labels = b.labels.narrow(0, from, n);
+    s.puzzle_identifiers = b.puzzle_identifiers.narrow(0, from, n);
+    return s;
+  };
+  // Three ACT calls over rows [from, from + n) of the global batch; the halted flags of each call.
+  auto run = [&](int64_t from, int64_t n) {
+    m->SetExploration(at::detail::createCPUGenerator(11), B, from);
+    std::vector<at::Tensor> halted;
+    Carry carry = m->InitialCarry(slice(batches[0], from, n));
+    for (const Batch& b : batches) {
+      StepOutput out = m->forward(carry, slice(b, from, n));
+      carry = out.carry;
+      halted.push_back(carry.halted.clone());
+    }
+    return halted;
+  };
+  std::vector<at::Tensor> whole = run(0, B), first = run(0, B / 2), second = run(B / 2, B / 2);
+  for (size_t call = 0; call < whole.size(); ++call) {
+    EXPECT_TRUE(torch::equal(whole[call], torch::cat({first[call], second[call]}))) << "call " << call;
+  }
+  // Exploration did hold some rows and not others, so the comparison covers its draws.
+  const int64_t held = B - whole[0].sum().item<int64_t>();
+  EXPECT_GT(held, 0);
+  EXPECT_LT(held, B);
+}
+
 TEST(TrmTest, QContinueBootstrapAddsItsLoss) {
   torch::manual_seed(3);
   ArchConfig c = Config();

@@ -131,6 +131,37 @@ TEST_F(DataParallelTest, TwoRanksEqualOneRankWithGradientAccumulation) {
   EXPECT_LE(WorstRelativeError(two, one), 1e-5);
 }
 
+// ACT exploration draws for the whole global batch from one generator in the same state on every
+// rank (Trm::SetExploration), so it does not make data parallel differ from one process.
+TEST_F(DataParallelTest, TwoRanksEqualOneRankWithExploration) {
+  const std::vector<std::string> explore = {"max_steps=8", "arch.halt_exploration_prob=0.5", "arch.no_ACT_continue=true"};
+  Weights one = RunSingle("one_explore", explore);
+  Weights two = RunRanks(2, "two_explore", explore);
+  EXPECT_LE(WorstRelativeError(two, one), 1e-5);
+  // The Q head starts out far from halting, so these short runs rarely reach a draw that matters;
+  // TrmTest.ExplorationDrawsDependOnTheRowNotOnTheSplit covers the draws themselves.
+}
+
+// Elastic world sizes: a run that resumes on another number of ranks (2, then 1, then 2 again)
+// is the same run as one that never changed, up to summation order: the checkpoint holds the
+// global batch's carry, the global data position and the one exploration state.
+TEST_F(DataParallelTest, ResumingOnAnotherWorldSizeStaysTheSameRun) {
+  const std::vector<std::string> explore = {"arch.halt_exploration_prob=0.5", "arch.no_ACT_continue=true"};
+  auto with = [&](std::vector<std::string> v, const std::string& extra) {
+    v.push_back(extra);
+    return v;
+  };
+  Weights undisturbed = RunSingle("elastic_full", with(explore, "max_steps=12"));
+  RunRanks(2, "elastic", with(explore, "max_steps=4"));
+  RunSingle("elastic", with(with(explore, "max_steps=8"), "resume=true"));
+  Weights resized = RunRanks(2, "elastic", with(with(explore, "max_steps=12"), "resume=true"));
+  EXPECT_LE(WorstRelativeError(resized, undisturbed), 1e-5);
+  std::ifstream in(root_ / "elastic" / "metrics.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  EXPECT_EQ(lines, 12);  // one run of 12 steps, none repeated or skipped
+}
+
 // Gradients summed in many small buckets, started during backward, give the same weights as one
 // all-reduce after it (two ranks: every element is a + b either way, so bit for bit), and
 // buckets did start before backward ended.

@@ -124,6 +124,8 @@ struct Trainer::Impl {
   std::unique_ptr<FlatParams> flat;
   std::unique_ptr<Optimizer> optimizer;
   at::Tensor ema;  // flat EMA shadow, undefined without EMA
+  // ACT exploration's draws (Trm::SetExploration): seeded alike on every rank, saved in checkpoints.
+  at::Generator explore_gen;
   model::Carry carry;
   bool have_carry = false;
   int64_t step = 0;
@@ -208,6 +210,9 @@ struct Trainer::Impl {
     }
     model->ResetParameters(static_cast<uint64_t>(cfg.seed));
     model->SetFusedHead(true);  // no [B, S, V] logits: the trainer only needs the loss and metrics
+    explore_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed));
+    const int64_t local = cfg.global_batch_size / world;
+    model->SetExploration(explore_gen, cfg.global_batch_size, rank * local);
     model->to(device);
     flat = std::make_unique<FlatParams>(ParamList());
     OptimizerOptions oo;
@@ -292,41 +297,24 @@ struct Trainer::Impl {
   }
 
   // Checkpoint I/O ------------------------------------------------------------------------
-  // This rank's generator states (CPU, and CUDA when training there).
+  // The training randomness is the exploration generator alone (Trm::SetExploration), in the
+  // same state on every rank: one state, whatever the world size.
   NamedTensors RngState() {
-    NamedTensors out;
-    auto cpu = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(cpu.mutex());
-      out.emplace_back("torch_cpu", cpu.get_state());
-    }
-    if (device.is_cuda()) {
-      auto g = at::globalContext().defaultGenerator(device);
-      std::lock_guard<std::mutex> lock(g.mutex());
-      out.emplace_back("torch_cuda", g.get_state());
-    }
-    return out;
+    std::lock_guard<std::mutex> lock(explore_gen.mutex());
+    return {{"rng.exploration", explore_gen.get_state()}};
   }
 
   void SetRngState(const std::map<std::string, at::Tensor>& t, const std::string& src) {
-    const std::string prefix = "rng.rank" + std::to_string(rank) + ".";
-    auto it = t.find(prefix + "torch_cpu");
+    auto it = t.find("rng.exploration");
+    // Checkpoints written before the exploration generator held each rank's default generator;
+    // rank 0's is the exploration stream of a one-rank run (nothing else drew from it).
+    if (it == t.end()) it = t.find("rng.rank0.torch_cpu");
     if (it == t.end()) {
-      spdlog::warn("{}: no RNG state saved for rank {} (the run had fewer ranks); ACT exploration continues from "
-                   "a fresh seed", src, rank);
+      spdlog::warn("{}: no RNG state saved; ACT exploration continues from a fresh seed", src);
       return;
     }
-    auto cpu = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(cpu.mutex());
-      cpu.set_state(it->second);
-    }
-    auto c = t.find(prefix + "torch_cuda");
-    if (device.is_cuda() && c != t.end()) {
-      auto g = at::globalContext().defaultGenerator(device);
-      std::lock_guard<std::mutex> lock(g.mutex());
-      g.set_state(c->second);
-    }
+    std::lock_guard<std::mutex> lock(explore_gen.mutex());
+    explore_gen.set_state(it->second);
   }
 
   // Concatenates each rank's `local` (same shape on every rank) along dim 0 in rank order, on
@@ -366,10 +354,7 @@ struct Trainer::Impl {
                        {"carry.labels", GatherRows(carry.data.labels)},
                        {"carry.puzzle_identifiers", GatherRows(carry.data.puzzle_identifiers)}};
     }
-    for (auto& [name, state] : RngState()) {
-      at::Tensor all = GatherRows(state.unsqueeze(0));
-      for (int r = 0; r < world; ++r) c.train_state.emplace_back("rng.rank" + std::to_string(r) + "." + name, all[r]);
-    }
+    for (auto& named : RngState()) c.train_state.push_back(std::move(named));
     data::IteratorState it = train_it->state();
     c.state = {{"format", "trm-checkpoint-v1"},
                {"step", step},

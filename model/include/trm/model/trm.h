@@ -5,6 +5,7 @@
 // Ownership: Carry and StepOutput hold tensors by value (ref-counted); nothing aliases the model.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
@@ -129,11 +130,26 @@ class TrmImpl : public torch::nn::Module {
   // up to float rounding; StepOutput::logits is then undefined. No effect with stablemax.
   void SetFusedHead(bool on) { fused_head_ = on; }
 
+  // Training's ACT exploration draws come from `gen` (a CPU generator, not owned exclusively:
+  // the caller saves and restores its state) for a global batch of `global_rows`, of which this
+  // model's batch is rows [offset, offset + B). Every rank holds a generator in the same state,
+  // so each row draws the same numbers whatever the number of ranks, and on any device: a run
+  // resumed on another world size stays the same run. Until this is called the draws come from
+  // LibTorch's default CPU generator and the batch is the whole global batch.
+  void SetExploration(at::Generator gen, int64_t global_rows, int64_t offset) {
+    explore_gen_ = std::move(gen);
+    global_rows_ = global_rows;
+    row_offset_ = offset;
+  }
+
  private:
   std::pair<at::Tensor, Metrics> LossHead(const Carry& carry, const TrmInnerImpl::Output& out,
                                           const at::Tensor& target_q_continue);
   ArchConfig cfg_;
   bool fused_head_ = false;
+  at::Generator explore_gen_;  // undefined: the default CPU generator
+  int64_t global_rows_ = 0;    // 0: the batch is the global batch
+  int64_t row_offset_ = 0;
   // The fused head's reusable buffers (linear_cross_entropy.h); this model's alone.
   std::shared_ptr<LinearCrossEntropyWorkspace> head_ws_;
 };

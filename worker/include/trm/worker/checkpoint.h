@@ -3,7 +3,8 @@
 //                            so the PyTorch reference loads them; metadata: arch JSON
 //   weights.safetensors      the live training weights (only when EMA is enabled)
 //   optimizer.safetensors    exp_avg.<name>, exp_avg_sq.<name>
-//   train_state.safetensors  the ACT carry (carry.*) and every RNG state (rng.*)
+//   train_state.safetensors  the global batch's ACT carry (carry.*) and the exploration generator's
+//                            state (rng.exploration); older ones: each rank's (rng.rankR.*)
 //   state.json               step, data-iterator position, counters, resolved config and arch,
 //                            the training data's identity ("data": vocab_size, seq_len, pad_id)
 //   tokenizer/               the tokenizer the data was built with (a copy), when known

@@ -59,9 +59,10 @@ struct TrainResult {
 };
 
 // The process-wide settings of a training process, made once at its start, before any tensor
-// work and before its Trainer: every CPU thread pool sized by `threads` (thread_pools.h); the
-// training randomness (ACT exploration, LibTorch's default generators) seeded with seed + rank,
-// distinct per rank as in the reference; on CUDA, deterministic algorithms when the config asks
+// work and before its Trainer: every CPU thread pool sized by `threads` (thread_pools.h);
+// LibTorch's default generators seeded with seed + rank (training itself draws only from the
+// Trainer's exploration generator, seeded with `seed` alike on every rank, so that a row's
+// draws do not depend on the world size); on CUDA, deterministic algorithms when the config asks
 // (warn-only: ops without a deterministic kernel warn instead of failing) and the fixed cuBLAS
 // workspace they need. trm-train's main calls it; so does a test before each Trainer it builds,
 // as each stands for a process.
