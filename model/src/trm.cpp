@@ -206,7 +206,7 @@ StepOutput TrmImpl::forward(const Carry& carry, const Batch& batch) {
       halted = cfg_.no_ACT_continue ? (halted | (qh > 0)) : (halted | (qh > qc));
       // Exploration: a row may be forced to run at least U{2..halt_max_steps} steps.
       // Drawn for the whole global batch, in the reference's order (uniforms, then step counts),
-      // and sliced to this model's rows (SetGlobalRows).
+      // and sliced to this model's rows (SetExploration).
       const int64_t rows = qh.size(0);
       const int64_t global = global_rows_ > 0 ? global_rows_ : rows;
       TORCH_CHECK(row_offset_ + rows <= global, "rows [", row_offset_, ", ", row_offset_ + rows,

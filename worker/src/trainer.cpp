@@ -299,9 +299,9 @@ struct Trainer::Impl {
   // Checkpoint I/O ------------------------------------------------------------------------
   // The training randomness is the exploration generator alone (Trm::SetExploration), in the
   // same state on every rank: one state, whatever the world size.
-  NamedTensors RngState() {
+  at::Tensor RngState() {
     std::lock_guard<std::mutex> lock(explore_gen.mutex());
-    return {{"rng.exploration", explore_gen.get_state()}};
+    return explore_gen.get_state();
   }
 
   void SetRngState(const std::map<std::string, at::Tensor>& t, const std::string& src) {
@@ -354,7 +354,7 @@ struct Trainer::Impl {
                        {"carry.labels", GatherRows(carry.data.labels)},
                        {"carry.puzzle_identifiers", GatherRows(carry.data.puzzle_identifiers)}};
     }
-    for (auto& named : RngState()) c.train_state.push_back(std::move(named));
+    c.train_state.emplace_back("rng.exploration", RngState());
     data::IteratorState it = train_it->state();
     c.state = {{"format", "trm-checkpoint-v1"},
                {"step", step},
