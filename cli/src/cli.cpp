@@ -34,7 +34,8 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"submit",
        "usage: trmctl submit (--config-name NAME [--config-dir DIR] | --config FILE.yaml) [--name N]\n"
-       "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N] [--priority P]\n"
+       "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N [--min-world-size M]]\n"
+       "                     [--priority P]"
        "                     [--max-restarts M] [--eval-dataset NAME_OR_HASH] [--no-preempt] [key=value ...]\n"
        "Submits a training job and prints its id. --config-name composes configs/NAME.yaml with its\n"
        "defaults here, as trm-train does; key=value overrides are checked here and applied by the\n"
@@ -43,9 +44,11 @@ const std::vector<Command>& Commands() {
        "evaluation run each, after every training job; trmctl checkpoints shows the results).\n"
        "A queued job of higher --priority that does not fit preempts lower-priority running jobs:\n"
        "they save a checkpoint, wait in the queue and resume exactly (no restart used);\n"
-       "--no-preempt (admins only) exempts this one.\n",
+       "--no-preempt (admins only) exempts this one. With --min-world-size the job is elastic: when\n"
+       "fewer slots are free (or a worker is lost) it runs on the largest size down to M that divides\n"
+       "global_batch_size, keeping the global batch (the same run), and grows back onto free slots.\n",
        {{"--config-name"}, {"--config-dir"}, {"--config"}, {"--name"}, {"--dataset"}, {"--data-path"},
-        {"--world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}, {"--no-preempt", false}},
+        {"--world-size"}, {"--min-world-size"}, {"--priority"}, {"--max-restarts"}, {"--eval-dataset"}, {"--no-preempt", false}},
        RunSubmit},
       {"list",
        "usage: trmctl list [--state STATE[,STATE...]] [--limit N] [--mine | --owner NAME] [-o table|json]\n"

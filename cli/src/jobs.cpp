@@ -97,7 +97,15 @@ int RunStatus(const Args& args, const Context& ctx) {
   const std::string dataset = j.dataset_ref().empty() ? j.spec().dataset() : j.dataset_ref();
   row("dataset:", !dataset.empty() ? dataset + (j.dataset_hash().empty() ? "" : " (" + j.dataset_hash().substr(0, 12) + ")")
                                    : j.spec().data_path());
-  row("world size:", std::to_string(j.spec().world_size()));
+  if (j.world_sizes_size() > 1)
+    row("world size:", (j.world_size() > 0 ? std::to_string(j.world_size()) + " now; " : std::string()) + "elastic " +
+                           std::to_string(j.world_sizes(j.world_sizes_size() - 1)) + " to " +
+                           std::to_string(j.spec().world_size()) +
+                           (j.resizes() > 0 ? " (grew " + std::to_string(j.resizes()) + " time" +
+                                                  (j.resizes() == 1 ? ")" : "s)")
+                                            : ""));
+  else
+    row("world size:", std::to_string(j.spec().world_size()));
   row("priority:", std::to_string(j.spec().priority()));
   row("attempt:", std::to_string(j.attempt()));
   row("restarts:", std::to_string(j.restarts()) + " of " + std::to_string(j.spec().max_restarts()));
@@ -178,7 +186,9 @@ int RunQueue(const Args& args, const Context& ctx) {
   const int64_t now = NowUnixMs();
   for (const auto& e : resp.entries())
     t.AddRow({std::to_string(e.position()), e.job_id(), e.owner(), e.kind(), e.name(), std::to_string(e.priority()),
-              std::to_string(e.slots()), FormatAge(e.waiting_since_unix_ms(), now), e.reason().empty() ? "-" : e.reason()});
+              e.min_slots() > 0 && e.min_slots() < e.slots() ? std::to_string(e.min_slots()) + "-" + std::to_string(e.slots())
+                                                              : std::to_string(e.slots()),
+              FormatAge(e.waiting_since_unix_ms(), now), e.reason().empty() ? "-" : e.reason()});
   t.Print(*ctx.io.out);
   return 0;
 }

@@ -38,6 +38,9 @@ v1::SubmitJobRequest BuildSubmitRequest(const SubmitOptions& o) {
   if (!o.dataset.empty() && !o.data_path.empty())
     throw UsageError("trmctl submit: give at most one of --dataset and --data-path");
   if (o.world_size < 1) throw UsageError("trmctl submit: --world-size must be at least 1");
+  if (o.min_world_size < 0 || o.min_world_size > o.world_size)
+    throw UsageError("trmctl submit: --min-world-size must be between 1 and --world-size (" +
+                     std::to_string(o.world_size) + ")");
   if (o.max_restarts < 0) throw UsageError("trmctl submit: --max-restarts must not be negative");
   for (const auto& ov : o.overrides)
     if (ov.find('=') == std::string::npos && ov.rfind("~", 0) != 0)
@@ -74,6 +77,7 @@ v1::SubmitJobRequest BuildSubmitRequest(const SubmitOptions& o) {
   spec->set_dataset(o.dataset);
   spec->set_data_path(o.data_path);
   spec->set_world_size(o.world_size);
+  spec->set_min_world_size(o.min_world_size);
   spec->set_priority(o.priority);
   spec->set_no_preempt(o.no_preempt);
   spec->set_max_restarts(o.max_restarts);
@@ -90,6 +94,7 @@ int RunSubmit(const Args& args, const Context& ctx) {
   o.dataset = args.Get("--dataset");
   o.data_path = args.Get("--data-path");
   o.world_size = args.GetInt("--world-size", 1, 1, 65536);
+  o.min_world_size = args.GetInt("--min-world-size", 0, 1, 65536);
   o.priority = args.GetInt("--priority", 0, -1000000, 1000000);
   o.max_restarts = args.GetInt("--max-restarts", 0, 0, 1000);
   o.eval_dataset = args.Get("--eval-dataset");

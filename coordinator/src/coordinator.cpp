@@ -157,7 +157,12 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& 
   }
   if (spec.world_size() == 0) spec.set_world_size(1);
   // Reads the named config's files: outside the lock (a stored dataset is never removed).
-  const std::string config = ResolveJobConfig(spec, impl_->opt.config_dir, data_ref);
+  std::vector<int> sizes;
+  const std::string config = ResolveJobConfig(spec, impl_->opt.config_dir, data_ref, &sizes);
+  // It can start on its smallest size: that is what the checks below hold it to.
+  const int smallest = sizes.back();
+  const std::string wanted = smallest == spec.world_size() ? "spec.world_size: " + std::to_string(smallest) + " ranks"
+                                                           : "spec.min_world_size: " + std::to_string(smallest) + " ranks";
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!spec.eval_dataset().empty()) {
     const auto [info, manifest] = impl_->StoredDataset(spec.eval_dataset(), "spec.eval_dataset", who);
@@ -177,18 +182,16 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& 
     for (int i = 0; i < w.rec.info().data_roots_size(); i += 2) mine += (mine.empty() ? "" : " ") + w.rec.info().data_roots(i);
     roots += (roots.empty() ? "" : "; ") + id + ": " + (mine.empty() ? "no --data-root" : mine);
   }
-  if (spec.world_size() > total_slots)
+  if (smallest > total_slots)
     ThrowError(Code::kFailedPrecondition,
-               "spec.world_size: " + std::to_string(spec.world_size()) + " ranks, but the live workers have " +
-                   std::to_string(total_slots) + " slots in all (trmctl workers)");
-  if (const int quota = impl_->QuotaOf(who.name); quota > 0 && spec.world_size() > quota)
-    ThrowError(Code::kFailedPrecondition, "spec.world_size: " + std::to_string(spec.world_size()) + " ranks, but " +
-                                              who.name + "'s quota is " + std::to_string(quota) +
+               wanted + ", but the live workers have " + std::to_string(total_slots) + " slots in all (trmctl workers)");
+  if (const int quota = impl_->QuotaOf(who.name); quota > 0 && smallest > quota)
+    ThrowError(Code::kFailedPrecondition, wanted + ", but " + who.name + "'s quota is " + std::to_string(quota) +
                                               " slots (--quota-slots): the job could never start");
-  if (!spec.data_path().empty() && spec.world_size() > readable_slots)
+  if (!spec.data_path().empty() && smallest > readable_slots)
     ThrowError(Code::kFailedPrecondition,
                "spec.data_path " + spec.data_path() + ": " + std::to_string(readable_slots) + " live worker slot(s) may read it, " +
-                   std::to_string(spec.world_size()) + " needed; a data path must lie inside a worker's --data-root" +
+                   std::to_string(smallest) + " needed; a data path must lie inside a worker's --data-root" +
                    (impl_->opt.require_data_roots ? " (this coordinator runs with auth: workers without one take none)" : "") +
                    " [" + roots + "]; or push the data with trmctl dataset push");
   std::string id;
@@ -196,6 +199,7 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& 
     id = impl_->NewJobId();
     impl_->EmitState(rec, Submit(rec, id, spec, config, hash, impl_->Now()));
     rec->mutable_job()->set_kind("train");
+    for (int n : sizes) rec->mutable_job()->add_world_sizes(n);
     rec->mutable_job()->set_eval_dataset_hash(eval_hash);
     rec->mutable_job()->set_owner(who.name);
     rec->mutable_job()->set_dataset_ref(dataset_ref);
@@ -319,7 +323,8 @@ v1::GetQueueResponse Coordinator::GetQueue(const Principal& who) {
     e->set_name(j.spec().name());
     e->set_kind(IsEvalRun(*r) ? "eval" : "train");
     e->set_priority(j.spec().priority());
-    e->set_slots(IsEvalRun(*r) ? 1 : j.spec().world_size());
+    e->set_slots(IsEvalRun(*r) ? 1 : WorldSizesOf(*r).front());
+    e->set_min_slots(IsEvalRun(*r) ? 1 : WorldSizesOf(*r).back());
     e->set_waiting_since_unix_ms(Impl::QueuedSince(*r));
     if (auto it = impl_->queue_reasons.find(j.id()); it != impl_->queue_reasons.end()) e->set_reason(it->second);
   }
@@ -549,6 +554,7 @@ void Coordinator::Tick() {
   impl_->DetectHangs();
   impl_->EndOverduePreemptions();
   impl_->Schedule();
+  impl_->GrowElastic();
   impl_->PublishCounts();
   impl_->PruneAudit();
 }

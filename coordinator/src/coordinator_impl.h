@@ -169,7 +169,7 @@ struct Coordinator::Impl {
   std::map<std::string, int> SlotsByOwner() const {
     std::map<std::string, int> n;
     for (const auto& [id, r] : jobs)
-      if (r.attempt().active()) n[OwnerOf(r.job())] += IsEvalRun(r) ? 1 : r.job().spec().world_size();
+      if (r.attempt().active()) n[OwnerOf(r.job())] += IsEvalRun(r) ? 1 : AttemptWorldSize(r);
     return n;
   }
   int QuotaOf(const std::string& user) const {
@@ -231,7 +231,8 @@ struct Coordinator::Impl {
   // ---- preemption. `queued` (a training job) does not fit: plan the fewest lower-priority
   // running jobs (lowest priority first, newest first among equals) whose slots make it fit on
   // the workers it may use (`usable`: their free slots now), and tell them to save and stop.
-  // Returns the reason the job waits, or "" when no preemption can make it fit.
+  // An elastic job counts on its smallest size. Returns the reason the job waits, or "" when no
+  // preemption can make it fit.
   std::string Preempt(const v1::JobRecord& queued, const std::vector<coordinator::FreeSlots>& usable) {
     const v1::Job& job = queued.job();
     std::map<std::string, coordinator::FreeSlots> space;
@@ -252,7 +253,7 @@ struct Coordinator::Impl {
     auto fits = [&] {
       std::vector<coordinator::FreeSlots> v;
       for (const auto& [id, f] : space) v.push_back(f);
-      return PlaceRanks(job.spec().world_size(), v).has_value();
+      return PlaceRanks(WorldSizesOf(queued).back(), v).has_value();
     };
     // Attempts already stopping for this job count as free: no second round of victims.
     std::string stopping;
@@ -328,7 +329,7 @@ struct Coordinator::Impl {
     if (!opt.metrics) return;
     const auto& j = rec.job();
     opt.metrics->SetJobRestarts(j.id(), j.restarts());
-    if (rec.attempt().active()) opt.metrics->SetJobWorldSize(j.id(), j.spec().world_size());
+    if (rec.attempt().active()) opt.metrics->SetJobWorldSize(j.id(), AttemptWorldSize(rec));
     opt.metrics->SetJobPreemptions(j.id(), j.preemptions());
     if (rec.last_checkpoint_unix_ms() > 0) opt.metrics->SetJobCheckpointTime(j.id(), rec.last_checkpoint_unix_ms());
   }
@@ -432,8 +433,13 @@ struct Coordinator::Impl {
     for (v1::JobRecord* queued_rec : queued) {
       const v1::Job& job = queued_rec->job();
       const std::string id = job.id(), owner = OwnerOf(job);
-      const int want = IsEvalRun(*queued_rec) ? 1 : job.spec().world_size(), quota = QuotaOf(owner);
-      if (quota > 0 && held[owner] + want > quota) {
+      // An elastic job runs on the largest of its sizes that fits (its quota included).
+      std::vector<int> sizes = IsEvalRun(*queued_rec) ? std::vector<int>{1} : WorldSizesOf(*queued_rec);
+      const int quota = QuotaOf(owner), want = sizes.back();
+      if (quota > 0)
+        sizes.erase(std::remove_if(sizes.begin(), sizes.end(), [&](int n) { return held[owner] + n > quota; }),
+                    sizes.end());
+      if (sizes.empty()) {
         // Over quota: waits without holding anything back from other users' jobs.
         queue_reasons[id] = "over " + owner + "'s quota: " + owner + " holds " + std::to_string(held[owner]) + " of " +
                             std::to_string(quota) + " slots (--quota-slots); this job needs " + std::to_string(want);
@@ -451,6 +457,17 @@ struct Coordinator::Impl {
         else if (jobs.at(id).job().state() == v1::JOB_QUEUED) queue_reasons[id] = free_text(1, "");
         continue;
       }
+      // A job whose attempt ended waits until each worker of that attempt has been heard from
+      // since, or is lost: when a worker's machine dies, its peers' ranks fail at once, before
+      // its heartbeats stop counting, and a retry placed on it would fail too (an elastic job
+      // would also shrink for nothing when the failure was elsewhere).
+      if (const std::string unheard = UnheardSinceItsAttempt(*queued_rec); !unheard.empty()) {
+        training_waits = true;
+        queue_reasons[id] = "waiting for " + unheard + " to report after attempt " +
+                            std::to_string(queued_rec->attempt().number()) +
+                            " ended (a worker that died is lost after --heartbeat-timeout-s)";
+        continue;
+      }
       // A data_path job goes only to workers whose --data-root holds the path.
       std::vector<coordinator::FreeSlots> usable;
       for (const auto& f : free)
@@ -458,11 +475,11 @@ struct Coordinator::Impl {
             WorkerMayRead(workers[f.worker_id].rec.info(), job.spec().data_path(), opt.require_data_roots))
           usable.push_back(f);
       std::optional<std::vector<RankGroup>> placement;
-      if (!usable.empty()) placement = PlaceRanks(job.spec().world_size(), usable);
+      for (int n : sizes)
+        if (!usable.empty() && (placement = PlaceRanks(n, usable))) break;
       if (!placement) {
         training_waits = true;
-        queue_reasons[id] =
-            free_text(want, job.spec().data_path().empty() || !confined ? "" : " that may read " + job.spec().data_path());
+        queue_reasons[id] = free_text(want, job.spec().data_path().empty() || !confined ? "" : " that may read " + job.spec().data_path());
         // The free slots of the workers it may use stay its while it waits for the jobs it
         // preempts to stop, or once it has waited past max_wait_ms (and could fit on them at
         // all): nobody behind it takes them, so it starts as soon as enough have freed.
@@ -476,7 +493,7 @@ struct Coordinator::Impl {
           keep_its_slots();
           continue;
         }
-        if (opt.max_wait_ms > 0 && now - QueuedSince(*queued_rec) > opt.max_wait_ms && CouldEverFit(job)) {
+        if (opt.max_wait_ms > 0 && now - QueuedSince(*queued_rec) > opt.max_wait_ms && CouldEverFit(*queued_rec)) {
           reserving = id;
           keep_its_slots();
           queue_reasons[id] += "; waited longer than --max-wait-s: keeps the slots that free up";
@@ -486,8 +503,8 @@ struct Coordinator::Impl {
         }
         continue;  // later, smaller jobs may still fit (backfill)
       }
-      held[owner] += want;
       for (const auto& g : *placement) {
+        held[owner] += static_cast<int>(g.ranks.size());
         for (auto& f : free)
           if (f.worker_id == g.worker_id) f.free -= static_cast<int>(g.ranks.size());
       }
@@ -501,15 +518,71 @@ struct Coordinator::Impl {
   }
   std::map<std::string, std::string> queue_reasons;  // queued job -> why it waits (the latest pass)
 
-  // Whether `job` fits on the live workers it may use were they all idle (a reservation must
-  // not hold slots for a job that can no longer start, say after a worker was lost).
-  bool CouldEverFit(const v1::Job& job) const {
+  // The live workers of the job's ended attempt not heard from since it ended ("" when none).
+  std::string UnheardSinceItsAttempt(const v1::JobRecord& rec) const {
+    std::string out;
+    if (rec.attempt().active() || rec.attempt().ended_unix_ms() == 0) return out;
+    for (const auto& p : rec.attempt().placement()) {
+      auto it = workers.find(p.worker_id());
+      if (it == workers.end() || !it->second.rec.info().alive() ||
+          it->second.last_seen_ms >= rec.attempt().ended_unix_ms())
+        continue;
+      out += (out.empty() ? "" : ", ") + p.worker_id();
+    }
+    return out;
+  }
+
+  // Whether the job fits (on its smallest size) on the live workers it may use were they all idle
+  // (a reservation must not hold slots for a job that can no longer start, say after a worker
+  // was lost).
+  bool CouldEverFit(const v1::JobRecord& rec) const {
+    const v1::Job& job = rec.job();
     std::vector<coordinator::FreeSlots> all;
     for (const auto& [id, w] : workers)
       if (w.rec.info().alive() &&
           (job.spec().data_path().empty() || WorkerMayRead(w.rec.info(), job.spec().data_path(), opt.require_data_roots)))
         all.push_back({id, w.rec.info().slots(), true});
-    return PlaceRanks(job.spec().world_size(), all).has_value();
+    return PlaceRanks(WorldSizesOf(rec).back(), all).has_value();
+  }
+
+  // Grows one elastic job running below its largest size onto slots that are free now, when no
+  // training job waits and its attempt has run elastic_grow_after_ms: its ranks save and stop
+  // (like a preemption, charged to nothing), and the next placement uses the largest size that
+  // fits. Only workers heard from since the attempt started count (not one that is dying).
+  void GrowElastic() {
+    if (opt.elastic_grow_after_ms <= 0) return;
+    for (const auto& [id, r] : jobs)
+      if ((r.job().state() == v1::JOB_QUEUED && !IsEvalRun(r)) || Resizing(r)) return;
+    const auto reserved = Reserved();
+    const std::map<std::string, int> held = SlotsByOwner();
+    const int64_t now = Now();
+    for (const auto& [id, r] : jobs) {
+      if (!r.attempt().active() || IsEvalRun(r) || !r.attempt().preempted_by().empty() ||
+          now - r.attempt().started_unix_ms() < opt.elastic_grow_after_ms)
+        continue;
+      const std::vector<int> sizes = WorldSizesOf(r);
+      const int current = AttemptWorldSize(r), quota = QuotaOf(OwnerOf(r.job()));
+      if (current >= sizes.front()) continue;
+      const auto mine = SlotsHeld(r);
+      std::vector<coordinator::FreeSlots> space;
+      for (const auto& [wid, w] : workers) {
+        if (!w.rec.info().alive() || w.last_seen_ms < r.attempt().started_unix_ms()) continue;
+        if (!r.job().spec().data_path().empty() &&
+            !WorkerMayRead(w.rec.info(), r.job().spec().data_path(), opt.require_data_roots))
+          continue;
+        auto it = mine.find(wid);
+        const int n = FreeSlotsOf(w, reserved) + (it == mine.end() ? 0 : it->second);
+        if (n > 0) space.push_back({wid, n, true});
+      }
+      for (int n : sizes) {
+        if (n <= current) break;
+        if (quota > 0 && held.at(OwnerOf(r.job())) - current + n > quota) continue;
+        if (!PlaceRanks(n, space)) continue;
+        const std::string job_id = id;
+        Mutate(job_id, [&](v1::JobRecord* rec) { EmitState(rec, StartResize(rec, n, Now() + opt.preempt_grace_ms)); });
+        return;  // one at a time: the next pass sees the slots it takes
+      }
+    }
   }
 
   void LoseWorkers() {
@@ -621,7 +694,7 @@ struct Coordinator::Impl {
         v1::StopOrder* s = resp->add_stop();
         s->set_job_id(a.job_id());
         s->set_attempt(a.attempt());
-        s->set_reason("preempted by " + by);
+        s->set_reason(by == a.job_id() ? "resizing onto more ranks" : "preempted by " + by);
         s->set_preempt(true);
         s->set_grace_ms(std::max<int64_t>(0, jit->second.attempt().preempt_deadline_unix_ms() - Now()));
       }
@@ -660,7 +733,7 @@ struct Coordinator::Impl {
         v1::Assignment* s = resp->add_start();
         s->set_job_id(id);
         s->set_attempt(a.number());
-        s->set_world_size(rec.job().spec().world_size());
+        s->set_world_size(AttemptWorldSize(rec));
         s->mutable_ranks()->CopyFrom(p.ranks());
         s->set_master_addr(a.master_addr());
         s->set_master_port(a.master_port());

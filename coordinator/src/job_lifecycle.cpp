@@ -1,5 +1,7 @@
 #include "job_lifecycle.h"
 
+#include <algorithm>
+
 #include "trm/common/error.h"
 
 namespace trm::coordinator {
@@ -64,6 +66,27 @@ std::string Submit(v1::JobRecord* rec, const std::string& id, v1::JobSpec spec, 
   return "submitted: " + std::to_string(j->spec().world_size()) + " ranks";
 }
 
+std::vector<int> ElasticWorldSizes(int max, int min, int64_t global_batch) {
+  std::vector<int> out;
+  for (int n = max; n >= std::max(1, min == 0 ? max : min); --n)
+    if (global_batch > 0 && global_batch % n == 0) out.push_back(n);
+  return out;
+}
+
+std::vector<int> WorldSizesOf(const v1::JobRecord& rec) {
+  if (rec.job().world_sizes_size() > 0)
+    return std::vector<int>(rec.job().world_sizes().begin(), rec.job().world_sizes().end());
+  return {rec.job().spec().world_size()};
+}
+
+int AttemptWorldSize(const v1::JobRecord& rec) {
+  return rec.attempt().world_size() > 0 ? rec.attempt().world_size() : rec.job().spec().world_size();
+}
+
+bool Resizing(const v1::JobRecord& rec) {
+  return rec.attempt().active() && rec.attempt().preempted_by() == rec.job().id();
+}
+
 std::string Place(v1::JobRecord* rec, const std::vector<RankGroup>& groups, const std::string& master_addr,
                   uint32_t master_port, int64_t now_ms) {
   if (rec->job().state() != v1::JOB_QUEUED || rec->attempt().active()) Illegal(*rec, "place", "a queued job");
@@ -72,9 +95,12 @@ std::string Place(v1::JobRecord* rec, const std::vector<RankGroup>& groups, cons
     if (g.ranks.empty()) Illegal(*rec, "place", "no empty rank group");
     ranks += g.ranks.size();
   }
-  if (ranks != static_cast<size_t>(rec->job().spec().world_size()))
-    Illegal(*rec, "place", std::to_string(rec->job().spec().world_size()) + " ranks, not " + std::to_string(ranks));
+  const std::vector<int> sizes = WorldSizesOf(*rec);
+  if (std::find(sizes.begin(), sizes.end(), static_cast<int>(ranks)) == sizes.end())
+    Illegal(*rec, "place", "one of its world sizes (" + std::to_string(sizes.front()) + " down to " +
+                               std::to_string(sizes.back()) + "), not " + std::to_string(ranks) + " ranks");
   v1::AttemptRecord a;
+  a.set_world_size(static_cast<int>(ranks));
   a.set_number(rec->attempt().number() + 1);
   a.set_master_addr(master_addr);
   a.set_master_port(master_port);
@@ -98,8 +124,11 @@ std::string Place(v1::JobRecord* rec, const std::vector<RankGroup>& groups, cons
   }
   *rec->mutable_attempt() = a;
   j->set_attempt(a.number());
+  j->set_world_size(a.world_size());
   j->set_state(v1::JOB_RUNNING);
   if (j->started_unix_ms() == 0) j->set_started_unix_ms(now_ms);
+  if (a.world_size() < sizes.front())
+    where += " (" + std::to_string(a.world_size()) + " of " + std::to_string(sizes.front()) + " ranks: elastic)";
   return "attempt " + std::to_string(a.number()) + " on " + where + ", rendezvous " + a.master_addr() + ":" +
          std::to_string(master_port) + (a.resume_checkpoint().empty() ? "" : ", resuming from " + a.resume_checkpoint());
 }
@@ -144,7 +173,7 @@ std::string FailAttempt(v1::JobRecord* rec, const std::string& kind, const std::
 std::string Succeed(v1::JobRecord* rec, int64_t now_ms) {
   RequireRunning(*rec, "succeed");
   const auto& exits = rec->attempt().exits();
-  bool clean = exits.size() == static_cast<size_t>(rec->job().spec().world_size());
+  bool clean = exits.size() == static_cast<size_t>(AttemptWorldSize(*rec));
   for (const auto& [rank, x] : exits) clean = clean && x.exit_code() == 0;
   if (!clean) Illegal(*rec, "succeed", "every rank exited with code 0");
   EndAttempt(rec, now_ms);
@@ -171,7 +200,7 @@ std::optional<std::string> RankExited(v1::JobRecord* rec, const v1::RankExit& x,
   if (!rec->attempt().preempted_by().empty()) {
     // Told to stop: however the ranks end (saved and exited, killed after the grace period),
     // it is a preemption, not a failure.
-    if (rec->attempt().exits_size() < rec->job().spec().world_size()) return std::nullopt;
+    if (rec->attempt().exits_size() < AttemptWorldSize(*rec)) return std::nullopt;
     bool clean = true;
     for (const auto& [rank, e] : rec->attempt().exits()) clean = clean && e.exit_code() == 0 && e.signal() == 0;
     if (clean) return Succeed(rec, now_ms);
@@ -187,7 +216,7 @@ std::optional<std::string> RankExited(v1::JobRecord* rec, const v1::RankExit& x,
                            (tail.empty() ? "" : ": " + tail),
                        now_ms);
   }
-  if (rec->attempt().exits_size() == rec->job().spec().world_size()) return Succeed(rec, now_ms);
+  if (rec->attempt().exits_size() == AttemptWorldSize(*rec)) return Succeed(rec, now_ms);
   return std::nullopt;
 }
 
@@ -200,14 +229,34 @@ std::string StartPreemption(v1::JobRecord* rec, const std::string& by, int prior
          std::to_string(priority) + "): its ranks save a checkpoint and stop";
 }
 
+std::string StartResize(v1::JobRecord* rec, int to, int64_t deadline_ms) {
+  RequireRunning(*rec, "resize");
+  if (!rec->attempt().preempted_by().empty()) Illegal(*rec, "resize", "an attempt not being preempted yet");
+  const std::vector<int> sizes = WorldSizesOf(*rec);
+  if (to <= AttemptWorldSize(*rec) || std::find(sizes.begin(), sizes.end(), to) == sizes.end())
+    Illegal(*rec, "resize", "a larger world size it may run on, not " + std::to_string(to));
+  rec->mutable_attempt()->set_preempted_by(rec->job().id());
+  rec->mutable_attempt()->set_preempt_deadline_unix_ms(deadline_ms);
+  return "resizing: attempt " + std::to_string(rec->attempt().number()) + " runs on " +
+         std::to_string(AttemptWorldSize(*rec)) + " of " + std::to_string(sizes.front()) + " ranks and " +
+         std::to_string(to) + " can run now: its ranks save a checkpoint and stop, to resume on more";
+}
+
 std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms) {
   RequireRunning(*rec, "end the preemption of");
   if (rec->attempt().preempted_by().empty()) Illegal(*rec, "end the preemption of", "an attempt being preempted");
   const std::string by = rec->attempt().preempted_by();
+  const bool resize = Resizing(*rec);
   EndAttempt(rec, now_ms);
   auto* j = rec->mutable_job();
-  j->set_preemptions(j->preemptions() + 1);
   j->set_state(v1::JOB_QUEUED);
+  if (resize) {
+    j->set_resizes(j->resizes() + 1);
+    return "attempt " + std::to_string(rec->attempt().number()) + " stopped to resize (" + why +
+           "); queued again, to resume on more ranks from " +
+           (j->latest_checkpoint().empty() ? std::string("the start") : "its latest checkpoint");
+  }
+  j->set_preemptions(j->preemptions() + 1);
   return "attempt " + std::to_string(rec->attempt().number()) + " preempted by " + by + " (" + why +
          "); queued again, to resume from " + (j->latest_checkpoint().empty() ? std::string("the start") : "its latest checkpoint");
 }

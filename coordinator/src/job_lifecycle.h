@@ -5,6 +5,7 @@
 //                       +-----Requeue------+  (attempt failed, a restart remains: restarts + 1)
 //                                          +--Fail--> FAILED  (attempt failed, no restart left)
 //                       +-----Preempted----+  (a higher-priority job took the slots: no restart used)
+//                       +-----Resized------+  (an elastic job stopped itself to grow: nothing used)
 //   QUEUED or RUNNING --Cancel--> CANCELLED
 //   QUEUED --Abandon--> FAILED  (it can never start: an evaluation run whose checkpoint is gone)
 //
@@ -38,9 +39,19 @@ std::string StateName(v1::JobState s);  // queued, running, ...
 std::string Submit(v1::JobRecord* rec, const std::string& id, v1::JobSpec spec, const std::string& resolved_config_json,
                    const std::string& dataset_hash, int64_t now_ms);
 
+// The world sizes from `max` down to `min` (0: `max` alone) that divide `global_batch`, largest
+// first (Job.world_sizes).
+std::vector<int> ElasticWorldSizes(int max, int min, int64_t global_batch);
+// Job.world_sizes; spec.world_size alone for records from before elastic jobs.
+std::vector<int> WorldSizesOf(const v1::JobRecord& rec);
+// Ranks of the current (or last) attempt: attempt.world_size; spec.world_size for older records.
+int AttemptWorldSize(const v1::JobRecord& rec);
+// Whether the active attempt is stopping so that its (elastic) job can grow.
+bool Resizing(const v1::JobRecord& rec);
+
 // QUEUED -> RUNNING: a new attempt (the next number) with `groups` (every rank of the world,
-// each group non-empty), the rendezvous on `master_addr:master_port`, resuming from the job's
-// latest checkpoint.
+// each group non-empty; their ranks one of WorldSizesOf), the rendezvous on
+// `master_addr:master_port`, resuming from the job's latest checkpoint.
 std::string Place(v1::JobRecord* rec, const std::vector<RankGroup>& groups, const std::string& master_addr,
                   uint32_t master_port, int64_t now_ms);
 
@@ -60,8 +71,12 @@ std::string Succeed(v1::JobRecord* rec, int64_t now_ms);
 // RUNNING, its attempt being preempted -> the attempt's ranks are told to save and stop for job
 // `by` (priority `priority`); they have until `deadline_ms`.
 std::string StartPreemption(v1::JobRecord* rec, const std::string& by, int priority, int64_t deadline_ms);
-// RUNNING (being preempted) -> QUEUED: the attempt ended by preemption; preemptions + 1, no
-// restart used; the next attempt resumes from the latest checkpoint.
+// RUNNING, an elastic job below its largest size -> its ranks are told to save and stop so that
+// the next placement can use `to` ranks (slots freed up); they have until `deadline_ms`. The
+// attempt reads as being preempted by its own job.
+std::string StartResize(v1::JobRecord* rec, int to, int64_t deadline_ms);
+// RUNNING (being preempted) -> QUEUED: the attempt ended by preemption; preemptions + 1 (a
+// resize: resizes + 1), no restart used; the next attempt resumes from the latest checkpoint.
 std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms);
 
 // QUEUED or RUNNING -> CANCELLED (a user's cancel; an already ended job is the caller's no-op).

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "job_lifecycle.h"
 #include "tenancy.h"
 #include "trm/common/error.h"
 #include "trm/common/yaml_config.h"
@@ -47,9 +48,13 @@ void CheckBudget(const worker::TrainConfig& cfg, const model::ArchConfig& a, int
 
 }  // namespace
 
-std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_dir, const std::string& data_ref) {
+std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_dir, const std::string& data_ref,
+                             std::vector<int>* world_sizes) {
   if (spec.world_size() < 1 || spec.world_size() > 4096)
     InvalidArgument("spec.world_size: " + std::to_string(spec.world_size()) + " ranks; expected 1 to 4096");
+  if (spec.min_world_size() < 0 || spec.min_world_size() > spec.world_size())
+    InvalidArgument("spec.min_world_size: " + std::to_string(spec.min_world_size()) + " ranks; expected 1 to world_size (" +
+                    std::to_string(spec.world_size()) + "), or 0 for a job that is not elastic");
   if (spec.max_restarts() < 0 || spec.max_restarts() > 1000)
     InvalidArgument("spec.max_restarts: " + std::to_string(spec.max_restarts()) + "; expected 0 to 1000");
   if (spec.name().size() > 128) InvalidArgument("spec.name: longer than 128 characters");
@@ -77,13 +82,18 @@ std::string ResolveJobConfig(const v1::JobSpec& spec, const std::string& config_
   if (cfg.global_batch_size % spec.world_size() != 0)
     InvalidArgument("spec.world_size: global_batch_size " + std::to_string(cfg.global_batch_size) +
                     " is not divisible by " + std::to_string(spec.world_size()) + " ranks");
+  if (spec.min_world_size() > 0 && cfg.global_batch_size % spec.min_world_size() != 0)
+    InvalidArgument("spec.min_world_size: global_batch_size " + std::to_string(cfg.global_batch_size) +
+                    " is not divisible by " + std::to_string(spec.min_world_size()) + " ranks");
+  const std::vector<int> sizes = ElasticWorldSizes(spec.world_size(), spec.min_world_size(), cfg.global_batch_size);
+  if (world_sizes) *world_sizes = sizes;
   // The arch section is checked now rather than when a worker starts: vocab_size and seq_len
   // come from the dataset, so stand-ins fill them when the config leaves them out.
   nlohmann::json arch = cfg.arch.is_object() ? cfg.arch : nlohmann::json::object();
   if (!arch.contains("vocab_size")) arch["vocab_size"] = 50257;
   if (!arch.contains("seq_len")) arch["seq_len"] = 1024;
   const model::ArchConfig a = model::ArchConfig::FromJson(arch, "config arch");
-  CheckBudget(cfg, a, spec.world_size());
+  CheckBudget(cfg, a, sizes.back());  // its smallest size holds the most rows per rank
   if (!cfg.load_checkpoint.empty() || cfg.resume)
     InvalidArgument("config: load_checkpoint / resume are managed by the coordinator; remove them");
   nlohmann::json out = cfg.ToJson();

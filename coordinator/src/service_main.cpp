@@ -84,6 +84,8 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
     c.max_wait_ms = n * 1000;
   } else if (a == "--preempt-grace-s") {
     c.preempt_grace_ms = n * 1000;
+  } else if (a == "--elastic-grow-after-s") {
+    c.elastic_grow_after_ms = n * 1000;
   } else if (a == "--audit-retention-days") {
     if (n < 1) InvalidArgument(a + " '" + v + "': expected at least 1 day");
     c.audit_retention_ms = n * 24 * 3600 * 1000;
@@ -93,7 +95,8 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
 bool TakesNumber(const std::string& a) {
   static const std::set<std::string> kNumeric{"--heartbeat-timeout-s", "--hang-timeout-s", "--start-timeout-s",
                                               "--heartbeat-interval-ms", "--keep-last", "--cpu-slots",
-                                              "--audit-retention-days", "--max-wait-s", "--preempt-grace-s"};
+                                              "--audit-retention-days", "--max-wait-s", "--preempt-grace-s",
+                                              "--elastic-grow-after-s"};
   return kNumeric.count(a) > 0;
 }
 
@@ -181,7 +184,7 @@ std::string Usage() {
          "                       [--auth-tokens FILE] [--worker-secret-file FILE] [--tls-cert PEM --tls-key PEM\n"
          "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
          "                       [--private] [--quota-slots NAME=N[,NAME=N...][,*=N]] [--audit-retention-days D (90)]\n"
-         "                       [--max-wait-s S (1800)] [--preempt-grace-s S (120)]\n"
+         "                       [--max-wait-s S (1800)] [--preempt-grace-s S (120)] [--elastic-grow-after-s S (300)]\n"
          "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
          "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
          "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
@@ -192,6 +195,8 @@ std::string Usage() {
          "  --quota-slots    slots one user's jobs may hold at once (*=N: everyone else); over it, jobs wait\n"
          "  --max-wait-s     a job that cannot start after this long keeps freed slots until it fits (0: never)\n"
          "  --preempt-grace-s  how long a preempted job's ranks have to save a checkpoint (then SIGKILL)\n"
+         "  --elastic-grow-after-s  an elastic job running shrunk grows onto free slots once its attempt\n"
+         "                   has run this long and no training job waits (0: only when next placed)\n"
          "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
          "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
          "  default --listen 127.0.0.1:50051\n";

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "job_lifecycle.h"
 #include "trm/data/batch_iterator.h"
 #include "trm/data/dataset_reader.h"
 #include "trm/worker/train_config.h"
@@ -18,7 +19,7 @@ ShardRequest ShardRequestFor(const v1::JobRecord& rec, std::vector<int> ranks) {
   r.config_name = rec.job().spec().config_name();
   r.resolved_config_json = rec.job().resolved_config_json();
   r.dataset_hash = rec.job().dataset_hash();
-  r.world_size = rec.job().spec().world_size();
+  r.world_size = AttemptWorldSize(rec);
   r.ranks = std::move(ranks);
   return r;
 }

@@ -340,6 +340,11 @@ TEST_F(CoordinatorTest, RankLongerInAPhaseThanItsBudgetFailsAsHang) {
   c_->Tick();
   v1::Job j = c_->GetJob(id);
   EXPECT_EQ(j.failure_kind(), "hang");
+  // The retry waits for a heartbeat from the worker after the failure (it could be dying).
+  EXPECT_EQ(j.state(), v1::JOB_QUEUED);
+  Beat("w1");
+  c_->Tick();
+  j = c_->GetJob(id);
   EXPECT_EQ(j.attempt(), 2);
   std::string why;
   for (const auto& e : c_->ReadEvents(id, 0, false, 1000))

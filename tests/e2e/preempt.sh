@@ -4,15 +4,21 @@
 # when told to stop (no periodic ones), it waits in the queue (trmctl queue says why) and
 # resumes from that checkpoint exactly; both succeed; the low one shows one preemption and no
 # restart, and its final model.safetensors is byte-identical to the same job run undisturbed.
+# The coordinator is SIGKILLed and started again while the preemption is in flight (the stop
+# order persisted, the preempted ranks saving and uploading their checkpoint into the outage).
 # Usage: preempt.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 BIN="$1"; SRC="$2"
 source "$(dirname "$0")/lib.sh"
 PORT=$(free_port); MPORT=$(free_port)
 export TRM_COORDINATOR="127.0.0.1:$PORT"
-"$BIN/trm-coordinator" --listen "127.0.0.1:$PORT" --data-dir "$WORK/coord" --heartbeat-interval-ms 300 \
-  --metrics-listen "127.0.0.1:$MPORT" --config-dir "$SRC/configs" --preempt-grace-s 60 >"$WORK/coordinator.log" 2>&1 &
-PIDS+=("$!")
+start_coordinator() {
+  "$BIN/trm-coordinator" --listen "127.0.0.1:$PORT" --data-dir "$WORK/coord" --heartbeat-interval-ms 300 \
+    --metrics-listen "127.0.0.1:$MPORT" --config-dir "$SRC/configs" --preempt-grace-s 60 >>"$WORK/coordinator.log" 2>&1 &
+  COORD=$!
+  PIDS+=("$COORD")
+}
+start_coordinator
 for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id w1 --cpu-slots 2 --work-dir "$WORK/w1" >"$WORK/w1.log" 2>&1 &
 PIDS+=("$!")
@@ -33,8 +39,20 @@ for _ in $(seq 1 600); do [ "$(step_of "$LOW" 2>/dev/null || echo 0)" -ge 12 ] &
 [ "$(step_of "$LOW")" -ge 12 ] || fail "the low-priority job did not reach step 12"
 HIGH=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset chat --world-size 2 --priority 5 --name high \
        global_batch_size=8 max_steps=6 eval_interval=0 threads=1)
-# The low one is told to stop; while it waits, the queue says why.
-for _ in $(seq 1 1200); do [ "$(state_of "$LOW")" = JOB_QUEUED ] && break; sleep 0.1; done
+# The low one is told to stop. As soon as the coordinator has decided so, it dies and comes
+# back: the preemption carries on from its store (whether or not the stop order went out).
+message_of() { "$BIN/trmctl" status "$1" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("message",""))'; }
+# (On a fast machine the preemption may be over already: the restart is then an ordinary one.)
+for _ in $(seq 1 600); do message_of "$LOW" 2>/dev/null | grep -qE "preempting attempt 1|preempted by" && break; sleep 0.05; done
+message_of "$LOW" | grep -qE "preempting attempt 1|preempted by" || fail "the low-priority job is not being preempted: $(message_of "$LOW")"
+echo "killing the coordinator; the low job's latest event: $(message_of "$LOW")"
+kill -9 "$COORD"
+wait "$COORD" 2>/dev/null || true
+sleep 1
+start_coordinator
+for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && break; sleep 0.1; done
+# While it waits, the queue says why.
+for _ in $(seq 1 1200); do [ "$(state_of "$LOW" 2>/dev/null)" = JOB_QUEUED ] && break; sleep 0.1; done
 [ "$(state_of "$LOW")" = JOB_QUEUED ] || fail "the low-priority job was not preempted: $("$BIN/trmctl" status "$LOW")"
 "$BIN/trmctl" queue | tee "$WORK/queue.txt"
 grep -q "$LOW" "$WORK/queue.txt" || fail "the preempted job is not in the queue"

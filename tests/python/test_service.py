@@ -300,6 +300,17 @@ def test_submit_a_yaml_file(svc, trained, tmp_path):
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "config_name='composed'" in e.value.message
 
 
+def test_submit_an_elastic_job(svc, trained):
+    # 8 ranks do not fit the service's slots; elastic down to 1 the job is taken.
+    job = svc.client.submit("cfg_tiny", dataset="example-chat", world_size=8, min_world_size=1,
+                            overrides={"global_batch_size": 8, "max_steps": 1, "threads": 1})
+    assert job.world_size == 8 and job.min_world_size == 1
+    assert list(job.raw.world_sizes) == [8, 4, 2, 1]
+    done = svc.client.wait(job.id)
+    assert done.state.value == "SUCCEEDED", done.message
+    assert 1 <= done.current_world_size < 8
+
+
 def test_submit_refusals_name_the_problem(svc, trained):
     cases = [
         (dict(config_name="cfg_tiny", dataset="example-chat", overrides={"arch.hidden_size": 655360}),
@@ -308,6 +319,8 @@ def test_submit_refusals_name_the_problem(svc, trained):
         (dict(config_name="no_such_config", dataset="example-chat"), "no_such_config"),
         (dict(config_name="cfg_tiny", dataset="no-such-dataset"), "no-such-dataset"),
         (dict(config_name="cfg_tiny", dataset="example-chat", world_size=8), "slot"),
+        (dict(config_name="cfg_tiny", dataset="example-chat", world_size=4, min_world_size=3,
+              overrides={"global_batch_size": 4}), "min_world_size: global_batch_size 4 is not divisible by 3"),
     ]
     for kwargs, named in cases:
         with pytest.raises(TrmError) as e:

@@ -179,7 +179,7 @@ class Client:
     def submit(self, config_name: Optional[str] = None, *, config: Union[Mapping[str, Any], PathLike, None] = None,
                dataset: Optional[str] = None, data_path: Optional[str] = None, overrides: Overrides = None,
                world_size: int = 1, priority: int = 0, max_restarts: int = 0, name: Optional[str] = None,
-               eval_dataset: Optional[str] = None) -> Job:
+               eval_dataset: Optional[str] = None, min_world_size: int = 0) -> Job:
         """Submits a training job and returns it (QUEUED, or already RUNNING).
 
         The config is one of: ``config_name`` (``configs/NAME.yaml`` composed by the coordinator
@@ -189,6 +189,8 @@ class Client:
         coordinator checks them and refuses a bad key or value with INVALID_ARGUMENT naming it.
         ``dataset`` names a pushed dataset (name or hash); ``data_path`` is a path every worker
         can read instead. ``eval_dataset``: every checkpoint gets an evaluation run on it.
+        ``min_world_size`` makes the job elastic: with fewer slots free it runs on the largest size
+        down to it that divides ``global_batch_size`` (the same run), and grows back later.
         """
         what = "submit"
         if (config_name is None) == (config is None):
@@ -199,8 +201,10 @@ class Client:
             raise invalid("world_size must be at least 1", what)
         if max_restarts < 0:
             raise invalid("max_restarts must not be negative", what)
+        if min_world_size < 0 or min_world_size > world_size:
+            raise invalid(f"min_world_size must be between 1 and world_size ({world_size}), or 0", what)
         spec = pb.JobSpec(dataset=dataset or "", data_path=data_path or "", world_size=world_size,
-                          priority=priority, max_restarts=max_restarts, eval_dataset=eval_dataset or "")
+                          min_world_size=min_world_size, priority=priority, max_restarts=max_restarts, eval_dataset=eval_dataset or "")
         spec.overrides.extend(_overrides(overrides))
         if config_name is not None:
             spec.config_name = config_name  # no YAML: the coordinator composes it

@@ -114,6 +114,8 @@ class Job:
     started: Optional[datetime]
     finished: Optional[datetime]
     owner: str = "local"       # who submitted it (the token's name)
+    min_world_size: int = 0    # elastic down to it (0: not elastic)
+    current_world_size: int = 0  # ranks of the current (or last) attempt; 0 before the first
     raw: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -135,7 +137,7 @@ class Job:
             priority=s.priority, max_restarts=s.max_restarts, failure_kind=m.failure_kind, warning=m.warning,
             placement={p.rank: p.worker_id for p in m.placement}, config=config,
             created=_time(m.created_unix_ms), started=_time(m.started_unix_ms), finished=_time(m.finished_unix_ms),
-            owner=m.owner or "local", raw=m)
+            owner=m.owner or "local", min_world_size=s.min_world_size, current_world_size=m.world_size, raw=m)
 
 
 @dataclass(frozen=True)

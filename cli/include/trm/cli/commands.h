@@ -30,6 +30,7 @@ struct SubmitOptions {
   std::string dataset;
   std::string data_path;
   int world_size = 1;
+  int min_world_size = 0;  // elastic down to it (0: not elastic)
   int priority = 0;
   int max_restarts = 0;
   std::vector<std::string> overrides;  // key=value, sent verbatim

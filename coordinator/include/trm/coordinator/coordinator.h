@@ -66,6 +66,10 @@ struct CoordinatorOptions {
   // lower-priority running jobs it needs; their ranks get SIGTERM and this long to save a
   // checkpoint (then SIGKILL), and they are queued again without using a restart.
   int64_t preempt_grace_ms = 120 * 1000;
+  // Elastic jobs (spec.min_world_size) running below their size grow when slots are free, no
+  // training job waits and their attempt has run this long (the stop and resume cost a
+  // checkpoint and a start: not worth it every few seconds); 0 = only at their next placement.
+  int64_t elastic_grow_after_ms = 5 * 60 * 1000;
 };
 
 struct FileSet {  // a directory of files and the manifest that describes them
