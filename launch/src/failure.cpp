@@ -17,7 +17,7 @@ std::string FailureToJson(const Failure& f) {
   nlohmann::json j = {{"generation", f.generation}, {"node_rank", f.node_rank}, {"global_rank", f.global_rank},
                       {"local_rank", f.local_rank}, {"exit_code", f.exit_code},  {"signal", f.signal},
                       {"what", f.what},             {"log_path", f.log_path},    {"log_tail", f.log_tail},
-                      {"abort", f.abort}};
+                      {"abort", f.abort},           {"resize", f.resize}};
   // Rank output need not be UTF-8: replace what JSON cannot carry rather than fail.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -36,6 +36,7 @@ Failure FailureFromJson(const std::string& text) {
     f.log_path = j.at("log_path").get<std::string>();
     f.log_tail = j.at("log_tail").get<std::vector<std::string>>();
     f.abort = j.at("abort").get<bool>();
+    f.resize = j.value("resize", false);
     return f;
   } catch (const nlohmann::json::exception& e) {
     DataLoss(std::string("rendezvous: malformed failure record: ") + e.what());

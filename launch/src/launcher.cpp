@@ -64,7 +64,8 @@ std::map<std::string, std::string> InheritedEnvironment(const LaunchOptions& o) 
 }
 
 GenerationPlan MakePlan(const LaunchOptions& o, const std::string& path, const std::map<std::string, std::string>& base,
-                        int generation, const std::string& master_addr, int master_port) {
+                        const GenerationInfo& info, const std::string& master_addr) {
+  const int generation = info.generation, nodes = static_cast<int>(info.members.size());
   GenerationPlan plan;
   plan.generation = generation;
   plan.node_rank = o.node_rank;
@@ -79,16 +80,17 @@ GenerationPlan MakePlan(const LaunchOptions& o, const std::string& path, const s
   for (int local = 0; local < o.nproc_per_node; ++local) {
     RankPlan r;
     r.local_rank = local;
-    r.global_rank = o.node_rank * o.nproc_per_node + local;
+    // Elastic: the ranks are numbered over this generation's members, so they stay dense.
+    r.global_rank = info.group_rank * o.nproc_per_node + local;
     std::map<std::string, std::string> env = base;
     env["RANK"] = std::to_string(r.global_rank);
     env["LOCAL_RANK"] = std::to_string(local);
-    env["WORLD_SIZE"] = std::to_string(o.nnodes * o.nproc_per_node);
+    env["WORLD_SIZE"] = std::to_string(nodes * o.nproc_per_node);
     env["LOCAL_WORLD_SIZE"] = std::to_string(o.nproc_per_node);
-    env["GROUP_RANK"] = std::to_string(o.node_rank);
-    env["GROUP_WORLD_SIZE"] = std::to_string(o.nnodes);
+    env["GROUP_RANK"] = std::to_string(info.group_rank);
+    env["GROUP_WORLD_SIZE"] = std::to_string(nodes);
     env["MASTER_ADDR"] = master_addr;
-    env["MASTER_PORT"] = std::to_string(master_port);
+    env["MASTER_PORT"] = std::to_string(info.master_port);
     env["TRM_RESTART_COUNT"] = std::to_string(generation);
     env["TORCHELASTIC_RUN_ID"] = o.rdzv_id;
     env["TORCHELASTIC_RESTART_COUNT"] = std::to_string(generation);
@@ -137,19 +139,32 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
     return result;
   };
 
-  for (int g = 0;; ++g) {
-    result.generations = g + 1;
+  int restarts = 0;  // failures restarted from (a node joining an elastic run is not one)
+  for (int from = 0;;) {
     const auto any_signal = [&] { return signals.termination_count() > 0; };
-    int port = 0;
+    GenerationInfo info;
     try {
-      port = rdzv->MasterPort(g, any_signal);
+      info = rdzv->StartGeneration(from, any_signal);
     } catch (const Error& e) {
-      if (e.code() == Code::kCancelled) return stopped(g);
+      if (e.code() == Code::kCancelled) return stopped(from);
       throw;
     }
-    const GenerationPlan plan = MakePlan(o, path, base_env, g, rdzv->master_addr(), port);
+    if (info.run_over) {  // joined an elastic run as it ended: nothing left to do
+      spdlog::warn("the run ended before an attempt included node {}", o.node_rank);
+      rdzv->Finish([] { return false; });
+      result.exit_code = 0;
+      return result;
+    }
+    const int g = info.generation;
+    from = g + 1;
+    ++result.generations;
+    const GenerationPlan plan = MakePlan(o, path, base_env, info, rdzv->master_addr());
+    if (o.elastic() && g > 0)
+      spdlog::warn("attempt {}: {} of {}..{} nodes, ranks {}-{} of {} here", g + 1, info.members.size(), o.min_nnodes,
+                   o.nnodes, plan.ranks.front().global_rank, plan.ranks.back().global_rank,
+                   info.members.size() * static_cast<size_t>(o.nproc_per_node));
     spdlog::debug("generation {}: starting {} rank(s) with MASTER_ADDR={} MASTER_PORT={}", g, plan.ranks.size(),
-                  rdzv->master_addr(), port);
+                  rdzv->master_addr(), info.master_port);
     const GenerationResult gen = RunGeneration(plan, *rdzv, signals);
 
     // A new termination signal during the barrier means: stop waiting for the other nodes.
@@ -182,16 +197,21 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
       result.exit_code = 128 + gen.signal;
       return result;
     }
-    if (end.abort || g >= o.max_restarts) {
+    const Failure& f = *end.failure;
+    if (f.resize && !end.abort) {
+      spdlog::warn("attempt {} stopped: {}; restarting every rank with it (not counted as a restart)", g + 1, f.what);
+      continue;
+    }
+    if (end.abort || restarts >= o.max_restarts) {
       rdzv->Finish(give_up);
       result.exit_code = 1;
       return result;
     }
-    const Failure& f = *end.failure;
+    result.restarts = ++restarts;
     spdlog::warn("attempt {} failed ({}{}); restarting every rank (restart {} of {})", g + 1,
                  f.global_rank >= 0 ? "rank " + std::to_string(f.global_rank) + " on node " + std::to_string(f.node_rank) + " "
                                     : std::string(),
-                 f.what, g + 1, o.max_restarts);
+                 f.what, restarts, o.max_restarts);
   }
 }
 
@@ -205,7 +225,12 @@ std::string DescribeFailure(const LaunchResult& result, const LaunchOptions& o) 
   } else {
     s = f.what;
   }
-  s += " (attempt " + std::to_string(result.generations) + " of " + std::to_string(o.max_restarts + 1);
+  if (result.generations == result.restarts + 1) {
+    s += " (attempt " + std::to_string(result.generations) + " of " + std::to_string(o.max_restarts + 1);
+  } else {  // elastic: some attempts ended because a node joined
+    s += " (attempt " + std::to_string(result.generations) + ", restart " + std::to_string(result.restarts) + " of " +
+         std::to_string(o.max_restarts);
+  }
   s += f.abort || result.exit_code > 128 ? ", not restarted)" : ": no restart left, --max-restarts " +
                                                                    std::to_string(o.max_restarts) + ")";
   if (f.global_rank < 0) return s;

@@ -10,10 +10,14 @@ class LocalRendezvous final : public Rendezvous {
   explicit LocalRendezvous(const LaunchOptions& o) : addr_(o.rdzv_host.empty() ? "127.0.0.1" : o.rdzv_host) {}
 
   std::string master_addr() const override { return addr_; }
-  int MasterPort(int, const GiveUp&) override {
+  GenerationInfo StartGeneration(int from, const GiveUp&) override {
     failure_.reset();
     done_ = false;
-    return PickFreePort();
+    GenerationInfo g;
+    g.generation = from;
+    g.master_port = PickFreePort();
+    g.members = {0};
+    return g;
   }
   void ReportFailure(const Failure& f) override {
     if (f.abort) abort_ = true;

@@ -77,10 +77,14 @@ LaunchOptions ParseLaunchArgs(const std::vector<std::string>& args) {
     };
     if (name == "--nnodes") {
       const std::string v = value();
-      if (v.find(':') != std::string::npos) {
-        InvalidArgument("--nnodes: elastic ranges (MIN:MAX) are not supported; expected a node count, got '" + v + "'");
+      if (const auto colon = v.find(':'); colon != std::string::npos) {
+        o.min_nnodes = static_cast<int>(ParseInt(name + " (MIN of MIN:MAX)", v.substr(0, colon), 1, 4096));
+        o.nnodes = static_cast<int>(ParseInt(name + " (MAX of MIN:MAX)", v.substr(colon + 1), 1, 4096));
+        if (o.min_nnodes > o.nnodes)
+          InvalidArgument("--nnodes: MIN must not exceed MAX, got '" + v + "'");
+      } else {
+        o.nnodes = o.min_nnodes = static_cast<int>(ParseInt(name, v, 1, 4096));
       }
-      o.nnodes = static_cast<int>(ParseInt(name, v, 1, 4096));
     } else if (name == "--nproc-per-node") {
       o.nproc_per_node = static_cast<int>(ParseInt(name, value(), 1, 1024));
     } else if (name == "--node-rank") {
@@ -109,6 +113,8 @@ LaunchOptions ParseLaunchArgs(const std::vector<std::string>& args) {
       o.grace_period_s = ParseSeconds(name, value(), /*allow_zero=*/true);
     } else if (name == "--rdzv-timeout-s") {
       o.rdzv_timeout_s = ParseSeconds(name, value(), /*allow_zero=*/false);
+    } else if (name == "--rdzv-last-call-s") {
+      o.rdzv_last_call_s = ParseSeconds(name, value(), /*allow_zero=*/true);
     } else {
       InvalidArgument("unknown option '" + name + "' (see --help)");
     }
@@ -120,27 +126,31 @@ LaunchOptions ParseLaunchArgs(const std::vector<std::string>& args) {
 
   if (o.node_rank >= o.nnodes) {
     InvalidArgument("--node-rank: expected a value in [0, " + std::to_string(o.nnodes - 1) + "] (--nnodes " +
-                    std::to_string(o.nnodes) + "), got " + std::to_string(o.node_rank));
+                    (o.elastic() ? std::to_string(o.min_nnodes) + ":" : "") + std::to_string(o.nnodes) + "), got " +
+                    std::to_string(o.node_rank));
   }
   if (o.standalone) {
     if (o.nnodes != 1) InvalidArgument("--standalone runs a single node: --nnodes must be 1, got " + std::to_string(o.nnodes));
     if (endpoint_given) InvalidArgument("--standalone picks its own endpoint: drop --rdzv-endpoint");
   }
   if (o.nnodes > 1 && !endpoint_given) {
-    InvalidArgument("--rdzv-endpoint: required when --nnodes > 1 (HOST:PORT of the node-rank-0 launcher)");
+    InvalidArgument(std::string("--rdzv-endpoint: required when ") +
+                    (o.elastic() ? "--nnodes is a range" : "--nnodes > 1") + " (HOST:PORT of the node-rank-0 launcher)");
   }
   return o;
 }
 
 std::string LaunchUsage() {
-  return "usage: trm-launch [--nnodes N] [--nproc-per-node K] [--node-rank R] [--rdzv-endpoint HOST:PORT]\n"
+  return "usage: trm-launch [--nnodes N|MIN:MAX] [--nproc-per-node K] [--node-rank R] [--rdzv-endpoint HOST:PORT]\n"
          "                  [--rdzv-id ID] [--standalone] [--max-restarts M] [--log-dir D] [--tee]\n"
-         "                  [--grace-period-s S] [--rdzv-timeout-s S] PROGRAM [ARGS...]\n"
+         "                  [--grace-period-s S] [--rdzv-timeout-s S] [--rdzv-last-call-s S] PROGRAM [ARGS...]\n"
          "Runs K copies of PROGRAM on this node (N*K in all), with torchrun's environment (RANK,\n"
          "LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT) plus\n"
          "TRM_RESTART_COUNT. When a rank fails, every rank of every node is stopped and the group is\n"
          "restarted while restarts remain. See docs/launch.md.\n"
          "  --nnodes N            nodes in the run (default 1)\n"
+         "  --nnodes MIN:MAX      elastic: each attempt runs on the nodes present (MIN to MAX); a lost node\n"
+         "                        restarts the rest (a restart), a node that joins restarts all with it (not one)\n"
          "  --nproc-per-node K    ranks on this node (default 1)\n"
          "  --node-rank R         this node's index in [0, N) (default 0); node 0 hosts the rendezvous\n"
          "  --rdzv-endpoint H:P   rendezvous store, served by the node-rank-0 launcher (required when N > 1;\n"
@@ -151,7 +161,8 @@ std::string LaunchUsage() {
          "  --log-dir D           each rank's stdout+stderr to D/attempt_<restart>/rank_<RANK>.log\n"
          "  --tee                 also copy each rank's output to the console, lines prefixed '[rank N] '\n"
          "  --grace-period-s S    SIGTERM to SIGKILL delay when stopping ranks (default 5)\n"
-         "  --rdzv-timeout-s S    limit of every wait on another node (default 60)\n";
+         "  --rdzv-timeout-s S    limit of every wait on another node (default 60)\n"
+         "  --rdzv-last-call-s S  elastic: once MIN nodes joined, how long the first attempt waits for more (30)\n";
 }
 
 }  // namespace trm::launch

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "trm/launch/launcher.h"
 #include "trm/launch/options.h"
@@ -16,6 +17,17 @@ namespace trm::launch {
 struct GenerationView {
   std::optional<Failure> failure;  // the generation's first failure, from any node
   bool all_done = false;           // every node reported that all its ranks exited 0
+};
+
+// Who runs generation `generation`: the node ranks taking part (ascending; every node of a run
+// that is not elastic), this node's place among them (its GROUP_RANK), and the ranks' own
+// MASTER_PORT. `run_over`: the run ended before a generation included this node.
+struct GenerationInfo {
+  int generation = 0;
+  int master_port = 0;
+  std::vector<int> members;
+  int group_rank = 0;
+  bool run_over = false;
 };
 
 struct GenerationEnd {
@@ -33,8 +45,10 @@ class Rendezvous {
 
   // MASTER_ADDR for every rank: the rendezvous host (127.0.0.1 when none).
   virtual std::string master_addr() const = 0;
-  // MASTER_PORT of `generation`: node 0 picks a free port and publishes it, the others wait.
-  virtual int MasterPort(int generation, const GiveUp& give_up) = 0;
+  // The first generation from `from` on that includes this node: node 0 picks its members (in
+  // an elastic run, the nodes present once MIN are, waiting up to --rdzv-last-call-s for MAX
+  // before the first) and a free port and publishes them; the others wait for them.
+  virtual GenerationInfo StartGeneration(int from, const GiveUp& give_up) = 0;
   // Publishes a failure of f.generation; the first one published wins. f.abort also forbids a
   // restart, whichever failure wins.
   virtual void ReportFailure(const Failure& f) = 0;

@@ -2,19 +2,27 @@
 // serves at --rdzv-endpoint. Keys (ID = --rdzv-id, G = generation):
 //   trm-launch/config               node 0's options, checked by everyone on joining
 //   trm-launch/ID/joined[/R]        join count, and a per-node-rank count to catch duplicates
+//   trm-launch/ID/lostnode/R        times node R was declared lost (elastic: it may join again)
+//   trm-launch/ID/current           the generation node 0 started last (for nodes joining late)
+//   trm-launch/ID/gen/G/members     the node ranks taking part in G ("0,1,3")
 //   trm-launch/ID/gen/G/master_port node 0's pick for the ranks' own store
 //   trm-launch/ID/gen/G/failed      the first failure (JSON); set-if-absent, so the first wins
 //   trm-launch/ID/gen/G/done        nodes whose ranks all exited 0
 //   trm-launch/ID/gen/G/end         barrier before the verdict
 //   trm-launch/ID/abort             a launcher was signalled: no restart
 //   trm-launch/ID/hb/R              node R's heartbeat counter (node 0 watches them)
-//   trm-launch/ID/lost              nodes node 0 declared lost; barriers do not wait for them
+//   trm-launch/ID/gen/G/lost        members node 0 declared lost; barriers do not wait for them
 //   trm-launch/ID/left              nodes that finished (node 0 serves until all left)
+//   trm-launch/ID/finished          node 0 is done: a node still waiting to take part leaves
+// Elastic (--nnodes MIN:MAX): a node is present from its join until it is declared lost; each
+// generation runs on the nodes present when node 0 starts it, renumbered densely.
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -57,12 +65,15 @@ class StoreRendezvous final : public Rendezvous {
       store_ = ConnectKvStore(o.rdzv_host, o.rdzv_port, timeout_);
     }
     CheckConfig(WaitFor("trm-launch/config", deadline, nullptr));
-    if (store_->Add(prefix_ + "joined/" + std::to_string(o.node_rank), 1) != 1) {
+    // A node declared lost may join again (elastic); any other second join is a duplicate.
+    const std::string me = std::to_string(o.node_rank);
+    if (store_->Add(prefix_ + "joined/" + me, 1) != store_->Add(prefix_ + "lostnode/" + me, 0) + 1) {
       InvalidArgument("--node-rank " + std::to_string(o.node_rank) + ": another launcher already joined run '" +
                       o.rdzv_id + "' at " + endpoint_ + " as node " + std::to_string(o.node_rank));
     }
     store_->Add(prefix_ + "joined", 1);
-    if (!WaitCount(prefix_ + "joined", o.nnodes, deadline, nullptr)) {
+    // Elastic runs gather their nodes per generation (StartGeneration).
+    if (!o.elastic() && !WaitCount(prefix_ + "joined", o.nnodes, deadline, nullptr)) {
       ThrowError(Code::kDeadlineExceeded, "rendezvous at " + endpoint_ + ": only " +
                                               std::to_string(store_->Add(prefix_ + "joined", 0)) + " of " +
                                               std::to_string(o.nnodes) + " nodes joined within " + Seconds() +
@@ -73,15 +84,43 @@ class StoreRendezvous final : public Rendezvous {
 
   std::string master_addr() const override { return o_.rdzv_host; }
 
-  int MasterPort(int generation, const GiveUp& give_up) override {
-    const std::string key = Gen(generation) + "master_port";
-    StartGeneration();
+  GenerationInfo StartGeneration(int from, const GiveUp& give_up) override {
+    ResetView();
+    GenerationInfo info;
     if (o_.node_rank == 0) {
-      const int port = PickFreePort();
-      store_->Set(key, std::to_string(port));
-      return port;
+      info.generation = from;
+      info.members = o_.elastic() ? GatherMembers(from, give_up) : AllNodes();
+      store_->Set(Gen(from) + "members", JoinRanks(info.members));
+      info.master_port = PickFreePort();
+      store_->Set(Gen(from) + "master_port", std::to_string(info.master_port));
+      store_->Set(prefix_ + "current", std::to_string(from));
+    } else {
+      // Node 0 may first wait for MIN nodes and its last call; a node that joined late waits
+      // for the generation node 0 starts to take it in.
+      const auto deadline = Clock::now() + timeout_ + Millis(o_.rdzv_last_call_s) + 2 * Millis(o_.grace_period_s);
+      int g = from;
+      if (auto current = store_->TryGet(prefix_ + "current")) g = std::max(g, std::stoi(*current));
+      while (true) {
+        std::optional<std::string> members;
+        while (!(members = store_->TryGet(Gen(g) + "members"))) {
+          if (store_->TryGet(prefix_ + "finished")) {
+            info.run_over = true;
+            return info;
+          }
+          Wait(deadline, give_up, "generation " + std::to_string(g) + " to take in node " + std::to_string(o_.node_rank));
+        }
+        info.members = SplitRanks(*members);
+        if (std::find(info.members.begin(), info.members.end(), o_.node_rank) != info.members.end()) break;
+        ++g;  // started without us: node 0 restarts the run to take us in
+      }
+      info.generation = g;
+      info.master_port = std::stoi(WaitFor(Gen(g) + "master_port", Clock::now() + timeout_, give_up));
     }
-    return std::stoi(WaitFor(key, Clock::now() + timeout_, give_up));
+    info.group_rank = static_cast<int>(std::find(info.members.begin(), info.members.end(), o_.node_rank) -
+                                       info.members.begin());
+    members_ = info.members;
+    generation_ = info.generation;
+    return info;
   }
 
   void ReportFailure(const Failure& f) override {
@@ -116,11 +155,13 @@ class StoreRendezvous final : public Rendezvous {
       if (!view_.failure) {
         if (auto text = store_->TryGet(Gen(generation) + "failed")) view_.failure = FailureFromJson(*text);
       }
-      if (done_reported_ && !view_.all_done) view_.all_done = store_->Add(Gen(generation) + "done", 0) >= o_.nnodes;
+      if (done_reported_ && !view_.all_done)
+        view_.all_done = store_->Add(Gen(generation) + "done", 0) >= static_cast<int64_t>(members_.size());
       if (now - last_heartbeat_ >= kHeartbeatPeriod) {
         last_heartbeat_ = now;
         store_->Add(prefix_ + "hb/" + std::to_string(o_.node_rank), 1);
         if (o_.node_rank == 0 && !view_.failure) CheckHeartbeats(generation, now);
+        if (o_.node_rank == 0 && !view_.failure && o_.elastic()) CheckJoiners(generation);
       }
     } catch (const Error& e) {
       Broken(generation, e);
@@ -134,9 +175,14 @@ class StoreRendezvous final : public Rendezvous {
     }
     const std::string key = Gen(generation) + "end";
     store_->Add(key, 1);
-    if (!WaitCount(key, o_.nnodes, Clock::now() + timeout_, give_up, /*minus_lost=*/true)) {
+    const int nodes = static_cast<int>(members_.size());
+    // Heartbeats go on while waiting: a node whose machine died never arrives, and node 0
+    // declares it lost (so the others stop waiting, and an elastic run restarts without it).
+    // The bound outlasts the heartbeat timeout, so a dead node is declared lost before it ends.
+    if (!WaitCount(key, nodes, Clock::now() + timeout_ + 3 * kHeartbeatPeriod, give_up, Gen(generation) + "lost",
+                   generation)) {
       ThrowError(Code::kDeadlineExceeded, "rendezvous at " + endpoint_ + ": only " +
-                                              std::to_string(store_->Add(key, 0)) + " of " + std::to_string(o_.nnodes) +
+                                              std::to_string(store_->Add(key, 0)) + " of " + std::to_string(nodes) +
                                               " nodes finished generation " + std::to_string(generation) + " within " +
                                               Seconds() + " (--rdzv-timeout-s)");
     }
@@ -158,7 +204,9 @@ class StoreRendezvous final : public Rendezvous {
     }
     const auto limit = std::min<milliseconds>(timeout_, milliseconds(10000));
     try {
-      if (!WaitCount(prefix_ + "left", o_.nnodes - 1, Clock::now() + limit, give_up, /*minus_lost=*/true)) {
+      store_->Set(prefix_ + "finished", "1");  // nodes still waiting to take part leave too
+      if (!WaitCount(prefix_ + "left", static_cast<int64_t>(members_.size()) - 1, Clock::now() + limit, give_up,
+                     Gen(generation_) + "lost")) {
         spdlog::warn("not every node left the rendezvous within {} ms; closing it anyway", limit.count());
       }
     } catch (const Error& e) {
@@ -168,7 +216,8 @@ class StoreRendezvous final : public Rendezvous {
 
  private:
   nlohmann::json Config() const {
-    return {{"rdzv_id", o_.rdzv_id}, {"nnodes", o_.nnodes}, {"nproc_per_node", o_.nproc_per_node},
+    return {{"rdzv_id", o_.rdzv_id},         {"nnodes", o_.nnodes},
+            {"min_nnodes", o_.min_nnodes},   {"nproc_per_node", o_.nproc_per_node},
             {"max_restarts", o_.max_restarts}};
   }
 
@@ -177,6 +226,7 @@ class StoreRendezvous final : public Rendezvous {
     const auto mine = Config();
     const std::pair<const char*, const char*> fields[] = {{"rdzv_id", "--rdzv-id"},
                                                           {"nnodes", "--nnodes"},
+                                                          {"min_nnodes", "--nnodes (MIN)"},
                                                           {"nproc_per_node", "--nproc-per-node"},
                                                           {"max_restarts", "--max-restarts"}};
     for (const auto& [field, flag] : fields) {
@@ -206,28 +256,120 @@ class StoreRendezvous final : public Rendezvous {
   std::string Gen(int generation) const { return prefix_ + "gen/" + std::to_string(generation) + "/"; }
   std::string Seconds() const { return fmt::format("{:g} s", static_cast<double>(timeout_.count()) / 1000); }
 
-  void StartGeneration() {
+  static milliseconds Millis(double seconds) { return milliseconds(static_cast<int64_t>(seconds * 1000)); }
+
+  void ResetView() {
     view_ = {};
     done_reported_ = false;
     last_poll_ = {};
     hb_seen_.clear();
+    lost_now_.clear();
   }
 
-  // Node 0 only: a node whose launcher stopped beating for the rdzv timeout is lost.
+  std::vector<int> AllNodes() const {
+    std::vector<int> all;
+    for (int r = 0; r < o_.nnodes; ++r) all.push_back(r);
+    return all;
+  }
+  static std::string JoinRanks(const std::vector<int>& ranks) {
+    std::string s;
+    for (int r : ranks) s += (s.empty() ? "" : ",") + std::to_string(r);
+    return s;
+  }
+  static std::vector<int> SplitRanks(const std::string& text) {
+    std::vector<int> out;
+    size_t at = 0;
+    while (at < text.size()) {
+      const size_t comma = std::min(text.find(',', at), text.size());
+      out.push_back(std::stoi(text.substr(at, comma - at)));
+      at = comma + 1;
+    }
+    return out;
+  }
+  void Wait(Clock::time_point deadline, const GiveUp& give_up, const std::string& what) {
+    if (give_up && give_up()) ThrowError(Code::kCancelled, "stopped while waiting for " + what);
+    if (Clock::now() >= deadline)
+      ThrowError(Code::kDeadlineExceeded, "rendezvous at " + endpoint_ + ": waited too long for " + what);
+    std::this_thread::sleep_for(kWaitStep);
+  }
+
+  // Elastic: the nodes present (joined, not declared lost since), node 0 first.
+  std::vector<int> Present() {
+    std::vector<int> present;
+    for (int r = 0; r < o_.nnodes; ++r) {
+      const std::string k = std::to_string(r);
+      if (store_->Add(prefix_ + "joined/" + k, 0) > store_->Add(prefix_ + "lostnode/" + k, 0)) present.push_back(r);
+    }
+    return present;
+  }
+
+  // Node 0, elastic: who runs generation g. The first waits for MAX nodes, or for MIN and then
+  // --rdzv-last-call-s more; a restart takes the nodes present (at least MIN).
+  std::vector<int> GatherMembers(int g, const GiveUp& give_up) {
+    const auto deadline = Clock::now() + timeout_;
+    std::optional<Clock::time_point> enough_since;
+    while (true) {
+      const std::vector<int> present = Present();
+      const int n = static_cast<int>(present.size());
+      if (n >= o_.nnodes) return present;
+      if (n >= o_.min_nnodes) {
+        if (g > 0) return present;
+        if (!enough_since) enough_since = Clock::now();
+        if (Clock::now() - *enough_since >= Millis(o_.rdzv_last_call_s)) return present;
+      }
+      if (give_up && give_up()) ThrowError(Code::kCancelled, "stopped while gathering the nodes");
+      if (Clock::now() >= deadline) {
+        ThrowError(Code::kDeadlineExceeded, "rendezvous at " + endpoint_ + ": only " + std::to_string(n) + " of " +
+                                                std::to_string(o_.min_nnodes) + ".." + std::to_string(o_.nnodes) +
+                                                " nodes present within " + Seconds() + " (--rdzv-timeout-s)");
+      }
+      std::this_thread::sleep_for(kWaitStep);
+    }
+  }
+
+  // Node 0, elastic, below MAX: a node that joined (or came back) during the generation ends it,
+  // so that the next one runs with it (not a restart of --max-restarts).
+  void CheckJoiners(int generation) {
+    if (static_cast<int>(members_.size()) >= o_.nnodes) return;
+    for (int r : Present()) {
+      if (std::find(members_.begin(), members_.end(), r) != members_.end()) continue;
+      Failure f;
+      f.generation = generation;
+      f.node_rank = r;
+      f.what = "node " + std::to_string(r) + " joined the run (" + std::to_string(members_.size()) + " of " +
+               std::to_string(o_.min_nnodes) + ".." + std::to_string(o_.nnodes) + " nodes were running)";
+      f.resize = true;
+      ReportFailure(f);
+      return;
+    }
+  }
+
+  // Node 0 only: a member whose launcher stopped beating for the rdzv timeout is lost. Elastic:
+  // the run restarts on the rest while at least MIN are left (and restarts remain).
   void CheckHeartbeats(int generation, Clock::time_point now) {
-    for (int r = 1; r < o_.nnodes; ++r) {
+    for (int r : members_) {
+      if (r == 0 || lost_now_.count(r)) continue;
       const int64_t beat = store_->Add(prefix_ + "hb/" + std::to_string(r), 0);
       auto& seen = hb_seen_[r];
       if (seen.second == Clock::time_point{} || beat != seen.first) {
         seen = {beat, now};
       } else if (now - seen.second > timeout_) {
+        lost_now_.insert(r);
+        const int64_t lost = store_->Add(Gen(generation) + "lost", 1);
+        const int64_t left = static_cast<int64_t>(members_.size()) - lost;
         Failure f;
         f.generation = generation;
         f.node_rank = r;
         f.what = "the launcher of node " + std::to_string(r) + " stopped answering for " + Seconds() +
                  " (--rdzv-timeout-s)";
-        f.abort = true;  // no restart without that node
-        store_->Add(prefix_ + "lost", 1);
+        // No restart without that node, unless the run is elastic and enough are left.
+        f.abort = !o_.elastic() || left < o_.min_nnodes;
+        if (o_.elastic()) {
+          store_->Add(prefix_ + "lostnode/" + std::to_string(r), 1);  // it may join again
+          f.what += f.abort ? "; fewer than " + std::to_string(o_.min_nnodes) + " nodes left"
+                            : "; the run goes on with " + std::to_string(left) + " node" + (left == 1 ? "" : "s");
+        }
+        spdlog::warn("{}", f.what);  // the first failure of the generation may be another (its peers' ranks)
         ReportFailure(f);
         return;
       }
@@ -247,10 +389,17 @@ class StoreRendezvous final : public Rendezvous {
     }
   }
 
-  // With minus_lost, nodes declared lost are not waited for (they would only run the clock out).
+  // Nodes counted under `lost_key` (declared lost) are not waited for: they would only run the
+  // clock out.
+  // With `beat_generation` >= 0 this node keeps beating (node 0: and watching the others).
   bool WaitCount(const std::string& key, int64_t target, Clock::time_point deadline, const GiveUp& give_up,
-                 bool minus_lost = false) {
-    while (store_->Add(key, 0) < target - (minus_lost ? store_->Add(prefix_ + "lost", 0) : 0)) {
+                 const std::string& lost_key = "", int beat_generation = -1) {
+    while (store_->Add(key, 0) < target - (lost_key.empty() ? 0 : store_->Add(lost_key, 0))) {
+      if (beat_generation >= 0 && Clock::now() - last_heartbeat_ >= kHeartbeatPeriod) {
+        last_heartbeat_ = Clock::now();
+        store_->Add(prefix_ + "hb/" + std::to_string(o_.node_rank), 1);
+        if (o_.node_rank == 0) CheckHeartbeats(beat_generation, last_heartbeat_);
+      }
       if (give_up && give_up()) ThrowError(Code::kCancelled, "stopped while waiting for " + key);
       if (Clock::now() >= deadline) return false;
       std::this_thread::sleep_for(kWaitStep);
@@ -270,6 +419,9 @@ class StoreRendezvous final : public Rendezvous {
   Clock::time_point last_poll_{};
   Clock::time_point last_heartbeat_{};
   std::map<int, std::pair<int64_t, Clock::time_point>> hb_seen_;
+  std::set<int> lost_now_;    // members declared lost in the generation started last
+  std::vector<int> members_;  // of the generation started last
+  int generation_ = 0;        // the generation started last
 };
 
 }  // namespace

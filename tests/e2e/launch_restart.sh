@@ -3,7 +3,8 @@
 #  1. SIGKILL of one of 2 ranks with --max-restarts 1: the group restarts from the last
 #     checkpoint and ends with the same final weights, byte for byte, as an undisturbed run;
 #  2. the same with --max-restarts 0: the launcher fails within 30 s and no process is left;
-#  3. two nodes simulated by two launchers (--nnodes 2) train together, again to the same weights.
+#  3. two nodes simulated by two launchers (--nnodes 2) train together, again to the same weights;
+#  4. elastic (--nnodes 1:2): node 1 is SIGKILLed, the run goes on on node 0 and ends within 1e-5.
 # Usage: launch_restart.sh BIN_DIR SOURCE_DIR SHARED_DIR
 set -euo pipefail
 BIN="$1"; SRC="$2"; SHARED="$3"
@@ -70,3 +71,21 @@ done
 for node in 0 1; do wait "${pids[$node]}" || { echo "node $node failed"; cat "$WORK/d$node.log"; exit 1; }; done
 cmp "$WORK/a/step_60/model.safetensors" "$WORK/d/step_60/model.safetensors"
 echo "two launchers trained together to the same weights"
+
+echo "== elastic: --nnodes 1:2, node 1 lost, the run goes on on node 0"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+for node in 0 1; do
+  # Each node its own run_dir: no shared storage.
+  "$BIN/trm-launch" --nnodes 1:2 --nproc-per-node 1 --node-rank $node --rdzv-endpoint "127.0.0.1:$port" \
+    --rdzv-id elastic --rdzv-timeout-s 5 --max-restarts 1 "${TRAIN[@]}" "run_dir=$WORK/e$node" > "$WORK/e$node.log" 2>&1 &
+  pids[$node]=$!
+done
+wait_for "$WORK/e0/step_10/state.json" 120
+kill -9 "${pids[1]}"  # node 1's machine dies: its launcher, and its rank with it (PR_SET_PDEATHSIG)
+wait "${pids[1]}" 2>/dev/null || true
+wait "${pids[0]}" || { echo "node 0 did not carry on alone"; cat "$WORK/e0.log"; exit 1; }
+grep -q "the run goes on with 1 node" "$WORK/e0.log" || { echo "node 1 was not declared lost"; cat "$WORK/e0.log"; exit 1; }
+grep -q "attempt 2: 1 of 1..2 nodes" "$WORK/e0.log" || { echo "no attempt on one node"; cat "$WORK/e0.log"; exit 1; }
+python3 "$SRC/tests/e2e/weights_close.py" "$WORK/a/step_60/model.safetensors" "$WORK/e0/step_60/model.safetensors" 1e-5 \
+  || { echo "the elastic run is not within 1e-5 of the undisturbed one"; exit 1; }
+echo "elastic run lost a node, went on with one, and ended within 1e-5 of the undisturbed run"

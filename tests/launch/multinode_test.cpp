@@ -156,6 +156,88 @@ TEST(MultiNode, LostNodeZeroEndsTheOtherNodes) {
   EXPECT_EQ(Survivors(tmp.path(), std::chrono::milliseconds(3000)), std::vector<pid_t>{});
 }
 
+// --nnodes MIN:MAX, two ranks per node.
+std::vector<std::string> ElasticArgs(int node_rank, int port, std::vector<std::string> rest,
+                                     const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args{"--nnodes", "1:2", "--nproc-per-node", "2", "--node-rank", std::to_string(node_rank),
+                                "--rdzv-endpoint", "127.0.0.1:" + std::to_string(port), "--rdzv-id", "elastic"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.push_back("trm_launch_test_child");
+  args.insert(args.end(), rest.begin(), rest.end());
+  return args;
+}
+
+TEST(MultiNode, ElasticRunStartsOnTheNodesPresentAfterTheLastCall) {
+  TempDir tmp;
+  const int port = testing::FreePort();
+  Launch node0(ElasticArgs(0, port, {"--out", tmp.path().string(), "--sleep-ms", "200"}, {"--rdzv-last-call-s", "0.3"}),
+               tmp, "node0");
+  const Outcome r0 = node0.Wait();
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  for (int rank = 0; rank < 2; ++rank) {
+    const auto env = ReadEnvFile(tmp.path() / ("env_rank" + std::to_string(rank) + "_attempt0.txt"));
+    ASSERT_FALSE(env.empty()) << "rank " << rank << " did not run";
+    EXPECT_EQ(env.at("WORLD_SIZE"), "2");
+    EXPECT_EQ(env.at("GROUP_WORLD_SIZE"), "1");
+    EXPECT_EQ(env.at("GROUP_RANK"), "0");
+  }
+  EXPECT_FALSE(fs::exists(tmp.path() / "env_rank2_attempt0.txt"));
+}
+
+// A node whose launcher dies (machine lost) is declared lost after --rdzv-timeout-s; the run
+// restarts on the node left (one restart), renumbered: WORLD_SIZE 2.
+TEST(MultiNode, ElasticRunRestartsOnTheNodesLeftWhenOneIsLost) {
+  TempDir tmp;
+  const int port = testing::FreePort();
+  const std::vector<std::string> child{"--out", tmp.path().string(), "--sleep-ms", "60000", "--restart-sleep-ms", "300"};
+  const std::vector<std::string> extra{"--rdzv-timeout-s", "2", "--rdzv-last-call-s", "30", "--max-restarts", "1"};
+  Launch node0(ElasticArgs(0, port, child, extra), tmp, "node0");
+  Launch node1(ElasticArgs(1, port, child, extra), tmp, "node1");
+  ASSERT_TRUE(testing::WaitForFile(tmp.path() / "env_rank3_attempt0.txt"));
+  ASSERT_TRUE(testing::WaitForFile(tmp.path() / "env_rank0_attempt0.txt"));
+  EXPECT_EQ(ReadEnvFile(tmp.path() / "env_rank0_attempt0.txt").at("WORLD_SIZE"), "4");  // both, without the last call
+  node1.Signal(SIGKILL);  // its ranks die with it (PR_SET_PDEATHSIG)
+  EXPECT_EQ(node1.Wait().exit_code, 128 + SIGKILL);
+  const Outcome r0 = node0.Wait();
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  EXPECT_TRUE(Contains(r0.err, "the launcher of node 1 stopped answering")) << r0.err;
+  EXPECT_TRUE(Contains(r0.err, "the run goes on with 1 node")) << r0.err;
+  EXPECT_TRUE(Contains(r0.err, "(restart 1 of 1)")) << r0.err;
+  const auto env = ReadEnvFile(tmp.path() / "env_rank1_attempt1.txt");
+  ASSERT_FALSE(env.empty());
+  EXPECT_EQ(env.at("WORLD_SIZE"), "2");
+  EXPECT_EQ(env.at("GROUP_WORLD_SIZE"), "1");
+  EXPECT_FALSE(fs::exists(tmp.path() / "env_rank2_attempt1.txt"));
+  EXPECT_EQ(Survivors(tmp.path(), std::chrono::milliseconds(3000)), std::vector<pid_t>{});
+}
+
+// A node that joins a run going on below MAX nodes: every rank is restarted with it (not one of
+// --max-restarts, here 0), and the next attempt has all four ranks.
+TEST(MultiNode, ElasticRunGrowsWhenANodeJoinsWithoutUsingARestart) {
+  TempDir tmp;
+  const int port = testing::FreePort();
+  const std::vector<std::string> child{"--out", tmp.path().string(), "--sleep-ms", "60000", "--restart-sleep-ms", "300"};
+  const std::vector<std::string> extra{"--rdzv-last-call-s", "0.2", "--grace-period-s", "2"};
+  Launch node0(ElasticArgs(0, port, child, extra), tmp, "node0");
+  ASSERT_TRUE(testing::WaitForFile(tmp.path() / "env_rank1_attempt0.txt"));
+  EXPECT_EQ(ReadEnvFile(tmp.path() / "env_rank1_attempt0.txt").at("WORLD_SIZE"), "2");
+  Launch node1(ElasticArgs(1, port, child, extra), tmp, "node1");
+  const Outcome r0 = node0.Wait(), r1 = node1.Wait();
+  ASSERT_EQ(r0.exit_code, 0) << r0.err;
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  EXPECT_TRUE(Contains(r0.err, "node 1 joined the run (1 of 1..2 nodes were running)")) << r0.err;
+  EXPECT_TRUE(Contains(r0.err, "not counted as a restart")) << r0.err;
+  for (int rank = 0; rank < 4; ++rank) {
+    const auto env = ReadEnvFile(tmp.path() / ("env_rank" + std::to_string(rank) + "_attempt1.txt"));
+    ASSERT_FALSE(env.empty()) << "rank " << rank << " did not run in the grown attempt";
+    EXPECT_EQ(env.at("WORLD_SIZE"), "4");
+    EXPECT_EQ(env.at("GROUP_RANK"), std::to_string(rank / 2));
+    EXPECT_EQ(env.at("TRM_RESTART_COUNT"), "1");  // node 1 joins a run already going: it resumes too
+  }
+  EXPECT_FALSE(fs::exists(tmp.path() / "env_rank2_attempt0.txt"));
+  EXPECT_EQ(Survivors(tmp.path(), std::chrono::milliseconds(3000)), std::vector<pid_t>{});
+}
+
 TEST(MultiNode, InconsistentLaunchersAreRejected) {
   TempDir tmp;
   const int port = testing::FreePort();

@@ -69,6 +69,19 @@ TEST(LaunchOptions, EndpointForms) {
   EXPECT_NE(ParseError({"--rdzv-endpoint", "a:b:c", "p"}).find("IPv6"), std::string::npos);
 }
 
+TEST(LaunchOptions, ElasticNodeRange) {
+  const LaunchOptions o = ParseLaunchArgs({"--nnodes", "1:3", "--node-rank", "2", "--rdzv-endpoint", "h:1",
+                                           "--rdzv-last-call-s", "0.5", "p"});
+  EXPECT_EQ(o.min_nnodes, 1);
+  EXPECT_EQ(o.nnodes, 3);
+  EXPECT_TRUE(o.elastic());
+  EXPECT_DOUBLE_EQ(o.rdzv_last_call_s, 0.5);
+  const LaunchOptions fixed = ParseLaunchArgs({"--nnodes", "2:2", "--rdzv-endpoint", "h:1", "p"});
+  EXPECT_FALSE(fixed.elastic());
+  EXPECT_EQ(fixed.nnodes, 2);
+  EXPECT_EQ(ParseLaunchArgs({"--nnodes", "2", "--rdzv-endpoint", "h:1", "p"}).min_nnodes, 2);
+}
+
 TEST(LaunchOptions, BadInputNamesTheFlag) {
   EXPECT_NE(ParseError({"--bogus", "p"}).find("unknown option '--bogus'"), std::string::npos);
   EXPECT_NE(ParseError({"-x", "p"}).find("unknown option '-x'"), std::string::npos);
@@ -80,7 +93,17 @@ TEST(LaunchOptions, BadInputNamesTheFlag) {
   EXPECT_NE(ParseError({"--nproc-per-node", "0", "p"}).find("--nproc-per-node: expected an integer in [1,"),
             std::string::npos);
   EXPECT_NE(ParseError({"--max-restarts", "-1", "p"}).find("--max-restarts"), std::string::npos);
-  EXPECT_NE(ParseError({"--nnodes", "1:4", "p"}).find("--nnodes: elastic ranges"), std::string::npos);
+  EXPECT_NE(ParseError({"--nnodes", "1:4", "p"}).find("--rdzv-endpoint: required when --nnodes is a range"),
+            std::string::npos);
+  EXPECT_NE(ParseError({"--nnodes", "3:2", "--rdzv-endpoint", "h:1", "p"}).find("--nnodes: MIN must not exceed MAX"),
+            std::string::npos);
+  EXPECT_NE(ParseError({"--nnodes", "0:2", "--rdzv-endpoint", "h:1", "p"}).find("--nnodes (MIN of MIN:MAX)"),
+            std::string::npos);
+  EXPECT_NE(ParseError({"--nnodes", "1:x", "--rdzv-endpoint", "h:1", "p"}).find("--nnodes (MAX of MIN:MAX)"),
+            std::string::npos);
+  EXPECT_NE(ParseError({"--nnodes", "1:2", "--node-rank", "2", "--rdzv-endpoint", "h:1", "p"})
+                .find("--node-rank: expected a value in [0, 1] (--nnodes 1:2), got 2"),
+            std::string::npos);
   EXPECT_NE(ParseError({"--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1", "p"})
                 .find("--node-rank: expected a value in [0, 1] (--nnodes 2), got 2"),
             std::string::npos);

@@ -24,13 +24,17 @@ struct Failure {
   std::string log_path;               // the rank's log file, when --log-dir
   std::vector<std::string> log_tail;  // last lines of the rank's output (stdout and stderr)
   bool abort = false;                 // no restart: a launcher was told to stop
+  // Elastic: the generation ended because a node joined; the next one runs with it, and that
+  // restart is not counted against --max-restarts.
+  bool resize = false;
 };
 
 struct LaunchResult {
   // 0: every rank of the last generation exited 0; 1: a failure with no restart left (or the
   // rendezvous broke); 128+N: this launcher got signal N and stopped the run.
   int exit_code = 0;
-  int generations = 0;             // attempts run
+  int generations = 0;             // attempts run (by this node)
+  int restarts = 0;                // of them, restarts after a failure (set when the run failed)
   std::optional<Failure> failure;  // the last generation's first failure, when it failed
 };
 
