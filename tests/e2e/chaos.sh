@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Chaos: a 2-worker, 2-rank job survives KILLS random SIGKILLs of workers, rank processes and
-# the coordinator (each killed daemon is started again, as systemd would) and ends with final
+# Chaos: a 2-worker, 2-rank job survives KILLS random events: SIGKILLs of workers, rank
+# processes and the coordinator (each killed daemon is started again, as systemd would) and
+# preemptions by a short higher-priority job (its ranks save, often while a periodic checkpoint
+# is uploading, and resume later; the kills land during preemptions too), and ends with final
 # weights equal, byte for byte, to an undisturbed run of the same job. Reports the steps redone.
 # Usage: chaos.sh BIN_DIR SOURCE_DIR [KILLS] [SEED]
 set -euo pipefail
@@ -58,16 +60,29 @@ JOB=$("$BIN/trmctl" "${SUBMIT[@]}" --name chaos)
 PID[watch]=$!
 kills=0
 summary=""
+HIGH=()
 while [ "$kills" -lt "$KILLS" ]; do
   sleep "$(python3 -c "import random; random.seed($SEED * 100 + $kills); print(round(random.uniform(1.0, 4.0), 2))")"
   [ "$(state_of "$JOB")" = JOB_SUCCEEDED ] && fail "the job finished after only $kills kills; make it longer"
-  case $((RANDOM % 4)) in
+  case $((RANDOM % 5)) in
     0) victim=coord ;;
     1) victim=w1 ;;
     2) victim=w2 ;;
     3) victim=rank ;;
+    4) victim=preempt ;;
   esac
-  if [ "$victim" = rank ]; then
+  # At least one preemption in every run, halfway through.
+  if [ "$kills" -eq $((KILLS / 2)) ] && [ ${#HIGH[@]} -eq 0 ]; then victim=preempt; fi
+  if [ "$victim" = preempt ]; then
+    # Needs both slots: the chaos job is preempted (unless it is between attempts already).
+    if h=$("$BIN/trmctl" submit --config-name cfg_tiny --config-dir "$SRC/configs" --dataset chaos --world-size 2 \
+             --priority 5 --max-restarts 30 --name "high-$kills" global_batch_size=8 max_steps=6 eval_interval=0 \
+             threads=1 2>>"$WORK/submit.log"); then
+      HIGH+=("$h")
+    else
+      continue  # the coordinator is starting again: another event later
+    fi
+  elif [ "$victim" = rank ]; then
     ranks=($(pgrep -f "$WORK/w[12]/jobs/$JOB/" || true))
     [ ${#ranks[@]} -eq 0 ] && continue  # between attempts: try another victim later
     r=${ranks[$((RANDOM % ${#ranks[@]}))]}
@@ -83,6 +98,7 @@ while [ "$kills" -lt "$KILLS" ]; do
   echo "kill $kills: $victim"
 done
 wait_done "$JOB" 400
+for h in "${HIGH[@]}"; do wait_done "$h" 120; done
 "$BIN/trmctl" status "$JOB"
 "$BIN/trmctl" pull "$JOB" -o "$WORK/chaos" >/dev/null
 cmp "$WORK/ref/model.safetensors" "$WORK/chaos/model.safetensors" || fail "final weights differ from the undisturbed run"
@@ -92,7 +108,8 @@ import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1])]
 steps = [int(e["metrics"]["step"]) for e in ev if "metrics" in e]
 restarts = sum(1 for e in ev if "state" in e and "restarting" in e["state"].get("message", ""))
-print(f"chaos: {sys.argv[2]} kills ({sys.argv[3].strip()}), {restarts} restarts; "
+preempted = sum(1 for e in ev if "state" in e and " preempted by " in e["state"].get("message", ""))
+print(f"chaos: {sys.argv[2]} events ({sys.argv[3].strip()}), {restarts} restarts, {preempted} preemptions; "
       f"{len(steps)} steps reported for {max(steps)} distinct, {len(steps) - len(set(steps))} redone; "
       "final weights identical to the undisturbed run")
 PY
