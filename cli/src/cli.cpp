@@ -35,7 +35,7 @@ const std::vector<Command>& Commands() {
       {"submit",
        "usage: trmctl submit (--config-name NAME [--config-dir DIR] | --config FILE.yaml) [--name N]\n"
        "                     [--dataset NAME_OR_HASH | --data-path PATH] [--world-size N [--min-world-size M]]\n"
-       "                     [--priority P]"
+       "                     [--priority P]\n"
        "                     [--max-restarts M] [--eval-dataset NAME_OR_HASH] [--no-preempt] [key=value ...]\n"
        "Submits a training job and prints its id. --config-name composes configs/NAME.yaml with its\n"
        "defaults here, as trm-train does; key=value overrides are checked here and applied by the\n"

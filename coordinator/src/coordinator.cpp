@@ -110,6 +110,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
     s.rec = std::move(w);
     // Workers reconnect by themselves; give them a full timeout before their jobs are failed.
     s.last_seen_ms = now;
+    s.heard = false;  // not yet by this process: not trusted with a retry or a resize
     impl_->workers[s.rec.info().id()] = std::move(s);
   }
   int running = 0;
@@ -468,6 +469,7 @@ v1::RegisterResponse Coordinator::Register(const v1::RegisterRequest& req) {
   info->set_alive(true);
   w.rec.set_metrics_endpoint(req.metrics_endpoint());
   w.last_seen_ms = impl_->Now();
+  w.heard = true;
   impl_->store->PutWorker(w.rec);
   spdlog::info("worker {} {}: {} {} slot(s) at {}", req.worker_id(), known ? "re-registered" : "registered",
                req.slots(), req.device_kind(), req.host());
@@ -496,6 +498,7 @@ v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& req) {
     }
     WorkerState& w = wit->second;
     w.last_seen_ms = impl_->Now();
+    w.heard = true;
     w.free_ports.assign(req.free_ports().begin(), req.free_ports().end());
     if (!w.rec.info().alive()) {
       // It was declared lost (its attempts failed already); it comes back empty-handed.

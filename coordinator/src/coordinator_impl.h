@@ -50,6 +50,10 @@ struct WorkerState {
   // Ranks still running in attempts the coordinator no longer counts as active (being stopped):
   // their slots are not free yet.
   int stale_running = 0;
+  // Heard from (registered or heartbeated) by this coordinator process. A restarted coordinator
+  // gives the workers it knows a full timeout before failing their jobs, but a worker that died
+  // while it was down must not count as just heard.
+  bool heard = true;
 };
 
 using AttemptKey = std::pair<std::string, int>;  // job id, attempt number
@@ -258,7 +262,7 @@ struct Coordinator::Impl {
     // Attempts already stopping for this job count as free: no second round of victims.
     std::string stopping;
     for (const auto& [id, r] : jobs)
-      if (r.attempt().active() && r.attempt().preempted_by() == job.id()) {
+      if (r.attempt().active() && (r.attempt().preempted_by() == job.id() || Resizing(r))) {
         add(r, +1);
         stopping += (stopping.empty() ? "" : ", ") + id;
       }
@@ -391,9 +395,11 @@ struct Coordinator::Impl {
     });
     return queued;
   }
-  // When a job joined the queue: submitted, or requeued when its last attempt ended.
+  // When a job joined the queue: submitted, or requeued when its last attempt ended. A job that
+  // stopped to resize keeps its place (from when that attempt started): it is not a newcomer.
   static int64_t QueuedSince(const v1::JobRecord& r) {
-    return std::max(r.job().created_unix_ms(), r.attempt().ended_unix_ms());
+    const bool resized = !r.attempt().active() && r.attempt().preempted_by() == r.job().id();
+    return std::max(r.job().created_unix_ms(), resized ? r.attempt().started_unix_ms() : r.attempt().ended_unix_ms());
   }
 
   // One scheduling pass. Every queued job it does not start gets a reason (queue_reasons, shown
@@ -427,6 +433,12 @@ struct Coordinator::Impl {
              " free on " + std::to_string(on) + " of " + std::to_string(live) + " live worker" + (live == 1 ? "" : "s");
     };
     bool training_waits = false;
+    // An elastic job stopping to grow counts on the slots free now: until it is placed again,
+    // only jobs of a higher priority may take them (evaluation runs wait too).
+    const v1::JobRecord* resizing = nullptr;
+    for (const auto& [id, r] : jobs)
+      if (Resizing(r)) resizing = &r;
+    if (resizing) training_waits = true;
     std::string reserving;  // a starving job that keeps the slots as they free up
     std::map<std::string, int> held = SlotsByOwner();
     const int64_t now = Now();
@@ -457,12 +469,22 @@ struct Coordinator::Impl {
         else if (jobs.at(id).job().state() == v1::JOB_QUEUED) queue_reasons[id] = free_text(1, "");
         continue;
       }
+      if (resizing && job.spec().priority() <= resizing->job().spec().priority()) {
+        queue_reasons[id] = "waiting while " + resizing->job().id() + " stops to resize onto the free slots";
+        continue;
+      }
       // A job whose attempt ended waits until each worker of that attempt has been heard from
       // since, or is lost: when a worker's machine dies, its peers' ranks fail at once, before
       // its heartbeats stop counting, and a retry placed on it would fail too (an elastic job
       // would also shrink for nothing when the failure was elsewhere).
       if (const std::string unheard = UnheardSinceItsAttempt(*queued_rec); !unheard.empty()) {
         training_waits = true;
+        // The slots its attempt had stay its meanwhile (nobody behind it backfills into them);
+        // after a resize, every free slot (it stopped to grow onto them).
+        const bool resized = queued_rec->attempt().preempted_by() == id;
+        for (auto& f : free)
+          for (const auto& p : queued_rec->attempt().placement())
+            if (resized || f.worker_id == p.worker_id()) f.free = 0;
         queue_reasons[id] = "waiting for " + unheard + " to report after attempt " +
                             std::to_string(queued_rec->attempt().number()) +
                             " ended (a worker that died is lost after --heartbeat-timeout-s)";
@@ -525,7 +547,7 @@ struct Coordinator::Impl {
     for (const auto& p : rec.attempt().placement()) {
       auto it = workers.find(p.worker_id());
       if (it == workers.end() || !it->second.rec.info().alive() ||
-          it->second.last_seen_ms >= rec.attempt().ended_unix_ms())
+          (it->second.heard && it->second.last_seen_ms >= rec.attempt().ended_unix_ms()))
         continue;
       out += (out.empty() ? "" : ", ") + p.worker_id();
     }
@@ -566,13 +588,13 @@ struct Coordinator::Impl {
       const auto mine = SlotsHeld(r);
       std::vector<coordinator::FreeSlots> space;
       for (const auto& [wid, w] : workers) {
-        if (!w.rec.info().alive() || w.last_seen_ms < r.attempt().started_unix_ms()) continue;
+        if (!w.rec.info().alive() || !w.heard || w.last_seen_ms < r.attempt().started_unix_ms()) continue;
         if (!r.job().spec().data_path().empty() &&
             !WorkerMayRead(w.rec.info(), r.job().spec().data_path(), opt.require_data_roots))
           continue;
         auto it = mine.find(wid);
         const int n = FreeSlotsOf(w, reserved) + (it == mine.end() ? 0 : it->second);
-        if (n > 0) space.push_back({wid, n, true});
+        if (n > 0) space.push_back({wid, n, !w.free_ports.empty()});
       }
       for (int n : sizes) {
         if (n <= current) break;

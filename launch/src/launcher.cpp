@@ -144,17 +144,22 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
     const auto any_signal = [&] { return signals.termination_count() > 0; };
     GenerationInfo info;
     try {
-      info = rdzv->StartGeneration(from, any_signal);
+      info = rdzv->StartGeneration(from, restarts, any_signal);
     } catch (const Error& e) {
-      if (e.code() == Code::kCancelled) return stopped(from);
-      throw;
-    }
-    if (info.run_over) {  // joined an elastic run as it ended: nothing left to do
-      spdlog::warn("the run ended before an attempt included node {}", o.node_rank);
-      rdzv->Finish([] { return false; });
-      result.exit_code = 0;
+      if (e.code() != Code::kCancelled) throw;
+      if (rdzv->in_run()) return stopped(from);
+      // A late node still waiting to be taken in stops only itself.
+      result.exit_code = 128 + signals.last_termination_signal();
       return result;
     }
+    if (info.run_over) {  // joined an elastic run as it ended: its verdict is ours
+      spdlog::warn("the run ended ({}) before an attempt included node {}", info.run_succeeded ? "succeeded" : "failed",
+                   o.node_rank);
+      rdzv->Finish([] { return false; }, info.run_succeeded);
+      result.exit_code = info.run_succeeded ? 0 : 1;
+      return result;
+    }
+    restarts = result.restarts = info.restarts;  // node 0's count: a late node adopts it
     const int g = info.generation;
     from = g + 1;
     ++result.generations;
@@ -185,7 +190,7 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
     }
     const auto give_up = [&] { return signals.termination_count() > signals_seen; };
     if (!end.failure) {
-      rdzv->Finish(give_up);
+      rdzv->Finish(give_up, true);
       result.exit_code = 0;
       result.failure.reset();
       return result;
@@ -193,7 +198,7 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
     result.failure = end.failure;
     if (end.abort) result.failure->abort = true;  // reported as "not restarted"
     if (gen.signal != 0) {
-      rdzv->Finish(give_up);
+      rdzv->Finish(give_up, false);
       result.exit_code = 128 + gen.signal;
       return result;
     }
@@ -203,7 +208,7 @@ LaunchResult RunLaunch(const LaunchOptions& o) {
       continue;
     }
     if (end.abort || restarts >= o.max_restarts) {
-      rdzv->Finish(give_up);
+      rdzv->Finish(give_up, false);
       result.exit_code = 1;
       return result;
     }

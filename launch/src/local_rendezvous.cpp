@@ -10,13 +10,14 @@ class LocalRendezvous final : public Rendezvous {
   explicit LocalRendezvous(const LaunchOptions& o) : addr_(o.rdzv_host.empty() ? "127.0.0.1" : o.rdzv_host) {}
 
   std::string master_addr() const override { return addr_; }
-  GenerationInfo StartGeneration(int from, const GiveUp&) override {
+  GenerationInfo StartGeneration(int from, int restarts, const GiveUp&) override {
     failure_.reset();
     done_ = false;
     GenerationInfo g;
     g.generation = from;
     g.master_port = PickFreePort();
     g.members = {0};
+    g.restarts = restarts;
     return g;
   }
   void ReportFailure(const Failure& f) override {
@@ -26,7 +27,7 @@ class LocalRendezvous final : public Rendezvous {
   void ReportDone(int) override { done_ = true; }
   GenerationView Poll(int) override { return {failure_, done_ && !failure_}; }
   GenerationEnd EndGeneration(int, const GiveUp&) override { return {failure_, abort_}; }
-  void Finish(const GiveUp&) override {}
+  void Finish(const GiveUp&, bool) override {}
 
  private:
   std::string addr_;

@@ -27,7 +27,9 @@ struct GenerationInfo {
   int master_port = 0;
   std::vector<int> members;
   int group_rank = 0;
+  int restarts = 0;  // restarts the run has used before it (node 0 counts; a late node adopts it)
   bool run_over = false;
+  bool run_succeeded = false;  // with run_over: how it ended
 };
 
 struct GenerationEnd {
@@ -48,7 +50,11 @@ class Rendezvous {
   // The first generation from `from` on that includes this node: node 0 picks its members (in
   // an elastic run, the nodes present once MIN are, waiting up to --rdzv-last-call-s for MAX
   // before the first) and a free port and publishes them; the others wait for them.
-  virtual GenerationInfo StartGeneration(int from, const GiveUp& give_up) = 0;
+  // `restarts`: node 0's count of restarts used so far, published for the others.
+  virtual GenerationInfo StartGeneration(int from, int restarts, const GiveUp& give_up) = 0;
+  // Whether this node takes part in the generation it waits for or runs (false while an
+  // elastic run's late node waits to be taken in: its signal stops only itself).
+  virtual bool in_run() const { return true; }
   // Publishes a failure of f.generation; the first one published wins. f.abort also forbids a
   // restart, whichever failure wins.
   virtual void ReportFailure(const Failure& f) = 0;
@@ -62,7 +68,8 @@ class Rendezvous {
   virtual GenerationEnd EndGeneration(int generation, const GiveUp& give_up) = 0;
   // The run is over for this launcher. Node 0 waits (bounded) until the others have left, so
   // the store it serves outlives their last call.
-  virtual void Finish(const GiveUp& give_up) = 0;
+  // `succeeded`: the run's verdict, for a node still waiting to take part.
+  virtual void Finish(const GiveUp& give_up, bool succeeded) = 0;
 };
 
 std::unique_ptr<Rendezvous> MakeLocalRendezvous(const LaunchOptions& options);
@@ -70,7 +77,8 @@ std::unique_ptr<Rendezvous> MakeLocalRendezvous(const LaunchOptions& options);
 // Joins the run at --rdzv-endpoint: node 0 serves the store there, the others connect (waiting
 // up to the rdzv timeout for it to come up). Checks that every node passed the same --nnodes,
 // --nproc-per-node, --max-restarts and --rdzv-id and that no node rank is taken twice
-// (kInvalidArgument), and waits until all nodes joined (kDeadlineExceeded naming how many did).
+// (kInvalidArgument), and (not elastic) waits until all nodes joined (kDeadlineExceeded naming
+// how many did); an elastic run gathers its nodes in StartGeneration.
 std::unique_ptr<Rendezvous> JoinStoreRendezvous(const LaunchOptions& options);
 
 }  // namespace trm::launch

@@ -67,7 +67,9 @@ class StoreRendezvous final : public Rendezvous {
     CheckConfig(WaitFor("trm-launch/config", deadline, nullptr));
     // A node declared lost may join again (elastic); any other second join is a duplicate.
     const std::string me = std::to_string(o.node_rank);
-    if (store_->Add(prefix_ + "joined/" + me, 1) != store_->Add(prefix_ + "lostnode/" + me, 0) + 1) {
+    incarnation_ = store_->Add(prefix_ + "joined/" + me, 1);
+    if (incarnation_ != store_->Add(prefix_ + "lostnode/" + me, 0) + 1) {
+      store_->Add(prefix_ + "joined/" + me, -1);  // refused: leaves no trace (else it would look present)
       InvalidArgument("--node-rank " + std::to_string(o.node_rank) + ": another launcher already joined run '" +
                       o.rdzv_id + "' at " + endpoint_ + " as node " + std::to_string(o.node_rank));
     }
@@ -84,36 +86,63 @@ class StoreRendezvous final : public Rendezvous {
 
   std::string master_addr() const override { return o_.rdzv_host; }
 
-  GenerationInfo StartGeneration(int from, const GiveUp& give_up) override {
+  GenerationInfo StartGeneration(int from, int restarts, const GiveUp& give_up) override {
     ResetView();
     GenerationInfo info;
     if (o_.node_rank == 0) {
       info.generation = from;
-      info.members = o_.elastic() ? GatherMembers(from, give_up) : AllNodes();
-      store_->Set(Gen(from) + "members", JoinRanks(info.members));
+      info.restarts = restarts;
+      std::vector<std::pair<int, int64_t>> members =
+          o_.elastic() ? GatherMembers(from, give_up) : std::vector<std::pair<int, int64_t>>{};
+      if (!o_.elastic())
+        for (int r : AllNodes()) members.emplace_back(r, 1);
+      for (const auto& [r, inc] : members) info.members.push_back(r);
+      store_->Set(Gen(from) + "restarts", std::to_string(restarts));
+      store_->Set(Gen(from) + "members", JoinMembers(members));
       info.master_port = PickFreePort();
       store_->Set(Gen(from) + "master_port", std::to_string(info.master_port));
       store_->Set(prefix_ + "current", std::to_string(from));
     } else {
       // Node 0 may first wait for MIN nodes and its last call; a node that joined late waits
-      // for the generation node 0 starts to take it in.
-      const auto deadline = Clock::now() + timeout_ + Millis(o_.rdzv_last_call_s) + 2 * Millis(o_.grace_period_s);
+      // for the generation node 0 starts to take it in (the wait starts again whenever node 0
+      // moves on to another generation).
+      const auto budget = o_.elastic() ? timeout_ + Millis(o_.rdzv_last_call_s) + 2 * Millis(o_.grace_period_s) : timeout_;
+      auto deadline = Clock::now() + budget;
       int g = from;
       if (auto current = store_->TryGet(prefix_ + "current")) g = std::max(g, std::stoi(*current));
+      in_run_ = !o_.elastic();  // a fixed run includes every node that joined
       while (true) {
         std::optional<std::string> members;
         while (!(members = store_->TryGet(Gen(g) + "members"))) {
-          if (store_->TryGet(prefix_ + "finished")) {
+          if (auto verdict = store_->TryGet(prefix_ + "finished")) {
             info.run_over = true;
+            info.run_succeeded = *verdict == "ok";
             return info;
           }
+          if (o_.elastic() && store_->Add(prefix_ + "lostnode/" + std::to_string(o_.node_rank), 0) >= incarnation_)
+            ThrowError(Code::kUnavailable, "node " + std::to_string(o_.node_rank) + " was declared lost (its launcher "
+                                           "was silent for --rdzv-timeout-s); start it again to rejoin the run");
           Wait(deadline, give_up, "generation " + std::to_string(g) + " to take in node " + std::to_string(o_.node_rank));
         }
-        info.members = SplitRanks(*members);
-        if (std::find(info.members.begin(), info.members.end(), o_.node_rank) != info.members.end()) break;
+        const auto listed = SplitMembers(*members);
+        bool me = false;
+        for (const auto& [r, inc] : listed) {
+          if (r != o_.node_rank) continue;
+          if (inc != incarnation_)
+            ThrowError(Code::kUnavailable, "node " + std::to_string(o_.node_rank) + " joined the run again elsewhere "
+                                           "(another launcher took this --node-rank after this one was declared lost)");
+          me = true;
+        }
+        if (me) {
+          for (const auto& [r, inc] : listed) info.members.push_back(r);
+          break;
+        }
         ++g;  // started without us: node 0 restarts the run to take us in
+        deadline = Clock::now() + budget;
       }
+      in_run_ = true;
       info.generation = g;
+      info.restarts = static_cast<int>(std::stoll(WaitFor(Gen(g) + "restarts", Clock::now() + timeout_, give_up)));
       info.master_port = std::stoi(WaitFor(Gen(g) + "master_port", Clock::now() + timeout_, give_up));
     }
     info.group_rank = static_cast<int>(std::find(info.members.begin(), info.members.end(), o_.node_rank) -
@@ -192,7 +221,9 @@ class StoreRendezvous final : public Rendezvous {
     return end;
   }
 
-  void Finish(const GiveUp& give_up) override {
+  bool in_run() const override { return in_run_; }
+
+  void Finish(const GiveUp& give_up, bool succeeded) override {
     if (store_broken_) return;
     if (o_.node_rank != 0) {
       try {
@@ -204,7 +235,7 @@ class StoreRendezvous final : public Rendezvous {
     }
     const auto limit = std::min<milliseconds>(timeout_, milliseconds(10000));
     try {
-      store_->Set(prefix_ + "finished", "1");  // nodes still waiting to take part leave too
+      store_->Set(prefix_ + "finished", succeeded ? "ok" : "failed");  // nodes still waiting to take part leave too
       if (!WaitCount(prefix_ + "left", static_cast<int64_t>(members_.size()) - 1, Clock::now() + limit, give_up,
                      Gen(generation_) + "lost")) {
         spdlog::warn("not every node left the rendezvous within {} ms; closing it anyway", limit.count());
@@ -271,17 +302,21 @@ class StoreRendezvous final : public Rendezvous {
     for (int r = 0; r < o_.nnodes; ++r) all.push_back(r);
     return all;
   }
-  static std::string JoinRanks(const std::vector<int>& ranks) {
+  // "R@INCARNATION,...": which join of each node rank takes part (a copy superseded by a later
+  // join of the same rank sees another incarnation and leaves).
+  static std::string JoinMembers(const std::vector<std::pair<int, int64_t>>& members) {
     std::string s;
-    for (int r : ranks) s += (s.empty() ? "" : ",") + std::to_string(r);
+    for (const auto& [r, inc] : members) s += (s.empty() ? "" : ",") + std::to_string(r) + "@" + std::to_string(inc);
     return s;
   }
-  static std::vector<int> SplitRanks(const std::string& text) {
-    std::vector<int> out;
+  static std::vector<std::pair<int, int64_t>> SplitMembers(const std::string& text) {
+    std::vector<std::pair<int, int64_t>> out;
     size_t at = 0;
     while (at < text.size()) {
       const size_t comma = std::min(text.find(',', at), text.size());
-      out.push_back(std::stoi(text.substr(at, comma - at)));
+      const std::string item = text.substr(at, comma - at);
+      const size_t sep = item.find('@');
+      out.emplace_back(std::stoi(item.substr(0, sep)), sep == std::string::npos ? 1 : std::stoll(item.substr(sep + 1)));
       at = comma + 1;
     }
     return out;
@@ -293,23 +328,25 @@ class StoreRendezvous final : public Rendezvous {
     std::this_thread::sleep_for(kWaitStep);
   }
 
-  // Elastic: the nodes present (joined, not declared lost since), node 0 first.
-  std::vector<int> Present() {
-    std::vector<int> present;
+  // Elastic: the nodes present (joined, not declared lost since) and the incarnation of each
+  // (its latest join), node 0 first.
+  std::vector<std::pair<int, int64_t>> Present() {
+    std::vector<std::pair<int, int64_t>> present;
     for (int r = 0; r < o_.nnodes; ++r) {
       const std::string k = std::to_string(r);
-      if (store_->Add(prefix_ + "joined/" + k, 0) > store_->Add(prefix_ + "lostnode/" + k, 0)) present.push_back(r);
+      const int64_t joins = store_->Add(prefix_ + "joined/" + k, 0);
+      if (joins > store_->Add(prefix_ + "lostnode/" + k, 0)) present.emplace_back(r, joins);
     }
     return present;
   }
 
   // Node 0, elastic: who runs generation g. The first waits for MAX nodes, or for MIN and then
   // --rdzv-last-call-s more; a restart takes the nodes present (at least MIN).
-  std::vector<int> GatherMembers(int g, const GiveUp& give_up) {
+  std::vector<std::pair<int, int64_t>> GatherMembers(int g, const GiveUp& give_up) {
     const auto deadline = Clock::now() + timeout_;
     std::optional<Clock::time_point> enough_since;
     while (true) {
-      const std::vector<int> present = Present();
+      const auto present = Present();
       const int n = static_cast<int>(present.size());
       if (n >= o_.nnodes) return present;
       if (n >= o_.min_nnodes) {
@@ -319,6 +356,7 @@ class StoreRendezvous final : public Rendezvous {
       }
       if (give_up && give_up()) ThrowError(Code::kCancelled, "stopped while gathering the nodes");
       if (Clock::now() >= deadline) {
+        if (n >= o_.min_nnodes) return present;  // the last call outlasts the timeout: go with MIN
         ThrowError(Code::kDeadlineExceeded, "rendezvous at " + endpoint_ + ": only " + std::to_string(n) + " of " +
                                                 std::to_string(o_.min_nnodes) + ".." + std::to_string(o_.nnodes) +
                                                 " nodes present within " + Seconds() + " (--rdzv-timeout-s)");
@@ -330,8 +368,9 @@ class StoreRendezvous final : public Rendezvous {
   // Node 0, elastic, below MAX: a node that joined (or came back) during the generation ends it,
   // so that the next one runs with it (not a restart of --max-restarts).
   void CheckJoiners(int generation) {
-    if (static_cast<int>(members_.size()) >= o_.nnodes) return;
-    for (int r : Present()) {
+    // Not once this node's ranks are done: the generation is finishing, not worth rerunning.
+    if (static_cast<int>(members_.size()) >= o_.nnodes || done_reported_) return;
+    for (const auto& [r, inc] : Present()) {
       if (std::find(members_.begin(), members_.end(), r) != members_.end()) continue;
       Failure f;
       f.generation = generation;
@@ -419,6 +458,8 @@ class StoreRendezvous final : public Rendezvous {
   Clock::time_point last_poll_{};
   Clock::time_point last_heartbeat_{};
   std::map<int, std::pair<int64_t, Clock::time_point>> hb_seen_;
+  int64_t incarnation_ = 0;   // this launcher's join of its node rank (1 first, 2 after a rejoin, ...)
+  bool in_run_ = true;        // the generation being waited for or run includes this node
   std::set<int> lost_now_;    // members declared lost in the generation started last
   std::vector<int> members_;  // of the generation started last
   int generation_ = 0;        // the generation started last

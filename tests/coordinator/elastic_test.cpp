@@ -93,6 +93,12 @@ TEST_F(ElasticTest, RunsShrunkThenGrowsBackOntoFreedSlotsWithoutUsingARestart) {
   EXPECT_TRUE(hb.stop(0).preempt());
   EXPECT_EQ(hb.stop(0).reason(), "resizing onto more ranks");
   c_->Tick();  // one resize at a time, and no second order
+  // Meanwhile the free slot stays the resizing job's: a job of its priority submitted now waits.
+  const std::string newcomer = c_->SubmitJob(Spec(1));
+  Beat("w2");
+  c_->Tick();
+  EXPECT_EQ(State(newcomer), v1::JOB_QUEUED);
+  EXPECT_EQ(c_->GetJob(newcomer).queue_reason(), "waiting while " + id + " stops to resize onto the free slots");
   Report("w1", id, 1, {Exit(0, 130)});
   j = c_->GetJob(id);
   EXPECT_EQ(j.state(), v1::JOB_QUEUED);
@@ -108,6 +114,8 @@ TEST_F(ElasticTest, RunsShrunkThenGrowsBackOntoFreedSlotsWithoutUsingARestart) {
   EXPECT_EQ(j.attempt(), 2);
   EXPECT_EQ(j.world_size(), 2);
   EXPECT_EQ(j.placement_size(), 2);
+  EXPECT_EQ(State(newcomer), v1::JOB_QUEUED);  // it kept its place ahead of the newcomer
+  c_->CancelJob(newcomer);
   // At its full size it never resizes again.
   now_ += 10 * 60 * 1000;
   Beat("w1", {{id, 2}});
