@@ -18,6 +18,7 @@ int RunGenerate(const std::vector<std::string>& args);
 int RunAllreduce(const std::vector<std::string>& args);
 int RunControlPlane(const std::vector<std::string>& args);
 int RunEval(const std::vector<std::string>& args);
+int RunDashboard(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

@@ -26,6 +26,7 @@ constexpr Benchmark kBenchmarks[] = {
     {"allreduce", RunAllreduce, "[--ranks N] [--reps R] [--max-mb M]  Gloo all-reduce time and bus bandwidth by size"},
     {"eval", RunEval,
      "--checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N] [--threads T] [--repeats R]  rows/s vs the PyTorch reference"},
+    {"dashboard", RunDashboard, "[--steps N] [--reps R]  the job page's data for a job of N logged steps, over HTTP"},
     {"control-plane", RunControlPlane,
      "[--jobs N] [--workers W] [--seconds S] [--mb M]  coordinator submit latency, heartbeat load, checkpoint MB/s"},
 };

@@ -19,11 +19,12 @@ echo "== 1/4 dataset: examples/chat_example.json -> $DATA"
   --max-length 128 --train-split 1.0 --output-dir "$DATA"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export TRM_COORDINATOR="127.0.0.1:$PORT"
 echo "== 2/4 service: trm-coordinator --standalone on $TRM_COORDINATOR (log: $SERVICE/service.log)"
 mkdir -p "$SERVICE"
 "$BIN/trm-coordinator" --standalone --cpu-slots 1 --listen "$TRM_COORDINATOR" --data-dir "$SERVICE" \
-  --config-dir configs >"$SERVICE/service.log" 2>&1 &
+  --config-dir configs --http-listen "127.0.0.1:$HTTP_PORT" >"$SERVICE/service.log" 2>&1 &
 SERVICE_PID=$!
 trap 'kill $SERVICE_PID 2>/dev/null; wait $SERVICE_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -35,7 +36,7 @@ done
 echo "== 3/4 push, submit, watch (a few minutes on 2 cores)"
 "$BIN/trmctl" dataset push "$DATA" --name example-chat
 JOB=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset example-chat --name tiny-chat log_interval=100 "$@")
-echo "job $JOB submitted"
+echo "job $JOB submitted; watch it in a browser: http://127.0.0.1:$HTTP_PORT/jobs/$JOB"
 "$BIN/trmctl" watch "$JOB"
 "$BIN/trmctl" checkpoints "$JOB"
 

@@ -9,6 +9,10 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libsqlite3-dev libssl-dev libgloo-dev
+  # The web dashboard's HTTP server (coordinator/src/http_server.cpp).
+  libcivetweb-dev
+  # The dashboard's end-to-end test loads its pages in headless Chromium (tests/e2e/dashboard.sh).
+  chromium
   libgtest-dev libgmock-dev
   # The two-host test puts each node in its own network namespace (ip netns, veth: tests/e2e).
   iproute2

@@ -7,9 +7,12 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <thread>
 
 #include "grpc_services.h"
+#include "http_api.h"
+#include "http_server.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/coordinator/metrics.h"
@@ -49,6 +52,8 @@ struct CoordinatorServer::Impl {
   ServerOptions opt;
   CoordinatorMetrics metrics;
   std::unique_ptr<MetricsServer> metrics_server;
+  std::unique_ptr<HttpApi> http_api;
+  std::unique_ptr<HttpServer> http_server;
   std::unique_ptr<Coordinator> coordinator;
   std::unique_ptr<Authorizer> auth;
   std::atomic<bool> stopping{false};
@@ -75,6 +80,19 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   s.jobs = std::make_unique<JobServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get(), &s.stopping);
   s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get(), s.auth.get());
   s.workers = std::make_unique<WorkerServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get());
+  if (!s.opt.http_listen.empty()) {
+    HttpApiOptions ho;
+    ho.tls = !s.opt.tls_cert.empty();
+    s.http_api = std::make_unique<HttpApi>(s.coordinator.get(), s.auth.get(), ho);
+    HttpServerOptions hs;
+    hs.listen = s.opt.http_listen;
+    hs.tls_cert = s.opt.tls_cert;
+    hs.tls_key = s.opt.tls_key;
+    hs.insecure = s.opt.insecure;
+    hs.scratch_dir = (std::filesystem::path(s.opt.coordinator.data_dir) / "tmp").string();
+    std::filesystem::create_directories(hs.scratch_dir);
+    s.http_server = std::make_unique<HttpServer>(hs, s.http_api.get());
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -106,8 +124,9 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
       s.cv.wait_for(l, std::chrono::milliseconds(s.opt.tick_ms), [&] { return s.shut; });
     }
   });
-  spdlog::info("coordinator listening on port {}{}", s.port,
-               s.metrics_server ? ", metrics on port " + std::to_string(s.metrics_server->port()) : "");
+  spdlog::info("coordinator listening on port {}{}{}", s.port,
+               s.metrics_server ? ", metrics on port " + std::to_string(s.metrics_server->port()) : "",
+               s.http_server ? ", dashboard at " + s.http_server->url() : "");
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
@@ -115,6 +134,7 @@ CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 int CoordinatorServer::port() const { return impl_->port; }
 int CoordinatorServer::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
 Coordinator& CoordinatorServer::coordinator() { return *impl_->coordinator; }
+std::string CoordinatorServer::dashboard_url() const { return impl_->http_server ? impl_->http_server->url() : ""; }
 
 int CoordinatorServer::ReloadTokens(const std::string& why) {
   v1::AuditEntry e;
@@ -144,6 +164,7 @@ void CoordinatorServer::Shutdown() {
   }
   s.cv.notify_all();
   s.stopping = true;
+  s.http_server.reset();  // its requests use the coordinator: done before it goes
   if (s.server) {
     s.server->GetHealthCheckService()->SetServingStatus(false);
     s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -60,6 +60,7 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
   if (a == "--listen") opt.listen = v;
   else if (a == "--data-dir") c.data_dir = v;
   else if (a == "--metrics-listen") opt.metrics_listen = v;
+  else if (a == "--http-listen") opt.http_listen = v;
   else if (a == "--heartbeat-timeout-s") c.heartbeat_timeout_ms = static_cast<int>(n * 1000);
   else if (a == "--hang-timeout-s") c.hang_timeout_ms = n * 1000;
   else if (a == "--start-timeout-s") c.start_timeout_ms = n * 1000;
@@ -104,7 +105,7 @@ bool TakesValue(const std::string& a) {
   static const std::set<std::string> kValued{"--listen",      "--data-dir",      "--metrics-listen", "--hang-budget-s",
                                              "--keep-best",   "--config-dir",    "--port-file",      "--worker-binary",
                                              "--auth-tokens", "--worker-secret-file", "--tls-cert",  "--tls-key",
-                                             "--tls-client-ca", "--quota-slots"};
+                                             "--tls-client-ca", "--quota-slots", "--http-listen"};
   return kValued.count(a) > 0 || TakesNumber(a);
 }
 
@@ -151,8 +152,9 @@ void SpawnLocalWorker(const CommandLine& cl, int port, RankGroup* worker) {
 CommandLine ParseCommandLine(const std::vector<std::string>& args) {
   CommandLine cl;
   cl.server.coordinator.data_dir = "trm-coordinator";
-  bool require_worker_cert = false;
+  bool require_worker_cert = false, http_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
+    http_given = http_given || args[i] == "--http-listen";
     const std::string& a = args[i];
     if (a == "-h" || a == "--help") cl.help = true;
     else if (a == "--standalone") cl.standalone = true;
@@ -171,11 +173,15 @@ CommandLine ParseCommandLine(const std::vector<std::string>& args) {
   cl.server.auth.require_worker_cert = require_worker_cert;
   if (require_worker_cert && cl.server.tls_client_ca.empty()) InvalidArgument("--require-worker-cert needs --tls-client-ca");
   if (cl.server.coordinator.config_dir.empty()) cl.server.coordinator.config_dir = worker::DefaultConfigDir();
+  // One machine, one command: the dashboard comes with it (on loopback, a free port; the URL is logged).
+  if (cl.standalone && !http_given) cl.server.http_listen = "127.0.0.1:0";
+  if (cl.server.http_listen == "none") cl.server.http_listen.clear();
   return cl;
 }
 
 std::string Usage() {
   return "usage: trm-coordinator [--listen HOST:PORT] [--data-dir DIR] [--metrics-listen HOST:PORT]\n"
+         "                       [--http-listen HOST:PORT|none (--standalone: 127.0.0.1:0)]\n"
          "                       [--heartbeat-timeout-s S] [--heartbeat-interval-ms MS] [--keep-last K]\n"
          "                       [--hang-timeout-s S (900)] [--start-timeout-s S (1800)]\n"
          "                       [--hang-budget-s PHASE=S[,PHASE=S...]]\n"
@@ -199,6 +205,7 @@ std::string Usage() {
          "                   has run this long and no training job waits (0: only when next placed)\n"
          "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
          "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
+         "  --http-listen    the web dashboard (docs/dashboard.md); TLS and tokens as for --listen\n"
          "  default --listen 127.0.0.1:50051\n";
 }
 

@@ -14,6 +14,9 @@ namespace trm::coordinator {
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0 picks a free one (see port())
   std::string metrics_listen;            // HOST:PORT for /metrics; empty = none
+  // HOST:PORT of the web dashboard (docs/dashboard.md; port 0 picks a free one); empty = none.
+  // It uses the TLS certificate and the tokens of the gRPC API.
+  std::string http_listen;
   int tick_ms = 200;                     // scheduling / liveness cadence
   // TLS (PEM files). Without a certificate the server speaks plaintext, which it accepts only
   // on a loopback address unless `insecure` says otherwise.
@@ -35,6 +38,7 @@ class CoordinatorServer {
 
   int port() const;
   int metrics_port() const;  // 0 without a metrics endpoint
+  std::string dashboard_url() const;  // "" without --http-listen
   Coordinator& coordinator();
   // Re-reads --auth-tokens (SIGHUP; `why` names the trigger in the log and the audit log).
   // Throws trm::Error and keeps the old tokens when the file is bad. Returns the token count.

@@ -1,0 +1,117 @@
+// trm-bench dashboard: how long the job page's data takes for a long job. A job with --steps
+// (default 100,000) training metrics points; the page's three calls (the job with its
+// checkpoints and states, its downsampled metrics, the log tail) are timed through HttpApi, the
+// code the HTTP server hands each request to (inside trm-bench civetweb cannot start its worker
+// threads next to LibTorch's, so no socket), --reps times each (median and worst), with the
+// bytes of each answer. The bar (issue 20): the page's data in under a second.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "bench.h"
+#include "http_api.h"
+#include "trm/common/error.h"
+#include "trm/coordinator/coordinator.h"
+#include "trm/coordinator/store.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace trm::bench {
+namespace {
+
+}  // namespace
+
+int RunDashboard(const std::vector<std::string>& args) {
+  CheckFlags(args, {"steps", "reps"});
+  const long steps = std::stol(FlagValue(args, "steps", "100000"));
+  const int reps = std::stoi(FlagValue(args, "reps", "5"));
+  const fs::path root = fs::temp_directory_path() / ("trm_dashboard_bench_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  coordinator::CoordinatorOptions o;
+  o.data_dir = (root / "state").string();
+  o.config_dir = std::string(TRM_BENCH_SOURCE_DIR) + "/configs";
+  std::string job;
+  {
+    coordinator::Coordinator c(o);
+    v1::RegisterRequest r;
+    r.set_worker_id("w1");
+    r.set_host("127.0.0.1");
+    r.set_slots(1);
+    r.set_device_kind("cpu");
+    c.Register(r);
+    v1::JobSpec s;
+    s.set_config_name("cfg_tiny");
+    s.set_data_path("/data/chat");
+    s.set_world_size(1);
+    job = c.SubmitJob(s);
+  }
+  const auto t_fill = Clock::now();
+  {
+    // Straight into the store: the worker's event path is rate-limited to 2,000 a second.
+    coordinator::Store store((fs::path(o.data_dir) / "coordinator.db").string());
+    coordinator::Store::Transaction tx(&store);
+    for (long i = 1; i <= steps; ++i) {
+      v1::StepMetrics m;
+      m.set_step(i);
+      m.set_total_steps(steps);
+      auto& v = *m.mutable_values();
+      v["lm_loss"] = 5.0 / (1.0 + 1e-3 * static_cast<double>(i));
+      v["lr"] = 1e-3;
+      v["tokens_per_s"] = 6000;
+      v["act_steps"] = 4;
+      v["step_s"] = 0.08;
+      v["accuracy"] = 0.5;
+      store.AppendMetrics(job, m);
+    }
+    tx.Commit();
+  }
+  std::fprintf(stderr, "filled %ld metrics points in %.1f s\n", steps,
+               std::chrono::duration<double>(Clock::now() - t_fill).count());
+  coordinator::Coordinator c(o);
+  coordinator::Authorizer auth{coordinator::AuthConfig{}};
+  coordinator::HttpApi api(&c, &auth);
+  nlohmann::json out = {{"bench", "dashboard"}, {"steps", steps}, {"reps", reps}};
+  double page_worst = 0;
+  std::vector<double> page(static_cast<size_t>(reps), 0.0);
+  for (const std::string path : {"/api/jobs/" + job, "/api/jobs/" + job + "/metrics",
+                                 "/api/jobs/" + job + "/events?logs=1&after=0&limit=2000"}) {
+    std::vector<double> t;
+    size_t bytes = 0;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = Clock::now();
+      coordinator::HttpRequest req;
+      req.method = "GET";
+      const size_t q = path.find('?');
+      req.path = path.substr(0, q);
+      if (q != std::string::npos)
+        for (const char* kv : {"logs=1", "after=0", "limit=2000"}) {
+          const std::string k(kv);
+          req.query[k.substr(0, k.find('='))] = k.substr(k.find('=') + 1);
+        }
+      const coordinator::HttpResponse resp = api.Handle(req);
+      if (resp.status != 200) ThrowError(Code::kInternal, path + ": " + resp.body.substr(0, 200));
+      bytes = resp.body.size();
+      t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      page[static_cast<size_t>(i)] += t.back();
+    }
+    std::sort(t.begin(), t.end());
+    const std::string key = path.find("/metrics") != std::string::npos ? "metrics"
+                            : path.find("/events") != std::string::npos ? "events" : "job";
+    out[key] = {{"median_ms", t[t.size() / 2]}, {"worst_ms", t.back()}, {"bytes", bytes}};
+    std::fprintf(stderr, "%s: median %.1f ms, worst %.1f ms, %zu bytes\n", key.c_str(), t[t.size() / 2], t.back(), bytes);
+  }
+  for (double p : page) page_worst = std::max(page_worst, p);
+  std::sort(page.begin(), page.end());
+  out["page_data_median_ms"] = page[page.size() / 2];
+  out["page_data_worst_ms"] = page_worst;
+  std::printf("%s\n", out.dump().c_str());
+  fs::remove_all(root);
+  return 0;
+}
+
+}  // namespace trm::bench

@@ -1,0 +1,339 @@
+#include "http_api.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "trm/common/error.h"
+#include "web_assets.h"
+
+namespace trm::coordinator {
+namespace {
+
+// trm::Error codes as HTTP statuses (docs/error-policy.md: converted at the edge, as for gRPC).
+int HttpStatus(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument: return 400;
+    case Code::kUnauthenticated: return 401;
+    case Code::kPermissionDenied: return 403;
+    case Code::kNotFound: return 404;
+    case Code::kFailedPrecondition: return 409;
+    case Code::kResourceExhausted: return 429;
+    case Code::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(m, &out, o).ok()) Internal("cannot print " + m.GetTypeName() + " as JSON");
+  return out;
+}
+
+template <typename Messages>
+std::string JsonArray(const Messages& ms) {
+  std::string out = "[";
+  for (const auto& m : ms) out += (out.size() > 1 ? "," : "") + Json(m);
+  return out + "]";
+}
+
+HttpResponse JsonResponse(std::string body, int status = 200) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+HttpResponse ErrorResponse(int status, const std::string& message) {
+  return JsonResponse(nlohmann::json{{"error", message}}.dump(), status);
+}
+
+HttpResponse Asset(const WebAsset& a) {
+  HttpResponse r;
+  r.content_type = a.content_type;
+  r.body = a.body;
+  // The pages may only run their own script and talk to this origin.
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  return r;
+}
+
+int64_t QueryInt(const HttpRequest& r, const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
+  auto it = r.query.find(key);
+  if (it == r.query.end() || it->second.empty()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  if (*end || errno == ERANGE || v < lo || v > hi)
+    InvalidArgument("query " + key + "='" + it->second + "': expected an integer in [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
+  return v;
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t at = 1;
+  while (at <= path.size()) {
+    const size_t slash = std::min(path.find('/', at), path.size());
+    if (slash > at) parts.push_back(path.substr(at, slash - at));
+    at = slash + 1;
+  }
+  return parts;
+}
+
+std::string FormValue(const std::string& body, const std::string& key) {
+  size_t at = 0;
+  while (at <= body.size()) {
+    const size_t amp = std::min(body.find('&', at), body.size());
+    const std::string kv = body.substr(at, amp - at);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos && kv.substr(0, eq) == key) {
+      std::string v;
+      const std::string raw = kv.substr(eq + 1);
+      for (size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '+') {
+          v += ' ';
+        } else if (raw[i] == '%' && i + 2 < raw.size() && std::isxdigit(static_cast<unsigned char>(raw[i + 1])) &&
+                   std::isxdigit(static_cast<unsigned char>(raw[i + 2]))) {
+          v += static_cast<char>(std::stoi(raw.substr(i + 1, 2), nullptr, 16));
+          i += 2;
+        } else {
+          v += raw[i];
+        }
+      }
+      return v;
+    }
+    at = amp + 1;
+  }
+  return "";
+}
+
+std::string RandomHex(size_t bytes) {
+  std::random_device rd;
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes; ++i) {
+    const unsigned b = rd() & 0xff;
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+// A job's metrics as the pages draw them: training series downsampled together (by the loss's
+// shape), evaluation points (few) whole.
+std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_points) {
+  std::vector<const v1::StepMetrics*> train, eval;
+  for (const auto& p : points) (p.eval() ? eval : train).push_back(&p);
+  std::vector<double> loss;
+  for (const auto* p : train) {
+    auto it = p->values().find("lm_loss");
+    loss.push_back(it == p->values().end() ? std::numeric_limits<double>::quiet_NaN() : it->second);
+  }
+  auto series = [](const std::vector<const v1::StepMetrics*>& ps, const std::vector<size_t>& keep) {
+    nlohmann::json steps = nlohmann::json::array(), values = nlohmann::json::object();
+    for (size_t k = 0; k < keep.size(); ++k) {
+      const v1::StepMetrics& p = *ps[keep[k]];
+      steps.push_back(p.step());
+      for (const auto& [name, v] : p.values()) {
+        if (!values.contains(name)) values[name] = nlohmann::json::array();
+        auto& column = values[name];
+        while (column.size() < k) column.push_back(nullptr);  // a key not every point has
+        column.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr));
+      }
+    }
+    for (auto& [name, column] : values.items())
+      while (column.size() < keep.size()) column.push_back(nullptr);
+    return nlohmann::json{{"steps", steps}, {"values", values}};
+  };
+  std::vector<size_t> all_eval(eval.size());
+  for (size_t i = 0; i < eval.size(); ++i) all_eval[i] = i;
+  nlohmann::json out = {{"train", series(train, DownsampleIndices(loss, max_points))},
+                        {"eval", series(eval, all_eval)},
+                        {"train_points", train.size()},
+                        {"total_steps", points.empty() ? 0 : points.back().total_steps()}};
+  return out.dump();
+}
+
+}  // namespace
+
+std::vector<size_t> DownsampleIndices(const std::vector<double>& values, size_t max_points) {
+  const size_t n = values.size();
+  std::vector<size_t> keep;
+  if (n <= std::max<size_t>(max_points, 2)) {
+    for (size_t i = 0; i < n; ++i) keep.push_back(i);
+    return keep;
+  }
+  const size_t buckets = std::max<size_t>(1, (max_points - 2) / 2);
+  keep.push_back(0);
+  const size_t inner = n - 2;
+  for (size_t b = 0; b < buckets; ++b) {
+    const size_t lo = 1 + inner * b / buckets, hi = 1 + inner * (b + 1) / buckets;
+    if (lo >= hi) continue;
+    size_t mn = lo, mx = lo;
+    for (size_t i = lo; i < hi; ++i) {
+      if (!std::isfinite(values[i])) continue;
+      if (!std::isfinite(values[mn]) || values[i] < values[mn]) mn = i;
+      if (!std::isfinite(values[mx]) || values[i] > values[mx]) mx = i;
+    }
+    keep.push_back(std::min(mn, mx));
+    if (mn != mx) keep.push_back(std::max(mn, mx));
+  }
+  keep.push_back(n - 1);
+  return keep;
+}
+
+std::string CookieValue(const std::string& header, const std::string& name) {
+  size_t at = 0;
+  while (at < header.size()) {
+    while (at < header.size() && (header[at] == ' ' || header[at] == ';')) ++at;
+    const size_t end = std::min(header.find(';', at), header.size());
+    const std::string kv = header.substr(at, end - at);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos && kv.substr(0, eq) == name) return kv.substr(eq + 1);
+    at = end + 1;
+  }
+  return "";
+}
+
+HttpApi::HttpApi(Coordinator* coordinator, const Authorizer* auth, HttpApiOptions options)
+    : c_(coordinator), auth_(auth), opt_(options) {}
+
+HttpResponse HttpApi::Handle(const HttpRequest& req) const {
+  const std::vector<std::string> parts = SplitPath(req.path);
+  const bool api = !parts.empty() && parts[0] == "api";
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const std::string secure = opt_.tls ? "; Secure" : "";
+  try {
+    // Assets and the login page carry no data: they need no token.
+    if (get && parts.size() == 2 && parts[0] == "static") {
+      if (const WebAsset* a = FindWebAsset(parts[1])) return Asset(*a);
+      return ErrorResponse(404, "no such file: " + req.path);
+    }
+    if (req.method == "POST" && req.path == "/login") {
+      const std::string token = FormValue(req.body, "token");
+      HttpResponse r;
+      r.status = 303;
+      r.content_type = "text/plain";
+      // The cookie carries the token as it is: only tokens of cookie-safe characters sign in
+      // this way (any token works as an Authorization header).
+      const bool cookie_safe = !token.empty() && token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                                         "0123456789-._~+/=:") == std::string::npos;
+      try {
+        if (!cookie_safe) ThrowError(Code::kUnauthenticated, "token");
+        auth_->RequireUser("Bearer " + token, Role::kRead, "dashboard login");
+      } catch (const Error&) {
+        r.headers.emplace_back("Location", "/?login=failed");
+        return r;
+      }
+      r.headers.emplace_back("Set-Cookie", "trm_token=" + token + "; Path=/; HttpOnly; SameSite=Strict" + secure);
+      r.headers.emplace_back("Set-Cookie", "trm_csrf=" + RandomHex(16) + "; Path=/; SameSite=Strict" + secure);
+      r.headers.emplace_back("Location", "/");
+      return r;
+    }
+    if (req.method == "POST" && req.path == "/logout") {
+      HttpResponse r;
+      r.status = 303;
+      r.content_type = "text/plain";
+      r.headers.emplace_back("Set-Cookie", "trm_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" + secure);
+      r.headers.emplace_back("Location", "/");
+      return r;
+    }
+
+    // Everything else shows data: the caller must be allowed to read it.
+    std::string token = CookieValue(req.cookie, "trm_token");
+    std::string authorization = req.authorization.empty() && !token.empty() ? "Bearer " + token : req.authorization;
+    Principal who;
+    try {
+      who = auth_->RequireUser(authorization, Role::kRead, "dashboard");
+    } catch (const Error& e) {
+      if (api || !get) return ErrorResponse(HttpStatus(e.code()), e.what());
+      HttpResponse r = Asset(*FindWebAsset("login.html"));
+      r.status = e.code() == Code::kUnauthenticated ? 401 : HttpStatus(e.code());
+      return r;
+    }
+
+    if (!api) {
+      if (!get) return ErrorResponse(405, req.method + " " + req.path + ": only GET");
+      const bool page = parts.empty() || (parts.size() == 2 && parts[0] == "jobs") ||
+                        (parts.size() == 1 && (parts[0] == "workers" || parts[0] == "datasets" || parts[0] == "queue"));
+      if (!page) return ErrorResponse(404, "no such page: " + req.path);
+      HttpResponse r = Asset(*FindWebAsset("index.html"));
+      // The page's script sends it back as X-TRM-CSRF with a cancel; set once per browser.
+      if (CookieValue(req.cookie, "trm_csrf").empty())
+        r.headers.emplace_back("Set-Cookie", "trm_csrf=" + RandomHex(16) + "; Path=/; SameSite=Strict" + secure);
+      return r;
+    }
+
+    // /api/...
+    if (parts.size() == 2 && parts[1] == "whoami" && get)
+      return JsonResponse(nlohmann::json{{"name", who.name}, {"role", RoleName(who.role)}, {"auth", auth_->enabled()}}.dump());
+    if (parts.size() == 2 && parts[1] == "jobs" && get) {
+      std::vector<v1::JobState> states;
+      if (auto it = req.query.find("state"); it != req.query.end() && !it->second.empty()) {
+        v1::JobState s;
+        std::string name = it->second;
+        for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        if (!v1::JobState_Parse("JOB_" + name, &s) || s == v1::JOB_STATE_UNSPECIFIED)
+          InvalidArgument("query state='" + it->second + "': expected queued, running, succeeded, failed or cancelled");
+        states.push_back(s);
+      }
+      const auto owner = req.query.count("owner") ? req.query.at("owner") : std::string();
+      const int limit = static_cast<int>(QueryInt(req, "limit", 500, 1, 10000));
+      return JsonResponse("{\"jobs\":" + JsonArray(c_->ListJobs(states, limit, who, owner)) + "}");
+    }
+    if (parts.size() == 3 && parts[1] == "jobs" && get) {
+      const v1::Job job = c_->GetJob(parts[2], who);
+      // Attempts and their reasons are the state events: a short list, read whole.
+      std::vector<v1::JobEvent> states;
+      uint64_t after = 0;
+      while (true) {
+        const auto batch = c_->ReadEvents(parts[2], after, false, 1000, who);
+        for (const auto& e : batch)
+          if (e.has_state()) states.push_back(e);
+        if (batch.size() < 1000) break;
+        after = batch.back().seq();
+      }
+      return JsonResponse("{\"job\":" + Json(job) + ",\"checkpoints\":" + JsonArray(c_->ListCheckpoints(parts[2], who)) +
+                          ",\"states\":" + JsonArray(states) + "}");
+    }
+    if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "metrics" && get) {
+      const size_t points = static_cast<size_t>(QueryInt(req, "points", static_cast<int64_t>(opt_.max_points), 2,
+                                                         static_cast<int64_t>(opt_.max_points)));
+      return JsonResponse(MetricsJson(c_->GetMetrics(parts[2], 0, 0, who), points));
+    }
+    if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "events" && get) {
+      const auto after = static_cast<uint64_t>(QueryInt(req, "after", 0, 0, std::numeric_limits<int64_t>::max()));
+      const int limit = static_cast<int>(QueryInt(req, "limit", 500, 1, 5000));
+      const bool logs = req.query.count("logs") && req.query.at("logs") == "1";
+      const auto events = c_->ReadEvents(parts[2], after, logs, limit, who);
+      const uint64_t last = events.empty() ? after : events.back().seq();
+      return JsonResponse("{\"events\":" + JsonArray(events) + ",\"last_seq\":" + std::to_string(last) + "}");
+    }
+    if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "cancel") {
+      if (req.method != "POST") return ErrorResponse(405, "cancel: POST only");
+      const std::string csrf = CookieValue(req.cookie, "trm_csrf");
+      if (csrf.empty() || req.csrf != csrf)
+        return ErrorResponse(403, "cancel: the X-TRM-CSRF header must equal the trm_csrf cookie (send it from the dashboard)");
+      const Principal canceller = auth_->RequireUser(authorization, Role::kSubmit, "dashboard cancel");
+      return JsonResponse(Json(c_->CancelJob(parts[2], canceller)));
+    }
+    if (parts.size() == 2 && parts[1] == "workers" && get)
+      return JsonResponse("{\"workers\":" + JsonArray(c_->ListWorkers(who)) + "}");
+    if (parts.size() == 2 && parts[1] == "datasets" && get)
+      return JsonResponse("{\"datasets\":" + JsonArray(c_->ListDatasets(who)) + "}");
+    if (parts.size() == 2 && parts[1] == "queue" && get) return JsonResponse(Json(c_->GetQueue(who)));
+    return ErrorResponse(404, "no such endpoint: " + req.method + " " + req.path);
+  } catch (const Error& e) {
+    return ErrorResponse(HttpStatus(e.code()), e.what());
+  }
+}
+
+}  // namespace trm::coordinator

@@ -1,0 +1,68 @@
+// The dashboard's JSON API (/api/...), its pages and its login, as plain logic over a
+// Coordinator: the HTTP server (http_server.h) is a thin adapter that hands every request here,
+// so each endpoint is unit-tested without a socket. The JSON comes from the same Coordinator
+// calls as the gRPC API, with trm.proto's field names; the pages hold no logic of their own.
+//
+// Security is the gRPC API's: with auth on, every /api call and every page needs a user token,
+// sent as "Authorization: Bearer TOKEN" or kept in the HttpOnly, SameSite=Strict cookie that the
+// login form sets (Secure under TLS); without one, pages show the login form and /api answers
+// 401, never data. The one state-changing call (cancel) also needs the X-TRM-CSRF header to
+// equal the trm_csrf cookie (a cross-site page can send neither).
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trm/coordinator/auth.h"
+#include "trm/coordinator/coordinator.h"
+
+namespace trm::coordinator {
+
+struct HttpRequest {
+  std::string method;                        // GET, POST, ...
+  std::string path;                          // decoded, without the query string
+  std::map<std::string, std::string> query;  // decoded
+  std::string authorization;                 // the Authorization header
+  std::string cookie;                        // the Cookie header
+  std::string csrf;                          // the X-TRM-CSRF header
+  std::string content_type;
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra: Set-Cookie, Location, ...
+};
+
+struct HttpApiOptions {
+  bool tls = false;        // cookies get Secure
+  size_t max_points = 2000;  // a metrics series is downsampled to at most this many points
+};
+
+// Thread-safe (every call goes through the Coordinator's own lock); borrows `coordinator` and
+// `auth`, which must outlive it.
+class HttpApi {
+ public:
+  HttpApi(Coordinator* coordinator, const Authorizer* auth, HttpApiOptions options = {});
+  HttpResponse Handle(const HttpRequest& request) const;
+
+ private:
+  Coordinator* c_;
+  const Authorizer* auth_;
+  HttpApiOptions opt_;
+};
+
+// Indices of at most `max_points` of `values` that keep the curve's shape: the first and last,
+// and in each of (max_points - 2) / 2 equal buckets of the rest its smallest and largest value
+// (spikes survive), in order. All indices when there are no more than max_points.
+std::vector<size_t> DownsampleIndices(const std::vector<double>& values, size_t max_points);
+
+// The value of cookie `name` in a Cookie header ("" when absent).
+std::string CookieValue(const std::string& cookie_header, const std::string& name);
+
+}  // namespace trm::coordinator

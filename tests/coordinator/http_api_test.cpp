@@ -1,0 +1,277 @@
+// The dashboard's /api endpoints, pages and login against a real Coordinator (fake clock, real
+// SQLite), without a socket; and once over a real HTTP server on loopback.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator_fixture.h"
+#include "http_api.h"
+#include "http_server.h"
+
+namespace trm::coordinator {
+namespace {
+
+constexpr const char* kAdminToken = "admin-token-0123456789";
+constexpr const char* kSubmitToken = "alice-token-0123456789";
+constexpr const char* kReadToken = "reader-token-0123456789";
+
+class HttpApiTest : public CoordinatorTest {
+ protected:
+  HttpResponse Get(const HttpApi& api, const std::string& path, std::map<std::string, std::string> query = {},
+                   const std::string& authorization = "", const std::string& cookie = "") {
+    HttpRequest r;
+    r.method = "GET";
+    r.path = path;
+    r.query = std::move(query);
+    r.authorization = authorization;
+    r.cookie = cookie;
+    return api.Handle(r);
+  }
+  static nlohmann::json Body(const HttpResponse& r) { return nlohmann::json::parse(r.body); }
+  static AuthConfig Tokens() {
+    AuthConfig a;
+    a.enabled = true;
+    a.tokens = {{kAdminToken, Role::kAdmin}, {kSubmitToken, Role::kSubmit}, {kReadToken, Role::kRead}};
+    a.names = {{kAdminToken, "admin"}, {kSubmitToken, "alice"}, {kReadToken, "reader"}};
+    return a;
+  }
+  static std::string HeaderOf(const HttpResponse& r, const std::string& name, int nth = 0) {
+    for (const auto& [k, v] : r.headers)
+      if (k == name && nth-- == 0) return v;
+    return "";
+  }
+  Authorizer open_{AuthConfig{}};
+};
+
+TEST_F(HttpApiTest, JobsJobMetricsAndEventsAreTheCoordinatorsData) {
+  HttpApi api(c_.get(), &open_);
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  std::vector<v1::WorkerEvent> evs;
+  for (int s = 1; s <= 30; ++s) evs.push_back(Metrics(s, 10.0 / s));
+  Report("w1", id, 1, evs);
+
+  HttpResponse r = Get(api, "/api/jobs");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "application/json");
+  nlohmann::json j = Body(r);
+  ASSERT_EQ(j["jobs"].size(), 1u);
+  EXPECT_EQ(j["jobs"][0]["id"], id);
+  EXPECT_EQ(j["jobs"][0]["state"], "JOB_RUNNING");
+  EXPECT_EQ(Body(Get(api, "/api/jobs", {{"state", "succeeded"}}))["jobs"].size(), 0u);
+  EXPECT_EQ(Body(Get(api, "/api/jobs", {{"state", "running"}}))["jobs"].size(), 1u);
+  r = Get(api, "/api/jobs", {{"state", "sleeping"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(Body(r)["error"].get<std::string>().find("query state='sleeping'"), std::string::npos);
+  EXPECT_EQ(Get(api, "/api/jobs", {{"limit", "0"}}).status, 400);
+
+  j = Body(Get(api, "/api/jobs/" + id));
+  EXPECT_EQ(j["job"]["id"], id);
+  EXPECT_EQ(j["job"]["spec"]["world_size"], 1);
+  ASSERT_GE(j["states"].size(), 2u);  // submitted, running
+  EXPECT_EQ(j["states"][1]["state"]["state"], "JOB_RUNNING");
+  EXPECT_TRUE(j["checkpoints"].is_array());
+  r = Get(api, "/api/jobs/job-999999");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_NE(Body(r)["error"].get<std::string>().find("does not exist"), std::string::npos);
+
+  // One point per logged step (under the downsampling limit).
+  j = Body(Get(api, "/api/jobs/" + id + "/metrics"));
+  ASSERT_EQ(j["train"]["steps"].size(), 30u);
+  EXPECT_EQ(j["train"]["steps"][0], 1);
+  EXPECT_DOUBLE_EQ(j["train"]["values"]["lm_loss"][29].get<double>(), 10.0 / 30);
+  EXPECT_EQ(j["train_points"], 30);
+  EXPECT_EQ(j["total_steps"], 10);
+  // Fewer asked for: the first, the last and each bucket's extremes.
+  j = Body(Get(api, "/api/jobs/" + id + "/metrics", {{"points", "10"}}));
+  EXPECT_LE(j["train"]["steps"].size(), 10u);
+  EXPECT_EQ(j["train"]["steps"].front(), 1);
+  EXPECT_EQ(j["train"]["steps"].back(), 30);
+
+  // Events after a sequence number, as trmctl watch reads them.
+  j = Body(Get(api, "/api/jobs/" + id + "/events"));
+  const uint64_t last = j["last_seq"].get<uint64_t>();
+  EXPECT_GT(last, 30u);
+  j = Body(Get(api, "/api/jobs/" + id + "/events", {{"after", std::to_string(last - 2)}}));
+  EXPECT_EQ(j["events"].size(), 2u);
+  EXPECT_EQ(j["last_seq"].get<uint64_t>(), last);
+  j = Body(Get(api, "/api/jobs/" + id + "/events", {{"after", std::to_string(last)}}));
+  EXPECT_EQ(j["events"].size(), 0u);
+  EXPECT_EQ(j["last_seq"].get<uint64_t>(), last);
+
+  EXPECT_EQ(Body(Get(api, "/api/workers"))["workers"][0]["id"], "w1");
+  EXPECT_TRUE(Body(Get(api, "/api/datasets"))["datasets"].is_array());
+  EXPECT_EQ(Get(api, "/api/queue").status, 200);
+  j = Body(Get(api, "/api/whoami"));
+  EXPECT_EQ(j["name"], "local");
+  EXPECT_EQ(j["auth"], false);
+  EXPECT_EQ(Get(api, "/api/nothing").status, 404);
+}
+
+TEST_F(HttpApiTest, PagesAndAssetsAreCompiledIn) {
+  HttpApi api(c_.get(), &open_);
+  HttpResponse r = Get(api, "/");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/html; charset=utf-8");
+  EXPECT_NE(r.body.find("/static/app.js"), std::string::npos);
+  EXPECT_NE(HeaderOf(r, "Content-Security-Policy").find("default-src 'self'"), std::string::npos);
+  EXPECT_NE(HeaderOf(r, "Set-Cookie").find("trm_csrf="), std::string::npos);
+  EXPECT_EQ(Get(api, "/jobs/job-000001").status, 200);  // the page; its data may not exist
+  EXPECT_EQ(Get(api, "/workers").status, 200);
+  r = Get(api, "/static/app.js");
+  EXPECT_EQ(r.content_type, "text/javascript; charset=utf-8");
+  EXPECT_NE(r.body.find("function chart("), std::string::npos);
+  EXPECT_EQ(Get(api, "/static/style.css").content_type, "text/css; charset=utf-8");
+  EXPECT_EQ(Get(api, "/static/../../etc/passwd").status, 404);
+  EXPECT_EQ(Get(api, "/static/nothing.js").status, 404);
+  EXPECT_EQ(Get(api, "/elsewhere").status, 404);
+}
+
+TEST_F(HttpApiTest, DownsamplingKeepsTheEndsAndTheExtremes) {
+  std::vector<double> v(100000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = 5.0 - static_cast<double>(i) / 50000.0;
+  v[33333] = 100;  // a spike
+  v[77777] = -100;
+  const auto keep = DownsampleIndices(v, 2000);
+  ASSERT_LE(keep.size(), 2000u);
+  EXPECT_GE(keep.size(), 1900u);
+  EXPECT_EQ(keep.front(), 0u);
+  EXPECT_EQ(keep.back(), v.size() - 1);
+  EXPECT_TRUE(std::is_sorted(keep.begin(), keep.end()));
+  EXPECT_NE(std::find(keep.begin(), keep.end(), 33333u), keep.end());
+  EXPECT_NE(std::find(keep.begin(), keep.end(), 77777u), keep.end());
+  EXPECT_EQ(DownsampleIndices({1, 2, 3}, 2000), (std::vector<size_t>{0, 1, 2}));
+  EXPECT_EQ(DownsampleIndices({}, 2000), std::vector<size_t>{});
+}
+
+TEST_F(HttpApiTest, WithAuthNothingShowsWithoutAToken) {
+  Authorizer auth(Tokens());
+  HttpApi api(c_.get(), &auth);
+  AddWorker("w1", 1);
+  const std::string alice_job = c_->SubmitJob(Spec(1), Principal{"alice", Role::kSubmit});
+  // No token: the login page for a page, 401 for the API; never the data.
+  HttpResponse r = Get(api, "/");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("Sign in"), std::string::npos);
+  EXPECT_EQ(r.body.find("/static/app.js"), std::string::npos);
+  r = Get(api, "/jobs/" + alice_job);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.body.find(alice_job), std::string::npos);
+  r = Get(api, "/api/jobs");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.body.find(alice_job), std::string::npos);
+  EXPECT_EQ(Get(api, "/api/jobs", {}, "Bearer wrong-token-0123456789").status, 401);
+  EXPECT_EQ(Get(api, "/static/style.css").status, 200);  // no data in it
+  // A bearer token reads.
+  r = Get(api, "/api/jobs", {}, std::string("Bearer ") + kReadToken);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r)["jobs"][0]["id"], alice_job);
+
+  // The login form sets an HttpOnly, SameSite=Strict cookie; a wrong token sets none.
+  HttpRequest login;
+  login.method = "POST";
+  login.path = "/login";
+  login.body = "token=wrong";
+  r = api.Handle(login);
+  EXPECT_EQ(r.status, 303);
+  EXPECT_EQ(HeaderOf(r, "Location"), "/?login=failed");
+  EXPECT_EQ(HeaderOf(r, "Set-Cookie"), "");
+  login.body = std::string("token=") + kReadToken;
+  r = api.Handle(login);
+  EXPECT_EQ(r.status, 303);
+  const std::string set = HeaderOf(r, "Set-Cookie");
+  EXPECT_EQ(set, std::string("trm_token=") + kReadToken + "; Path=/; HttpOnly; SameSite=Strict");
+  const std::string csrf_cookie = HeaderOf(r, "Set-Cookie", 1);
+  ASSERT_EQ(csrf_cookie.rfind("trm_csrf=", 0), 0u);
+  const std::string csrf = csrf_cookie.substr(9, csrf_cookie.find(';') - 9);
+  EXPECT_EQ(csrf.size(), 32u);
+  const std::string cookies = std::string("trm_token=") + kReadToken + "; trm_csrf=" + csrf;
+  EXPECT_EQ(Get(api, "/api/jobs", {}, "", cookies).status, 200);
+  EXPECT_EQ(Get(api, "/", {}, "", cookies).status, 200);
+  EXPECT_EQ(Body(Get(api, "/api/whoami", {}, "", cookies))["role"], "read");
+
+  // Cancel: the CSRF header must match, and a reader may not.
+  HttpRequest cancel;
+  cancel.method = "POST";
+  cancel.path = "/api/jobs/" + alice_job + "/cancel";
+  cancel.cookie = cookies;
+  r = api.Handle(cancel);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("X-TRM-CSRF"), std::string::npos);
+  cancel.csrf = csrf;
+  r = api.Handle(cancel);
+  EXPECT_EQ(r.status, 403) << r.body;  // a read token
+  cancel.cookie = std::string("trm_token=") + kAdminToken + "; trm_csrf=" + csrf;
+  r = api.Handle(cancel);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["state"], "JOB_CANCELLED");
+  cancel.method = "GET";
+  EXPECT_EQ(api.Handle(cancel).status, 405);
+
+  // TLS: the cookies are Secure.
+  HttpApiOptions tls;
+  tls.tls = true;
+  HttpApi secure(c_.get(), &auth, tls);
+  login.method = "POST";
+  EXPECT_NE(HeaderOf(secure.Handle(login), "Set-Cookie").find("; Secure"), std::string::npos);
+}
+
+TEST_F(HttpApiTest, PrivateReadsHideOtherUsersJobs) {
+  c_.reset();
+  options_.private_reads = true;
+  Open();
+  Authorizer auth(Tokens());
+  HttpApi api(c_.get(), &auth);
+  AddWorker("w1", 1);
+  const std::string alice_job = c_->SubmitJob(Spec(1), Principal{"alice", Role::kSubmit});
+  const std::string reader = std::string("Bearer ") + kReadToken;
+  EXPECT_EQ(Body(Get(api, "/api/jobs", {}, reader))["jobs"].size(), 0u);
+  EXPECT_EQ(Get(api, "/api/jobs/" + alice_job, {}, reader).status, 404);
+  EXPECT_EQ(Get(api, "/api/jobs/" + alice_job + "/metrics", {}, reader).status, 404);
+  EXPECT_EQ(Body(Get(api, "/api/jobs", {}, std::string("Bearer ") + kSubmitToken))["jobs"].size(), 1u);
+}
+
+// The same API over a real socket: civetweb hands the request over and writes the answer.
+TEST_F(HttpApiTest, ServesOverHttpOnLoopback) {
+  HttpApi api(c_.get(), &open_);
+  HttpServerOptions o;
+  o.listen = "127.0.0.1:0";
+  HttpServer server(o, &api);
+  ASSERT_GT(server.port(), 0);
+  EXPECT_EQ(server.url(), "http://127.0.0.1:" + std::to_string(server.port()) + "/");
+  auto fetch = [&](const std::string& request) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(server.port()));
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    return out;
+  };
+  std::string r = fetch("GET /api/whoami?x=%20y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
+  EXPECT_NE(r.find("\"name\":\"local\""), std::string::npos) << r;
+  r = fetch("GET /api/jobs/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(r.rfind("HTTP/1.1 404", 0), 0u) << r;
+  r = fetch("POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 11\r\n\r\ntoken=hello");
+  EXPECT_EQ(r.rfind("HTTP/1.1 303", 0), 0u) << r;  // without auth any token "works"; the cookie is harmless
+  // Off loopback without TLS it refuses to start.
+  HttpServerOptions open;
+  open.listen = "0.0.0.0:0";
+  EXPECT_NE(ErrorOf([&] { HttpServer s(open, &api); }).find("plaintext off loopback"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace trm::coordinator

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The web dashboard over the real binaries, in a real browser: a coordinator with --http-listen
+# and a worker run a short job; headless Chromium loads /jobs/<id>, and its DOM must hold the
+# job's id, its state and a loss series with one point per logged step; a screenshot (PNG) is
+# kept as a test artifact. With --auth-tokens, the same page without a token is the login form,
+# never the data. Usage: dashboard.sh BIN_DIR SOURCE_DIR ARTIFACT_DIR
+set -euo pipefail
+BIN="$1"; SRC="$2"; ARTIFACTS="$3"
+source "$(dirname "$0")/lib.sh"
+CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
+[ -n "$CHROMIUM" ] || fail "no chromium (scripts/setup.sh installs Debian's)"
+mkdir -p "$ARTIFACTS"
+# Headless, no GPU, no first-run or crash reporting; --no-sandbox because CI runs as root. The
+# virtual time budget lets the page's fetches and timers run before the DOM is read.
+browse() {  # what(--dump-dom | --screenshot=FILE) URL
+  timeout 120 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+    --disable-breakpad --user-data-dir="$WORK/chromium" --window-size=1400,1400 --virtual-time-budget=8000 \
+    "$1" "$2" 2>>"$WORK/chromium.log"
+}
+
+PORT=$(free_port); HPORT=$(free_port)
+export TRM_COORDINATOR="127.0.0.1:$PORT"
+"$BIN/trm-coordinator" --listen "127.0.0.1:$PORT" --http-listen "127.0.0.1:$HPORT" --data-dir "$WORK/coord" \
+  --heartbeat-interval-ms 300 --config-dir "$SRC/configs" >"$WORK/coordinator.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && break; sleep 0.1; done
+grep -q "dashboard at http://127.0.0.1:$HPORT/" "$WORK/coordinator.log" || fail "the coordinator does not log the dashboard's URL"
+"$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id w1 --cpu-slots 1 --work-dir "$WORK/w1" >"$WORK/w1.log" 2>&1 &
+PIDS+=("$!")
+"$BIN/trm-data" build --input "$SRC/examples/chat_example.json" --format sharegpt --tokenizer byte --max-length 64 \
+  --train-split 0.9 --output-dir "$WORK/ds" >/dev/null
+"$BIN/trmctl" dataset push "$WORK/ds" --name chat >/dev/null
+JOB=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset chat --name dashboard global_batch_size=8 max_steps=40 \
+      checkpoint_interval_steps=20 eval_interval=5 threads=1)
+"$BIN/trmctl" watch "$JOB" >/dev/null 2>"$WORK/watch.log" || fail "the job failed"
+LOGGED=$(curl -sf "http://127.0.0.1:$HPORT/api/jobs/$JOB/metrics" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["train"]["steps"]))')
+[ "$LOGGED" -ge 40 ] || fail "the API has $LOGGED training points for 40 steps"
+
+browse --dump-dom "http://127.0.0.1:$HPORT/jobs/$JOB" >"$WORK/job.html"
+python3 - "$WORK/job.html" "$JOB" "$LOGGED" <<'PY' || fail "the job page"
+import re, sys
+dom, job, logged = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3])
+assert f'<span id="job-id">{job}</span>' in dom, "no job id"
+assert 'data-state="succeeded"' in dom, "no succeeded state"
+m = re.search(r'<path class="series"[^>]*data-series="lm_loss"[^>]*data-points="(\d+)"', dom)
+assert m, "no loss series in the loss chart"
+assert int(m.group(1)) == logged, f"{m.group(1)} loss points drawn for {logged} logged steps"
+assert 'data-series="eval_lm_loss"' in dom, "no evaluation-loss series"
+assert "step_40" in dom, "no checkpoint table"
+print(f"job page: {job}, succeeded, {m.group(1)} loss points")
+PY
+browse --screenshot="$ARTIFACTS/dashboard_job.png" "http://127.0.0.1:$HPORT/jobs/$JOB" >/dev/null
+python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); assert d[:8]==b"\x89PNG\r\n\x1a\n" and len(d)>20000, len(d)' \
+  "$ARTIFACTS/dashboard_job.png" || fail "no screenshot"
+browse --dump-dom "http://127.0.0.1:$HPORT/" >"$WORK/jobs.html"
+grep -q "data-job=\"$JOB\"" "$WORK/jobs.html" || fail "the jobs page does not list $JOB"
+
+# With auth: no token, no data (the login form); a token in the URL's place does not help.
+APORT=$(free_port); AHPORT=$(free_port)
+printf 'dashboard-reader-token-0123 read reader\n' >"$WORK/tokens"
+# The same data directory, with auth: the first coordinator goes first.
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+"$BIN/trm-coordinator" --listen "127.0.0.1:$APORT" --http-listen "127.0.0.1:$AHPORT" --data-dir "$WORK/coord" \
+  --auth-tokens "$WORK/tokens" --config-dir "$SRC/configs" >"$WORK/coordinator_auth.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$AHPORT/static/style.css" >/dev/null && break; sleep 0.1; done
+browse --dump-dom "http://127.0.0.1:$AHPORT/jobs/$JOB" >"$WORK/login.html"
+grep -q '<form method="post" action="/login">' "$WORK/login.html" || fail "no login form without a token"
+! grep -q "$JOB" "$WORK/login.html" || fail "the login page shows the job"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AHPORT/api/jobs")" = 401 ] || fail "the API answers without a token"
+curl -sf -H "Authorization: Bearer dashboard-reader-token-0123" "http://127.0.0.1:$AHPORT/api/jobs/$JOB" | grep -q "\"$JOB\"" \
+  || fail "a reader's token does not read the job"
+echo "dashboard e2e: ok (screenshot: $ARTIFACTS/dashboard_job.png)"
