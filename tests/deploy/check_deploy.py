@@ -40,6 +40,8 @@ TARGET_LABELS = {"job", "instance"}
 # Setup packages the Docker build stage does not need: the Python reference and the tests.
 SETUP_PACKAGES_NOT_IN_IMAGE = {"python3", "python3-torch", "python3-numpy", "libgtest-dev", "libgmock-dev",
                                "prometheus", "python3-yaml", "iproute2",
+                               # the dashboard's browser test (tests/e2e/dashboard.sh)
+                               "chromium",
                                # the Python client's runtime, tests and venv install: users' machines, not the images
                                "python3-grpcio", "python3-protobuf", "python3-pytest", "python3-matplotlib",
                                "python3-pandas", "python3-venv", "python3-pip", "python3-setuptools"}
