@@ -1,5 +1,6 @@
 // trm-bench dashboard: how long the job page's data takes for a long job. A job with --steps
-// (default 100,000) training metrics points; the page's three calls (the job with its
+// (default 100,000) logged steps, each a metrics point, its metrics event and a log line, as a
+// worker reports them; the page's three calls (the job with its
 // checkpoints and states, its downsampled metrics, the log tail) are timed through HttpApi, the
 // code the HTTP server hands each request to (inside trm-bench civetweb cannot start its worker
 // threads next to LibTorch's, so no socket), --reps times each (median and worst), with the
@@ -67,6 +68,16 @@ int RunDashboard(const std::vector<std::string>& args) {
       v["step_s"] = 0.08;
       v["accuracy"] = 0.5;
       store.AppendMetrics(job, m);
+      // The events a worker's report writes alongside (the job page reads them for its states
+      // and its log tail).
+      v1::JobEvent e;
+      e.set_seq(static_cast<uint64_t>(1000 + 2 * i));
+      *e.mutable_metrics() = m;
+      store.AppendEvent(job, e);
+      v1::JobEvent l;
+      l.set_seq(static_cast<uint64_t>(1001 + 2 * i));
+      l.mutable_log()->set_text("step " + std::to_string(i) + "/" + std::to_string(steps) + " lm_loss 1.234");
+      store.AppendEvent(job, l);
     }
     tx.Commit();
   }
@@ -79,20 +90,18 @@ int RunDashboard(const std::vector<std::string>& args) {
   double page_worst = 0;
   std::vector<double> page(static_cast<size_t>(reps), 0.0);
   for (const std::string path : {"/api/jobs/" + job, "/api/jobs/" + job + "/metrics",
-                                 "/api/jobs/" + job + "/events?logs=1&after=0&limit=2000"}) {
+                                 "/api/jobs/" + job + "/logs?lines=300"}) {
     std::vector<double> t;
     size_t bytes = 0;
     for (int i = 0; i < reps; ++i) {
       const auto t0 = Clock::now();
       coordinator::HttpRequest req;
       req.method = "GET";
+      req.host = "127.0.0.1";
       const size_t q = path.find('?');
       req.path = path.substr(0, q);
       if (q != std::string::npos)
-        for (const char* kv : {"logs=1", "after=0", "limit=2000"}) {
-          const std::string k(kv);
-          req.query[k.substr(0, k.find('='))] = k.substr(k.find('=') + 1);
-        }
+        req.query["lines"] = "300";
       const coordinator::HttpResponse resp = api.Handle(req);
       if (resp.status != 200) ThrowError(Code::kInternal, path + ": " + resp.body.substr(0, 200));
       bytes = resp.body.size();
@@ -101,7 +110,7 @@ int RunDashboard(const std::vector<std::string>& args) {
     }
     std::sort(t.begin(), t.end());
     const std::string key = path.find("/metrics") != std::string::npos ? "metrics"
-                            : path.find("/events") != std::string::npos ? "events" : "job";
+                            : path.find("/logs") != std::string::npos ? "logs" : "job";
     out[key] = {{"median_ms", t[t.size() / 2]}, {"worst_ms", t.back()}, {"bytes", bytes}};
     std::fprintf(stderr, "%s: median %.1f ms, worst %.1f ms, %zu bytes\n", key.c_str(), t[t.size() / 2], t.back(), bytes);
   }

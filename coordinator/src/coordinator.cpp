@@ -257,6 +257,14 @@ bool Coordinator::WaitForEvents(const std::string& job_id, uint64_t after_seq, s
   return more() || !Terminal(impl_->Job(job_id).job().state());
 }
 
+std::vector<v1::JobEvent> Coordinator::TailLogs(const std::string& job_id, int lines, const Principal& who) {
+  CheckJobId(job_id);
+  if (lines < 1 || lines > 5000) InvalidArgument("lines: expected 1 to 5000");
+  std::lock_guard<std::mutex> l(impl_->mu);
+  impl_->VisibleJob(job_id, who);
+  return impl_->store->LastLogs(job_id, lines);
+}
+
 std::vector<v1::StepMetrics> Coordinator::GetMetrics(const std::string& job_id, int64_t from_step, int limit,
                                                      const Principal& who) {
   CheckJobId(job_id);

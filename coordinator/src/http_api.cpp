@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -50,8 +51,22 @@ HttpResponse JsonResponse(std::string body, int status = 200) {
   return r;
 }
 
+// Invalid UTF-8 (a path or query echoed back) is replaced, never a throw.
+std::string Dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
 HttpResponse ErrorResponse(int status, const std::string& message) {
-  return JsonResponse(nlohmann::json{{"error", message}}.dump(), status);
+  return JsonResponse(Dump(nlohmann::json{{"error", message}}), status);
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The host part of a Host or Origin value ("http://h:1" / "h:1" / "[::1]:1" -> h / ::1).
+std::string HostOf(std::string v) {
+  if (const size_t scheme = v.find("://"); scheme != std::string::npos) v = v.substr(scheme + 3);
+  if (!v.empty() && v[0] == '[') return v.substr(1, v.find(']') - 1);
+  return v.substr(0, v.find(':'));
 }
 
 HttpResponse Asset(const WebAsset& a) {
@@ -159,7 +174,7 @@ std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_p
                         {"eval", series(eval, all_eval)},
                         {"train_points", train.size()},
                         {"total_steps", points.empty() ? 0 : points.back().total_steps()}};
-  return out.dump();
+  return Dump(out);
 }
 
 }  // namespace
@@ -167,7 +182,8 @@ std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_p
 std::vector<size_t> DownsampleIndices(const std::vector<double>& values, size_t max_points) {
   const size_t n = values.size();
   std::vector<size_t> keep;
-  if (n <= std::max<size_t>(max_points, 2)) {
+  max_points = std::max<size_t>(max_points, 4);  // the ends and one bucket's two extremes
+  if (n <= max_points) {
     for (size_t i = 0; i < n; ++i) keep.push_back(i);
     return keep;
   }
@@ -204,13 +220,49 @@ std::string CookieValue(const std::string& header, const std::string& name) {
 }
 
 HttpApi::HttpApi(Coordinator* coordinator, const Authorizer* auth, HttpApiOptions options)
-    : c_(coordinator), auth_(auth), opt_(options) {}
+    : c_(coordinator), auth_(auth), opt_(std::move(options)) {}
+
+std::string HttpApi::NewSession(const std::string& token) const {
+  const std::string id = RandomHex(24);
+  std::lock_guard<std::mutex> l(mu_);
+  const int64_t now = NowMs();
+  for (auto it = sessions_.begin(); it != sessions_.end();)  // drop the expired ones
+    it = it->second.second < now ? sessions_.erase(it) : std::next(it);
+  if (sessions_.size() >= 10000) sessions_.erase(sessions_.begin());
+  sessions_[id] = {token, now + opt_.session_ttl_ms};
+  return id;
+}
+
+std::string HttpApi::SessionToken(const std::string& id) const {
+  if (id.empty()) return "";
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second.second < NowMs()) return "";
+  return it->second.first;
+}
+
+void HttpApi::EndSession(const std::string& id) const {
+  std::lock_guard<std::mutex> l(mu_);
+  sessions_.erase(id);
+}
 
 HttpResponse HttpApi::Handle(const HttpRequest& req) const {
   const std::vector<std::string> parts = SplitPath(req.path);
   const bool api = !parts.empty() && parts[0] == "api";
   const bool get = req.method == "GET" || req.method == "HEAD";
   const std::string secure = opt_.tls ? "; Secure" : "";
+  {
+    const std::string host = HostOf(req.host);
+    // Without auth, only this server's names: a page of another site whose name was rebound to
+    // this address (DNS rebinding) gets nothing. With auth it has no session for that name.
+    bool known = host == "localhost" || host == "127.0.0.1" || host == "::1";
+    for (const auto& h : opt_.hosts) known = known || host == h;
+    if (!known && !auth_->enabled())
+      return ErrorResponse(421, "Host '" + req.host + "' is not this dashboard's (--http-listen)");
+    // A state change only from our own pages (browsers send Origin with every POST).
+    if (req.method != "GET" && req.method != "HEAD" && !req.origin.empty() && HostOf(req.origin) != host)
+      return ErrorResponse(403, "cross-origin " + req.method + " refused");
+  }
   try {
     // Assets and the login page carry no data: they need no token.
     if (get && parts.size() == 2 && parts[0] == "static") {
@@ -233,7 +285,7 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
         r.headers.emplace_back("Location", "/?login=failed");
         return r;
       }
-      r.headers.emplace_back("Set-Cookie", "trm_token=" + token + "; Path=/; HttpOnly; SameSite=Strict" + secure);
+      r.headers.emplace_back("Set-Cookie", "trm_session=" + NewSession(token) + "; Path=/; HttpOnly; SameSite=Strict" + secure);
       r.headers.emplace_back("Set-Cookie", "trm_csrf=" + RandomHex(16) + "; Path=/; SameSite=Strict" + secure);
       r.headers.emplace_back("Location", "/");
       return r;
@@ -242,13 +294,14 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
       HttpResponse r;
       r.status = 303;
       r.content_type = "text/plain";
-      r.headers.emplace_back("Set-Cookie", "trm_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" + secure);
+      EndSession(CookieValue(req.cookie, "trm_session"));
+      r.headers.emplace_back("Set-Cookie", "trm_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" + secure);
       r.headers.emplace_back("Location", "/");
       return r;
     }
 
     // Everything else shows data: the caller must be allowed to read it.
-    std::string token = CookieValue(req.cookie, "trm_token");
+    std::string token = SessionToken(CookieValue(req.cookie, "trm_session"));
     std::string authorization = req.authorization.empty() && !token.empty() ? "Bearer " + token : req.authorization;
     Principal who;
     try {
@@ -274,7 +327,7 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
 
     // /api/...
     if (parts.size() == 2 && parts[1] == "whoami" && get)
-      return JsonResponse(nlohmann::json{{"name", who.name}, {"role", RoleName(who.role)}, {"auth", auth_->enabled()}}.dump());
+      return JsonResponse(Dump(nlohmann::json{{"name", who.name}, {"role", RoleName(who.role)}, {"auth", auth_->enabled()}}));
     if (parts.size() == 2 && parts[1] == "jobs" && get) {
       std::vector<v1::JobState> states;
       if (auto it = req.query.find("state"); it != req.query.end() && !it->second.empty()) {
@@ -317,13 +370,33 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
       const uint64_t last = events.empty() ? after : events.back().seq();
       return JsonResponse("{\"events\":" + JsonArray(events) + ",\"last_seq\":" + std::to_string(last) + "}");
     }
+    if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "logs" && get) {
+      const int n = static_cast<int>(QueryInt(req, "lines", 300, 1, 5000));
+      return JsonResponse("{\"events\":" + JsonArray(c_->TailLogs(parts[2], n, who)) + "}");
+    }
     if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "cancel") {
       if (req.method != "POST") return ErrorResponse(405, "cancel: POST only");
-      const std::string csrf = CookieValue(req.cookie, "trm_csrf");
-      if (csrf.empty() || req.csrf != csrf)
-        return ErrorResponse(403, "cancel: the X-TRM-CSRF header must equal the trm_csrf cookie (send it from the dashboard)");
-      const Principal canceller = auth_->RequireUser(authorization, Role::kSubmit, "dashboard cancel");
-      return JsonResponse(Json(c_->CancelJob(parts[2], canceller)));
+      // Recorded in the audit log like the gRPC CancelJob, refusals included.
+      v1::AuditEntry audit;
+      audit.set_principal(who.name);
+      audit.set_peer("dashboard " + req.peer);
+      audit.set_method("CancelJob");
+      audit.set_target(parts[2].substr(0, 512));
+      try {
+        const std::string csrf = CookieValue(req.cookie, "trm_csrf");
+        if (csrf.empty() || req.csrf != csrf)
+          ThrowError(Code::kPermissionDenied,
+                     "cancel: the X-TRM-CSRF header must equal the trm_csrf cookie (send it from the dashboard)");
+        const Principal canceller = auth_->RequireUser(authorization, Role::kSubmit, "dashboard cancel");
+        HttpResponse r = JsonResponse(Json(c_->CancelJob(parts[2], canceller)));
+        audit.set_result("OK");
+        c_->RecordAudit(audit);
+        return r;
+      } catch (const Error& e) {
+        audit.set_result(std::string(CodeName(e.code())) + ": " + std::string(e.what()).substr(0, 1024));
+        c_->RecordAudit(audit);
+        throw;
+      }
     }
     if (parts.size() == 2 && parts[1] == "workers" && get)
       return JsonResponse("{\"workers\":" + JsonArray(c_->ListWorkers(who)) + "}");

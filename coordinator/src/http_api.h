@@ -11,7 +11,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +30,9 @@ struct HttpRequest {
   std::string authorization;                 // the Authorization header
   std::string cookie;                        // the Cookie header
   std::string csrf;                          // the X-TRM-CSRF header
+  std::string host;                          // the Host header
+  std::string origin;                        // the Origin header ("" when the browser sent none)
+  std::string peer;                          // the client's address (for the audit log)
   std::string content_type;
   std::string body;
 };
@@ -42,6 +47,11 @@ struct HttpResponse {
 struct HttpApiOptions {
   bool tls = false;        // cookies get Secure
   size_t max_points = 2000;  // a metrics series is downsampled to at most this many points
+  // The Host names requests may carry besides localhost / 127.0.0.1 / [::1] (the --http-listen
+  // host): anything else is refused, so a page of another site whose name was rebound to this
+  // address (DNS rebinding) gets nothing. Empty: the loopback names only.
+  std::vector<std::string> hosts;
+  int64_t session_ttl_ms = 12 * 3600 * 1000;  // a login lasts this long (then the form again)
 };
 
 // Thread-safe (every call goes through the Coordinator's own lock); borrows `coordinator` and
@@ -52,9 +62,18 @@ class HttpApi {
   HttpResponse Handle(const HttpRequest& request) const;
 
  private:
+  std::string NewSession(const std::string& token) const;
+  std::string SessionToken(const std::string& id) const;  // "" when unknown or expired
+  void EndSession(const std::string& id) const;
+
   Coordinator* c_;
   const Authorizer* auth_;
   HttpApiOptions opt_;
+  // Login sessions: a random id in the cookie, the token here (so the browser never holds the
+  // API token, logout ends the session, and every request still checks the token, so a
+  // tokens-file reload revokes it).
+  mutable std::mutex mu_;
+  mutable std::map<std::string, std::pair<std::string, int64_t>> sessions_;  // id -> token, expiry
 };
 
 // Indices of at most `max_points` of `values` that keep the curve's shape: the first and last,

@@ -2,7 +2,9 @@
 
 #include <civetweb.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -83,16 +85,24 @@ struct HttpServer::Impl {
     req.authorization = Header(conn, "Authorization");
     req.cookie = Header(conn, "Cookie");
     req.csrf = Header(conn, "X-TRM-CSRF");
+    req.host = Header(conn, "Host");
+    req.origin = Header(conn, "Origin");
+    req.peer = info->remote_addr;
     req.content_type = Header(conn, "Content-Type");
     HttpResponse resp;
-    if (info->content_length > kMaxBody) {
+    // The whole body is read (also past the limit, and chunked ones), so the answer is not lost
+    // to a reset of a connection closed with unread data.
+    char buf[4096];
+    int n;
+    bool too_big = info->content_length > kMaxBody;
+    while (!(info->content_length > 4 * kMaxBody) && (n = mg_read(conn, buf, sizeof(buf))) > 0) {
+      if (static_cast<long long>(req.body.size()) + n > kMaxBody) too_big = true;
+      if (!too_big) req.body.append(buf, static_cast<size_t>(n));
+    }
+    if (too_big) {
       resp.status = 413;
       resp.body = "{\"error\":\"request body larger than 64 KiB\"}";
     } else {
-      char buf[4096];
-      int n;
-      while (static_cast<long long>(req.body.size()) <= kMaxBody && (n = mg_read(conn, buf, sizeof(buf))) > 0)
-        req.body.append(buf, static_cast<size_t>(n));
       try {
         resp = self->api->Handle(req);
       } catch (const std::exception& e) {  // HttpApi turns trm::Error into statuses; anything else is a bug
@@ -103,7 +113,7 @@ struct HttpServer::Impl {
     }
     std::string head = "HTTP/1.1 " + std::to_string(resp.status) + " " + Reason(resp.status) + "\r\n" +
                        "Content-Type: " + resp.content_type + "\r\nContent-Length: " + std::to_string(resp.body.size()) +
-                       "\r\nReferrer-Policy: no-referrer\r\n";
+                       "\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n";
     for (const auto& [k, v] : resp.headers) head += k + ": " + v + "\r\n";
     head += "\r\n";
     mg_write(conn, head.data(), head.size());
@@ -133,16 +143,26 @@ HttpServer::HttpServer(const HttpServerOptions& o, const HttpApi* api) : impl_(s
   std::string pem;
   if (tls) {
     if (!mg_check_feature(MG_FEATURES_TLS)) ThrowError(Code::kFailedPrecondition, "--http-listen: this civetweb has no TLS support");
-    // civetweb reads the certificate and its key from one file.
+    // civetweb reads the certificate and its key from one file: written 0600 from the start,
+    // removed once the server has loaded it.
     pem = (std::filesystem::path(o.scratch_dir) / "dashboard.pem").string();
-    WriteFileAtomic(pem, ReadFile(o.tls_cert) + "\n" + ReadFile(o.tls_key));
-    ::chmod(pem.c_str(), 0600);
+    ::unlink(pem.c_str());
+    const std::string both = ReadFile(o.tls_cert) + "\n" + ReadFile(o.tls_key);
+    const int fd = ::open(pem.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, both.data(), both.size()) != static_cast<ssize_t>(both.size())) {
+      if (fd >= 0) ::close(fd);
+      IoError("--http-listen: cannot write " + pem);
+    }
+    ::close(fd);
   }
   const std::string host = hp.host.find(':') != std::string::npos ? "[" + hp.host + "]" : hp.host;
   const std::string ports = host + ":" + std::to_string(hp.port) + (tls ? "s" : "");
   const std::string threads = std::to_string(o.threads), timeout = std::to_string(o.request_timeout_ms);
+  // No CORS: civetweb would otherwise answer every preflight with '*'.
   std::vector<const char*> options = {"listening_ports", ports.c_str(), "num_threads", threads.c_str(),
-                                      "request_timeout_ms", timeout.c_str(), "enable_directory_listing", "no"};
+                                      "request_timeout_ms", timeout.c_str(), "enable_directory_listing", "no",
+                                      "access_control_allow_origin", "", "access_control_allow_methods", "",
+                                      "access_control_allow_headers", ""};
   if (tls) {
     options.push_back("ssl_certificate");
     options.push_back(pem.c_str());
@@ -161,6 +181,7 @@ HttpServer::HttpServer(const HttpServerOptions& o, const HttpApi* api) : impl_(s
   error_data.text = error;
   error_data.text_buffer_size = sizeof(error);
   impl_->ctx = mg_start2(&init_data, &error_data);
+  if (!pem.empty()) ::unlink(pem.c_str());
   if (!impl_->ctx) ThrowError(Code::kUnavailable, "--http-listen " + o.listen + ": cannot serve: " + error);
   mg_set_request_handler(impl_->ctx, "/", &Impl::Handle, impl_.get());
   mg_server_port sp[4];

@@ -52,10 +52,12 @@ struct CoordinatorServer::Impl {
   ServerOptions opt;
   CoordinatorMetrics metrics;
   std::unique_ptr<MetricsServer> metrics_server;
-  std::unique_ptr<HttpApi> http_api;
-  std::unique_ptr<HttpServer> http_server;
   std::unique_ptr<Coordinator> coordinator;
   std::unique_ptr<Authorizer> auth;
+  // After the coordinator and auth: destroyed first, so no request outlives what it uses (also
+  // when the constructor throws after starting it).
+  std::unique_ptr<HttpApi> http_api;
+  std::unique_ptr<HttpServer> http_server;
   std::atomic<bool> stopping{false};
   std::unique_ptr<JobServiceImpl> jobs;
   std::unique_ptr<DatasetServiceImpl> datasets;
@@ -83,6 +85,10 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   if (!s.opt.http_listen.empty()) {
     HttpApiOptions ho;
     ho.tls = !s.opt.tls_cert.empty();
+    ho.hosts.push_back(s.opt.http_listen.substr(0, s.opt.http_listen.rfind(':')));
+    if (!ho.hosts.back().empty() && ho.hosts.back().front() == '[') ho.hosts.back() = ho.hosts.back().substr(1, ho.hosts.back().size() - 2);
+    if (!s.opt.auth.enabled && !LoopbackAddress(s.opt.http_listen))
+      spdlog::warn("no --auth-tokens: anyone who reaches the dashboard at {} can read and cancel jobs", s.opt.http_listen);
     s.http_api = std::make_unique<HttpApi>(s.coordinator.get(), s.auth.get(), ho);
     HttpServerOptions hs;
     hs.listen = s.opt.http_listen;

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "trm/common/error.h"
@@ -194,6 +195,15 @@ std::vector<v1::JobEvent> Store::ReadEvents(const std::string& job_id, uint64_t 
   q.Bind(1, job_id).Bind(2, static_cast<int64_t>(after_seq)).Bind(3, int64_t{limit});
   std::vector<v1::JobEvent> out;
   while (q.Step()) out.push_back(Parse<v1::JobEvent>(q.Blob(0), "event"));
+  return out;
+}
+
+std::vector<v1::JobEvent> Store::LastLogs(const std::string& job_id, int n) {
+  Stmt q(impl_->db, "SELECT data FROM events WHERE job_id = ?1 AND is_log = 1 ORDER BY seq DESC LIMIT ?2");
+  q.Bind(1, job_id).Bind(2, int64_t{n});
+  std::vector<v1::JobEvent> out;
+  while (q.Step()) out.push_back(Parse<v1::JobEvent>(q.Blob(0), "event"));
+  std::reverse(out.begin(), out.end());
   return out;
 }
 

@@ -36,7 +36,10 @@ const num = (v) => (v === undefined || v === null ? 0 : Number(v));
 const stateName = (s) => (s || "JOB_STATE_UNSPECIFIED").replace("JOB_", "").toLowerCase();
 const terminal = (s) => ["succeeded", "failed", "cancelled"].includes(stateName(s));
 function fmt(v, digits = 4) {
-  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (v === null || v === undefined) return "–";
+  v = Number(v);  // proto JSON writes NaN / Infinity as strings
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "∞" : "-∞";
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
   return Number(v.toPrecision(digits)).toString();
@@ -131,12 +134,27 @@ function sparkline(values) {
 
 // ---------------------------------------------------------------- pages
 
+// Runs fn now and again `ms` after each run ends (never two at once); a failure shows as a
+// banner and the next run tries again.
 let timer = null;
 function every(ms, fn) {
-  clearInterval(timer);
-  fn();
-  timer = setInterval(fn, ms);
+  clearTimeout(timer);
+  const run = async () => {
+    try {
+      await fn();
+      const b = $("#error");
+      if (b) b.remove();
+    } catch (e) {
+      let b = $("#error");
+      if (!b) { b = el("p", { id: "error", class: "error" }); app().prepend(b); }
+      b.textContent = e.message;
+    }
+    timer = setTimeout(run, ms);
+  };
+  run();
 }
+let me = { name: "local", role: "admin", auth: false };
+const whoami = api("/api/whoami").then((w) => (me = w)).catch(() => me);
 
 function jobsPage() {
   const params = new URLSearchParams(location.search);
@@ -158,6 +176,7 @@ function jobsPage() {
     el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ...["job", "name", "owner", "state", "priority", "progress",
       "step", "loss", "", "tokens/s", "age"].map((h) => el("th", { text: h })))), body));
   const sparks = new Map();
+  let sparkFetches = 0;
   async function refresh() {
     const q = new URLSearchParams();
     if (state.value) q.set("state", state.value);
@@ -168,12 +187,14 @@ function jobsPage() {
       const spark = el("td");
       const cached = sparks.get(j.id);
       if (cached) spark.append(sparkline(cached.values));
-      if (!cached || (!terminal(j.state) && Date.now() - cached.at > 10000))
+      // Sparklines for the first rows only, a few at a time; a finished job's once.
+      if (jobs.indexOf(j) < 50 && sparkFetches < 4 && (!cached || (!terminal(j.state) && Date.now() - cached.at > 10000)))
+        ++sparkFetches,
         api(`/api/jobs/${j.id}/metrics?points=40`).then((m) => {
           const values = (m.train.values.lm_loss || []);
           sparks.set(j.id, { values, at: Date.now() });
           spark.replaceChildren(sparkline(values));
-        }).catch(() => {});
+        }).catch(() => {}).finally(() => --sparkFetches);
       return el("tr", { "data-job": j.id },
         el("td", {}, el("a", { href: `/jobs/${j.id}`, text: j.id })), el("td", { text: s.name || "" }),
         el("td", { text: j.owner || "local" }), el("td", {}, badge(j.state)), el("td", { class: "num", text: s.priority || 0 }),
@@ -187,10 +208,10 @@ function jobsPage() {
 }
 
 function jobPage(id) {
-  let log = false, lastSeq = 0, logLines = [], metricsAt = 0;
+  let log = false, metricsDone = false;
   const head = el("div"), charts = el("div", { class: "grid", id: "charts" }), states = el("tbody"), ckpts = el("tbody");
   const logBox = el("pre", { id: "log" }), config = el("pre", { id: "config" });
-  const toggle = el("label", {}, el("input", { type: "checkbox", id: "log-scale", onchange: (e) => { log = e.target.checked; metricsAt = 0; load(); } }), " log scale");
+  const toggle = el("label", {}, el("input", { type: "checkbox", id: "log-scale", onchange: (e) => { log = e.target.checked; metricsDone = false; } }), " log scale");
   app().replaceChildren(head, el("h2", {}, "Curves ", toggle), charts, el("h2", { text: "Attempts" }),
     el("table", { id: "attempts" }, el("thead", {}, el("tr", {}, ...["time", "attempt", "state", "message"].map((h) => el("th", { text: h })))), states),
     el("h2", { text: "Checkpoints" }),
@@ -200,7 +221,9 @@ function jobPage(id) {
   async function load() {
     const { job, checkpoints = [], states: st = [] } = await api(`/api/jobs/${id}`);
     const s = job.spec || {};
-    const cancel = terminal(job.state) ? null : el("button", { class: "danger", id: "cancel", text: "Cancel", onclick: async () => {
+    await whoami;
+    const mayCancel = me.role === "admin" || (me.role === "submit" && (job.owner || "local") === me.name);
+    const cancel = terminal(job.state) || !mayCancel ? null : el("button", { class: "danger", id: "cancel", text: "Cancel", onclick: async () => {
       if (!confirm(`Cancel ${id}?`)) return;
       try {
         await api(`/api/jobs/${id}/cancel`, { method: "POST", headers: { "X-TRM-CSRF": cookie("trm_csrf") } });
@@ -224,8 +247,8 @@ function jobPage(id) {
       el("td", { class: "num", text: `${(num(c.size_bytes) / 1048576).toFixed(1)} MiB` }),
       el("td", {}, el("code", { text: `trmctl pull ${id} --select ${c.name} -o DIR` })))));
     if (job.resolved_config_json && !config.textContent) config.textContent = JSON.stringify(JSON.parse(job.resolved_config_json), null, 2);
-    if (Date.now() - metricsAt > 4000 || !terminal(job.state)) {
-      metricsAt = Date.now();
+    if (!metricsDone) {
+      metricsDone = terminal(job.state);  // a finished job's curves do not change
       const m = await api(`/api/jobs/${id}/metrics`);
       const t = m.train, e = m.eval, series = (src, name) => ({ name, steps: src.steps, values: src.values[name] || [] });
       const evalLoss = Object.keys(e.values).filter((k) => k.endsWith("lm_loss"));
@@ -238,15 +261,9 @@ function jobPage(id) {
         chart("chart-act", "ACT steps", [{ ...series(t, "act_steps"), values: (t.values.act_steps || []).map((v) => (v > 0 ? v : null)) }]),
         chart("chart-step-time", "step time (s)", [series(t, "step_s")]));
     }
-    // The log's tail: events after the last sequence number seen, like trmctl watch.
-    for (;;) {
-      const { events = [], last_seq } = await api(`/api/jobs/${id}/events?logs=1&after=${lastSeq}&limit=2000`);
-      for (const ev of events) if (ev.log) logLines.push(`[rank ${ev.log.rank || 0}] ${ev.log.text}`);
-      lastSeq = num(last_seq);
-      if (events.length < 2000) break;
-    }
-    logLines = logLines.slice(-300);
-    logBox.textContent = logLines.join("\n") || "(no log lines)";
+    // The log's tail: the newest lines (an index walk on the server, however long the job).
+    const { events = [] } = await api(`/api/jobs/${id}/logs?lines=300`);
+    logBox.textContent = events.map((ev) => `[rank ${ev.log.rank || 0}] ${ev.log.text}`).join("\n") || "(no log lines)";
   }
   every(2000, load);
 }
@@ -262,7 +279,7 @@ function tablePage(title, path, key, columns) {
 }
 
 async function main() {
-  api("/api/whoami").then((w) => {
+  whoami.then((w) => {
     const who = $("#who");
     who.textContent = w.auth ? `${w.name} (${w.role}) ` : "no auth (loopback) ";
     if (w.auth) who.append(el("form", { method: "post", action: "/logout", class: "inline" }, el("button", { type: "submit", text: "Sign out" })));

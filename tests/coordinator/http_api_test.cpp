@@ -29,6 +29,7 @@ class HttpApiTest : public CoordinatorTest {
     r.query = std::move(query);
     r.authorization = authorization;
     r.cookie = cookie;
+    r.host = "127.0.0.1:8080";
     return api.Handle(r);
   }
   static nlohmann::json Body(const HttpResponse& r) { return nlohmann::json::parse(r.body); }
@@ -112,6 +113,49 @@ TEST_F(HttpApiTest, JobsJobMetricsAndEventsAreTheCoordinatorsData) {
   EXPECT_EQ(j["name"], "local");
   EXPECT_EQ(j["auth"], false);
   EXPECT_EQ(Get(api, "/api/nothing").status, 404);
+
+  // The log tail: the newest lines, oldest first.
+  std::vector<v1::WorkerEvent> logs;
+  for (int i = 0; i < 5; ++i) {
+    v1::WorkerEvent e;
+    e.mutable_log()->set_text("line " + std::to_string(i));
+    logs.push_back(e);
+  }
+  Report("w1", id, 1, logs);
+  j = Body(Get(api, "/api/jobs/" + id + "/logs", {{"lines", "2"}}));
+  ASSERT_EQ(j["events"].size(), 2u);
+  EXPECT_EQ(j["events"][0]["log"]["text"], "line 3");
+  EXPECT_EQ(j["events"][1]["log"]["text"], "line 4");
+  EXPECT_EQ(Get(api, "/api/jobs/" + id + "/logs", {{"lines", "0"}}).status, 400);
+  // At most `points`, however few.
+  EXPECT_LE(Body(Get(api, "/api/jobs/" + id + "/metrics", {{"points", "2"}}))["train"]["steps"].size(), 4u);
+}
+
+// Without auth, a request naming another host (a rebound DNS name of some web page) gets
+// nothing, and no page of another origin may change anything.
+TEST_F(HttpApiTest, OtherHostsAndOriginsAreRefused) {
+  HttpApiOptions o;
+  o.hosts = {"trm.example"};
+  HttpApi api(c_.get(), &open_, o);
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/api/jobs";
+  r.host = "evil.example:8080";
+  HttpResponse resp = api.Handle(r);
+  EXPECT_EQ(resp.status, 421);
+  EXPECT_EQ(resp.body.find("jobs\""), std::string::npos);
+  for (const std::string h : {"127.0.0.1:1", "localhost:2", "[::1]:3", "trm.example:4"}) {
+    r.host = h;
+    EXPECT_EQ(api.Handle(r).status, 200) << h;
+  }
+  HttpRequest post;
+  post.method = "POST";
+  post.path = "/logout";
+  post.host = "127.0.0.1:8080";
+  post.origin = "http://evil.example";
+  EXPECT_EQ(api.Handle(post).status, 403);
+  post.origin = "http://127.0.0.1:8080";
+  EXPECT_EQ(api.Handle(post).status, 303);
 }
 
 TEST_F(HttpApiTest, PagesAndAssetsAreCompiledIn) {
@@ -147,6 +191,7 @@ TEST_F(HttpApiTest, DownsamplingKeepsTheEndsAndTheExtremes) {
   EXPECT_NE(std::find(keep.begin(), keep.end(), 33333u), keep.end());
   EXPECT_NE(std::find(keep.begin(), keep.end(), 77777u), keep.end());
   EXPECT_EQ(DownsampleIndices({1, 2, 3}, 2000), (std::vector<size_t>{0, 1, 2}));
+  EXPECT_LE(DownsampleIndices(v, 2).size(), 4u);
   EXPECT_EQ(DownsampleIndices({}, 2000), std::vector<size_t>{});
 }
 
@@ -177,6 +222,7 @@ TEST_F(HttpApiTest, WithAuthNothingShowsWithoutAToken) {
   HttpRequest login;
   login.method = "POST";
   login.path = "/login";
+  login.host = "127.0.0.1:8080";
   login.body = "token=wrong";
   r = api.Handle(login);
   EXPECT_EQ(r.status, 303);
@@ -185,13 +231,19 @@ TEST_F(HttpApiTest, WithAuthNothingShowsWithoutAToken) {
   login.body = std::string("token=") + kReadToken;
   r = api.Handle(login);
   EXPECT_EQ(r.status, 303);
+  // The cookie holds a random session id, never the token.
   const std::string set = HeaderOf(r, "Set-Cookie");
-  EXPECT_EQ(set, std::string("trm_token=") + kReadToken + "; Path=/; HttpOnly; SameSite=Strict");
+  ASSERT_EQ(set.rfind("trm_session=", 0), 0u) << set;
+  EXPECT_EQ(set.find(kReadToken), std::string::npos);
+  EXPECT_NE(set.find("; Path=/; HttpOnly; SameSite=Strict"), std::string::npos);
+  const std::string session = set.substr(12, set.find(';') - 12);
+  EXPECT_EQ(session.size(), 48u);
   const std::string csrf_cookie = HeaderOf(r, "Set-Cookie", 1);
   ASSERT_EQ(csrf_cookie.rfind("trm_csrf=", 0), 0u);
   const std::string csrf = csrf_cookie.substr(9, csrf_cookie.find(';') - 9);
   EXPECT_EQ(csrf.size(), 32u);
-  const std::string cookies = std::string("trm_token=") + kReadToken + "; trm_csrf=" + csrf;
+  const std::string cookies = "trm_session=" + session + "; trm_csrf=" + csrf;
+  EXPECT_EQ(Get(api, "/api/jobs", {}, "", "trm_session=0123; trm_csrf=" + csrf).status, 401);  // a made-up one
   EXPECT_EQ(Get(api, "/api/jobs", {}, "", cookies).status, 200);
   EXPECT_EQ(Get(api, "/", {}, "", cookies).status, 200);
   EXPECT_EQ(Body(Get(api, "/api/whoami", {}, "", cookies))["role"], "read");
@@ -199,6 +251,7 @@ TEST_F(HttpApiTest, WithAuthNothingShowsWithoutAToken) {
   // Cancel: the CSRF header must match, and a reader may not.
   HttpRequest cancel;
   cancel.method = "POST";
+  cancel.host = "127.0.0.1:8080";
   cancel.path = "/api/jobs/" + alice_job + "/cancel";
   cancel.cookie = cookies;
   r = api.Handle(cancel);
@@ -207,10 +260,29 @@ TEST_F(HttpApiTest, WithAuthNothingShowsWithoutAToken) {
   cancel.csrf = csrf;
   r = api.Handle(cancel);
   EXPECT_EQ(r.status, 403) << r.body;  // a read token
-  cancel.cookie = std::string("trm_token=") + kAdminToken + "; trm_csrf=" + csrf;
+  cancel.cookie = "trm_csrf=" + csrf;
+  cancel.authorization = std::string("Bearer ") + kAdminToken;
   r = api.Handle(cancel);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(Body(r)["state"], "JOB_CANCELLED");
+  // Each attempt is in the audit log, refusals included, as for the gRPC CancelJob.
+  const auto audit = c_->ListAudit(0, "", 100);
+  int cancels = 0, ok = 0;
+  for (const auto& e : audit)
+    if (e.method() == "CancelJob" && e.target() == alice_job) {
+      ++cancels;
+      ok += e.result() == "OK";
+    }
+  EXPECT_EQ(cancels, 3);
+  EXPECT_EQ(ok, 1);
+  // Logout ends the session.
+  HttpRequest logout;
+  logout.method = "POST";
+  logout.path = "/logout";
+  logout.host = "127.0.0.1:8080";
+  logout.cookie = cookies;
+  EXPECT_EQ(api.Handle(logout).status, 303);
+  EXPECT_EQ(Get(api, "/api/jobs", {}, "", cookies).status, 401);
   cancel.method = "GET";
   EXPECT_EQ(api.Handle(cancel).status, 405);
 
@@ -260,13 +332,22 @@ TEST_F(HttpApiTest, ServesOverHttpOnLoopback) {
     ::close(fd);
     return out;
   };
-  std::string r = fetch("GET /api/whoami?x=%20y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string r = fetch("GET /api/whoami?x=%20y HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
   EXPECT_NE(r.find("\"name\":\"local\""), std::string::npos) << r;
-  r = fetch("GET /api/jobs/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  r = fetch("GET /api/jobs/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(r.rfind("HTTP/1.1 404", 0), 0u) << r;
-  r = fetch("POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 11\r\n\r\ntoken=hello");
+  r = fetch("GET /api/whoami HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(r.rfind("HTTP/1.1 421", 0), 0u) << r;
+  r = fetch("POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 11\r\n\r\ntoken=hello");
   EXPECT_EQ(r.rfind("HTTP/1.1 303", 0), 0u) << r;  // without auth any token "works"; the cookie is harmless
+  r = fetch("POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 70000\r\n\r\n" +
+            std::string(70000, 'x'));
+  EXPECT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r.substr(0, 100);
+  // No CORS: a preflight of another origin gets no Access-Control-Allow-* header.
+  r = fetch("OPTIONS /api/jobs/x/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+            "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: x-trm-csrf\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(r.find("Access-Control-Allow"), std::string::npos) << r;
   // Off loopback without TLS it refuses to start.
   HttpServerOptions open;
   open.listen = "0.0.0.0:0";

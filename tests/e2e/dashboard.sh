@@ -12,10 +12,17 @@ CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 mkdir -p "$ARTIFACTS"
 # Headless, no GPU, no first-run or crash reporting; --no-sandbox because CI runs as root. The
 # virtual time budget lets the page's fetches and timers run before the DOM is read.
-browse() {  # what(--dump-dom | --screenshot=FILE) URL
-  timeout 120 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
-    --disable-breakpad --user-data-dir="$WORK/chromium" --window-size=1400,1400 --virtual-time-budget=8000 \
+BROWSES=0
+browse() {  # what(--dump-dom | --screenshot=FILE) URL; a fresh profile each time (no lock left over)
+  BROWSES=$((BROWSES + 1))
+  timeout -k 10 120 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+    --disable-breakpad --user-data-dir="$WORK/chromium-$BROWSES" --window-size=1400,1400 --virtual-time-budget=8000 \
     "$1" "$2" 2>>"$WORK/chromium.log"
+}
+wait_for() {  # seconds, what, command...
+  local s="$1" what="$2"; shift 2
+  for _ in $(seq 1 $((s * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  fail "$what (after $s s)"
 }
 
 PORT=$(free_port); HPORT=$(free_port)
@@ -23,7 +30,7 @@ export TRM_COORDINATOR="127.0.0.1:$PORT"
 "$BIN/trm-coordinator" --listen "127.0.0.1:$PORT" --http-listen "127.0.0.1:$HPORT" --data-dir "$WORK/coord" \
   --heartbeat-interval-ms 300 --config-dir "$SRC/configs" >"$WORK/coordinator.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && break; sleep 0.1; done
+wait_for 60 "the coordinator did not start" "$BIN/trmctl" workers
 grep -q "dashboard at http://127.0.0.1:$HPORT/" "$WORK/coordinator.log" || fail "the coordinator does not log the dashboard's URL"
 "$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id w1 --cpu-slots 1 --work-dir "$WORK/w1" >"$WORK/w1.log" 2>&1 &
 PIDS+=("$!")
@@ -63,7 +70,7 @@ kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 "$BIN/trm-coordinator" --listen "127.0.0.1:$APORT" --http-listen "127.0.0.1:$AHPORT" --data-dir "$WORK/coord" \
   --auth-tokens "$WORK/tokens" --config-dir "$SRC/configs" >"$WORK/coordinator_auth.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$AHPORT/static/style.css" >/dev/null && break; sleep 0.1; done
+wait_for 60 "the coordinator with auth did not start" curl -sf "http://127.0.0.1:$AHPORT/static/style.css"
 browse --dump-dom "http://127.0.0.1:$AHPORT/jobs/$JOB" >"$WORK/login.html"
 grep -q '<form method="post" action="/login">' "$WORK/login.html" || fail "no login form without a token"
 ! grep -q "$JOB" "$WORK/login.html" || fail "the login page shows the job"

@@ -46,6 +46,8 @@ class Store {
   // Appends an event whose seq the caller already assigned (JobRecord.last_seq + 1).
   void AppendEvent(const std::string& job_id, const v1::JobEvent& event);
   std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
+  // The job's newest `n` log events, oldest first (an index walk from the end, not a scan).
+  std::vector<v1::JobEvent> LastLogs(const std::string& job_id, int n);
 
   void AppendMetrics(const std::string& job_id, const v1::StepMetrics& m);
   std::vector<v1::StepMetrics> ReadMetrics(const std::string& job_id, int64_t from_step, int limit);
