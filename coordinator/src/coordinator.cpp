@@ -257,6 +257,13 @@ bool Coordinator::WaitForEvents(const std::string& job_id, uint64_t after_seq, s
   return more() || !Terminal(impl_->Job(job_id).job().state());
 }
 
+std::vector<v1::JobEvent> Coordinator::StateEvents(const std::string& job_id, const Principal& who) {
+  CheckJobId(job_id);
+  std::lock_guard<std::mutex> l(impl_->mu);
+  impl_->VisibleJob(job_id, who);
+  return impl_->store->ReadStateEvents(job_id);
+}
+
 std::vector<v1::JobEvent> Coordinator::TailLogs(const std::string& job_id, int lines, const Principal& who) {
   CheckJobId(job_id);
   if (lines < 1 || lines > 5000) InvalidArgument("lines: expected 1 to 5000");

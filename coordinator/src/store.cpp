@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, created INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events(job_id TEXT NOT NULL, seq INTEGER NOT NULL, is_log INTEGER NOT NULL,
                                   data BLOB NOT NULL, PRIMARY KEY(job_id, seq));
+CREATE TABLE IF NOT EXISTS state_events(job_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(job_id, seq));
 CREATE TABLE IF NOT EXISTS metrics(job_id TEXT NOT NULL, step INTEGER NOT NULL, eval INTEGER NOT NULL,
                                    data BLOB NOT NULL, PRIMARY KEY(job_id, step, eval));
 CREATE TABLE IF NOT EXISTS checkpoints(job_id TEXT NOT NULL, name TEXT NOT NULL, step INTEGER NOT NULL,
@@ -123,6 +124,7 @@ Store::Store(const std::string& path) : impl_(std::make_unique<Impl>()) {
     impl_->Exec(kSchema);
     impl_->Exec("BEGIN IMMEDIATE");
     impl_->Exec(kOwnersMigration);
+    IndexStateEvents();
     impl_->Exec("COMMIT");
     Stmt check(impl_->db, "PRAGMA quick_check");
     if (check.Step() && check.Blob(0) != "ok") DataLoss(path + ": database integrity check failed: " + check.Blob(0));
@@ -185,6 +187,41 @@ void Store::AppendEvent(const std::string& job_id, const v1::JobEvent& e) {
       .Bind(3, int64_t{e.has_log() ? 1 : 0})
       .BindBlob(4, e.SerializeAsString())
       .Step();
+  if (e.has_state())
+    Stmt(impl_->db, "INSERT INTO state_events(job_id, seq) VALUES(?1, ?2)")
+        .Bind(1, job_id)
+        .Bind(2, static_cast<int64_t>(e.seq()))
+        .Step();
+}
+
+// Data directories from before state_events: their state events are found once, by reading
+// every non-log event (the one time that costs a scan).
+void Store::IndexStateEvents() {
+  {
+    Stmt done(impl_->db, "SELECT value FROM meta WHERE key = 'state_events_indexed'");
+    if (done.Step()) return;
+  }
+  std::vector<std::pair<std::string, int64_t>> found;
+  {
+    Stmt q(impl_->db, "SELECT job_id, data FROM events WHERE is_log = 0");
+    while (q.Step()) {
+      const auto e = Parse<v1::JobEvent>(q.Blob(1), "event");
+      if (e.has_state()) found.emplace_back(q.Blob(0), static_cast<int64_t>(e.seq()));
+    }
+  }
+  for (const auto& [job, seq] : found)
+    Stmt(impl_->db, "INSERT OR IGNORE INTO state_events(job_id, seq) VALUES(?1, ?2)").Bind(1, job).Bind(2, seq).Step();
+  impl_->Exec("INSERT OR IGNORE INTO meta(key, value) VALUES('state_events_indexed', 1)");
+}
+
+std::vector<v1::JobEvent> Store::ReadStateEvents(const std::string& job_id) {
+  Stmt q(impl_->db,
+         "SELECT e.data FROM state_events s JOIN events e ON e.job_id = s.job_id AND e.seq = s.seq "
+         "WHERE s.job_id = ?1 ORDER BY s.seq");
+  q.Bind(1, job_id);
+  std::vector<v1::JobEvent> out;
+  while (q.Step()) out.push_back(Parse<v1::JobEvent>(q.Blob(0), "event"));
+  return out;
 }
 
 std::vector<v1::JobEvent> Store::ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs,

@@ -18,8 +18,15 @@ start() {
   for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && return 0; sleep 0.1; done
   fail "coordinator did not come up"
 }
-start
+HPORT=$(free_port)
+start --http-listen "127.0.0.1:$HPORT"
 "$BIN/trmctl" list
+# The state events of the old jobs were indexed once on opening: the dashboard lists them.
+curl -sf "http://127.0.0.1:$HPORT/api/jobs/job-000001" | python3 -c '
+import json, sys
+states = [e["state"]["state"] for e in json.load(sys.stdin)["states"]]
+assert states[0] == "JOB_QUEUED" and states[-1] == "JOB_SUCCEEDED" and "JOB_RUNNING" in states, states
+' || fail "the old job's state events are not indexed for the dashboard"
 "$BIN/trmctl" list -o json | python3 -c '
 import json, sys
 jobs = {j["id"]: j for j in json.load(sys.stdin)["jobs"]}

@@ -104,6 +104,8 @@ class Coordinator {
   // Waits up to `timeout` for an event after `after_seq`. Returns false when the job has ended
   // and has no event after `after_seq` (a watcher is done).
   bool WaitForEvents(const std::string& job_id, uint64_t after_seq, std::chrono::milliseconds timeout);
+  // The job's state events (attempts and their reasons), oldest first: the dashboard's list.
+  std::vector<v1::JobEvent> StateEvents(const std::string& job_id, const Principal& who = {});
   // The newest `lines` log lines (1..5000), oldest first: the dashboard's log tail.
   std::vector<v1::JobEvent> TailLogs(const std::string& job_id, int lines, const Principal& who = {});
   std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit,

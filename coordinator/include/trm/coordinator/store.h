@@ -46,6 +46,9 @@ class Store {
   // Appends an event whose seq the caller already assigned (JobRecord.last_seq + 1).
   void AppendEvent(const std::string& job_id, const v1::JobEvent& event);
   std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
+  // The job's state events (its attempts and their reasons), oldest first, through their own
+  // index: not a scan of its metrics events.
+  std::vector<v1::JobEvent> ReadStateEvents(const std::string& job_id);
   // The job's newest `n` log events, oldest first (an index walk from the end, not a scan).
   std::vector<v1::JobEvent> LastLogs(const std::string& job_id, int n);
 
@@ -73,6 +76,7 @@ class Store {
   int64_t PruneAudit(int64_t before_ms);  // returns the rows deleted
 
  private:
+  void IndexStateEvents();  // the one-time migration of older data directories
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
