@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
@@ -89,30 +90,34 @@ int RunDashboard(const std::vector<std::string>& args) {
   nlohmann::json out = {{"bench", "dashboard"}, {"steps", steps}, {"reps", reps}};
   double page_worst = 0;
   std::vector<double> page(static_cast<size_t>(reps), 0.0);
-  for (const std::string path : {"/api/jobs/" + job, "/api/jobs/" + job + "/metrics",
-                                 "/api/jobs/" + job + "/logs?lines=300"}) {
+  // The page's three calls, as it makes them.
+  struct Call {
+    const char* name;
+    std::string path;
+    std::map<std::string, std::string> query;
+  };
+  const std::vector<Call> calls = {{"job", "/api/jobs/" + job, {}},
+                                   {"metrics", "/api/jobs/" + job + "/metrics", {}},
+                                   {"logs", "/api/jobs/" + job + "/logs", {{"lines", "300"}}}};
+  for (const Call& call : calls) {
+    coordinator::HttpRequest req;
+    req.method = "GET";
+    req.host = "127.0.0.1";
+    req.path = call.path;
+    req.query = call.query;
     std::vector<double> t;
     size_t bytes = 0;
     for (int i = 0; i < reps; ++i) {
       const auto t0 = Clock::now();
-      coordinator::HttpRequest req;
-      req.method = "GET";
-      req.host = "127.0.0.1";
-      const size_t q = path.find('?');
-      req.path = path.substr(0, q);
-      if (q != std::string::npos)
-        req.query["lines"] = "300";
       const coordinator::HttpResponse resp = api.Handle(req);
-      if (resp.status != 200) ThrowError(Code::kInternal, path + ": " + resp.body.substr(0, 200));
-      bytes = resp.body.size();
       t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      if (resp.status != 200) ThrowError(Code::kInternal, call.path + ": " + resp.body.substr(0, 200));
+      bytes = resp.body.size();
       page[static_cast<size_t>(i)] += t.back();
     }
     std::sort(t.begin(), t.end());
-    const std::string key = path.find("/metrics") != std::string::npos ? "metrics"
-                            : path.find("/logs") != std::string::npos ? "logs" : "job";
-    out[key] = {{"median_ms", t[t.size() / 2]}, {"worst_ms", t.back()}, {"bytes", bytes}};
-    std::fprintf(stderr, "%s: median %.1f ms, worst %.1f ms, %zu bytes\n", key.c_str(), t[t.size() / 2], t.back(), bytes);
+    out[call.name] = {{"median_ms", t[t.size() / 2]}, {"worst_ms", t.back()}, {"bytes", bytes}};
+    std::fprintf(stderr, "%s: median %.1f ms, worst %.1f ms, %zu bytes\n", call.name, t[t.size() / 2], t.back(), bytes);
   }
   for (double p : page) page_worst = std::max(page_worst, p);
   std::sort(page.begin(), page.end());

@@ -15,7 +15,9 @@
 
 namespace trm {
 
-HostPort SplitHostPort(const std::string& text, const std::string& what) {
+bool IsLoopbackHost(const std::string& h) { return h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0; }
+
+HostPort SplitHostPort(const std::string& text, const std::string& what, int min_port) {
   HostPort out;
   std::string port;
   out.host = text;
@@ -42,8 +44,8 @@ HostPort SplitHostPort(const std::string& text, const std::string& what) {
     errno = 0;
     char* end = nullptr;
     const long p = std::strtol(port.c_str(), &end, 10);
-    if (*end != '\0' || errno == ERANGE || p < 1 || p > 65535) {
-      InvalidArgument(what + ": expected a port in [1, 65535] after ':', got '" + text + "'");
+    if (*end != '\0' || errno == ERANGE || p < min_port || p > 65535) {
+      InvalidArgument(what + ": expected a port in [" + std::to_string(min_port) + ", 65535] after ':', got '" + text + "'");
     }
     out.port = static_cast<int>(p);
   }

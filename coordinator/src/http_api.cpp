@@ -9,6 +9,7 @@
 #include <random>
 
 #include "trm/common/error.h"
+#include "trm/common/net.h"
 #include "web_assets.h"
 
 namespace trm::coordinator {
@@ -255,7 +256,7 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
     const std::string host = HostOf(req.host);
     // Without auth, only this server's names: a page of another site whose name was rebound to
     // this address (DNS rebinding) gets nothing. With auth it has no session for that name.
-    bool known = host == "localhost" || host == "127.0.0.1" || host == "::1";
+    bool known = IsLoopbackHost(host);
     for (const auto& h : opt_.hosts) known = known || host == h;
     if (!known && !auth_->enabled())
       return ErrorResponse(421, "Host '" + req.host + "' is not this dashboard's (--http-listen)");

@@ -3,7 +3,6 @@
 #include <civetweb.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,9 +18,6 @@ namespace {
 
 constexpr long long kMaxBody = 64 * 1024;  // a login form or a cancel: nothing bigger is accepted
 
-bool IsLoopbackHost(const std::string& h) {
-  return h == "localhost" || h == "::1" || h == "[::1]" || h.rfind("127.", 0) == 0;
-}
 
 std::string Header(mg_connection* conn, const char* name) {
   const char* v = mg_get_header(conn, name);
@@ -124,16 +120,7 @@ struct HttpServer::Impl {
 
 HttpServer::HttpServer(const HttpServerOptions& o, const HttpApi* api) : impl_(std::make_unique<Impl>()) {
   impl_->api = api;
-  // HOST:PORT, [IPV6]:PORT; port 0 picks a free one.
-  const size_t colon = o.listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == o.listen.size() ||
-      o.listen.find_first_not_of("0123456789", colon + 1) != std::string::npos || o.listen.size() - colon > 6 ||
-      std::stoi(o.listen.substr(colon + 1)) > 65535)
-    InvalidArgument("--http-listen '" + o.listen + "': expected HOST:PORT (port 0 picks a free one)");
-  HostPort hp;
-  hp.host = o.listen.substr(0, colon);
-  if (hp.host.size() > 2 && hp.host.front() == '[' && hp.host.back() == ']') hp.host = hp.host.substr(1, hp.host.size() - 2);
-  hp.port = std::stoi(o.listen.substr(colon + 1));
+  const HostPort hp = SplitHostPort(o.listen, "--http-listen", /*min_port=*/0);  // port 0 picks a free one
   const bool tls = !o.tls_cert.empty();
   if (!tls && !o.insecure && !IsLoopbackHost(hp.host))
     InvalidArgument("--http-listen " + o.listen + ": plaintext off loopback; give --tls-cert/--tls-key (the dashboard "

@@ -15,6 +15,7 @@
 #include "http_server.h"
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
+#include "trm/common/net.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/rpc/client.h"
 
@@ -23,8 +24,9 @@ namespace trm::coordinator {
 namespace {
 
 bool LoopbackAddress(const std::string& listen) {
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return IsLoopbackHost(host);
 }
 
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ServerOptions& o) {
@@ -85,8 +87,7 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   if (!s.opt.http_listen.empty()) {
     HttpApiOptions ho;
     ho.tls = !s.opt.tls_cert.empty();
-    ho.hosts.push_back(s.opt.http_listen.substr(0, s.opt.http_listen.rfind(':')));
-    if (!ho.hosts.back().empty() && ho.hosts.back().front() == '[') ho.hosts.back() = ho.hosts.back().substr(1, ho.hosts.back().size() - 2);
+    ho.hosts.push_back(SplitHostPort(s.opt.http_listen, "--http-listen", /*min_port=*/0).host);
     if (!s.opt.auth.enabled && !LoopbackAddress(s.opt.http_listen))
       spdlog::warn("no --auth-tokens: anyone who reaches the dashboard at {} can read and cancel jobs", s.opt.http_listen);
     s.http_api = std::make_unique<HttpApi>(s.coordinator.get(), s.auth.get(), ho);

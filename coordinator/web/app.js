@@ -188,13 +188,15 @@ function jobsPage() {
       const cached = sparks.get(j.id);
       if (cached) spark.append(sparkline(cached.values));
       // Sparklines for the first rows only, a few at a time; a finished job's once.
-      if (jobs.indexOf(j) < 50 && sparkFetches < 4 && (!cached || (!terminal(j.state) && Date.now() - cached.at > 10000)))
-        ++sparkFetches,
+      const stale = !cached || (!terminal(j.state) && Date.now() - cached.at > 10000);
+      if (jobs.indexOf(j) < 50 && sparkFetches < 4 && stale) {
+        ++sparkFetches;
         api(`/api/jobs/${j.id}/metrics?points=40`).then((m) => {
-          const values = (m.train.values.lm_loss || []);
+          const values = m.train.values.lm_loss || [];
           sparks.set(j.id, { values, at: Date.now() });
           spark.replaceChildren(sparkline(values));
         }).catch(() => {}).finally(() => --sparkFetches);
+      }
       return el("tr", { "data-job": j.id },
         el("td", {}, el("a", { href: `/jobs/${j.id}`, text: j.id })), el("td", { text: s.name || "" }),
         el("td", { text: j.owner || "local" }), el("td", {}, badge(j.state)), el("td", { class: "num", text: s.priority || 0 }),

@@ -17,9 +17,10 @@ namespace fs = std::filesystem;
 
 bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// Two ranks per node; `nnodes` "2", or a range such as "1:2" (elastic).
 std::vector<std::string> NodeArgs(int node_rank, int port, std::vector<std::string> rest,
-                                  const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args{"--nnodes", "2", "--nproc-per-node", "2", "--node-rank", std::to_string(node_rank),
+                                  const std::vector<std::string>& extra = {}, const std::string& nnodes = "2") {
+  std::vector<std::string> args{"--nnodes", nnodes, "--nproc-per-node", "2", "--node-rank", std::to_string(node_rank),
                                 "--rdzv-endpoint", "127.0.0.1:" + std::to_string(port), "--rdzv-id", "twonodes"};
   args.insert(args.end(), extra.begin(), extra.end());
   args.push_back("trm_launch_test_child");
@@ -156,15 +157,9 @@ TEST(MultiNode, LostNodeZeroEndsTheOtherNodes) {
   EXPECT_EQ(Survivors(tmp.path(), std::chrono::milliseconds(3000)), std::vector<pid_t>{});
 }
 
-// --nnodes MIN:MAX, two ranks per node.
 std::vector<std::string> ElasticArgs(int node_rank, int port, std::vector<std::string> rest,
                                      const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args{"--nnodes", "1:2", "--nproc-per-node", "2", "--node-rank", std::to_string(node_rank),
-                                "--rdzv-endpoint", "127.0.0.1:" + std::to_string(port), "--rdzv-id", "elastic"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  args.push_back("trm_launch_test_child");
-  args.insert(args.end(), rest.begin(), rest.end());
-  return args;
+  return NodeArgs(node_rank, port, std::move(rest), extra, "1:2");
 }
 
 TEST(MultiNode, ElasticRunStartsOnTheNodesPresentAfterTheLastCall) {
@@ -191,8 +186,10 @@ TEST(MultiNode, ElasticRunRestartsOnTheNodesLeftWhenOneIsLost) {
   const int port = testing::FreePort();
   const std::vector<std::string> child{"--out", tmp.path().string(), "--sleep-ms", "60000", "--restart-sleep-ms", "300"};
   const std::vector<std::string> extra{"--rdzv-timeout-s", "2", "--rdzv-last-call-s", "30", "--max-restarts", "1"};
-  Launch node0(ElasticArgs(0, port, child, extra), tmp, "node0");
+  // Node 1 first: it polls for node 0's store, so it joins at once when node 0 serves.
   Launch node1(ElasticArgs(1, port, child, extra), tmp, "node1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Launch node0(ElasticArgs(0, port, child, extra), tmp, "node0");
   ASSERT_TRUE(testing::WaitForFile(tmp.path() / "env_rank3_attempt0.txt"));
   ASSERT_TRUE(testing::WaitForFile(tmp.path() / "env_rank0_attempt0.txt"));
   EXPECT_EQ(ReadEnvFile(tmp.path() / "env_rank0_attempt0.txt").at("WORLD_SIZE"), "4");  // both, without the last call

@@ -13,7 +13,11 @@ struct HostPort {
   std::string host;
   int port = 0;
 };
-HostPort SplitHostPort(const std::string& text, const std::string& what);
+// `min_port` 0 also accepts port 0 (a listener's "pick a free one").
+HostPort SplitHostPort(const std::string& text, const std::string& what, int min_port = 1);
+
+// Whether `host` (no brackets) names this machine's loopback: localhost, 127.x.y.z, ::1.
+bool IsLoopbackHost(const std::string& host);
 
 // A TCP port that is free on every local address right now (bind to port 0, read it back,
 // close). Another process may take it before it is used, so callers use it at once. Throws
