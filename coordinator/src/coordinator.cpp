@@ -57,9 +57,10 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
       if (!m.eval()) {
         Progress& p = progress[j->id()];
         if (p.attempt != rec.attempt().number() || m.step() > p.step) {
-          const bool same = p.attempt == rec.attempt().number();
-          p = Progress{rec.attempt().number(), m.step(), Now(), p.phase,
-                       same ? std::move(p.ranks) : std::map<int, Progress::RankClock>{}};
+          if (p.attempt != rec.attempt().number()) p = Progress{};  // the clocks are the attempt's
+          p.attempt = rec.attempt().number();
+          p.step = m.step();
+          p.since_ms = Now();
         }
         j->set_step(m.step());
         if (m.total_steps() > 0) j->set_total_steps(m.total_steps());
@@ -213,7 +214,7 @@ std::string Coordinator::SubmitJob(const v1::JobSpec& spec_in, const Principal& 
 v1::Job Coordinator::GetJob(const std::string& job_id, const Principal& who) {
   CheckJobId(job_id);
   std::lock_guard<std::mutex> l(impl_->mu);
-  return impl_->WithWarning(impl_->VisibleJob(job_id, who).job());
+  return impl_->WithRanks(impl_->WithWarning(impl_->VisibleJob(job_id, who).job()));
 }
 
 std::vector<v1::Job> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int limit, const Principal& who,
@@ -273,11 +274,12 @@ std::vector<v1::JobEvent> Coordinator::TailLogs(const std::string& job_id, int l
 }
 
 std::vector<v1::StepMetrics> Coordinator::GetMetrics(const std::string& job_id, int64_t from_step, int limit,
-                                                     const Principal& who) {
+                                                     const Principal& who, uint64_t* last_seq) {
   CheckJobId(job_id);
   if (limit < 0) InvalidArgument("limit: must not be negative");
   std::lock_guard<std::mutex> l(impl_->mu);
-  impl_->VisibleJob(job_id, who);
+  const v1::JobRecord& rec = impl_->VisibleJob(job_id, who);
+  if (last_seq) *last_seq = rec.last_seq();
   return impl_->store->ReadMetrics(job_id, from_step, limit);
 }
 

@@ -75,6 +75,9 @@ struct Progress {
   int64_t since_ms = 0;
   std::string phase;  // as the rank-0 worker last reported it
   std::map<int, RankClock> ranks;  // ranks that report phases and have not exited
+  // Every rank's latest report (Job.ranks) and when its phase began on the coordinator's clock
+  // (-1: no phase time reported).
+  std::map<int, std::pair<v1::RankStatus, int64_t>> reported;
 };
 
 struct Coordinator::Impl {
@@ -326,6 +329,18 @@ struct Coordinator::Impl {
     if (j.state() == v1::JOB_QUEUED)
       if (auto it = queue_reasons.find(j.id()); it != queue_reasons.end()) j.set_queue_reason(it->second);
     if (auto it = warnings.find(j.id()); it != warnings.end() && !Terminal(j.state())) j.set_warning(it->second);
+    return j;
+  }
+
+  // GetJob's view: also each running rank as last reported (not in lists: they grow with ranks).
+  v1::Job WithRanks(v1::Job j) const {
+    if (j.state() == v1::JOB_RUNNING)
+      if (auto it = progress.find(j.id()); it != progress.end() && it->second.attempt == j.attempt())
+        for (const auto& [rank, r] : it->second.reported) {
+          v1::RankStatus* out = j.add_ranks();
+          *out = r.first;
+          if (r.second >= 0 && r.first.phase() != v1::PHASE_EXITED) out->set_phase_elapsed_ms(std::max<int64_t>(0, Now() - r.second));
+        }
     return j;
   }
 
@@ -722,6 +737,7 @@ struct Coordinator::Impl {
       }
       Progress& p = ProgressOf(a.job_id(), a.attempt());
       for (const auto& r : a.ranks()) {
+        p.reported[r.rank()] = {r, r.has_phase_elapsed_ms() ? Now() - r.phase_elapsed_ms() : -1};
         if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
         if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
           p.ranks.erase(r.rank());

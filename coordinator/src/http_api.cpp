@@ -10,6 +10,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/net.h"
+#include "tar_stream.h"
 #include "web_assets.h"
 
 namespace trm::coordinator {
@@ -145,7 +146,7 @@ std::string RandomHex(size_t bytes) {
 
 // A job's metrics as the pages draw them: training series downsampled together (by the loss's
 // shape), evaluation points (few) whole.
-std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_points) {
+std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_points, uint64_t last_seq) {
   std::vector<const v1::StepMetrics*> train, eval;
   for (const auto& p : points) (p.eval() ? eval : train).push_back(&p);
   std::vector<double> loss;
@@ -174,7 +175,8 @@ std::string MetricsJson(const std::vector<v1::StepMetrics>& points, size_t max_p
   nlohmann::json out = {{"train", series(train, DownsampleIndices(loss, max_points))},
                         {"eval", series(eval, all_eval)},
                         {"train_points", train.size()},
-                        {"total_steps", points.empty() ? 0 : points.back().total_steps()}};
+                        {"total_steps", points.empty() ? 0 : points.back().total_steps()},
+                        {"last_seq", last_seq}};
   return Dump(out);
 }
 
@@ -353,7 +355,9 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
     if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "metrics" && get) {
       const size_t points = static_cast<size_t>(QueryInt(req, "points", static_cast<int64_t>(opt_.max_points), 2,
                                                          static_cast<int64_t>(opt_.max_points)));
-      return JsonResponse(MetricsJson(c_->GetMetrics(parts[2], 0, 0, who), points));
+      uint64_t last_seq = 0;
+      std::vector<v1::StepMetrics> all = c_->GetMetrics(parts[2], 0, 0, who, &last_seq);
+      return JsonResponse(MetricsJson(all, points, last_seq));
     }
     if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "events" && get) {
       const auto after = static_cast<uint64_t>(QueryInt(req, "after", 0, 0, std::numeric_limits<int64_t>::max()));
@@ -366,6 +370,31 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) const {
     if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "logs" && get) {
       const int n = static_cast<int>(QueryInt(req, "lines", 300, 1, 5000));
       return JsonResponse("{\"events\":" + JsonArray(c_->TailLogs(parts[2], n, who)) + "}");
+    }
+    if (parts.size() == 6 && parts[1] == "jobs" && parts[3] == "checkpoints" && parts[5] == "download" && get) {
+      // The checkpoint's directory as one tar (the files trmctl pull writes), read as it is sent.
+      const bool weights_only = req.query.count("weights_only") && req.query.at("weights_only") == "1";
+      if (downloads_->fetch_add(1) >= opt_.max_downloads) {
+        downloads_->fetch_sub(1);
+        HttpResponse busy = ErrorResponse(503, std::to_string(opt_.max_downloads) + " checkpoint downloads are running; try again shortly");
+        busy.headers.emplace_back("Retry-After", "10");
+        return busy;
+      }
+      // Given back when the response (and its stream) is gone, however the request ends.
+      std::shared_ptr<void> slot(nullptr, [d = downloads_](void*) { d->fetch_sub(1); });
+      FileSet files = c_->ResolveCheckpoint(parts[2], parts[4], weights_only, who);
+      std::string prefix = parts[2] + "-" + parts[4] + (weights_only ? "-weights" : "");
+      for (char& ch : prefix)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') ch = '_';
+      HttpResponse r;
+      r.content_type = "application/x-tar";
+      r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + prefix + ".tar\"");
+      r.headers.emplace_back("Cache-Control", "no-store");
+      r.stream_length = TarSize(files, prefix);
+      r.stream = [files = std::move(files), prefix, slot](const std::function<bool(const char*, size_t)>& write) {
+        return WriteTar(files, prefix, write);
+      };
+      return r;
     }
     if (parts.size() == 4 && parts[1] == "jobs" && parts[3] == "cancel") {
       if (req.method != "POST") return ErrorResponse(405, "cancel: POST only");

@@ -10,9 +10,12 @@
 // equal the trm_csrf cookie (a cross-site page can send neither).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -42,6 +45,12 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra: Set-Cookie, Location, ...
+  // A body too large to hold (a checkpoint download), set instead of `body`: the server sends
+  // stream_length as Content-Length, then calls `stream`, which passes the bytes to `write` and
+  // returns false when `write` did (the client went away). It may throw trm::Error midway: the
+  // server then closes the connection, and the client sees a short body.
+  uint64_t stream_length = 0;
+  std::function<bool(const std::function<bool(const char*, size_t)>& write)> stream;
 };
 
 struct HttpApiOptions {
@@ -52,6 +61,9 @@ struct HttpApiOptions {
   // address (DNS rebinding) gets nothing. Empty: the loopback names only.
   std::vector<std::string> hosts;
   int64_t session_ttl_ms = 12 * 3600 * 1000;  // a login lasts this long (then the form again)
+  // Checkpoint downloads at once (each holds one of the server's threads while it lasts); more
+  // get 503 with Retry-After, so the pages stay served.
+  int max_downloads = 2;
 };
 
 // Thread-safe (every call goes through the Coordinator's own lock); borrows `coordinator` and
@@ -74,6 +86,8 @@ class HttpApi {
   // tokens-file reload revokes it).
   mutable std::mutex mu_;
   mutable std::map<std::string, std::pair<std::string, int64_t>> sessions_;  // id -> token, expiry
+  // Downloads running; shared with their responses, which may outlive a request's Handle call.
+  std::shared_ptr<std::atomic<int>> downloads_ = std::make_shared<std::atomic<int>>(0);
 };
 
 // Indices of at most `max_points` of `values` that keep the curve's shape: the first and last,

@@ -107,13 +107,25 @@ struct HttpServer::Impl {
         resp.body = "{\"error\":\"internal error\"}";
       }
     }
+    const uint64_t length = resp.stream ? resp.stream_length : resp.body.size();
     std::string head = "HTTP/1.1 " + std::to_string(resp.status) + " " + Reason(resp.status) + "\r\n" +
-                       "Content-Type: " + resp.content_type + "\r\nContent-Length: " + std::to_string(resp.body.size()) +
+                       "Content-Type: " + resp.content_type + "\r\nContent-Length: " + std::to_string(length) +
                        "\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n";
     for (const auto& [k, v] : resp.headers) head += k + ": " + v + "\r\n";
     head += "\r\n";
     mg_write(conn, head.data(), head.size());
-    if (req.method != "HEAD") mg_write(conn, resp.body.data(), resp.body.size());
+    if (req.method == "HEAD") return static_cast<int>(resp.status);
+    if (!resp.stream) {
+      mg_write(conn, resp.body.data(), resp.body.size());
+      return static_cast<int>(resp.status);
+    }
+    try {
+      // mg_write returns the bytes written, 0 or less once the client is gone (each write has
+      // request_timeout_ms).
+      resp.stream([conn](const char* p, size_t n) { return mg_write(conn, p, n) == static_cast<int>(n); });
+    } catch (const std::exception& e) {  // the headers are out: a short body is all that can say it
+      spdlog::warn("dashboard: {} {}: stopped midway: {}", req.method, req.path, e.what());
+    }
     return static_cast<int>(resp.status);
   }
 };

@@ -209,16 +209,87 @@ function jobsPage() {
   every(3000, refresh);
 }
 
+// Appends one metrics event's point to a series as /metrics returns it (columns per key).
+function appendPoint(series, step, values) {
+  const n = series.steps.length;
+  series.steps.push(step);
+  for (const k of Object.keys(values)) if (!(k in series.values)) series.values[k] = new Array(n).fill(null);
+  for (const [k, col] of Object.entries(series.values)) col.push(values[k] === undefined ? null : Number(values[k]));
+}
+
+const phaseName = (p) => (p || "PHASE_UNSPECIFIED").replace("PHASE_", "").toLowerCase();
+const ms = (s) => (s === undefined || s === null ? "–" : `${fmt(Number(s) * 1000, 3)} ms`);
+
+// Each rank as its worker last reported it. In data parallel every rank's step takes the
+// slowest one's time (they meet in the all-reduce), so the slow rank is the one that waits least
+// there: it is marked.
+function rankRows(job) {
+  const ranks = (job.ranks || []).map((r) => ({ ...r, rank: num(r.rank), t: r.last_step }));
+  const timed = ranks.filter((r) => r.t);
+  let slow = null;
+  if (timed.length > 1) slow = timed.reduce((a, b) => (num(b.t.allreduce_s) < num(a.t.allreduce_s) ? b : a)).rank;
+  const worker = (rank) => ((job.placement || []).find((p) => num(p.rank) === rank) || {}).worker_id || "";
+  return ranks.map((r) => el("tr", { "data-rank": r.rank, class: r.rank === slow ? "slow" : null, title: r.rank === slow ? "waits least in the all-reduce: the others wait for it" : null },
+    el("td", { class: "num", text: r.rank }), el("td", { text: worker(r.rank) }), el("td", { text: phaseName(r.phase) }),
+    el("td", { class: "num", text: r.phase_elapsed_ms === undefined ? "–" : `${(num(r.phase_elapsed_ms) / 1000).toFixed(1)} s` }),
+    el("td", { class: "num", text: num(r.step) }), el("td", { class: "num", text: r.t ? num(r.t.step) : "–" }),
+    el("td", { class: "num step-time", text: r.t ? ms(num(r.t.total_s)) : "–" }), el("td", { class: "num", text: r.t ? ms(num(r.t.data_s)) : "–" }),
+    el("td", { class: "num", text: r.t ? ms(num(r.t.compute_s)) : "–" }), el("td", { class: "num", text: r.t ? ms(num(r.t.allreduce_s)) : "–" }),
+    el("td", { class: "num", text: r.rss_bytes ? `${(num(r.rss_bytes) / 1048576).toFixed(0)} MiB` : "–" })));
+}
+
 function jobPage(id) {
-  let log = false, metricsDone = false;
+  let log = false, redraw = true;
+  // The curves: /metrics once (downsampled), then only the metrics events after its last_seq,
+  // appended; read whole again when a resumed run logs steps again or the series grows long.
+  let m = null;
   const head = el("div"), charts = el("div", { class: "grid", id: "charts" }), states = el("tbody"), ckpts = el("tbody");
-  const logBox = el("pre", { id: "log" }), config = el("pre", { id: "config" });
-  const toggle = el("label", {}, el("input", { type: "checkbox", id: "log-scale", onchange: (e) => { log = e.target.checked; metricsDone = false; } }), " log scale");
-  app().replaceChildren(head, el("h2", {}, "Curves ", toggle), charts, el("h2", { text: "Attempts" }),
+  const ranks = el("tbody"), logBox = el("pre", { id: "log" }), config = el("pre", { id: "config" });
+  const toggle = el("label", {}, el("input", { type: "checkbox", id: "log-scale", onchange: (e) => { log = e.target.checked; redraw = true; } }), " log scale");
+  app().replaceChildren(head, el("h2", { text: "Ranks" }),
+    el("table", { id: "ranks" }, el("thead", {}, el("tr", {}, ...["rank", "worker", "phase", "in phase", "step", "last step", "step time", "data",
+      "compute", "all-reduce", "memory"].map((h) => el("th", { text: h })))), ranks),
+    el("h2", {}, "Curves ", toggle), charts,
+    el("h2", { text: "Attempts" }),
     el("table", { id: "attempts" }, el("thead", {}, el("tr", {}, ...["time", "attempt", "state", "message"].map((h) => el("th", { text: h })))), states),
     el("h2", { text: "Checkpoints" }),
-    el("table", { id: "checkpoints" }, el("thead", {}, el("tr", {}, ...["name", "step", "metrics", "evaluations", "size", "get it"].map((h) => el("th", { text: h })))), ckpts),
+    el("table", { id: "checkpoints" }, el("thead", {}, el("tr", {}, ...["name", "step", "metrics", "evaluations", "size", "download"].map((h) => el("th", { text: h })))), ckpts),
     el("h2", { text: "Log (latest lines)" }), logBox, el("h2", { text: "Resolved config" }), config);
+
+  async function curves(done) {
+    if (m && done && m.caught_up) {
+      // A finished job's series is complete: only the log-scale toggle redraws it.
+    } else if (!m) {
+      m = await api(`/api/jobs/${id}/metrics`);
+      redraw = true;
+    } else {
+      const { events = [], last_seq } = await api(`/api/jobs/${id}/events?after=${m.last_seq}&limit=5000`);
+      for (const ev of events) {
+        if (!ev.metrics) continue;
+        const p = ev.metrics, dst = p.eval ? m.eval : m.train, step = num(p.step);
+        if (dst.steps.length && step <= num(dst.steps[dst.steps.length - 1])) { m = null; return curves(done); }
+        appendPoint(dst, step, p.values || {});
+        if (!p.eval) m.train_points = num(m.train_points) + 1;
+        redraw = true;
+      }
+      m.last_seq = num(last_seq);
+      // A finished job's series ends once the events after it are read.
+      m.caught_up = done && events.length < 5000;
+      if (m.train.steps.length > 4000) { m = null; return curves(done); }
+    }
+    if (!redraw) return;
+    redraw = false;
+    const t = m.train, e = m.eval, series = (src, name) => ({ name, steps: src.steps, values: src.values[name] || [] });
+    const evalLoss = Object.keys(e.values).filter((k) => k.endsWith("lm_loss"));
+    charts.replaceChildren(
+      chart("chart-loss", `loss (${m.train_points} steps logged${t.steps.length < m.train_points ? `, ${t.steps.length} drawn` : ""})`,
+        [series(t, "lm_loss"), ...evalLoss.map((k) => series(e, k))], { log }),
+      chart("chart-lr", "learning rate", [series(t, "lr")]),
+      chart("chart-tokens", "tokens/s", [series(t, "tokens_per_s")]),
+      // 0 means no row halted at that step (nothing to average): not drawn.
+      chart("chart-act", "ACT steps", [{ ...series(t, "act_steps"), values: (t.values.act_steps || []).map((v) => (v > 0 ? v : null)) }]),
+      chart("chart-step-time", "step time (s)", [series(t, "step_s")]));
+  }
 
   async function load() {
     const { job, checkpoints = [], states: st = [] } = await api(`/api/jobs/${id}`);
@@ -241,28 +312,20 @@ function jobPage(id) {
     if (job.queue_reason) facts.push(["waiting", job.queue_reason]);
     head.replaceChildren(el("h1", {}, el("span", { id: "job-id", text: id }), " ", el("span", { class: "muted", text: s.name || "" }), " ", cancel),
       el("dl", { class: "facts", id: "facts", "data-state": stateName(job.state) }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])));
+    const rr = rankRows(job);
+    ranks.replaceChildren(...(rr.length ? rr : [el("tr", {}, el("td", { colspan: 11, class: "muted", text: "no ranks running" }))]));
     states.replaceChildren(...st.map((e) => el("tr", {}, el("td", { text: new Date(num(e.time_unix_ms)).toLocaleString() }),
       el("td", { text: e.state.attempt || 0 }), el("td", {}, badge(e.state.state)), el("td", { text: e.state.message || "" }))));
+    const base = `/api/jobs/${encodeURIComponent(id)}/checkpoints`;
     ckpts.replaceChildren(...checkpoints.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: num(c.step) }),
       el("td", { text: Object.entries(c.metrics || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") }),
       el("td", { text: (c.evals || []).map((r) => `${r.dataset || ""}: ` + Object.entries(r.metrics || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")).join("; ") }),
       el("td", { class: "num", text: `${(num(c.size_bytes) / 1048576).toFixed(1)} MiB` }),
-      el("td", {}, el("code", { text: `trmctl pull ${id} --select ${c.name} -o DIR` })))));
+      el("td", {}, el("a", { class: "download", href: `${base}/${encodeURIComponent(c.name)}/download`, download: "", text: "tar" }), " · ",
+        el("a", { href: `${base}/${encodeURIComponent(c.name)}/download?weights_only=1`, download: "", text: "weights only" }), " · ",
+        el("code", { text: `trmctl pull ${id} --select ${c.name} -o DIR` })))));
     if (job.resolved_config_json && !config.textContent) config.textContent = JSON.stringify(JSON.parse(job.resolved_config_json), null, 2);
-    if (!metricsDone) {
-      metricsDone = terminal(job.state);  // a finished job's curves do not change
-      const m = await api(`/api/jobs/${id}/metrics`);
-      const t = m.train, e = m.eval, series = (src, name) => ({ name, steps: src.steps, values: src.values[name] || [] });
-      const evalLoss = Object.keys(e.values).filter((k) => k.endsWith("lm_loss"));
-      charts.replaceChildren(
-        chart("chart-loss", `loss (${m.train_points} steps logged${t.steps.length < m.train_points ? `, ${t.steps.length} drawn` : ""})`,
-          [series(t, "lm_loss"), ...evalLoss.map((k) => series(e, k))], { log }),
-        chart("chart-lr", "learning rate", [series(t, "lr")]),
-        chart("chart-tokens", "tokens/s", [series(t, "tokens_per_s")]),
-        // 0 means no row halted at that step (nothing to average): not drawn.
-        chart("chart-act", "ACT steps", [{ ...series(t, "act_steps"), values: (t.values.act_steps || []).map((v) => (v > 0 ? v : null)) }]),
-        chart("chart-step-time", "step time (s)", [series(t, "step_s")]));
-    }
+    await curves(terminal(job.state));
     // The log's tail: the newest lines (an index walk on the server, however long the job).
     const { events = [] } = await api(`/api/jobs/${id}/logs?lines=300`);
     logBox.textContent = events.map((ev) => `[rank ${ev.log.rank || 0}] ${ev.log.text}`).join("\n") || "(no log lines)";

@@ -310,6 +310,7 @@ TEST_F(CoordinatorTest, RankLongerInAPhaseThanItsBudgetFailsAsHang) {
       r->set_phase(phase);
       r->set_phase_elapsed_ms(elapsed);
       r->set_step(step);
+      if (step > 0) r->mutable_last_step()->set_step(step - 1);
     }
     c_->Heartbeat(h);
     c_->Tick();
@@ -335,11 +336,24 @@ TEST_F(CoordinatorTest, RankLongerInAPhaseThanItsBudgetFailsAsHang) {
   now_ += 15000;
   beat(id, {{0, v1::PHASE_COMPUTE, 1000, 4}, {1, v1::PHASE_ALLREDUCE, 15000, 3}});
   EXPECT_EQ(c_->GetJob(id).attempt(), 1);
-  // ...and 6 s later (no heartbeat in between: the coordinator's clock counts on) past it.
-  now_ += 6000;
+  now_ += 4000;
+  v1::Job j = c_->GetJob(id);  // each rank as last reported, its time in phase on the coordinator's clock
+  ASSERT_EQ(j.ranks_size(), 2);
+  EXPECT_EQ(j.ranks(0).rank(), 0);
+  EXPECT_EQ(j.ranks(0).phase(), v1::PHASE_COMPUTE);
+  EXPECT_EQ(j.ranks(0).phase_elapsed_ms(), 5000);
+  EXPECT_EQ(j.ranks(0).last_step().step(), 3);
+  EXPECT_EQ(j.ranks(1).phase(), v1::PHASE_ALLREDUCE);
+  EXPECT_EQ(j.ranks(1).phase_elapsed_ms(), 19000);
+  EXPECT_EQ(j.ranks(1).step(), 3);
+  Report("w1", id, 1, {Metrics(4, 4.0)});  // a step's metrics move the step clock, not the ranks' reports
+  EXPECT_EQ(c_->GetJob(id).ranks_size(), 2);
+  // ...and 6 s after that heartbeat (none in between: the coordinator's clock counts on) past it.
+  now_ += 2000;
   c_->Tick();
-  v1::Job j = c_->GetJob(id);
+  j = c_->GetJob(id);
   EXPECT_EQ(j.failure_kind(), "hang");
+  EXPECT_EQ(j.ranks_size(), 0) << "a queued job has no ranks";
   // The retry waits for a heartbeat from the worker after the failure (it could be dying).
   EXPECT_EQ(j.state(), v1::JOB_QUEUED);
   Beat("w1");

@@ -11,6 +11,8 @@
 #include "coordinator_fixture.h"
 #include "http_api.h"
 #include "http_server.h"
+#include "tar_stream.h"
+#include "trm/common/file_util.h"
 
 namespace trm::coordinator {
 namespace {
@@ -18,6 +20,23 @@ namespace {
 constexpr const char* kAdminToken = "admin-token-0123456789";
 constexpr const char* kSubmitToken = "alice-token-0123456789";
 constexpr const char* kReadToken = "reader-token-0123456789";
+
+// One HTTP exchange on a fresh loopback connection: all the server sent.
+std::string Fetch(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
 
 class HttpApiTest : public CoordinatorTest {
  protected:
@@ -99,6 +118,8 @@ TEST_F(HttpApiTest, JobsJobMetricsAndEventsAreTheCoordinatorsData) {
   j = Body(Get(api, "/api/jobs/" + id + "/events"));
   const uint64_t last = j["last_seq"].get<uint64_t>();
   EXPECT_GT(last, 30u);
+  // The series says where it ends, so a page reads only the events after it.
+  EXPECT_EQ(Body(Get(api, "/api/jobs/" + id + "/metrics"))["last_seq"].get<uint64_t>(), last);
   j = Body(Get(api, "/api/jobs/" + id + "/events", {{"after", std::to_string(last - 2)}}));
   EXPECT_EQ(j["events"].size(), 2u);
   EXPECT_EQ(j["last_seq"].get<uint64_t>(), last);
@@ -317,21 +338,7 @@ TEST_F(HttpApiTest, ServesOverHttpOnLoopback) {
   HttpServer server(o, &api);
   ASSERT_GT(server.port(), 0);
   EXPECT_EQ(server.url(), "http://127.0.0.1:" + std::to_string(server.port()) + "/");
-  auto fetch = [&](const std::string& request) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(server.port()));
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-    ::close(fd);
-    return out;
-  };
+  auto fetch = [&](const std::string& request) { return Fetch(server.port(), request); };
   std::string r = fetch("GET /api/whoami?x=%20y HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
   EXPECT_NE(r.find("\"name\":\"local\""), std::string::npos) << r;
@@ -352,6 +359,100 @@ TEST_F(HttpApiTest, ServesOverHttpOnLoopback) {
   HttpServerOptions open;
   open.listen = "0.0.0.0:0";
   EXPECT_NE(ErrorOf([&] { HttpServer s(open, &api); }).find("plaintext off loopback"), std::string::npos);
+}
+
+// A checkpoint's download link: its files as one tar, read as it is sent, which tar itself
+// unpacks into the files trmctl pull writes.
+TEST_F(HttpApiTest, CheckpointsDownloadAsATar) {
+  HttpApi api(c_.get(), &open_);
+  AddWorker("w1", 1);
+  Beat("w1");
+  const std::string id = c_->SubmitJob(Spec(1));
+  c_->Tick();
+  Upload(id, 1, 2);
+  HttpResponse r = Get(api, "/api/jobs/" + id + "/checkpoints/step_2/download");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_TRUE(r.stream);
+  EXPECT_EQ(r.content_type, "application/x-tar");
+  EXPECT_EQ(HeaderOf(r, "Content-Disposition"), "attachment; filename=\"" + id + "-step_2.tar\"");
+  std::string tar;
+  ASSERT_TRUE(r.stream([&](const char* p, size_t n) { return tar.append(p, n), true; }));
+  EXPECT_EQ(tar.size(), r.stream_length);
+  EXPECT_EQ(tar.size() % 512, 0u);
+  EXPECT_EQ(tar.substr(tar.size() - 1024), std::string(1024, '\0'));
+  // The first header by hand: the name under the job-step folder, its size in octal, its sum.
+  EXPECT_EQ(std::string(tar.c_str()), id + "-step_2/model.safetensors");
+  EXPECT_EQ(std::strtoull(tar.substr(124, 12).c_str(), nullptr, 8), std::string("weights at 2").size());
+  unsigned sum = 0;
+  for (size_t i = 0; i < 512; ++i) sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(tar[i]);
+  EXPECT_EQ(std::strtoul(tar.substr(148, 7).c_str(), nullptr, 8), sum);
+  // And as tar reads it.
+  const fs::path out = root_ / "untar";
+  fs::create_directories(out);
+  WriteFileAtomic((root_ / "c.tar").string(), tar);
+  ASSERT_EQ(std::system(("tar -xf '" + (root_ / "c.tar").string() + "' -C '" + out.string() + "'").c_str()), 0);
+  EXPECT_EQ(ReadFile((out / (id + "-step_2") / "model.safetensors").string()), "weights at 2");
+  EXPECT_EQ(ReadFile((out / (id + "-step_2") / "tokenizer" / "vocab.json").string()), "{}");
+  // A client that goes away stops the stream.
+  size_t calls = 0;
+  EXPECT_FALSE(r.stream([&](const char*, size_t) { return ++calls < 2; }));
+  EXPECT_EQ(calls, 2u);
+  // Selectors work as in trmctl pull; unknown checkpoints are 404.
+  EXPECT_EQ(Get(api, "/api/jobs/" + id + "/checkpoints/latest/download").stream_length, tar.size());
+  EXPECT_EQ(Get(api, "/api/jobs/" + id + "/checkpoints/step_9/download").status, 404);
+  {
+    // At most max_downloads at once (each holds a server thread); a slot is free again once its
+    // response is gone.
+    HttpApiOptions one;
+    one.max_downloads = 1;
+    HttpApi limited(c_.get(), &open_, one);
+    HttpResponse first = Get(limited, "/api/jobs/" + id + "/checkpoints/step_2/download");
+    ASSERT_EQ(first.status, 200);
+    HttpResponse second = Get(limited, "/api/jobs/" + id + "/checkpoints/step_2/download");
+    EXPECT_EQ(second.status, 503);
+    EXPECT_EQ(HeaderOf(second, "Retry-After"), "10");
+    EXPECT_EQ(Get(limited, "/api/jobs/" + id + "/checkpoints/step_9/download").status, 503);
+    first = HttpResponse{};
+    EXPECT_EQ(Get(limited, "/api/jobs/" + id + "/checkpoints/step_9/download").status, 404) << "the slot came back";
+    EXPECT_EQ(Get(limited, "/api/jobs/" + id + "/checkpoints/step_2/download").status, 200) << "and after a refusal too";
+  }
+
+  // Over HTTP: Content-Length first, then the same bytes.
+  HttpServerOptions o;
+  o.listen = "127.0.0.1:0";
+  HttpServer server(o, &api);
+  const std::string http =
+      Fetch(server.port(), "GET /api/jobs/" + id + "/checkpoints/step_2/download HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  ASSERT_EQ(http.rfind("HTTP/1.1 200", 0), 0u) << http.substr(0, 200);
+  EXPECT_NE(http.find("Content-Length: " + std::to_string(tar.size()) + "\r\n"), std::string::npos);
+  EXPECT_EQ(http.substr(http.find("\r\n\r\n") + 4), tar);
+}
+
+TEST(TarStream, LongPathsSplitIntoPrefixAndName) {
+  const fs::path dir = fs::temp_directory_path() / ("trm_tar_" + std::to_string(::getpid()));
+  const std::string sub = std::string(80, 'd') + "/" + std::string(90, 'f');
+  fs::create_directories(dir / std::string(80, 'd'));
+  WriteFileAtomic((dir / sub).string(), "x");
+  FileSet files{dir.string(), rpc::BuildManifest(dir.string(), "t")};
+  std::string tar;
+  ASSERT_TRUE(WriteTar(files, "top", [&](const char* p, size_t n) { return tar.append(p, n), true; }));
+  EXPECT_EQ(tar.size(), TarSize(files, "top"));
+  EXPECT_EQ(std::string(tar.c_str() + 345), "top/" + std::string(80, 'd'));
+  EXPECT_EQ(std::string(tar.c_str(), 90), std::string(90, 'f'));
+  // A path with no '/' that leaves both parts short enough: refused before the first byte.
+  const std::string unsplittable = std::string(200, 'u') + "/" + std::string(40, 'f');
+  fs::create_directories(dir / std::string(200, 'u'));
+  WriteFileAtomic((dir / unsplittable).string(), "y");
+  const FileSet too_long{dir.string(), rpc::BuildManifest(dir.string(), "t")};
+  const std::string why = ErrorOf([&] { TarSize(too_long, "top"); });
+  EXPECT_NE(why.find("too long a path for a tar header"), std::string::npos) << why;
+  // Missing or resized files are found before sending too, and while sending.
+  WriteFileAtomic((dir / sub).string(), "xx");
+  EXPECT_NE(ErrorOf([&] { TarSize(files, "top"); }).find("its manifest says 1"), std::string::npos);
+  fs::remove(dir / sub);
+  EXPECT_NE(ErrorOf([&] { TarSize(files, "top"); }).find("missing"), std::string::npos);
+  EXPECT_THROW(WriteTar(files, "top", [](const char*, size_t) { return true; }), Error) << "a file deleted meanwhile";
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 # The web dashboard over the real binaries, in a real browser: a coordinator with --http-listen
 # and a worker run a short job; headless Chromium loads /jobs/<id>, and its DOM must hold the
 # job's id, its state and a loss series with one point per logged step; a screenshot (PNG) is
-# kept as a test artifact. With --auth-tokens, the same page without a token is the login form,
-# never the data. Usage: dashboard.sh BIN_DIR SOURCE_DIR ARTIFACT_DIR
+# kept as a test artifact; its download link is the checkpoint trmctl pull gets; a running job's
+# page has each rank's phase and step time. With --auth-tokens, the same page without a token is
+# the login form, never the data. Usage: dashboard.sh BIN_DIR SOURCE_DIR ARTIFACT_DIR
 set -euo pipefail
 BIN="$1"; SRC="$2"; ARTIFACTS="$3"
 source "$(dirname "$0")/lib.sh"
@@ -61,6 +62,39 @@ python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); assert d[:8]==b"\x89PNG
   "$ARTIFACTS/dashboard_job.png" || fail "no screenshot"
 browse --dump-dom "http://127.0.0.1:$HPORT/" >"$WORK/jobs.html"
 grep -q "data-job=\"$JOB\"" "$WORK/jobs.html" || fail "the jobs page does not list $JOB"
+
+# The page's download link: the checkpoint as one tar holding the files trmctl pull writes.
+HREF=$(python3 -c 'import re,sys; print(re.search(r"href=\"(/api/jobs/[^\"]*/checkpoints/step_40/download)\"", open(sys.argv[1]).read()).group(1))' \
+       "$WORK/job.html") || fail "no download link for step_40"
+curl -sf "http://127.0.0.1:$HPORT$HREF" -o "$WORK/ckpt.tar" || fail "the download link $HREF"
+mkdir -p "$WORK/untar"
+tar -xf "$WORK/ckpt.tar" -C "$WORK/untar" || fail "the download is no tar"
+"$BIN/trmctl" pull "$JOB" --select step_40 -o "$WORK/pulled" >/dev/null
+diff -r "$WORK/pulled" "$WORK/untar/$JOB-step_40" || fail "the tar's files differ from trmctl pull's"
+
+# A running job's page shows each rank: its phase and its last step's times.
+LIVE=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset chat --name live global_batch_size=8 max_steps=100000 \
+       checkpoint_interval_steps=100000 threads=1)
+ranks_reported() {
+  curl -sf "http://127.0.0.1:$HPORT/api/jobs/$LIVE" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["job"].get("ranks",[]); sys.exit(0 if r and "last_step" in r[0] else 1)'
+}
+wait_for 120 "the running job's ranks report no step times" ranks_reported
+browse --dump-dom "http://127.0.0.1:$HPORT/jobs/$LIVE" >"$WORK/live.html"
+python3 - "$WORK/live.html" <<'PY' || fail "the running job's page"
+import re, sys
+dom = open(sys.argv[1]).read()
+row = re.search(r'<tr data-rank="0"[^>]*>(.*?)</tr>', dom)
+at = dom.find('id="ranks"')
+assert row, "no row for rank 0 in the ranks table: " + (dom[at:at + 1500] if at >= 0 else dom[:3000])
+cells = re.findall(r'<td[^>]*>(.*?)</td>', row.group(1))
+assert cells[2] in ("data", "compute", "allreduce", "checkpoint", "eval"), f"rank 0's phase: {cells[2]}"
+assert cells[6].endswith(" ms"), f"rank 0's step time: {cells[6]}"
+assert 'data-state="running"' in dom, "not running"
+print(f"live job page: rank 0 {cells[2]}, step time {cells[6]}")
+PY
+browse --screenshot="$ARTIFACTS/dashboard_live.png" "http://127.0.0.1:$HPORT/jobs/$LIVE" >/dev/null
+"$BIN/trmctl" cancel "$LIVE" >/dev/null
 
 # With auth: no token, no data (the login form); a token in the URL's place does not help.
 APORT=$(free_port); AHPORT=$(free_port)

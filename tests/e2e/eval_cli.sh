@@ -41,7 +41,7 @@ PY
 # batch, so the hang budget bounds a batch, not the whole evaluation.
 TRM_PHASE_FILE="$WORK/phase" "$BIN/trm-eval" --checkpoint "$WORK/run" --data "$WORK/ds" --batch-size 2 \
   --no-progress --threads 1 > /dev/null
-grep -qE '^trm-phase 5 5 ' "$WORK/phase" || { echo "phase file: $(cat "$WORK/phase")"; exit 1; }
+grep -qE '^trm-phase2 5 5 ' "$WORK/phase" || { echo "phase file: $(cat "$WORK/phase")"; exit 1; }
 # Another dataset of the same tokenizer and row length evaluates.
 "$BIN/trm-eval" --checkpoint "$WORK/run" --data "$WORK/other" --no-progress --threads 1 | grep -q '"rows":5'
 
@@ -72,7 +72,7 @@ test "$(wc -l < "$WORK/gen.json")" -eq 1 && grep -q '"exact_match"' "$WORK/gen.j
 test "$(wc -l < "$WORK/completions.jsonl")" -eq 2 || { echo "generate: expected 2 completions"; exit 1; }
 TRM_PHASE_FILE="$WORK/phase" "$BIN/trm-eval" generate --checkpoint "$WORK/run" --prompts "$WORK/prompts.jsonl" \
   --max-new-tokens 2 --batch-size 1 --threads 1 --no-progress > /dev/null
-grep -qE '^trm-phase 5 2 ' "$WORK/phase" || { echo "generate phase file: $(cat "$WORK/phase")"; exit 1; }
+grep -qE '^trm-phase2 5 2 ' "$WORK/phase" || { echo "generate phase file: $(cat "$WORK/phase")"; exit 1; }
 : > "$WORK/empty.jsonl"
 expect_bad "empty prompts file" "empty.jsonl" generate --checkpoint "$WORK/run" --prompts "$WORK/empty.jsonl"
 echo "eval_cli: ok"

@@ -233,6 +233,57 @@ TEST_F(TrainerTest, PhasesFollowTheLoopThroughThePhaseFile) {
       << "d data, c compute, k checkpoint (after the 2nd and 4th step)";
 }
 
+// Each rank's step times (the dashboard's "which rank is slow"): the time between reports goes to
+// the phase that was left, and a step ends at the first report of the next one.
+TEST(PhaseFile, CarriesTheLastFinishedStepsTimes) {
+  const fs::path dir = fs::temp_directory_path() / ("trm_phase_t_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "p").string();
+  PhaseWriter w(path);
+  const int64_t t0 = 1'800'000'000'000'000;
+  w.Enter(Phase::kStarting, 7, t0);
+  w.Enter(Phase::kData, 7, t0 + 5'000'000);  // start-up is no step's
+  EXPECT_EQ(ReadPhaseFile(path)->last_step.step, -1);
+  w.Enter(Phase::kCompute, 7, t0 + 5'000'300);
+  w.Enter(Phase::kAllReduce, 7, t0 + 5'002'300);
+  w.Enter(Phase::kCompute, 7, t0 + 5'002'800);
+  w.Enter(Phase::kCheckpoint, 8, t0 + 5'003'000);
+  auto rec = ReadPhaseFile(path);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->phase, Phase::kCheckpoint);
+  EXPECT_EQ(rec->step, 8);
+  EXPECT_EQ(rec->since_unix_ms, (t0 + 5'003'000) / 1000);
+  EXPECT_EQ(rec->last_step.step, 7);
+  EXPECT_EQ(rec->last_step.data_us, 300);
+  EXPECT_EQ(rec->last_step.compute_us, 2000 + 200);
+  EXPECT_EQ(rec->last_step.allreduce_us, 500);
+  EXPECT_EQ(rec->last_step.total_us(), 3000);
+  // The checkpoint's time is not step 8's, nor is its wait for peers; the step's own phases are.
+  w.Enter(Phase::kAllReduce, 8, t0 + 7'000'000);
+  w.Enter(Phase::kData, 8, t0 + 9'000'000);
+  w.Enter(Phase::kCompute, 8, t0 + 9'000'100);
+  w.Enter(Phase::kAllReduce, 8, t0 + 9'000'200);
+  EXPECT_EQ(ReadPhaseFile(path)->last_step.step, 7);
+  w.Enter(Phase::kData, 9, t0 + 9'010'200);
+  rec = ReadPhaseFile(path);
+  EXPECT_EQ(rec->last_step.step, 8);
+  EXPECT_EQ(rec->last_step.data_us, 100);
+  EXPECT_EQ(rec->last_step.compute_us, 100);
+  EXPECT_EQ(rec->last_step.allreduce_us, 10000);
+  // A record of the format before step times (a trm-train of the release before) still reads.
+  WriteFileAtomic(path, "trm-phase 3 12 1796247343754 " + std::to_string((3ull * 0x9E3779B97F4A7C15ull) ^
+                                                                          (12ull * 0xC2B2AE3D27D4EB4Full) ^ 1796247343754ull));
+  std::string old = ReadFile(path);
+  old.resize(95, ' ');
+  WriteFileAtomic(path, old + "\n");
+  rec = ReadPhaseFile(path);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->phase, Phase::kAllReduce);
+  EXPECT_EQ(rec->step, 12);
+  EXPECT_EQ(rec->last_step.step, -1);
+  fs::remove_all(dir);
+}
+
 TEST(PhaseFile, GarbageTornOrMissingReadsAsNothing) {
   const fs::path dir = fs::temp_directory_path() / ("trm_phase_" + std::to_string(::getpid()));
   fs::create_directories(dir);

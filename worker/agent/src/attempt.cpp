@@ -118,6 +118,14 @@ v1::AttemptStatus Attempt::Status() {
       rs->set_phase(ToProto(rec->phase));
       rs->set_phase_elapsed_ms(std::max<int64_t>(0, NowUnixMs() - rec->since_unix_ms));
       rs->set_step(rec->step);
+      if (rec->last_step.step >= 0) {
+        v1::RankStepTime* t = rs->mutable_last_step();
+        t->set_step(rec->last_step.step);
+        t->set_total_s(rec->last_step.total_us() / 1e6);
+        t->set_data_s(rec->last_step.data_us / 1e6);
+        t->set_compute_s(rec->last_step.compute_us / 1e6);
+        t->set_allreduce_s(rec->last_step.allreduce_us / 1e6);
+      }
     } else {
       rs->set_phase(step >= 0 ? v1::PHASE_COMPUTE : v1::PHASE_STARTING);
     }

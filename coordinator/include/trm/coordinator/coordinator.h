@@ -108,8 +108,10 @@ class Coordinator {
   std::vector<v1::JobEvent> StateEvents(const std::string& job_id, const Principal& who = {});
   // The newest `lines` log lines (1..5000), oldest first: the dashboard's log tail.
   std::vector<v1::JobEvent> TailLogs(const std::string& job_id, int lines, const Principal& who = {});
+  // `last_seq`, when given, gets the job's newest event seq as of the read: events after it hold
+  // the points logged since (the dashboard reads those instead of the whole series again).
   std::vector<v1::StepMetrics> GetMetrics(const std::string& job_id, int64_t from_step, int limit,
-                                          const Principal& who = {});
+                                          const Principal& who = {}, uint64_t* last_seq = nullptr);
   std::vector<v1::CheckpointInfo> ListCheckpoints(const std::string& job_id, const Principal& who = {});
   // selector: latest | best:<metric> | step:N | step_N (at most 256 characters); <metric> may be
   // an evaluation result's key, eval[DATASET]:METRIC. `weights_only`: the checkpoint's
