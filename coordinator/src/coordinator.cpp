@@ -103,6 +103,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
   fs::remove_all(fs::path(opt.data_dir) / "tmp", ec);  // partial uploads of a previous run
   fs::create_directories(fs::path(opt.data_dir) / "tmp", ec);
   impl_->shards = std::make_unique<ShardPlanner>(opt.data_dir);
+  if (opt.metrics) opt.metrics->WatchDisk(opt.data_dir);
   impl_->store = std::make_unique<Store>((fs::path(opt.data_dir) / "coordinator.db").string());
   for (auto& rec : impl_->store->ListJobs()) impl_->jobs[rec.job().id()] = std::move(rec);
   const int64_t now = impl_->Now();

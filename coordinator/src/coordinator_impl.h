@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
@@ -84,6 +85,7 @@ struct Coordinator::Impl {
   CoordinatorOptions opt;
   std::map<std::string, Progress> progress;  // job id -> its active attempt's progress
   std::map<std::string, std::string> warnings;  // job id -> Job.warning (in memory: a live condition)
+  std::map<std::string, int64_t> checkpoint_intervals;  // job id -> its checkpoint_interval_steps (metrics)
   std::unique_ptr<ShardPlanner> shards;         // thread-safe on its own; used outside `mu`
   std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
   std::mutex weights_build_mu;                  // one weights-only build at a time, outside `mu`
@@ -351,6 +353,23 @@ struct Coordinator::Impl {
     if (rec.attempt().active()) opt.metrics->SetJobWorldSize(j.id(), AttemptWorldSize(rec));
     opt.metrics->SetJobPreemptions(j.id(), j.preemptions());
     if (rec.last_checkpoint_unix_ms() > 0) opt.metrics->SetJobCheckpointTime(j.id(), rec.last_checkpoint_unix_ms());
+    const bool running = j.state() == v1::JOB_RUNNING;
+    opt.metrics->SetJobRunning(j.id(), running);
+    if (!running) opt.metrics->ClearRankPhases(j.id());
+    if (IsEvalRun(rec)) return;
+    auto interval = checkpoint_intervals.find(j.id());
+    if (interval == checkpoint_intervals.end()) {  // the resolved config is read once per job
+      int64_t steps = 0;
+      try {
+        const auto cfg = nlohmann::json::parse(j.resolved_config_json());
+        if (cfg.contains("checkpoint_interval_steps")) steps = cfg["checkpoint_interval_steps"].get<int64_t>();
+      } catch (const std::exception&) {  // no or odd config: no interval to alert on
+      }
+      interval = checkpoint_intervals.emplace(j.id(), steps).first;
+    }
+    const std::string& latest = j.latest_checkpoint();
+    const int64_t step = latest.rfind("step_", 0) == 0 ? std::strtoll(latest.c_str() + 5, nullptr, 10) : 0;
+    opt.metrics->SetJobCheckpointStep(j.id(), step, interval->second);
   }
 
   void PublishCounts() {
@@ -738,6 +757,13 @@ struct Coordinator::Impl {
       Progress& p = ProgressOf(a.job_id(), a.attempt());
       for (const auto& r : a.ranks()) {
         p.reported[r.rank()] = {r, r.has_phase_elapsed_ms() ? Now() - r.phase_elapsed_ms() : -1};
+        if (opt.metrics) {
+          std::string phase = v1::RankPhase_Name(r.phase());  // PHASE_ALLREDUCE -> allreduce
+          phase = phase.substr(phase.find('_') + 1);
+          std::transform(phase.begin(), phase.end(), phase.begin(), [](unsigned char c) { return std::tolower(c); });
+          const bool timed = r.phase() != v1::PHASE_EXITED && r.has_phase_elapsed_ms();
+          opt.metrics->SetRankPhase(a.job_id(), r.rank(), timed ? phase : "", Now() - r.phase_elapsed_ms());
+        }
         if (r.rank() == 0) p.phase = v1::RankPhase_Name(r.phase());
         if (r.phase() == v1::PHASE_EXITED || !r.has_phase_elapsed_ms()) {
           p.ranks.erase(r.rank());

@@ -13,17 +13,23 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Times a handler into the RPC histogram.
+// An RPC's time and, through Done, its status code (trm_rpc_seconds, trm_rpc_errors_total).
 class RpcTimer {
  public:
   RpcTimer(CoordinatorMetrics* m, const char* method) : m_(m), method_(method), t0_(Clock::now()) {}
   ~RpcTimer() {
-    if (m_) m_->ObserveRpc(method_, std::chrono::duration<double>(Clock::now() - t0_).count());
+    if (m_) m_->ObserveRpc(method_, std::chrono::duration<double>(Clock::now() - t0_).count(), code_);
+  }
+  grpc::Status Done(grpc::Status s) {
+    code_ = s.ok() ? std::string("OK") : std::string(CodeName(rpc::FromGrpcCode(s.error_code())));
+    return s;
   }
 
  private:
   CoordinatorMetrics* m_;
   const char* method_;
   Clock::time_point t0_;
+  std::string code_ = "OK";
 };
 
 std::string AuthHeader(const grpc::ServerContext* ctx) {
@@ -73,22 +79,22 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   const bool eval = spec.has_eval();
   const std::string target = eval ? spec.eval().source_job() + "/" + spec.eval().checkpoint()
                                   : (spec.dataset().empty() ? spec.data_path() : spec.dataset());
-  return Audited(c_, ctx, eval ? "SubmitJob(eval)" : "SubmitJob", target, [&](Principal* who, std::string* tgt) {
+  return t.Done(Audited(c_, ctx, eval ? "SubmitJob(eval)" : "SubmitJob", target, [&](Principal* who, std::string* tgt) {
     *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "SubmitJob");
     resp->set_job_id(c_->SubmitJob(spec, *who));
     *tgt = resp->job_id() + " (" + *tgt + ")";
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "GetJob");
-  return rpc::Guard([&] { *resp = c_->GetJob(req->job_id(), auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob")); });
+  return t.Done(rpc::Guard([&] { *resp = c_->GetJob(req->job_id(), auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetJob")); }));
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* resp) {
   RpcTimer t(m_, "ListJobs");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListJobs");
     std::vector<v1::JobState> states;
     for (int s : req->states()) states.push_back(static_cast<v1::JobState>(s));
@@ -96,15 +102,15 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
       InvalidArgument("mine and owner '" + req->owner() + "' ask for different owners");
     const std::string owner = req->mine() ? who.name : req->owner();
     for (auto& j : c_->ListJobs(states, req->limit(), who, owner)) *resp->add_jobs() = std::move(j);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
   RpcTimer t(m_, "CancelJob");
-  return Audited(c_, ctx, "CancelJob", req->job_id(), [&](Principal* who, std::string*) {
+  return t.Done(Audited(c_, ctx, "CancelJob", req->job_id(), [&](Principal* who, std::string*) {
     *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "CancelJob");
     *resp = c_->CancelJob(req->job_id(), *who);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
@@ -139,19 +145,19 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
 grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsRequest* req,
                                         v1::GetMetricsResponse* resp) {
   RpcTimer t(m_, "GetMetrics");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetMetrics");
     for (auto& m : c_->GetMetrics(req->job_id(), req->from_step(), req->limit(), who)) *resp->add_points() = std::move(m);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1::ListCheckpointsRequest* req,
                                              v1::ListCheckpointsResponse* resp) {
   RpcTimer t(m_, "ListCheckpoints");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListCheckpoints");
     for (auto& c : c_->ListCheckpoints(req->job_id(), who)) *resp->add_checkpoints() = std::move(c);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const v1::DownloadCheckpointRequest* req,
@@ -170,33 +176,33 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
 grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*,
                                          v1::ListWorkersResponse* resp) {
   RpcTimer t(m_, "ListWorkers");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListWorkers");
     for (auto& w : c_->ListWorkers(who)) *resp->add_workers() = std::move(w);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::GetQueue(grpc::ServerContext* ctx, const v1::GetQueueRequest*, v1::GetQueueResponse* resp) {
   RpcTimer t(m_, "GetQueue");
-  return rpc::Guard([&] { *resp = c_->GetQueue(auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetQueue")); });
+  return t.Done(rpc::Guard([&] { *resp = c_->GetQueue(auth_->RequireUser(AuthHeader(ctx), Role::kRead, "GetQueue")); }));
 }
 
 grpc::Status JobServiceImpl::ListAudit(grpc::ServerContext* ctx, const v1::ListAuditRequest* req,
                                        v1::ListAuditResponse* resp) {
   RpcTimer t(m_, "ListAudit");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "ListAudit");
     for (auto& e : c_->ListAudit(req->since_unix_ms(), req->user(), req->limit(), who)) *resp->add_entries() = std::move(e);
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::ReloadTokens(grpc::ServerContext* ctx, const v1::ReloadTokensRequest*,
                                           v1::ReloadTokensResponse* resp) {
   RpcTimer t(m_, "ReloadTokens");
-  return Audited(c_, ctx, "ReloadTokens", "--auth-tokens", [&](Principal* who, std::string*) {
+  return t.Done(Audited(c_, ctx, "ReloadTokens", "--auth-tokens", [&](Principal* who, std::string*) {
     *who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "ReloadTokens");
     resp->set_tokens(auth_->Reload());
-  });
+  }));
 }
 
 grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,
@@ -232,24 +238,24 @@ grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext* ctx, const v1
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* resp) {
   RpcTimer t(m_, "Register");
-  return rpc::Guard([&] {
-    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Register"); *resp = c_->Register(*req); });
+  return t.Done(rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Register"); *resp = c_->Register(*req); }));
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* resp) {
   RpcTimer t(m_, "Heartbeat");
-  return rpc::Guard([&] {
-    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Heartbeat"); *resp = c_->Heartbeat(*req); });
+  return t.Done(rpc::Guard([&] {
+    auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "Heartbeat"); *resp = c_->Heartbeat(*req); }));
 }
 
 grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* ctx, const v1::ReportEventsRequest* req,
                                              v1::ReportEventsResponse* resp) {
   RpcTimer t(m_, "ReportEvents");
-  return rpc::Guard([&] {
+  return t.Done(rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "ReportEvents");
     *resp = c_->ReportEvents(*req);
-  });
+  }));
 }
 
 grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext* ctx, grpc::ServerReader<v1::CheckpointUpload>* r,

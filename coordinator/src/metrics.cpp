@@ -6,9 +6,12 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <map>
 #include <mutex>
 
@@ -47,11 +50,76 @@ class CheckpointAge : public prometheus::Collectable {
   std::map<std::string, int64_t> times_;
 };
 
+// Gauges whose value depends on the time of the scrape or on the filesystem: each rank's time
+// in its phase, the data directory's free space.
+class ScrapeTime : public prometheus::Collectable {
+ public:
+  void SetPhase(const std::string& job, int rank, const std::string& phase, int64_t entered_ms) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (phase.empty()) {
+      phases_.erase({job, rank});
+    } else {
+      phases_[{job, rank}] = {phase, entered_ms};
+    }
+  }
+  void Clear(const std::string& job) {
+    std::lock_guard<std::mutex> l(mu_);
+    phases_.erase(phases_.lower_bound({job, INT32_MIN}), phases_.upper_bound({job, INT32_MAX}));
+  }
+  void WatchDisk(const std::string& path) {
+    std::lock_guard<std::mutex> l(mu_);
+    disk_ = path;
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<prometheus::MetricFamily> out(1);
+    out[0].name = "trm_rank_phase_seconds";
+    out[0].help = "Seconds each running rank has been in its current phase (as its worker last reported)";
+    out[0].type = prometheus::MetricType::Gauge;
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    for (const auto& [key, v] : phases_) {
+      prometheus::ClientMetric m;
+      m.label = {{"job", key.first}, {"rank", std::to_string(key.second)}, {"phase", v.first}};
+      m.gauge.value = std::max(0.0, now - static_cast<double>(v.second) / 1000.0);
+      out[0].metric.push_back(std::move(m));
+    }
+    struct statvfs st {};
+    if (!disk_.empty() && ::statvfs(disk_.c_str(), &st) == 0) {
+      prometheus::MetricFamily free, size;
+      free.name = "trm_coordinator_disk_free_bytes";
+      free.help = "Bytes free to the coordinator on its data directory's filesystem";
+      free.type = prometheus::MetricType::Gauge;
+      free.metric.emplace_back().gauge.value = static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize);
+      size.name = "trm_coordinator_disk_size_bytes";
+      size.help = "Size of the coordinator's data directory's filesystem";
+      size.type = prometheus::MetricType::Gauge;
+      size.metric.emplace_back().gauge.value = static_cast<double>(st.f_blocks) * static_cast<double>(st.f_frsize);
+      out.push_back(std::move(free));
+      out.push_back(std::move(size));
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, std::pair<std::string, int64_t>> phases_;
+  std::string disk_;
+};
+
 }  // namespace
 
 struct CoordinatorMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   std::shared_ptr<CheckpointAge> checkpoint_age = std::make_shared<CheckpointAge>();
+  std::shared_ptr<ScrapeTime> scrape_time = std::make_shared<ScrapeTime>();
+  prometheus::Family<prometheus::Gauge>& running =
+      prometheus::BuildGauge().Name("trm_job_running").Help("1 while the job runs (an attempt is placed), else 0").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& ckpt_step =
+      prometheus::BuildGauge().Name("trm_job_checkpoint_step").Help("Step of the job's latest checkpoint (0: none yet)").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& ckpt_interval =
+      prometheus::BuildGauge().Name("trm_job_checkpoint_interval_steps").Help("The job's checkpoint_interval_steps (0: only at the end)").Register(*registry);
+  prometheus::Family<prometheus::Counter>& rpc_errors =
+      prometheus::BuildCounter().Name("trm_rpc_errors_total").Help("Coordinator RPCs that ended with a status other than OK").Register(*registry);
   prometheus::Family<prometheus::Gauge>& jobs =
       prometheus::BuildGauge().Name("trm_jobs").Help("Jobs by state").Register(*registry);
   prometheus::Family<prometheus::Gauge>& workers =
@@ -148,8 +216,34 @@ void CoordinatorMetrics::DropCheckpointEvals(const std::string& job, const std::
   impl_->eval_series.erase(it);
 }
 
-void CoordinatorMetrics::ObserveRpc(const std::string& method, double seconds) {
+void CoordinatorMetrics::ObserveRpc(const std::string& method, double seconds, const std::string& code) {
   impl_->rpc.Add({{"method", method}}, impl_->buckets).Observe(seconds);
+  if (code != "OK") impl_->rpc_errors.Add({{"method", method}, {"code", code}}).Increment();
+}
+
+void CoordinatorMetrics::SetJobRunning(const std::string& job, bool running) {
+  impl_->running.Add({{"job", job}}).Set(running ? 1 : 0);
+}
+
+void CoordinatorMetrics::SetJobCheckpointStep(const std::string& job, int64_t step, int64_t interval_steps) {
+  impl_->ckpt_step.Add({{"job", job}}).Set(static_cast<double>(step));
+  impl_->ckpt_interval.Add({{"job", job}}).Set(static_cast<double>(interval_steps));
+}
+
+void CoordinatorMetrics::SetRankPhase(const std::string& job, int rank, const std::string& phase, int64_t entered_unix_ms) {
+  impl_->scrape_time->SetPhase(job, rank, phase, entered_unix_ms);
+}
+
+void CoordinatorMetrics::ClearRankPhases(const std::string& job) { impl_->scrape_time->Clear(job); }
+
+void CoordinatorMetrics::WatchDisk(const std::string& path) { impl_->scrape_time->WatchDisk(path); }
+
+std::string CoordinatorMetrics::Text() const {
+  std::vector<prometheus::MetricFamily> all = impl_->registry->Collect();
+  for (const auto* c : {static_cast<const prometheus::Collectable*>(impl_->checkpoint_age.get()),
+                        static_cast<const prometheus::Collectable*>(impl_->scrape_time.get())})
+    for (auto& f : c->Collect()) all.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(all);
 }
 
 struct MetricsServer::Impl {
@@ -165,6 +259,7 @@ MetricsServer::MetricsServer(const std::string& listen, const CoordinatorMetrics
   }
   impl_->exposer->RegisterCollectable(metrics.registry());
   impl_->exposer->RegisterCollectable(metrics.impl_->checkpoint_age);
+  impl_->exposer->RegisterCollectable(metrics.impl_->scrape_time);
 }
 MetricsServer::~MetricsServer() = default;
 int MetricsServer::port() const {

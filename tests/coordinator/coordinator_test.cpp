@@ -13,10 +13,12 @@
 
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
+#include "trm/coordinator/metrics.h"
 #include "trm/data/dataset_reader.h"
 #include "trm/data/npy.h"
 #include "trm/rpc/transfer.h"
 #include "coordinator_fixture.h"
+#include "trm/coordinator/metrics.h"
 
 namespace fs = std::filesystem;
 
@@ -364,6 +366,65 @@ TEST_F(CoordinatorTest, RankLongerInAPhaseThanItsBudgetFailsAsHang) {
   for (const auto& e : c_->ReadEvents(id, 0, false, 1000))
     if (e.has_state() && e.state().message().find("(hang)") != std::string::npos) why = e.state().message();
   EXPECT_NE(why.find("rank 1 in PHASE_ALLREDUCE for 21.0 s at step 3 (budget 20 s)"), std::string::npos) << why;
+}
+
+// The series the alert rules (deploy/prometheus/rules/) read: whether a job runs, its latest
+// checkpoint's step and its interval, each rank's time in its phase, the data directory's free
+// space, and RPC errors by code.
+TEST_F(CoordinatorTest, ExportsWhatTheAlertRulesRead) {
+  c_.reset();
+  CoordinatorMetrics metrics;
+  CoordinatorOptions o;
+  o.data_dir = (root_ / "state").string();
+  o.config_dir = std::string(TRM_SOURCE_DIR) + "/configs";
+  o.now_ms = [this] { return now_; };
+  o.metrics = &metrics;
+  c_ = std::make_unique<Coordinator>(o);
+  AddWorker("w1", 1);
+  Beat("w1");
+  auto spec = Spec(1);
+  spec.add_overrides("checkpoint_interval_steps=5");
+  const std::string id = c_->SubmitJob(spec);
+  c_->Tick();
+  const std::string job = "job=\"" + id + "\"";
+  std::string text = metrics.Text();
+  EXPECT_NE(text.find("trm_job_running{" + job + "} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("trm_job_checkpoint_step{" + job + "} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("trm_job_checkpoint_interval_steps{" + job + "} 5"), std::string::npos) << text;
+  EXPECT_NE(text.find("trm_coordinator_disk_free_bytes "), std::string::npos) << text;
+  EXPECT_NE(text.find("trm_coordinator_disk_size_bytes "), std::string::npos) << text;
+
+  v1::HeartbeatRequest h;
+  h.set_worker_id("w1");
+  auto* a = h.add_attempts();
+  a->set_job_id(id);
+  a->set_attempt(1);
+  auto* r = a->add_ranks();
+  r->set_rank(0);
+  r->set_phase(v1::PHASE_ALLREDUCE);
+  r->set_phase_elapsed_ms(1000);
+  c_->Heartbeat(h);
+  Upload(id, 1, 5);
+  text = metrics.Text();
+  EXPECT_NE(text.find("trm_rank_phase_seconds{" + job + ",rank=\"0\",phase=\"allreduce\"}"), std::string::npos) << text;
+  EXPECT_NE(text.find("trm_job_checkpoint_step{" + job + "} 5"), std::string::npos) << text;
+  // An exited rank has no phase time; an ended attempt none at all.
+  r->set_phase(v1::PHASE_EXITED);
+  c_->Heartbeat(h);
+  EXPECT_EQ(metrics.Text().find("trm_rank_phase_seconds{"), std::string::npos);
+  r->set_phase(v1::PHASE_COMPUTE);
+  c_->Heartbeat(h);
+  EXPECT_NE(metrics.Text().find("trm_rank_phase_seconds{"), std::string::npos);
+  c_->CancelJob(id);
+  text = metrics.Text();
+  EXPECT_NE(text.find("trm_job_running{" + job + "} 0"), std::string::npos) << text;
+  EXPECT_EQ(text.find("trm_rank_phase_seconds{"), std::string::npos) << text;
+
+  metrics.ObserveRpc("GetJob", 0.001);
+  metrics.ObserveRpc("GetJob", 0.001, "NOT_FOUND");
+  text = metrics.Text();
+  EXPECT_NE(text.find("trm_rpc_errors_total{code=\"NOT_FOUND\",method=\"GetJob\"} 1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("trm_rpc_errors_total{code=\"OK\""), std::string::npos);
 }
 
 // A run that reads only part of the training split sends each worker the rows its ranks read

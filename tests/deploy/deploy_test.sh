@@ -121,6 +121,9 @@ for _ in $(seq 1 600); do
      && grep -q "^trm_job_checkpoint_age_seconds{job=\"$JOB\"}" "$WORK/coordinator.prom" \
      && grep -qE "^trm_job_step\{job=\"$JOB\"\} [1-9]" "$WORK/coordinator.prom" \
      && grep -q '^trm_rpc_seconds_bucket{' "$WORK/coordinator.prom" \
+     && grep -q '^trm_rpc_errors_total{' "$WORK/coordinator.prom" \
+     && grep -q "^trm_rank_phase_seconds{job=\"$JOB\"" "$WORK/coordinator.prom" \
+     && grep -q "^trm_job_running{job=\"$JOB\"} 1" "$WORK/coordinator.prom" \
      && grep -q "^trm_checkpoint_eval{.*job=\"$EVJOB\"" "$WORK/coordinator.prom" \
      && grep -q "^trm_worker_step_seconds{job=\"$JOB\"" "$WORK/worker.prom" \
      && grep -q "^trm_worker_rank_rss_bytes{job=\"$JOB\"" "$WORK/worker.prom"; then
@@ -138,7 +141,7 @@ if command -v prometheus >/dev/null 2>&1; then
   echo "== 4. deploy/prometheus/prometheus.yml scraping them, every dashboard query run on it"
   PPORT=$(free_port)
   python3 - "$SRC/deploy/prometheus/prometheus.yml" "$WORK/prometheus.yml" "$MPORT" "$W1PORT" "$W2PORT" <<'PY'
-import sys
+import os, sys
 src, out, mport, w1, w2 = sys.argv[1:]
 text = open(src).read()
 for a, b in (("coordinator:9464", f"127.0.0.1:{mport}"), ("worker1:9465", f"127.0.0.1:{w1}"),
@@ -146,7 +149,11 @@ for a, b in (("coordinator:9464", f"127.0.0.1:{mport}"), ("worker1:9465", f"127.
     if a not in text:
         sys.exit(f"deploy_test.sh: {src} has no target {a} to move to loopback")
     text = text.replace(a, b)
-text = text.replace("scrape_interval: 10s", "scrape_interval: 1s")
+text = text.replace("scrape_interval: 10s", "scrape_interval: 1s").replace("evaluation_interval: 30s", "evaluation_interval: 1s")
+rules = os.path.join(os.path.dirname(src), "rules/trm.rules.yml")
+if "- rules/trm.rules.yml" not in text:
+    sys.exit(f"deploy_test.sh: {src} does not load rules/trm.rules.yml")
+text = text.replace("- rules/trm.rules.yml", "- " + rules)
 open(out, "w").write(text)
 PY
   prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom" \
@@ -161,6 +168,15 @@ PY
   done
   [ "$up" = 1 ] || fail "Prometheus did not scrape the coordinator and both workers"
   sleep 4  # a few scrapes, for rate() and histogram_quantile()
+  # The alert and recording rules are loaded and evaluate on the live series without errors.
+  curl -sf "http://127.0.0.1:$PPORT/api/v1/rules" | python3 -c '
+import json, sys
+groups = json.load(sys.stdin)["data"]["groups"]
+rules = [r for g in groups for r in g["rules"]]
+assert len(rules) >= 15, f"{len(rules)} rules loaded"
+bad = [(r["name"], r.get("lastError")) for r in rules if r.get("health") not in ("ok", "unknown")]
+assert not bad, bad
+print(f"prometheus: {len(rules)} rules loaded and evaluated")' || fail "the alert rules on the live Prometheus"
   PROM_ARGS=(--prometheus-url "http://127.0.0.1:$PPORT")
 else
   echo "== 4. skipped: no prometheus binary (apt-get install prometheus to run the dashboard's queries)"

@@ -34,7 +34,23 @@ class CoordinatorMetrics {
   void SetCheckpointEval(const std::string& job, const std::string& checkpoint, const std::string& dataset,
                          const std::string& metric, double value);
   void DropCheckpointEvals(const std::string& job, const std::string& checkpoint);
-  void ObserveRpc(const std::string& method, double seconds);
+  // trm_rpc_seconds{method}; a code other than OK also counts in trm_rpc_errors_total{method,code}.
+  void ObserveRpc(const std::string& method, double seconds, const std::string& code = "OK");
+
+  // For the alert rules (deploy/prometheus/rules/): trm_job_running (1 while RUNNING);
+  // trm_job_checkpoint_step (0 before the first) and trm_job_checkpoint_interval_steps.
+  void SetJobRunning(const std::string& job_id, bool running);
+  void SetJobCheckpointStep(const std::string& job_id, int64_t step, int64_t interval_steps);
+  // trm_rank_phase_seconds{job,rank,phase}: how long each running rank has been in its phase,
+  // computed at scrape time from when it entered it; phase "" drops the rank (it exited). Clear
+  // when the attempt ends.
+  void SetRankPhase(const std::string& job_id, int rank, const std::string& phase, int64_t entered_unix_ms);
+  void ClearRankPhases(const std::string& job_id);
+  // trm_coordinator_disk_free_bytes / trm_coordinator_disk_size_bytes of the filesystem that
+  // holds `path` (the data directory), read at scrape time.
+  void WatchDisk(const std::string& path);
+  // Everything in the Prometheus text format, as a scrape returns it (tests, debugging).
+  std::string Text() const;
 
  private:
   friend class MetricsServer;
