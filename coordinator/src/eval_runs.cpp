@@ -2,6 +2,7 @@
 #include "eval_runs.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "trm/common/error.h"
 #include "trm/rpc/transfer.h"
@@ -65,7 +66,7 @@ const v1::CheckpointRecord* BestCheckpoint(const std::vector<v1::CheckpointRecor
   double best_value = 0;
   for (const auto& c : list) {
     const auto v = CheckpointMetric(c.info(), key);
-    if (!v) continue;
+    if (!v || !std::isfinite(*v)) continue;  // a diverged step's NaN loss is never the best
     if (!best || (lower ? *v < best_value : *v > best_value)) best = &c, best_value = *v;
   }
   return best;

@@ -71,20 +71,26 @@ class ScrapeTime : public prometheus::Collectable {
     disk_ = path;
   }
   std::vector<prometheus::MetricFamily> Collect() const override {
-    std::lock_guard<std::mutex> l(mu_);
     std::vector<prometheus::MetricFamily> out(1);
     out[0].name = "trm_rank_phase_seconds";
     out[0].help = "Seconds each running rank has been in its current phase (as its worker last reported)";
     out[0].type = prometheus::MetricType::Gauge;
-    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    for (const auto& [key, v] : phases_) {
-      prometheus::ClientMetric m;
-      m.label = {{"job", key.first}, {"rank", std::to_string(key.second)}, {"phase", v.first}};
-      m.gauge.value = std::max(0.0, now - static_cast<double>(v.second) / 1000.0);
-      out[0].metric.push_back(std::move(m));
+    std::string disk;
+    {
+      // SetPhase / Clear are called under the coordinator's mutex: only copies under mu_, the
+      // statvfs below (a hung disk) runs without it.
+      std::lock_guard<std::mutex> l(mu_);
+      const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      for (const auto& [key, v] : phases_) {
+        prometheus::ClientMetric m;
+        m.label = {{"job", key.first}, {"rank", std::to_string(key.second)}, {"phase", v.first}};
+        m.gauge.value = std::max(0.0, now - static_cast<double>(v.second) / 1000.0);
+        out[0].metric.push_back(std::move(m));
+      }
+      disk = disk_;
     }
     struct statvfs st {};
-    if (!disk_.empty() && ::statvfs(disk_.c_str(), &st) == 0) {
+    if (!disk.empty() && ::statvfs(disk.c_str(), &st) == 0) {
       prometheus::MetricFamily free, size;
       free.name = "trm_coordinator_disk_free_bytes";
       free.help = "Bytes free to the coordinator on its data directory's filesystem";

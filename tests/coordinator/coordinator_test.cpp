@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <tuple>
 #include <vector>
@@ -18,7 +19,6 @@
 #include "trm/data/npy.h"
 #include "trm/rpc/transfer.h"
 #include "coordinator_fixture.h"
-#include "trm/coordinator/metrics.h"
 
 namespace fs = std::filesystem;
 
@@ -408,6 +408,10 @@ TEST_F(CoordinatorTest, ExportsWhatTheAlertRulesRead) {
   text = metrics.Text();
   EXPECT_NE(text.find("trm_rank_phase_seconds{" + job + ",rank=\"0\",phase=\"allreduce\"}"), std::string::npos) << text;
   EXPECT_NE(text.find("trm_job_checkpoint_step{" + job + "} 5"), std::string::npos) << text;
+  // A diverged loss (null on the metrics line, NaN from the worker) stays NaN: TrmJobLossNotFinite.
+  Report("w1", id, 1, {Metrics(6, std::numeric_limits<double>::quiet_NaN())});
+  text = metrics.Text();
+  EXPECT_NE(text.find("trm_job_loss{" + job + "} Nan"), std::string::npos) << text;  // prometheus-cpp's spelling
   // An exited rank has no phase time; an ended attempt none at all.
   r->set_phase(v1::PHASE_EXITED);
   c_->Heartbeat(h);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -113,6 +115,28 @@ TEST(StepMetrics, FromValuesReadsMissingKeysAsZero) {
   EXPECT_EQ(m.step, 9);
   EXPECT_EQ(m.tokens_per_s, 0);
   EXPECT_EQ(m.allreduce_s, 0);
+}
+
+// trm-train's writer puts a NaN or an infinity as null: the readers see NaN (the coordinator's
+// trm_job_loss, which TrmJobLossNotFinite watches), not a missing key (which reads 0).
+TEST(MetricsLine, NullUnderAFloatKeyReadsNaN) {
+  StepMetrics m = Sample();
+  m.lm_loss = std::numeric_limits<double>::quiet_NaN();
+  m.grad_norm = std::numeric_limits<double>::infinity();
+  const std::string line = m.ToJson().dump();
+  EXPECT_NE(line.find("\"lm_loss\":null"), std::string::npos) << line;
+  const MetricsLine l = ParseMetricsLine(line, "x");
+  ASSERT_EQ(l.values.count("lm_loss"), 1u);
+  EXPECT_TRUE(std::isnan(l.values.at("lm_loss")));
+  EXPECT_TRUE(std::isnan(l.values.at("grad_norm")));
+  EXPECT_TRUE(std::isnan(StepMetrics::FromValues(l.values).lm_loss));
+  EXPECT_EQ(l.values.at("tokens_per_s"), 1234.5);
+
+  const MetricsLine n = ParseMetricsLine("{\"step\": 5, \"lm_loss\": null, \"note\": null}", "f");
+  EXPECT_EQ(n.step, 5);
+  ASSERT_EQ(n.values.count("lm_loss"), 1u);
+  EXPECT_TRUE(std::isnan(n.values.at("lm_loss")));
+  EXPECT_EQ(n.values.count("note"), 0u);  // not a known float key: left out as before
 }
 
 TEST(EvalMetrics, ValuesAreWrittenUnderTheEvalPrefixAndReadBack) {

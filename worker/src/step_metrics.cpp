@@ -1,5 +1,7 @@
 #include "trm/worker/step_metrics.h"
 
+#include <limits>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -39,6 +41,15 @@ const Field kFields[] = {
     {key::kAllreduceOverlapped, &StepMetrics::allreduce_overlapped},
     {key::kSkipped, &StepMetrics::skipped},
 };
+
+// Whether `k` is a floating-point field's key. trm-train's writer (nlohmann) puts a NaN or an
+// infinity there as null: a reader must see a non-finite loss, not a missing one.
+bool IsFloatKey(const std::string& k) {
+  for (const Field& f : kFields) {
+    if (k == f.key) return std::holds_alternative<double StepMetrics::*>(f.member);
+  }
+  return false;
+}
 
 void RequireObject(const json& line, const std::string& where) {
   if (!line.is_object()) {
@@ -92,7 +103,11 @@ MetricsLine ParseMetricsLine(const std::string& text, const std::string& where) 
   if (auto it = j.find(key::kTotalSteps); it != j.end()) m.total_steps = JsonInt(*it, where + ": " + key::kTotalSteps);
   if (auto it = j.find(key::kEval); it != j.end()) m.eval = JsonBool(*it, where + ": " + key::kEval);
   for (const auto& [k, v] : j.items()) {
-    if (v.is_number()) m.values[k] = v.get<double>();
+    if (v.is_number()) {
+      m.values[k] = v.get<double>();
+    } else if (v.is_null() && IsFloatKey(k)) {
+      m.values[k] = std::numeric_limits<double>::quiet_NaN();
+    }
   }
   return m;
 }

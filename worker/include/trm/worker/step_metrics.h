@@ -105,7 +105,9 @@ struct MetricsLine {
 };
 
 // Parses one line (without its newline). "step", "total_steps" and "eval" may be missing (0, 0,
-// false) but not of another type; other keys that are not numbers are left out of `values`.
+// false) but not of another type; other keys that are not numbers are left out of `values`,
+// except null under a floating-point StepMetrics key (lm_loss, grad_norm, ...): the writer's
+// NaN or infinity, read as NaN (so a diverged loss reaches the coordinator as NaN, not as 0).
 // Throws trm::Error(kInvalidArgument) "<where>: ..." for a line that is not a JSON object or
 // names the key of the wrong type.
 MetricsLine ParseMetricsLine(const std::string& line, const std::string& where);
