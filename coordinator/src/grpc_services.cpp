@@ -205,6 +205,22 @@ grpc::Status JobServiceImpl::ReloadTokens(grpc::ServerContext* ctx, const v1::Re
   }));
 }
 
+grpc::Status JobServiceImpl::Backup(grpc::ServerContext* ctx, const v1::BackupRequest*,
+                                    grpc::ServerWriter<v1::TransferMessage>* w) {
+  grpc::Status s;
+  grpc::Status g = Audited(c_, ctx, "Backup", "coordinator state", [&](Principal* who, std::string*) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup");
+    const FileSet files = c_->Backup(*who);
+    struct End {
+      Coordinator* c;
+      const FileSet& f;
+      ~End() { c->EndBackup(f); }
+    } end{c_, files};
+    s = Stream(files, 0, ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup"); });
+  });
+  return g.ok() ? s : g;
+}
+
 grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,
                                              v1::DatasetInfo* resp) {
   return Audited(c_, ctx, "PushDataset", "", [&](Principal* who, std::string* target) {

@@ -31,6 +31,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetQueue(grpc::ServerContext*, const v1::GetQueueRequest*, v1::GetQueueResponse*) override;
   grpc::Status ListAudit(grpc::ServerContext*, const v1::ListAuditRequest*, v1::ListAuditResponse*) override;
   grpc::Status ReloadTokens(grpc::ServerContext*, const v1::ReloadTokensRequest*, v1::ReloadTokensResponse*) override;
+  grpc::Status Backup(grpc::ServerContext*, const v1::BackupRequest*, grpc::ServerWriter<v1::TransferMessage>*) override;
 
  private:
   Coordinator* c_;
