@@ -19,6 +19,7 @@ int RunAllreduce(const std::vector<std::string>& args);
 int RunControlPlane(const std::vector<std::string>& args);
 int RunEval(const std::vector<std::string>& args);
 int RunDashboard(const std::vector<std::string>& args);
+int RunRetention(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

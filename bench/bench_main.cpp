@@ -27,6 +27,8 @@ constexpr Benchmark kBenchmarks[] = {
     {"eval", RunEval,
      "--checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N] [--threads T] [--repeats R]  rows/s vs the PyTorch reference"},
     {"dashboard", RunDashboard, "[--steps N] [--reps R]  the job page's data for a job of N logged steps, over HTTP"},
+    {"retention", RunRetention,
+     "[--steps N (1000000)] [--max-points P (10000)]  database bytes per 1,000 steps, step metrics kept / thinned"},
     {"control-plane", RunControlPlane,
      "[--jobs N] [--workers W] [--seconds S] [--mb M]  coordinator submit latency, heartbeat load, checkpoint MB/s"},
 };

@@ -1,12 +1,16 @@
-// trmctl audit and trmctl admin reload-tokens: the operator's view of a shared coordinator.
+// trmctl audit, trmctl admin reload-tokens and trmctl admin backup: the operator's view of a
+// shared coordinator.
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 
 #include "format.h"
 #include "internal.h"
 #include "output.h"
 #include "trm/cli/commands.h"
 #include "trm/rpc/client.h"
+#include "trm/rpc/tar.h"
 
 namespace trm::cli {
 
@@ -60,6 +64,29 @@ int RunReloadTokens(const Args& args, const Context& ctx) {
   v1::ReloadTokensResponse resp;
   CheckRpc(ctx.jobs()->ReloadTokens(&c, v1::ReloadTokensRequest(), &resp), "reload tokens");
   *ctx.io.out << "reloaded: " << resp.tokens() << " token(s)\n";
+  return 0;
+}
+
+int RunBackup(const Args& args, const Context& ctx) {
+  args.ExpectPositional(1, "FILE");
+  const std::string path = args.positional()[0];
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !args.Has("--force"))
+    throw UsageError(path + ": exists (use --force to replace it)");
+  // A whole data directory may take a while: the stream gets hours, not --timeout-s.
+  grpc::ClientContext c;
+  rpc::SetDeadline(&c, std::chrono::hours(args.GetInt("--deadline-h", 24, 1, 24 * 30)));
+  const auto start = std::chrono::steady_clock::now();
+  rpc::TarTransferWriter out(path, rpc::kBackupManifestMember, UINT64_MAX);
+  auto reader = ctx.jobs()->Backup(&c, v1::BackupRequest());
+  v1::TransferMessage msg;
+  while (reader->Read(&msg)) out.OnMessage(msg);  // each file's SHA-256 is checked as it ends
+  CheckRpc(reader->Finish(), "backup");
+  out.Finish();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  *ctx.io.out << "backup " << out.manifest().name() << " written to " << path << ": " << out.manifest().files_size()
+              << " files, " << FormatBytes(out.manifest().total_bytes()) << " in " << FormatDuration(s)
+              << " (restore: trm-coordinator --restore " << path << " --data-dir NEW_DIR)\n";
   return 0;
 }
 

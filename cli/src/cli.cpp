@@ -153,6 +153,12 @@ const std::vector<Command>& Commands() {
        "a removed token is refused from its next call on, open watches and downloads included.\n",
        {},
        RunReloadTokens},
+      {"admin backup",
+       "usage: trmctl admin backup FILE [--force] [--deadline-h 24]\nAdmins: a consistent backup of the coordinator's "
+       "whole state while it runs (its database,\nevery dataset and checkpoint), verified as it arrives and written "
+       "to FILE (a tar file) only\nonce complete. Restore it with: trm-coordinator --restore FILE --data-dir NEW_DIR.\n",
+       {{"--force", false}, {"--deadline-h"}},
+       RunBackup},
   };
   return commands;
 }
@@ -194,7 +200,7 @@ std::string BashCompletion() {
          "    cmd=\"${COMP_WORDS[2]}\"\n"
          "    case \"$cmd\" in\n" + dataset_cases + "    esac\n"
          "  elif [ \"$cmd\" = admin ]; then\n"
-         "    if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"reload-tokens\" -- \"$cur\")); return; fi\n"
+         "    if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"backup reload-tokens\" -- \"$cur\")); return; fi\n"
          "  else\n"
          "    case \"$cmd\" in\n" + cases + "      completion) flags=\"bash\" ;;\n    esac\n"
          "  fi\n"
@@ -224,6 +230,7 @@ std::string Usage(const std::string& command) {
          "  queue         the queue: order, owners, slots wanted, why each job waits\n"
          "  audit         the audit log of mutating calls (admins)\n"
          "  admin reload-tokens   re-read the coordinator's tokens file (admins)\n"
+         "  admin backup FILE     a backup of the coordinator's whole state (admins)\n"
          "  completion bash   bash completion (source <(trmctl completion bash))\n"
          "\n"
          "trmctl COMMAND --help describes one.\n" +
@@ -253,8 +260,8 @@ int Run(const std::vector<std::string>& argv, const ConnectFn& connect, const Io
     rest = 2;
   } else if (name == "admin") {
     if (argv.size() < 2 || IsHelp(argv[1])) {
-      if (argv.size() < 2) throw UsageError("trmctl admin: expected reload-tokens");
-      *io.out << Usage("admin reload-tokens");
+      if (argv.size() < 2) throw UsageError("trmctl admin: expected backup or reload-tokens");
+      *io.out << Usage("admin backup") << '\n' << Usage("admin reload-tokens");
       return 0;
     }
     name += " " + argv[1];

@@ -50,5 +50,6 @@ int RunDatasetList(const Args& args, const Context& ctx);
 int RunAudit(const Args& args, const Context& ctx);
 int RunQueue(const Args& args, const Context& ctx);
 int RunReloadTokens(const Args& args, const Context& ctx);
+int RunBackup(const Args& args, const Context& ctx);
 
 }  // namespace trm::cli

@@ -53,7 +53,6 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
     v1::JobEvent e;
     if (ev.has_metrics()) {
       const auto& m = ev.metrics();
-      store->AppendMetrics(j->id(), m);
       if (!m.eval()) {
         Progress& p = progress[j->id()];
         if (p.attempt != rec.attempt().number() || m.step() > p.step) {
@@ -73,6 +72,7 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
       }
       *e.mutable_metrics() = m;
       Emit(&rec, std::move(e));
+      store->AppendMetrics(j->id(), m, rec.last_seq(), MetricRetention{opt.metrics_max_points});
     } else if (ev.has_log()) {
       *e.mutable_log() = ev.log();
       if (e.log().text().size() > 4096) e.mutable_log()->mutable_text()->resize(4096);
@@ -115,6 +115,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
     s.heard = false;  // not yet by this process: not trusted with a retry or a resize
     impl_->workers[s.rec.info().id()] = std::move(s);
   }
+  impl_->VoidRestoredAttempts();
   int running = 0;
   for (const auto& [id, r] : impl_->jobs) running += r.attempt().active();
   spdlog::info("coordinator state {}: {} jobs ({} running), {} known workers", opt.data_dir, impl_->jobs.size(),

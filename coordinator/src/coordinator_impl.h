@@ -88,6 +88,7 @@ struct Coordinator::Impl {
   std::map<std::string, int64_t> checkpoint_intervals;  // job id -> its checkpoint_interval_steps (metrics)
   std::unique_ptr<ShardPlanner> shards;         // thread-safe on its own; used outside `mu`
   std::mutex shard_build_mu;                    // one shard build at a time, outside `mu`
+  std::atomic<bool> backup_running{false};
   std::mutex weights_build_mu;                  // one weights-only build at a time, outside `mu`
   // Every event is a database write: a worker gets 2,000 a second, bursts of 20,000 (a normal
   // run sends one metrics event a step plus rate-limited logs; the agent keeps what is refused).
@@ -834,6 +835,9 @@ struct Coordinator::Impl {
       for (const auto& [metric, value] : r.metrics())
         opt.metrics->SetCheckpointEval(job_id, info.name(), r.dataset(), metric, value);
   }
+  // After a restore (backup.cpp): the snapshot's running attempts end as void, their jobs queued.
+  void VoidRestoredAttempts();
+
   std::string NewJobId() {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "job-%06lld", static_cast<long long>(store->NextJobNumber()));

@@ -32,6 +32,13 @@ class RpcTimer {
   std::string code_ = "OK";
 };
 
+// Streams are not timed (a watch lasts as long as its job: no latency to speak of), but their
+// failures count in trm_rpc_errors_total as the unary calls' do.
+grpc::Status Counted(CoordinatorMetrics* m, const char* method, grpc::Status s) {
+  if (m && !s.ok()) m->CountRpcError(method, CodeName(rpc::FromGrpcCode(s.error_code())));
+  return s;
+}
+
 std::string AuthHeader(const grpc::ServerContext* ctx) {
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
@@ -115,7 +122,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                       grpc::ServerWriter<v1::JobEvent>* w) {
-  return rpc::Guard([&] {
+  return Counted(m_, "WatchJob", rpc::Guard([&] {
     Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "WatchJob");
     c_->GetJob(req->job_id(), who);  // INVALID_ARGUMENT / NOT_FOUND before the stream starts
     const auto slot = watches_.Acquire();
@@ -139,7 +146,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
       }
     }
     if (stopping_->load()) ThrowError(Code::kUnavailable, "the coordinator is shutting down; reconnect");
-  });
+  }));
 }
 
 grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsRequest* req,
@@ -170,7 +177,7 @@ grpc::Status JobServiceImpl::DownloadCheckpoint(grpc::ServerContext* ctx, const 
     const auto slot = downloads_.Acquire();
     s = Stream(files, req->offset(), ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kRead, "DownloadCheckpoint"); });
   });
-  return g.ok() ? s : g;
+  return Counted(m_, "DownloadCheckpoint", g.ok() ? s : g);
 }
 
 grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*,
@@ -205,9 +212,25 @@ grpc::Status JobServiceImpl::ReloadTokens(grpc::ServerContext* ctx, const v1::Re
   }));
 }
 
+grpc::Status JobServiceImpl::Backup(grpc::ServerContext* ctx, const v1::BackupRequest*,
+                                    grpc::ServerWriter<v1::TransferMessage>* w) {
+  grpc::Status s;
+  grpc::Status g = Audited(c_, ctx, "Backup", "coordinator state", [&](Principal* who, std::string*) {
+    *who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup");
+    const FileSet files = c_->Backup(*who);
+    struct End {
+      Coordinator* c;
+      const FileSet& f;
+      ~End() { c->EndBackup(f); }
+    } end{c_, files};
+    s = Stream(files, 0, ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup"); });
+  });
+  return Counted(m_, "Backup", g.ok() ? s : g);
+}
+
 grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,
                                              v1::DatasetInfo* resp) {
-  return Audited(c_, ctx, "PushDataset", "", [&](Principal* who, std::string* target) {
+  return Counted(m_, "PushDataset", Audited(c_, ctx, "PushDataset", "", [&](Principal* who, std::string* target) {
     *who = auth_->RequireUser(AuthHeader(ctx), Role::kSubmit, "PushDataset");
     bool first = true;
     auto last = Clock::now();
@@ -224,15 +247,16 @@ grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::Ser
         },
         *who);
     *target = resp->owner() + "/" + resp->name() + " (" + resp->content_sha256().substr(0, 12) + ")";
-  });
+  }));
 }
 
 grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext* ctx, const v1::ListDatasetsRequest*,
                                               v1::ListDatasetsResponse* resp) {
-  return rpc::Guard([&] {
+  RpcTimer t(m_, "ListDatasets");
+  return t.Done(rpc::Guard([&] {
     const Principal who = auth_->RequireUser(AuthHeader(ctx), Role::kRead, "ListDatasets");
     for (auto& d : c_->ListDatasets(who)) *resp->add_datasets() = std::move(d);
-  });
+  }));
 }
 
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
@@ -260,11 +284,11 @@ grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* ctx, const v1:
 
 grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext* ctx, grpc::ServerReader<v1::CheckpointUpload>* r,
                                                  v1::UploadCheckpointResponse* resp) {
-  return rpc::Guard([&] {
+  return Counted(m_, "UploadCheckpoint", rpc::Guard([&] {
     auth_->RequireWorker(AuthHeader(ctx), ctx->auth_context()->IsPeerAuthenticated(), "UploadCheckpoint");
     const auto slot = transfers_.Acquire();
     *resp->mutable_info() = c_->UploadCheckpoint([&](v1::CheckpointUpload* m) { return r->Read(m); });
-  });
+  }));
 }
 
 grpc::Status WorkerServiceImpl::FetchDataset(grpc::ServerContext* ctx, const v1::FetchDatasetRequest* req,
@@ -277,7 +301,7 @@ grpc::Status WorkerServiceImpl::FetchDataset(grpc::ServerContext* ctx, const v1:
     s = Stream(shard ? c_->DatasetShardFiles(req->content_sha256(), req->shard()) : c_->DatasetFiles(req->content_sha256()),
                req->offset(), ctx, w);
   });
-  return g.ok() ? s : g;
+  return Counted(m_, "FetchDataset", g.ok() ? s : g);
 }
 
 grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const v1::FetchCheckpointRequest* req,
@@ -288,7 +312,7 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
     const auto slot = transfers_.Acquire();
     s = Stream(c_->CheckpointFiles(req->job_id(), req->name(), req->weights_only()), req->offset(), ctx, w);
   });
-  return g.ok() ? s : g;
+  return Counted(m_, "FetchCheckpoint", g.ok() ? s : g);
 }
 
 }  // namespace trm::coordinator

@@ -31,6 +31,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetQueue(grpc::ServerContext*, const v1::GetQueueRequest*, v1::GetQueueResponse*) override;
   grpc::Status ListAudit(grpc::ServerContext*, const v1::ListAuditRequest*, v1::ListAuditResponse*) override;
   grpc::Status ReloadTokens(grpc::ServerContext*, const v1::ReloadTokensRequest*, v1::ReloadTokensResponse*) override;
+  grpc::Status Backup(grpc::ServerContext*, const v1::BackupRequest*, grpc::ServerWriter<v1::TransferMessage>*) override;
 
  private:
   Coordinator* c_;
@@ -44,12 +45,13 @@ class JobServiceImpl final : public v1::JobService::Service {
 
 class DatasetServiceImpl final : public v1::DatasetService::Service {
  public:
-  DatasetServiceImpl(Coordinator* c, const Authorizer* auth) : c_(c), auth_(auth) {}
+  DatasetServiceImpl(Coordinator* c, CoordinatorMetrics* m, const Authorizer* auth) : c_(c), m_(m), auth_(auth) {}
   grpc::Status PushDataset(grpc::ServerContext*, grpc::ServerReader<v1::TransferMessage>*, v1::DatasetInfo*) override;
   grpc::Status ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*, v1::ListDatasetsResponse*) override;
 
  private:
   Coordinator* c_;
+  CoordinatorMetrics* m_;
   const Authorizer* auth_;
 };
 

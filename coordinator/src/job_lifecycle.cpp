@@ -261,6 +261,15 @@ std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms
          "); queued again, to resume from " + (j->latest_checkpoint().empty() ? std::string("the start") : "its latest checkpoint");
 }
 
+std::string Restored(v1::JobRecord* rec, const std::string& why, int64_t now_ms) {
+  RequireRunning(*rec, "void the attempt of");
+  EndAttempt(rec, now_ms);
+  auto* j = rec->mutable_job();
+  j->set_state(v1::JOB_QUEUED);
+  return "attempt " + std::to_string(rec->attempt().number()) + " void (" + why + "); queued again, to resume from " +
+         (j->latest_checkpoint().empty() ? std::string("the start") : j->latest_checkpoint());
+}
+
 std::map<std::string, int> SlotsHeld(const v1::JobRecord& rec) {
   std::map<std::string, int> n;
   if (!rec.attempt().active()) return n;

@@ -6,6 +6,7 @@
 //                                          +--Fail--> FAILED  (attempt failed, no restart left)
 //                       +-----Preempted----+  (a higher-priority job took the slots: no restart used)
 //                       +-----Resized------+  (an elastic job stopped itself to grow: nothing used)
+//                       +-----Restored-----+  (restored from a backup taken while it ran: nothing used)
 //   QUEUED or RUNNING --Cancel--> CANCELLED
 //   QUEUED --Abandon--> FAILED  (it can never start: an evaluation run whose checkpoint is gone)
 //
@@ -78,6 +79,10 @@ std::string StartResize(v1::JobRecord* rec, int to, int64_t deadline_ms);
 // RUNNING (being preempted) -> QUEUED: the attempt ended by preemption; preemptions + 1 (a
 // resize: resizes + 1), no restart used; the next attempt resumes from the latest checkpoint.
 std::string Preempted(v1::JobRecord* rec, const std::string& why, int64_t now_ms);
+// RUNNING -> QUEUED: the coordinator was restored from a backup taken while this attempt ran;
+// its ranks went on past the snapshot, so the attempt is void: nothing used, and the next
+// attempt resumes from the latest checkpoint the backup holds.
+std::string Restored(v1::JobRecord* rec, const std::string& why, int64_t now_ms);
 
 // QUEUED or RUNNING -> CANCELLED (a user's cancel; an already ended job is the caller's no-op).
 std::string Cancel(v1::JobRecord* rec, int64_t now_ms);

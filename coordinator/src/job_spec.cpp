@@ -6,6 +6,7 @@
 #include "tenancy.h"
 #include "trm/common/error.h"
 #include "trm/common/yaml_config.h"
+#include "trm/model/arch_keys.h"
 #include "trm/model/config.h"
 #include "trm/worker/train_config.h"
 
@@ -21,15 +22,12 @@ void AtMost(const std::string& key, double value, double limit, const char* why)
 // A typo must not reach a worker as a job that allocates terabytes: sizes are bounded one by
 // one, then the model and one step's activations are estimated against a per-rank budget.
 void CheckBudget(const worker::TrainConfig& cfg, const model::ArchConfig& a, int world_size) {
-  AtMost("arch.hidden_size", static_cast<double>(a.hidden_size), 65536, "the largest model this service trains");
-  AtMost("arch.L_layers", static_cast<double>(a.L_layers), 256, "layers");
+  // The keys' own limits (their tables' submit_max: docs/config-reference.md lists them).
+  for (const auto& k : worker::TrainConfigKeys())
+    if (k.submit_max > 0) AtMost(k.name, k.value(cfg), k.submit_max, k.submit_why.c_str());
+  for (const auto& k : model::ArchConfigKeys())
+    if (k.submit_max > 0) AtMost("arch." + k.name, k.value(a), k.submit_max, k.submit_why.c_str());
   AtMost("arch.H_cycles * arch.L_cycles", static_cast<double>(a.H_cycles * a.L_cycles), 4096, "recursion depth");
-  AtMost("arch.halt_max_steps", static_cast<double>(a.halt_max_steps), 1024, "ACT steps");
-  AtMost("arch.vocab_size", static_cast<double>(a.vocab_size), 4.0e6, "vocabulary");
-  AtMost("arch.seq_len", static_cast<double>(a.seq_len), 1 << 20, "context");
-  AtMost("global_batch_size", static_cast<double>(cfg.global_batch_size), 1 << 22, "rows per step");
-  AtMost("gradient_accumulation_steps", static_cast<double>(cfg.gradient_accumulation_steps), 1 << 16, "micro-steps");
-  AtMost("epochs", static_cast<double>(cfg.epochs), 1e9, "epochs");
   const double h = static_cast<double>(a.hidden_size);
   const double params = static_cast<double>(a.L_layers) * (4 * h * h + 3 * h * static_cast<double>(a.mlp_intermediate())) +
                         2 * static_cast<double>(a.vocab_size) * h;

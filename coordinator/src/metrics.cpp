@@ -227,6 +227,10 @@ void CoordinatorMetrics::ObserveRpc(const std::string& method, double seconds, c
   if (code != "OK") impl_->rpc_errors.Add({{"method", method}, {"code", code}}).Increment();
 }
 
+void CoordinatorMetrics::CountRpcError(const std::string& method, const std::string& code) {
+  if (code != "OK") impl_->rpc_errors.Add({{"method", method}, {"code", code}}).Increment();
+}
+
 void CoordinatorMetrics::SetJobRunning(const std::string& job, bool running) {
   impl_->running.Add({{"job", job}}).Set(running ? 1 : 0);
 }

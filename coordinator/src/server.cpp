@@ -82,7 +82,7 @@ CoordinatorServer::CoordinatorServer(ServerOptions options) : impl_(std::make_un
   if (!s.opt.metrics_listen.empty()) s.metrics_server = std::make_unique<MetricsServer>(s.opt.metrics_listen, s.metrics);
   s.auth = std::make_unique<Authorizer>(s.opt.auth);
   s.jobs = std::make_unique<JobServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get(), &s.stopping);
-  s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get(), s.auth.get());
+  s.datasets = std::make_unique<DatasetServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get());
   s.workers = std::make_unique<WorkerServiceImpl>(s.coordinator.get(), &s.metrics, s.auth.get());
   if (!s.opt.http_listen.empty()) {
     HttpApiOptions ho;

@@ -1,5 +1,7 @@
 #include "trm/coordinator/service_main.h"
 
+#include "trm/coordinator/backup.h"
+
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -70,6 +72,11 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
   else if (a == "--keep-best") c.keep_best_metric = v;
   else if (a == "--config-dir") c.config_dir = v;
   else if (a == "--port-file") cl->port_file = v;
+  else if (a == "--restore") cl->restore = v;
+  else if (a == "--metrics-max-points") {
+    if (n != 0 && n < 1000) InvalidArgument(a + " '" + v + "': expected 0 (keep every point) or at least 1000");
+    c.metrics_max_points = n;
+  }
   else if (a == "--cpu-slots") cl->cpu_slots = static_cast<int>(n);
   else if (a == "--worker-binary") cl->worker_binary = v;
   else if (a == "--auth-tokens") opt.auth = LoadTokenFile(v);
@@ -97,7 +104,7 @@ bool TakesNumber(const std::string& a) {
   static const std::set<std::string> kNumeric{"--heartbeat-timeout-s", "--hang-timeout-s", "--start-timeout-s",
                                               "--heartbeat-interval-ms", "--keep-last", "--cpu-slots",
                                               "--audit-retention-days", "--max-wait-s", "--preempt-grace-s",
-                                              "--elastic-grow-after-s"};
+                                              "--elastic-grow-after-s", "--metrics-max-points"};
   return kNumeric.count(a) > 0;
 }
 
@@ -105,7 +112,7 @@ bool TakesValue(const std::string& a) {
   static const std::set<std::string> kValued{"--listen",      "--data-dir",      "--metrics-listen", "--hang-budget-s",
                                              "--keep-best",   "--config-dir",    "--port-file",      "--worker-binary",
                                              "--auth-tokens", "--worker-secret-file", "--tls-cert",  "--tls-key",
-                                             "--tls-client-ca", "--quota-slots", "--http-listen"};
+                                             "--tls-client-ca", "--quota-slots", "--http-listen", "--restore"};
   return kValued.count(a) > 0 || TakesNumber(a);
 }
 
@@ -191,6 +198,7 @@ std::string Usage() {
          "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
          "                       [--private] [--quota-slots NAME=N[,NAME=N...][,*=N]] [--audit-retention-days D (90)]\n"
          "                       [--max-wait-s S (1800)] [--preempt-grace-s S (120)] [--elastic-grow-after-s S (300)]\n"
+         "                       [--metrics-max-points N (10000)] [--restore BACKUP_FILE]\n"
          "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
          "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
          "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
@@ -206,6 +214,11 @@ std::string Usage() {
          "  --worker-secret-file  the secret workers send (TRM_WORKER_SECRET[_FILE] on the workers)\n"
          "  --insecure       allow plaintext on a non-loopback --listen (development only)\n"
          "  --http-listen    the web dashboard (docs/dashboard.md); TLS and tokens as for --listen\n"
+         "  --metrics-max-points  training-step points kept per job; past it they are thinned to a\n"
+         "                   coarser grid (evaluations and checkpoints' points stay; 0: keep all)\n"
+         "  --restore        first extract a backup (trmctl admin backup FILE) into --data-dir, which must\n"
+         "                   hold no coordinator.db; jobs that were running resume from their latest\n"
+         "                   checkpoint in it (docs/operations.md)\n"
          "  default --listen 127.0.0.1:50051\n";
 }
 
@@ -223,6 +236,7 @@ int RunService(const CommandLine& cl) {
     return 1;
   }
   try {
+    if (!cl.restore.empty()) RestoreBackup(cl.restore, cl.server.coordinator.data_dir);
     CoordinatorServer server(cl.server);
     if (!cl.port_file.empty()) WriteFileAtomic(cl.port_file, std::to_string(server.port()) + "\n");
     RankGroup worker;  // empty without --standalone

@@ -1,5 +1,6 @@
 #include "trm/coordinator/store.h"
 
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -84,6 +85,12 @@ CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time INTE
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit(time);
 )sql";
 
+// Version 1 -> 2. Points stored before it keep their events (event_seq NULL).
+constexpr const char* kMigrationTo2 = R"sql(
+ALTER TABLE metrics ADD COLUMN event_seq INTEGER;
+CREATE TABLE metric_retention(job_id TEXT PRIMARY KEY, stride INTEGER NOT NULL, points INTEGER NOT NULL);
+)sql";
+
 // Data directories from before owners kept one row per content hash in `datasets` (a second
 // name for the same content replaced the first). Each becomes a version owned by "local", once.
 constexpr const char* kOwnersMigration = R"sql(
@@ -120,12 +127,29 @@ Store::Store(const std::string& path) : impl_(std::make_unique<Impl>()) {
   }
   sqlite3_busy_timeout(impl_->db, 5000);
   try {
+    // Before anything writes to it: a newer release's file stays as it is.
+    const int version = SchemaVersion();
+    bool existing = false;
+    {
+      Stmt q(impl_->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'");
+      existing = q.Step();
+    }
+    if (version > kSchemaVersion)
+      ThrowError(Code::kFailedPrecondition,
+                 path + ": schema version " + std::to_string(version) + ", newer than this trm-coordinator's " +
+                     std::to_string(kSchemaVersion) + " (the data directory was written by a later release): run " +
+                     "that release, or restore a backup made by this one into a new data directory; the file is "
+                     "unchanged");
     impl_->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-    impl_->Exec(kSchema);
     impl_->Exec("BEGIN IMMEDIATE");
+    impl_->Exec(kSchema);  // version 1's tables (a new file starts there too)
     impl_->Exec(kOwnersMigration);
     IndexStateEvents();
+    if (version < 2) impl_->Exec(kMigrationTo2);
+    impl_->Exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
     impl_->Exec("COMMIT");
+    if (existing && version < kSchemaVersion)
+      spdlog::info("{}: migrated the schema from version {} to {}", path, std::max(version, 1), kSchemaVersion);
     Stmt check(impl_->db, "PRAGMA quick_check");
     if (check.Step() && check.Blob(0) != "ok") DataLoss(path + ": database integrity check failed: " + check.Blob(0));
   } catch (...) {
@@ -244,14 +268,75 @@ std::vector<v1::JobEvent> Store::LastLogs(const std::string& job_id, int n) {
   return out;
 }
 
-void Store::AppendMetrics(const std::string& job_id, const v1::StepMetrics& m) {
+void Store::AppendMetrics(const std::string& job_id, const v1::StepMetrics& m, uint64_t event_seq,
+                          const MetricRetention& keep) {
+  const bool thin = !m.eval() && keep.max_points > 0;
+  bool existed = false;
+  if (thin) {
+    Stmt q(impl_->db, "SELECT 1 FROM metrics WHERE job_id = ?1 AND step = ?2 AND eval = 0");
+    q.Bind(1, job_id).Bind(2, m.step());
+    existed = q.Step();
+  }
   // A restarted attempt replays steps after its checkpoint: the newest values win.
-  Stmt(impl_->db, "INSERT OR REPLACE INTO metrics(job_id, step, eval, data) VALUES(?1, ?2, ?3, ?4)")
+  Stmt ins(impl_->db, "INSERT OR REPLACE INTO metrics(job_id, step, eval, data, event_seq) VALUES(?1, ?2, ?3, ?4, ?5)");
+  ins.Bind(1, job_id).Bind(2, m.step()).Bind(3, int64_t{m.eval() ? 1 : 0}).BindBlob(4, m.SerializeAsString());
+  if (event_seq > 0) ins.Bind(5, static_cast<int64_t>(event_seq));
+  ins.Step();
+  if (!thin) return;
+
+  int64_t stride = 1, points = -1;
+  {
+    Stmt q(impl_->db, "SELECT stride, points FROM metric_retention WHERE job_id = ?1");
+    q.Bind(1, job_id);
+    if (q.Step()) {
+      stride = q.Int(0);
+      points = q.Int(1) + (existed ? 0 : 1);
+    }
+  }
+  auto count = [&] {
+    Stmt q(impl_->db, "SELECT COUNT(*) FROM metrics WHERE job_id = ?1 AND eval = 0");
+    q.Bind(1, job_id);
+    q.Step();
+    return q.Int(0);
+  };
+  if (points < 0) points = count();  // the job's first point, or one from before version 2
+  while (points > keep.max_points) {
+    // The newest `recent` points stay: below `floor` only.
+    Stmt f(impl_->db, "SELECT step FROM metrics WHERE job_id = ?1 AND eval = 0 ORDER BY step DESC LIMIT 1 OFFSET ?2");
+    f.Bind(1, job_id).Bind(2, std::max<int64_t>(0, keep.recent - 1));
+    if (!f.Step()) break;
+    const int64_t floor = f.Int(0);
+    if (stride > floor) break;  // nothing left to thin (a cap below `recent` plus checkpoints)
+    stride *= 2;
+    static const char* kOffGrid =
+        "job_id = ?1 AND eval = 0 AND step < ?2 AND step % ?3 != 0 "
+        "AND step NOT IN (SELECT step FROM checkpoints WHERE job_id = ?1)";
+    Stmt(impl_->db, (std::string("DELETE FROM events WHERE job_id = ?1 AND seq IN "
+                                 "(SELECT event_seq FROM metrics WHERE event_seq IS NOT NULL AND ") + kOffGrid + ")")
+                        .c_str())
+        .Bind(1, job_id)
+        .Bind(2, floor)
+        .Bind(3, stride)
+        .Step();
+    Stmt(impl_->db, (std::string("DELETE FROM metrics WHERE ") + kOffGrid).c_str())
+        .Bind(1, job_id)
+        .Bind(2, floor)
+        .Bind(3, stride)
+        .Step();
+    points = count();
+  }
+  Stmt(impl_->db, "INSERT INTO metric_retention(job_id, stride, points) VALUES(?1, ?2, ?3) "
+                  "ON CONFLICT(job_id) DO UPDATE SET stride = excluded.stride, points = excluded.points")
       .Bind(1, job_id)
-      .Bind(2, m.step())
-      .Bind(3, int64_t{m.eval() ? 1 : 0})
-      .BindBlob(4, m.SerializeAsString())
+      .Bind(2, stride)
+      .Bind(3, points)
       .Step();
+}
+
+int64_t Store::MetricStride(const std::string& job_id) {
+  Stmt q(impl_->db, "SELECT stride FROM metric_retention WHERE job_id = ?1");
+  q.Bind(1, job_id);
+  return q.Step() ? q.Int(0) : 1;
 }
 
 std::vector<v1::StepMetrics> Store::ReadMetrics(const std::string& job_id, int64_t from_step, int limit) {
@@ -373,6 +458,47 @@ std::vector<v1::AuditEntry> Store::ListAudit(int64_t since_ms, const std::string
 int64_t Store::PruneAudit(int64_t before_ms) {
   Stmt(impl_->db, "DELETE FROM audit WHERE time < ?1").Bind(1, before_ms).Step();
   return sqlite3_changes(impl_->db);
+}
+
+std::optional<int64_t> Store::GetMeta(const std::string& key) {
+  Stmt q(impl_->db, "SELECT value FROM meta WHERE key = ?1");
+  q.Bind(1, key);
+  if (!q.Step()) return std::nullopt;
+  return q.Int(0);
+}
+
+void Store::SetMeta(const std::string& key, int64_t value) {
+  Stmt(impl_->db, "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+      .Bind(1, key)
+      .Bind(2, value)
+      .Step();
+}
+
+void Store::DeleteMeta(const std::string& key) { Stmt(impl_->db, "DELETE FROM meta WHERE key = ?1").Bind(1, key).Step(); }
+
+int Store::SchemaVersion() {
+  Stmt q(impl_->db, "PRAGMA user_version");
+  q.Step();
+  return static_cast<int>(q.Int(0));
+}
+
+void Store::BackupTo(const std::string& path) {
+  sqlite3* dst = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
+    const std::string msg = dst ? sqlite3_errmsg(dst) : "out of memory";
+    sqlite3_close(dst);
+    IoError(path + ": cannot create the backup database: " + msg);
+  }
+  sqlite3_backup* b = sqlite3_backup_init(dst, "main", impl_->db, "main");
+  int rc = b ? sqlite3_backup_step(b, -1) : sqlite3_errcode(dst);
+  if (b) sqlite3_backup_finish(b);
+  if (rc == SQLITE_DONE) rc = sqlite3_errcode(dst);
+  const std::string msg = sqlite3_errmsg(dst);
+  sqlite3_close(dst);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_FULL) ThrowError(Code::kResourceExhausted, path + ": the backup's disk is full");
+    IoError(path + ": backup failed: " + msg);
+  }
 }
 
 }  // namespace trm::coordinator

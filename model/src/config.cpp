@@ -7,6 +7,7 @@
 
 #include "trm/common/error.h"
 #include "trm/common/json_fields.h"
+#include "trm/model/arch_keys.h"
 
 namespace trm::model {
 namespace {
@@ -20,6 +21,114 @@ int64_t RoundHalfEven(double x) {
 }
 
 }  // namespace
+
+namespace {
+
+using Key = ConfigKey<ArchConfig>;
+
+Key Int(std::string name, int64_t ArchConfig::*m, std::string meaning, ValueCheck check = {}) {
+  return Key{std::move(name), "int", std::move(meaning),
+             [m](ArchConfig* c, const json& v, const std::string& k) { c->*m = JsonInt(v, k); }, std::move(check),
+             [m](const ArchConfig& c) { return static_cast<double>(c.*m); }};
+}
+Key Num(std::string name, double ArchConfig::*m, std::string meaning, ValueCheck check = {}) {
+  return Key{std::move(name), "number", std::move(meaning),
+             [m](ArchConfig* c, const json& v, const std::string& k) { c->*m = JsonNumber(v, k); }, std::move(check),
+             [m](const ArchConfig& c) { return c.*m; }};
+}
+Key Bool(std::string name, bool ArchConfig::*m, std::string meaning, ValueCheck check = {}) {
+  return Key{std::move(name), "bool", std::move(meaning),
+             [m](ArchConfig* c, const json& v, const std::string& k) { c->*m = JsonBool(v, k); }, std::move(check),
+             [m](const ArchConfig& c) { return c.*m ? 1.0 : 0.0; }};
+}
+Key Limit(Key k, double max, std::string why) {
+  k.submit_max = max;
+  k.submit_why = std::move(why);
+  return k;
+}
+ValueCheck Zero(const char* why) { return {std::string("0 (") + why + ")", [](double v) { return v == 0; }}; }
+
+}  // namespace
+
+const std::vector<ConfigKey<ArchConfig>>& ArchConfigKeys() {
+  using C = ArchConfig;
+  static const std::vector<Key> keys = [] {
+    std::vector<Key> k;
+    k.push_back(Limit(Int("vocab_size", &C::vocab_size, "Tokens of the vocabulary: the dataset's tokenizer sets it.",
+                          Positive()),
+                      4.0e6, "vocabulary"));
+    k.back().default_text = "from the dataset";
+    k.push_back(Limit(Int("seq_len", &C::seq_len, "Tokens per row: the dataset sets it.", Positive()), 1 << 20,
+                      "context"));
+    k.back().default_text = "from the dataset";
+    k.push_back(Int("batch_size", &C::batch_size, "Informational: the model takes any batch size.", NonNegative()));
+    k.push_back(Int("num_puzzle_identifiers", &C::num_puzzle_identifiers,
+                    "The reference's puzzle count: accepted, unused by the chat model."));
+    k.push_back(Limit(Int("hidden_size", &C::hidden_size, "Width of the transformer; a multiple of num_heads.", Positive()),
+                      65536, "the largest model this service trains"));
+    k.push_back(Int("num_heads", &C::num_heads, "Attention heads; with rope, hidden_size / num_heads must be even.",
+                    Positive()));
+    k.push_back(Num("expansion", &C::expansion,
+                    "SwiGLU width: round(expansion × hidden_size × 2/3), rounded up to a multiple of 256.",
+                    {"a positive number", [](double v) { return v > 0 && std::isfinite(v); }}));
+    k.push_back(Limit(Int("L_layers", &C::L_layers, "Transformer blocks of the one recursive network.", Positive()), 256,
+                      "layers"));
+    k.push_back(Int("H_layers", &C::H_layers, "Ignored (kept so the reference's configs load)."));
+    k.push_back(Int("H_cycles", &C::H_cycles, "High-level cycles (updates of z_H) per ACT step.", Positive()));
+    k.push_back(Int("L_cycles", &C::L_cycles, "Low-level cycles (updates of z_L) per H cycle.", Positive()));
+    k.push_back(Limit(Int("halt_max_steps", &C::halt_max_steps, "ACT steps at most per row.", Positive()), 1024,
+                      "ACT steps"));
+    k.push_back(Num("halt_exploration_prob", &C::halt_exploration_prob,
+                    "In training, the probability that a row gets a random minimum number of ACT steps.",
+                    InRange(0, 1, false, "in [0, 1]")));
+    k.push_back(Key{"pos_encodings", "rope | learned | none",
+                    "Position encoding; any other value means none.",
+                    [](C* c, const json& v, const std::string& key) {
+                      c->pos_encodings_name = JsonString(v, key);
+                      c->pos_encodings = c->pos_encodings_name == "rope"      ? PosEncoding::kRope
+                                         : c->pos_encodings_name == "learned" ? PosEncoding::kLearned
+                                                                              : PosEncoding::kNone;
+                    }});
+    k.push_back(Num("rope_theta", &C::rope_theta, "RoPE's base.", Positive()));
+    k.push_back(Num("rms_norm_eps", &C::rms_norm_eps, "RMSNorm's epsilon.", Positive()));
+    k.push_back(Bool("causal", &C::causal, "Causal attention (the chat variant); false: bidirectional, as the puzzle TRM."));
+    k.push_back(Key{"forward_dtype", "float32 | bfloat16",
+                    "The forward's compute dtype; the master weights, optimiser and loss stay float32.",
+                    [](C* c, const json& v, const std::string& key) {
+                      const std::string d = JsonString(v, key);
+                      if (d == "float32") c->forward_dtype = ForwardDtype::kFloat32;
+                      else if (d == "bfloat16") c->forward_dtype = ForwardDtype::kBfloat16;
+                      else InvalidArgument(key + ": expected float32 or bfloat16, got '" + d + "'");
+                    }});
+    k.push_back(Int("puzzle_emb_ndim", &C::puzzle_emb_ndim, "The reference's puzzle embeddings.",
+                    Zero("puzzle embeddings are not supported by the chat model")));
+    k.push_back(Int("puzzle_emb_len", &C::puzzle_emb_len, "As puzzle_emb_ndim.",
+                    Zero("puzzle embeddings are not supported by the chat model")));
+    k.push_back(Bool("mlp_t", &C::mlp_t, "The reference's MLP over the sequence axis.",
+                     {"false (the sequence-axis MLP is not supported)", [](double v) { return v == 0; }}));
+    k.push_back(Bool("no_ACT_continue", &C::no_ACT_continue,
+                     "The halting head learns from the halt target only, without the continue Q-target."));
+    k.push_back(Key{"name", "string", "The reference's Python class path: informational.",
+                    [](C*, const json& v, const std::string& key) { JsonString(v, key); }});
+    k.back().default_text = "—";
+    k.push_back(Key{"loss", "mapping", "The reference's loss section: `{loss_type, name}`.",
+                    [](C* c, const json& v, const std::string& key) {
+                      if (!v.is_object()) InvalidArgument(key + ": expected a mapping with loss_type, got " + v.type_name());
+                      for (auto li = v.begin(); li != v.end(); ++li) {
+                        if (li.key() == "loss_type")
+                          c->loss_type = ParseLossType(JsonString(li.value(), key + ".loss_type"), key + ".loss_type");
+                        else if (li.key() == "name") JsonString(li.value(), key + ".name");
+                        else InvalidArgument(key + "." + li.key() + ": unknown key (expected loss_type or name)");
+                      }
+                    }});
+    k.push_back(Key{"loss_type", "softmax_cross_entropy | stablemax_cross_entropy",
+                    "The LM loss; given here it overrides loss.loss_type.",
+                    [](C* c, const json& v, const std::string& key) { c->loss_type = ParseLossType(JsonString(v, key), key); }});
+    k.back().default_text = "`\"softmax_cross_entropy\"`";
+    return k;
+  }();
+  return keys;
+}
 
 const char* LossTypeName(LossType t) {
   return t == LossType::kStablemaxCrossEntropy ? "stablemax_cross_entropy" : "softmax_cross_entropy";
@@ -38,18 +147,7 @@ int64_t ArchConfig::mlp_intermediate() const {
 }
 
 void ArchConfig::Validate(const std::string& where) const {
-  auto positive = [&](const char* key, int64_t v) {
-    if (v <= 0) InvalidArgument(where + "." + key + ": must be positive, got " + std::to_string(v));
-  };
-  positive("vocab_size", vocab_size);
-  positive("seq_len", seq_len);
-  positive("hidden_size", hidden_size);
-  positive("num_heads", num_heads);
-  positive("L_layers", L_layers);
-  positive("H_cycles", H_cycles);
-  positive("L_cycles", L_cycles);
-  positive("halt_max_steps", halt_max_steps);
-  if (batch_size < 0) InvalidArgument(where + ".batch_size: must not be negative");
+  CheckConfigValues(ArchConfigKeys(), *this, where + ".");
   if (hidden_size % num_heads != 0) {
     InvalidArgument(where + ".hidden_size: " + std::to_string(hidden_size) +
                     " is not divisible by num_heads " + std::to_string(num_heads));
@@ -58,76 +156,23 @@ void ArchConfig::Validate(const std::string& where) const {
     InvalidArgument(where + ".num_heads: rope needs an even head_dim, hidden_size/num_heads = " +
                     std::to_string(head_dim()));
   }
-  if (!(expansion > 0) || !std::isfinite(expansion)) {
-    InvalidArgument(where + ".expansion: must be a positive number");
-  }
   // mlp_intermediate() rounds expansion * hidden_size * 2/3 to an int64: keep it exact and in range.
   if (expansion * static_cast<double>(hidden_size) > 1e15) {
     InvalidArgument(where + ".expansion: expansion * hidden_size is too large for the MLP width");
   }
-  if (!(halt_exploration_prob >= 0.0 && halt_exploration_prob <= 1.0)) {
-    InvalidArgument(where + ".halt_exploration_prob: must be in [0, 1]");
-  }
-  if (!(rope_theta > 0)) InvalidArgument(where + ".rope_theta: must be positive");
-  if (!(rms_norm_eps > 0)) InvalidArgument(where + ".rms_norm_eps: must be positive");
-  if (puzzle_emb_ndim != 0 || puzzle_emb_len != 0) {
-    InvalidArgument(where + ".puzzle_emb_ndim/puzzle_emb_len: puzzle embeddings are not supported "
-                    "by the chat model, expected 0");
-  }
-  if (mlp_t) InvalidArgument(where + ".mlp_t: the sequence-axis MLP is not supported, expected false");
 }
 
 ArchConfig ArchConfig::FromJson(const json& arch, const std::string& where) {
   if (!arch.is_object()) InvalidArgument(where + ": expected a mapping of arch keys, got " + arch.type_name());
   ArchConfig c;
-  bool have_vocab = false, have_seq = false;
+  const auto& keys = ArchConfigKeys();
   for (auto it = arch.begin(); it != arch.end(); ++it) {
-    const std::string& k = it.key();
-    const json& v = it.value();
-    const std::string key = where + "." + k;
-    if (k == "vocab_size") { c.vocab_size = JsonInt(v, key); have_vocab = true; }
-    else if (k == "seq_len") { c.seq_len = JsonInt(v, key); have_seq = true; }
-    else if (k == "batch_size") c.batch_size = JsonInt(v, key);
-    else if (k == "num_puzzle_identifiers") c.num_puzzle_identifiers = JsonInt(v, key);
-    else if (k == "hidden_size") c.hidden_size = JsonInt(v, key);
-    else if (k == "num_heads") c.num_heads = JsonInt(v, key);
-    else if (k == "expansion") c.expansion = JsonNumber(v, key);
-    else if (k == "L_layers") c.L_layers = JsonInt(v, key);
-    else if (k == "H_layers") c.H_layers = JsonInt(v, key);
-    else if (k == "H_cycles") c.H_cycles = JsonInt(v, key);
-    else if (k == "L_cycles") c.L_cycles = JsonInt(v, key);
-    else if (k == "halt_max_steps") c.halt_max_steps = JsonInt(v, key);
-    else if (k == "halt_exploration_prob") c.halt_exploration_prob = JsonNumber(v, key);
-    else if (k == "pos_encodings") {
-      c.pos_encodings_name = JsonString(v, key);
-      c.pos_encodings = c.pos_encodings_name == "rope"      ? PosEncoding::kRope
-                        : c.pos_encodings_name == "learned" ? PosEncoding::kLearned
-                                                            : PosEncoding::kNone;
-    } else if (k == "rope_theta") c.rope_theta = JsonNumber(v, key);
-    else if (k == "rms_norm_eps") c.rms_norm_eps = JsonNumber(v, key);
-    else if (k == "causal") c.causal = JsonBool(v, key);
-    else if (k == "forward_dtype") {
-      std::string d = JsonString(v, key);
-      if (d == "float32") c.forward_dtype = ForwardDtype::kFloat32;
-      else if (d == "bfloat16") c.forward_dtype = ForwardDtype::kBfloat16;
-      else InvalidArgument(key + ": expected float32 or bfloat16, got '" + d + "'");
-    } else if (k == "puzzle_emb_ndim") c.puzzle_emb_ndim = JsonInt(v, key);
-    else if (k == "puzzle_emb_len") c.puzzle_emb_len = JsonInt(v, key);
-    else if (k == "mlp_t") c.mlp_t = JsonBool(v, key);
-    else if (k == "no_ACT_continue") c.no_ACT_continue = JsonBool(v, key);
-    else if (k == "name") JsonString(v, key);  // the reference's Python class path; informational
-    else if (k == "loss") {
-      if (!v.is_object()) InvalidArgument(key + ": expected a mapping with loss_type, got " + v.type_name());
-      for (auto li = v.begin(); li != v.end(); ++li) {
-        if (li.key() == "loss_type") c.loss_type = ParseLossType(JsonString(li.value(), key + ".loss_type"), key + ".loss_type");
-        else if (li.key() == "name") JsonString(li.value(), key + ".name");
-        else InvalidArgument(key + "." + li.key() + ": unknown key (expected loss_type or name)");
-      }
-    } else if (k == "loss_type") c.loss_type = ParseLossType(JsonString(v, key), key);
-    else InvalidArgument(key + ": unknown arch key");
+    const auto* k = FindConfigKey(keys, it.key());
+    if (!k) InvalidArgument(where + "." + it.key() + ": unknown arch key");
+    k->read(&c, it.value(), where + "." + it.key());
   }
-  if (!have_vocab) InvalidArgument(where + ".vocab_size: missing (set it from the dataset)");
-  if (!have_seq) InvalidArgument(where + ".seq_len: missing (set it from the dataset)");
+  if (!arch.contains("vocab_size")) InvalidArgument(where + ".vocab_size: missing (set it from the dataset)");
+  if (!arch.contains("seq_len")) InvalidArgument(where + ".seq_len: missing (set it from the dataset)");
   c.Validate(where);
   return c;
 }

@@ -199,6 +199,16 @@ std::vector<Rpc> AllRpcs() {
                  return Make<JS>(ch)->ReloadTokens(ctx().get(), v1::ReloadTokensRequest(), &a).error_code();
                },
                true});
+  r.push_back({"Backup", true, false,
+               [=](grpc::Channel* ch) {
+                 auto c = ctx();
+                 auto rd = Make<JS>(ch)->Backup(c.get(), v1::BackupRequest());
+                 v1::TransferMessage m;
+                 while (rd->Read(&m)) {
+                 }
+                 return rd->Finish().error_code();
+               },
+               true});
   return r;
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Upgrading a data directory written by the release before owners and namespaces
-# (upgrade_fixture/data-2026-12-01, made by upgrade_fixture/make_fixture.sh): the current
-# coordinator keeps every job, event, dataset and checkpoint, owned by `local`; names that were
-# global resolve for `local` as before and as local/NAME for everyone else.
+# Upgrading data directories of earlier releases (upgrade_fixture/, made by make_fixture.sh):
+# data-2026-12-01, from before owners and namespaces: the current coordinator keeps every job,
+# event, dataset and checkpoint, owned by `local`; names that were global resolve for `local` as
+# before and as local/NAME for everyone else. data-2026-12-02, from before schema versions:
+# migrated to version 2 with everything in it, and a new job runs on it.
 # Usage: upgrade.sh BIN_DIR SOURCE_DIR
 set -euo pipefail
 BIN="$1"; SRC="$2"
@@ -71,4 +72,38 @@ ALICE=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset local/ex --name al
 OUT=$("$BIN/trmctl" cancel job-000001 2>&1) && fail "alice cancelled local's job"
 echo "$OUT" | grep -q "belongs to local" || fail "cancel refusal: $OUT"
 "$BIN/trmctl" cancel "$ALICE" >/dev/null
+kill -TERM "$COORD"; wait "$COORD" || true
+unset TRM_TOKEN
+
+# The release before schema versions (upgrade_fixture/data-2026-12-02, schema version 1): migrated
+# forward once, in place; its jobs, metrics, events and checkpoints intact; a new job runs on it.
+cp -a "$SRC/tests/e2e/upgrade_fixture/data-2026-12-02" "$WORK/coord2"
+PORT=$(free_port)
+export TRM_COORDINATOR="127.0.0.1:$PORT"
+"$BIN/trm-coordinator" --listen "127.0.0.1:$PORT" --data-dir "$WORK/coord2" --heartbeat-interval-ms 300 \
+  --config-dir "$SRC/configs" >"$WORK/coordinator2.log" 2>&1 &
+COORD=$!; PIDS+=("$COORD")
+for _ in $(seq 1 100); do "$BIN/trmctl" workers >/dev/null 2>&1 && break; sleep 0.1; done
+grep -q "migrated the schema from version 1 to 2" "$WORK/coordinator2.log" || fail "no schema migration logged"
+python3 -c 'import sqlite3, sys; v = sqlite3.connect(sys.argv[1]).execute("PRAGMA user_version").fetchone()[0]; sys.exit(v != 2)' \
+  "$WORK/coord2/coordinator.db" || fail "the data directory's schema version is not 2"
+"$BIN/trmctl" list -o json | python3 -c '
+import json, sys
+jobs = {j["id"]: j for j in json.load(sys.stdin)["jobs"]}
+assert jobs["job-000001"]["state"] == "JOB_SUCCEEDED" and jobs["job-000001"]["step"] == "2", jobs
+assert jobs["job-000002"]["state"] == "JOB_CANCELLED", jobs
+' || fail "the 2026-12-02 jobs"
+"$BIN/trmctl" metrics job-000001 --format json | python3 -c '
+import json, sys
+points = json.load(sys.stdin)["points"]
+assert [int(p["step"]) for p in points] == [1, 2], points
+' || fail "the 2026-12-02 job's metrics"
+"$BIN/trmctl" watch job-000001 --events >"$WORK/events2.jsonl" || fail "the 2026-12-02 job's events"
+[ "$(grep -c '"metrics"' "$WORK/events2.jsonl")" -ge 2 ] || fail "the 2026-12-02 job's metrics events"
+"$BIN/trmctl" pull job-000001 --select step:2 -o "$WORK/pulled2" >/dev/null || fail "the 2026-12-02 checkpoint"
+"$BIN/trm-worker" --coordinator "127.0.0.1:$PORT" --id w2 --cpu-slots 1 --work-dir "$WORK/w2" >"$WORK/w2.log" 2>&1 &
+PIDS+=("$!")
+JOB=$("$BIN/trmctl" submit --config-name cfg_tiny --dataset ex --name after-migration global_batch_size=8 max_steps=3 \
+      eval_interval=0 threads=1 arch.hidden_size=16 arch.num_heads=2 arch.L_layers=1 arch.halt_max_steps=2)
+"$BIN/trmctl" watch "$JOB" >/dev/null 2>"$WORK/watch2.log" || fail "a job on the migrated data directory failed"
 echo "upgrade e2e: ok"

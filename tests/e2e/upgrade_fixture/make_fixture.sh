@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# How data-2026-12-01/ was made: a coordinator data directory written by the release before
-# owners and namespaces (commit ea0294d), kept so that tests/e2e/upgrade.sh can check that the
-# current coordinator takes it over with every job, dataset and checkpoint (owned by `local`).
+# How the fixtures here were made: coordinator data directories written by earlier releases,
+# kept so that tests/e2e/upgrade.sh can check that the current coordinator takes them over with
+# every job, dataset and checkpoint:
+#   data-2026-12-01/  the release before owners and namespaces (commit ea0294d);
+#   data-2026-12-02/  the release before schema versions (commit 479a099: schema version 1,
+#                     SQLite user_version 0).
 # Usage: make_fixture.sh BIN_DIR SOURCE_DIR OUT_DIR  (BIN_DIR: that release's binaries)
 set -euo pipefail
 BIN="$1"; SRC="$2"; OUT="$3"

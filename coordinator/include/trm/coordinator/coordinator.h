@@ -44,6 +44,9 @@ struct CoordinatorOptions {
   int64_t start_timeout_ms = 30 * 60 * 1000;
   std::map<std::string, int64_t> phase_budget_ms;
   int keep_last_checkpoints = 3;             // per job, plus the best and any being resumed from
+  // Training-step points kept per job (Store::AppendMetrics thins the rest to a coarser grid;
+  // evaluations and checkpoints' points stay); 0 = every point.
+  int64_t metrics_max_points = 10000;
   // A step metric ("eval_lm_loss") or an evaluation run's, "eval[DATASET]:lm_loss".
   std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);
   uint64_t max_dataset_bytes = uint64_t{64} << 30;
@@ -154,6 +157,15 @@ class Coordinator {
   void RecordAudit(v1::AuditEntry entry);
   std::vector<v1::AuditEntry> ListAudit(int64_t since_unix_ms, const std::string& user, int limit,
                                         const Principal& who = {});
+
+  // ---- backups (backup.h). Admins only (kPermissionDenied), one at a time
+  // (kResourceExhausted). A consistent snapshot of the whole state under DATA_DIR/tmp/backup-N:
+  // the database copied between two changes, hard links to the stored datasets and to the
+  // checkpoints it lists (retention may delete the originals meanwhile); the manifest lists them
+  // with their SHA-256. The caller streams it, then calls EndBackup (which removes it; tmp/ is
+  // also emptied at every start).
+  FileSet Backup(const Principal& who = {});
+  void EndBackup(const FileSet& backup);
 
   // ---- housekeeping: lost workers, scheduling. The server calls it a few times a second.
   void Tick();

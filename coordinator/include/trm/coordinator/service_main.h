@@ -17,6 +17,7 @@ struct CommandLine {
   std::string port_file;           // the port actually bound is written here (tests use port 0)
   std::string worker_binary;       // default: trm-worker beside this executable
   std::string worker_secret_file;  // also handed to the local worker
+  std::string restore;             // --restore: a backup extracted into --data-dir before serving
 };
 
 // Parses argv[1..]; reads the token and secret files it names. Throws kInvalidArgument naming

@@ -17,9 +17,22 @@
 
 namespace trm::coordinator {
 
+// The schema's version (SQLite's user_version). A data directory of an older version is migrated
+// forward when opened; a newer one (made by a later release) is refused, unchanged.
+//   1: the releases up to 2026-12-02 (user_version was left at 0)
+//   2: metrics rows know their event (event_seq) and jobs their retention grid (metric_retention)
+constexpr int kSchemaVersion = 2;
+
+// How many training-step points a job keeps (Store::AppendMetrics).
+struct MetricRetention {
+  int64_t max_points = 10000;  // per job; 0 = keep every point
+  int64_t recent = 64;         // the newest points are never thinned (their checkpoint may be on its way)
+};
+
 class Store {
  public:
-  // Opens or creates `path` and its schema. Throws IoError / DataLoss naming the file.
+  // Opens or creates `path` and its schema, migrating an older one. Throws IoError / DataLoss
+  // naming the file, kFailedPrecondition for a schema newer than kSchemaVersion.
   explicit Store(const std::string& path);
   ~Store();
   Store(const Store&) = delete;
@@ -52,7 +65,14 @@ class Store {
   // The job's newest `n` log events, oldest first (an index walk from the end, not a scan).
   std::vector<v1::JobEvent> LastLogs(const std::string& job_id, int n);
 
-  void AppendMetrics(const std::string& job_id, const v1::StepMetrics& m);
+  // A job's points, stored with the seq of the event that carried them. Training points beyond
+  // `keep.max_points` are thinned to a grid: each time the job passes the cap its stride (in
+  // steps, from 1) doubles and the points off it go, events included, except evaluation points,
+  // checkpoint steps and the newest `keep.recent`. So the curve stays whole at a coarser
+  // resolution, the points since the last thinning at full resolution.
+  void AppendMetrics(const std::string& job_id, const v1::StepMetrics& m, uint64_t event_seq = 0,
+                     const MetricRetention& keep = {});
+  int64_t MetricStride(const std::string& job_id);  // 1 until the job's first thinning
   std::vector<v1::StepMetrics> ReadMetrics(const std::string& job_id, int64_t from_step, int limit);
 
   void PutCheckpoint(const std::string& job_id, const v1::CheckpointRecord& c);
@@ -74,6 +94,16 @@ class Store {
   // The newest `limit` entries at or after since_ms (of `principal` unless ""), oldest first.
   std::vector<v1::AuditEntry> ListAudit(int64_t since_ms, const std::string& principal, int limit);
   int64_t PruneAudit(int64_t before_ms);  // returns the rows deleted
+
+  // Small durable flags and counters (the meta table).
+  std::optional<int64_t> GetMeta(const std::string& key);
+  void SetMeta(const std::string& key, int64_t value);
+  void DeleteMeta(const std::string& key);
+
+  // A consistent copy of the whole database at `path` (SQLite's online backup), taken between
+  // transactions: the caller holds whatever serialises writes.
+  void BackupTo(const std::string& path);
+  int SchemaVersion();
 
  private:
   void IndexStateEvents();  // the one-time migration of older data directories

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "trm/common/config_keys.h"
+
 namespace trm::worker {
 
 enum class OptimizerKind { kAdamW, kAdamAtan2 };
@@ -58,6 +60,10 @@ struct TrainConfig {
   static TrainConfig FromJson(const nlohmann::json& j, const std::string& config_name);
   nlohmann::json ToJson() const;
 };
+
+// Every key FromJson reads, with its type, check, submission limit and meaning (config_keys.h):
+// the reader, the coordinator's checks and docs/config-reference.md use this table.
+const std::vector<ConfigKey<TrainConfig>>& TrainConfigKeys();
 
 // Optimiser steps of the whole schedule for `train_rows` training rows: epochs x rows / (global
 // batch x accumulation), truncated (the reference's rule; the LR schedule spans it). 0 or less

@@ -1,0 +1,197 @@
+// Coordinator::Backup (a snapshot to stream) and RestoreBackup (trm-coordinator --restore).
+#include "trm/coordinator/backup.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <set>
+
+#include "coordinator_impl.h"
+#include "job_lifecycle.h"
+#include "trm/common/error.h"
+#include "trm/common/file_util.h"
+#include "trm/common/sha256.h"
+#include "trm/coordinator/coordinator.h"
+#include "trm/coordinator/store.h"
+#include "trm/rpc/tar.h"
+#include "trm/rpc/transfer.h"
+
+namespace fs = std::filesystem;
+
+namespace trm::coordinator {
+namespace {
+
+// The meta key RestoreBackup leaves for the next Coordinator: the restore's time.
+constexpr const char kRestorePending[] = "restore_pending_unix_ms";
+
+// A hard link where the filesystem allows one (the staging area is on the data dir's), else a copy.
+void LinkOrCopy(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::create_directories(to.parent_path(), ec);
+  if (ec) FileError(to.parent_path().string() + ": cannot create", ec);
+  fs::create_hard_link(from, to, ec);
+  if (!ec) return;
+  fs::copy_file(from, to, ec);
+  if (ec) FileError(from.string() + ": cannot copy it into the backup", ec);
+}
+
+void AddFile(v1::Manifest* m, const std::string& path, uint64_t size, const std::string& sha256) {
+  auto* f = m->add_files();
+  f->set_path(path);
+  f->set_size(size);
+  f->set_sha256(sha256);
+  m->set_total_bytes(m->total_bytes() + size);
+}
+
+// Adds `dir`'s files as `prefix`/PATH in `files`' order, linked into `stage`.
+void AddTree(v1::Manifest* m, const fs::path& stage, const std::string& prefix, const fs::path& dir,
+             const v1::Manifest& files) {
+  for (const auto& f : files.files()) {
+    LinkOrCopy(dir / f.path(), stage / prefix / f.path());
+    AddFile(m, prefix + "/" + f.path(), f.size(), f.sha256());
+  }
+}
+
+void AddWhole(v1::Manifest* m, const fs::path& stage, const std::string& path) {
+  const std::string p = (stage / path).string();
+  std::error_code ec;
+  const uint64_t size = fs::file_size(p, ec);
+  if (ec) FileError(p + ": cannot read its size", ec);
+  AddFile(m, path, size, Sha256File(p));
+}
+
+}  // namespace
+
+FileSet Coordinator::Backup(const Principal& who) {
+  if (!who.admin()) ThrowError(Code::kPermissionDenied, "Backup: admins only; " + who.name + " is not one");
+  if (impl_->backup_running.exchange(true))
+    ThrowError(Code::kResourceExhausted, "a backup is already running; try again once it has finished");
+  auto& d = *impl_;
+  const fs::path stage = d.NewUploadDir("backup");
+  try {
+    std::error_code ec;
+    fs::create_directories(stage, ec);
+    if (ec) FileError(stage.string() + ": cannot create", ec);
+    v1::Manifest m;
+    std::vector<std::pair<std::string, v1::CheckpointRecord>> checkpoints;
+    std::set<std::string> datasets;
+    {
+      // Between two changes: every checkpoint and dataset the copy lists is linked before
+      // retention could delete it.
+      std::lock_guard<std::mutex> l(d.mu);
+      d.store->BackupTo((stage / "coordinator.db").string());
+      for (const auto& [id, rec] : d.jobs)
+        for (auto& c : d.store->ListCheckpoints(id)) checkpoints.emplace_back(id, std::move(c));
+      for (const auto& e : fs::directory_iterator(fs::path(d.opt.data_dir) / "datasets")) {
+        const std::string name = e.path().filename().string();
+        const std::string suffix = ".manifest";
+        if (name.size() == 64 + suffix.size() && name.compare(64, suffix.size(), suffix) == 0)
+          datasets.insert(name.substr(0, 64));
+      }
+      for (const auto& [job, c] : checkpoints)
+        AddTree(&m, stage, "checkpoints/" + job + "/" + c.info().name(), d.CheckpointDir(job, c.info().name()),
+                c.manifest());
+    }
+    // Datasets are written once under their content hash and never deleted: no lock needed.
+    v1::Manifest tail;
+    for (const auto& hash : datasets) {
+      const fs::path dir = d.DatasetDir(hash);
+      v1::Manifest files;
+      if (!files.ParseFromString(ReadFile(dir.string() + ".manifest"))) DataLoss(dir.string() + ".manifest: corrupt");
+      LinkOrCopy(dir.string() + ".manifest", stage / ("datasets/" + hash + ".manifest"));
+      AddWhole(&tail, stage, "datasets/" + hash + ".manifest");
+      AddTree(&tail, stage, "datasets/" + hash, dir, files);
+    }
+    // The database first: a restore reads it before the rest.
+    v1::Manifest out;
+    out.set_name("backup-" + std::to_string(d.Now()));
+    AddWhole(&out, stage, "coordinator.db");
+    for (const auto* part : {&tail, &m})
+      for (const auto& f : part->files()) AddFile(&out, f.path(), f.size(), f.sha256());
+    out.set_content_sha256(rpc::ContentHash(out));
+    spdlog::info("backup {}: {} checkpoints, {} datasets, {} files, {} bytes", out.name(), checkpoints.size(),
+                 datasets.size(), out.files_size(), out.total_bytes());
+    return FileSet{stage.string(), out};
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(stage, ec);
+    impl_->backup_running = false;
+    throw;
+  }
+}
+
+void Coordinator::EndBackup(const FileSet& backup) {
+  std::error_code ec;
+  fs::remove_all(backup.dir, ec);
+  if (ec) spdlog::warn("backup: cannot remove {}: {}", backup.dir, ec.message());
+  impl_->backup_running = false;
+}
+
+void Coordinator::Impl::VoidRestoredAttempts() {
+  const auto restored = store->GetMeta(kRestorePending);
+  if (!restored) return;
+  std::vector<std::string> running;
+  for (const auto& [id, r] : jobs)
+    if (r.attempt().active()) running.push_back(id);
+  for (const auto& id : running)
+    Mutate(id, [&](v1::JobRecord* rec) {
+      EmitState(rec, Restored(rec, "the coordinator was restored from a backup taken while it ran", Now()));
+    });
+  Store::Transaction tx(store.get());
+  store->DeleteMeta(kRestorePending);
+  tx.Commit();
+  spdlog::info("restored state: {} running attempt(s) void, their jobs queued again", running.size());
+}
+
+RestoreResult RestoreBackup(const std::string& archive, const std::string& data_dir) {
+  std::error_code ec;
+  const fs::path db = fs::path(data_dir) / "coordinator.db";
+  if (fs::exists(db, ec))
+    ThrowError(Code::kFailedPrecondition, "--restore: " + db.string() +
+                                              " exists; restore into a new (or empty) --data-dir, a restore never "
+                                              "replaces a live state");
+  fs::create_directories(data_dir, ec);
+  if (ec) FileError(data_dir + ": cannot create", ec);
+  const fs::path staging = fs::path(data_dir) / ".restore";
+  fs::remove_all(staging, ec);
+  RestoreResult result;
+  try {
+    const v1::Manifest m = rpc::ExtractTarTransfer(archive, rpc::kBackupManifestMember, staging.string());
+    if (m.files_size() == 0 || m.files(0).path() != "coordinator.db")
+      DataLoss(archive + ": holds no coordinator.db (not a coordinator backup)");
+    result.files = m.files_size();
+    result.bytes = m.total_bytes();
+    {
+      // Refuses a newer release's schema; migrates an older one; marks the running attempts void.
+      Store restored((staging / "coordinator.db").string());
+      Store::Transaction tx(&restored);
+      restored.SetMeta(kRestorePending, static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                                 .count()));
+      tx.Commit();
+    }
+    for (const char* sub : {"datasets", "checkpoints"}) {
+      const fs::path from = staging / sub, to = fs::path(data_dir) / sub;
+      if (!fs::exists(from, ec)) continue;
+      if (fs::exists(to, ec) && !fs::is_empty(to, ec))
+        ThrowError(Code::kFailedPrecondition, "--restore: " + to.string() + " is not empty; restore into a new --data-dir");
+      fs::remove(to, ec);
+      fs::rename(from, to, ec);
+      if (ec) FileError(to.string() + ": cannot move the restored files into place", ec);
+    }
+    // The database last: a data dir without it is one a restore may be retried into.
+    for (const char* f : {"coordinator.db-wal", "coordinator.db-shm"}) fs::remove(staging / f, ec);
+    fs::rename(staging / "coordinator.db", db, ec);
+    if (ec) FileError(db.string() + ": cannot move the restored database into place", ec);
+    FsyncDirectory(data_dir);
+    fs::remove_all(staging, ec);
+  } catch (...) {
+    fs::remove_all(staging, ec);
+    throw;
+  }
+  spdlog::info("restored {} into {}: {} files, {} bytes", archive, data_dir, result.files, result.bytes);
+  return result;
+}
+
+}  // namespace trm::coordinator
