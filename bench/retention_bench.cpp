@@ -1,6 +1,6 @@
-// trm-bench retention: how the coordinator's database grows with a job's steps, with the
-// retention of step metrics off (--metrics-max-points 0: every point kept) and on (the default,
-// 10,000). A job of --steps steps writes what a worker's reports write for each step: its
+// trm-bench retention: how the coordinator's database grows with a job's steps, with retention
+// off (--metrics-max-points 0 --max-log-lines 0: everything kept) and on (the defaults: 10,000
+// points, 100,000 log lines a job). A job of --steps steps writes what a worker's reports write for each step: its
 // metrics point and metrics event, a log line every 10 steps, a checkpoint record every 1,000
 // and an evaluation every 5,000, in transactions of 1,000 steps (a report's worth). Printed:
 // the database's bytes (with its WAL) after each power of ten, and per 1,000 steps.
@@ -35,7 +35,8 @@ nlohmann::json Fill(const fs::path& dir, int64_t steps, int64_t max_points) {
   fs::create_directories(dir);
   const fs::path db = dir / "coordinator.db";
   const std::string job = "job-000001";
-  const coordinator::MetricRetention keep{max_points};
+  // Off: every point and log line; on: the coordinator's defaults (with --max-points).
+  const coordinator::MetricRetention keep{max_points, 64, max_points > 0 ? 100000 : 0};
   nlohmann::json sizes = nlohmann::json::object();
   uint64_t seq = 0;
   const auto t0 = Clock::now();
@@ -63,7 +64,7 @@ nlohmann::json Fill(const fs::path& dir, int64_t steps, int64_t max_points) {
           v1::JobEvent l;
           l.set_seq(++seq);
           l.mutable_log()->set_text("step " + std::to_string(step) + "/" + std::to_string(steps) + " lm_loss 1.234");
-          store.AppendEvent(job, l);
+          store.AppendEvent(job, l, keep);
         }
         if (step % 1000 == 0) {
           v1::CheckpointRecord c;
@@ -97,8 +98,9 @@ nlohmann::json Fill(const fs::path& dir, int64_t steps, int64_t max_points) {
   }  // closed: the WAL is checkpointed into the file
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
   const uint64_t total = Bytes(db);
-  std::fprintf(stderr, "max_points %lld: %lld steps in %.1f s, %.1f MB (%.0f bytes per 1,000 steps)\n",
-               static_cast<long long>(max_points), static_cast<long long>(steps), s, total / 1e6,
+  std::fprintf(stderr, "max_points %lld (max log lines %lld): %lld steps in %.1f s, %.1f MB (%.0f bytes per 1,000 steps)\n",
+               static_cast<long long>(max_points), static_cast<long long>(keep.max_log_lines),
+               static_cast<long long>(steps), s, total / 1e6,
                static_cast<double>(total) * 1000.0 / static_cast<double>(steps));
   return {{"max_points", max_points},
           {"bytes", total},

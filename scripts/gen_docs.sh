@@ -31,7 +31,7 @@ MD
   echo "## Command-line flags"
   for b in trm-coordinator trm-worker trm-launch trm-train trmctl; do
     printf '\n### %s\n\n```\n' "$b"
-    "$BIN/$b" --help 2>&1
+    { "$BIN/$b" --help 2>&1 || true; } | sed -e '$a\'  # (the last line may lack its newline)
     printf '```\n'
   done
 } >"$OUT/config-reference.md"

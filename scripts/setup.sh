@@ -18,6 +18,8 @@ PACKAGES=(
   iproute2
   # The deploy test runs every Grafana dashboard query on a real Prometheus (tests/deploy).
   prometheus
+  # The Slurm test runs deploy/slurm/*.sbatch on a real one-node Slurm on loopback (tests/deploy).
+  slurmctld slurmd slurm-client munge
   # The PyTorch reference (shared/reference/trm_ref.py) runs on Debian's torch: used by the
   # randomised parity test and the side-by-side benchmarks.
   python3 python3-torch python3-numpy

@@ -72,7 +72,7 @@ bool Coordinator::Impl::ApplyEvents(v1::JobRecord* record, const v1::ReportEvent
       }
       *e.mutable_metrics() = m;
       Emit(&rec, std::move(e));
-      store->AppendMetrics(j->id(), m, rec.last_seq(), MetricRetention{opt.metrics_max_points});
+      store->AppendMetrics(j->id(), m, rec.last_seq(), Retention());
     } else if (ev.has_log()) {
       *e.mutable_log() = ev.log();
       if (e.log().text().size() > 4096) e.mutable_log()->mutable_text()->resize(4096);

@@ -188,10 +188,11 @@ struct Coordinator::Impl {
   }
 
   // Appends an event to the record (persisted with the record in Mutate's transaction).
+  MetricRetention Retention() const { return MetricRetention{opt.metrics_max_points, 64, opt.max_log_lines}; }
   void Emit(v1::JobRecord* rec, v1::JobEvent e) {
     e.set_seq(rec->last_seq() + 1);
     e.set_time_unix_ms(Now());
-    store->AppendEvent(rec->job().id(), e);
+    store->AppendEvent(rec->job().id(), e, Retention());
     rec->set_last_seq(e.seq());
   }
   void EmitState(v1::JobRecord* rec, const std::string& message) {

@@ -76,6 +76,9 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
   else if (a == "--metrics-max-points") {
     if (n != 0 && n < 1000) InvalidArgument(a + " '" + v + "': expected 0 (keep every point) or at least 1000");
     c.metrics_max_points = n;
+  } else if (a == "--max-log-lines") {
+    if (n != 0 && n < 1000) InvalidArgument(a + " '" + v + "': expected 0 (keep every line) or at least 1000");
+    c.max_log_lines = n;
   }
   else if (a == "--cpu-slots") cl->cpu_slots = static_cast<int>(n);
   else if (a == "--worker-binary") cl->worker_binary = v;
@@ -104,7 +107,8 @@ bool TakesNumber(const std::string& a) {
   static const std::set<std::string> kNumeric{"--heartbeat-timeout-s", "--hang-timeout-s", "--start-timeout-s",
                                               "--heartbeat-interval-ms", "--keep-last", "--cpu-slots",
                                               "--audit-retention-days", "--max-wait-s", "--preempt-grace-s",
-                                              "--elastic-grow-after-s", "--metrics-max-points"};
+                                              "--elastic-grow-after-s", "--metrics-max-points",
+                                              "--max-log-lines"};
   return kNumeric.count(a) > 0;
 }
 
@@ -198,7 +202,8 @@ std::string Usage() {
          "                       [--tls-client-ca PEM [--require-worker-cert]]] [--insecure]\n"
          "                       [--private] [--quota-slots NAME=N[,NAME=N...][,*=N]] [--audit-retention-days D (90)]\n"
          "                       [--max-wait-s S (1800)] [--preempt-grace-s S (120)] [--elastic-grow-after-s S (300)]\n"
-         "                       [--metrics-max-points N (10000)] [--restore BACKUP_FILE]\n"
+         "                       [--metrics-max-points N (10000)] [--max-log-lines N (100000)]\n"
+         "                       [--restore BACKUP_FILE]\n"
          "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
          "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
          "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
@@ -216,6 +221,7 @@ std::string Usage() {
          "  --http-listen    the web dashboard (docs/dashboard.md); TLS and tokens as for --listen\n"
          "  --metrics-max-points  training-step points kept per job; past it they are thinned to a\n"
          "                   coarser grid (evaluations and checkpoints' points stay; 0: keep all)\n"
+         "  --max-log-lines  log lines kept per job; past it the oldest tenth goes (0: keep all)\n"
          "  --restore        first extract a backup (trmctl admin backup FILE) into --data-dir, which must\n"
          "                   hold no coordinator.db; jobs that were running resume from their latest\n"
          "                   checkpoint in it (docs/operations.md)\n"

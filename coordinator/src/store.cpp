@@ -88,7 +88,8 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit(time);
 // Version 1 -> 2. Points stored before it keep their events (event_seq NULL).
 constexpr const char* kMigrationTo2 = R"sql(
 ALTER TABLE metrics ADD COLUMN event_seq INTEGER;
-CREATE TABLE metric_retention(job_id TEXT PRIMARY KEY, stride INTEGER NOT NULL, points INTEGER NOT NULL);
+CREATE TABLE metric_retention(job_id TEXT PRIMARY KEY, stride INTEGER NOT NULL DEFAULT 1,
+                              points INTEGER NOT NULL DEFAULT -1, logs INTEGER NOT NULL DEFAULT -1);
 )sql";
 
 // Data directories from before owners kept one row per content hash in `datasets` (a second
@@ -204,13 +205,43 @@ std::vector<v1::JobRecord> Store::ListJobs() {
   return out;
 }
 
-void Store::AppendEvent(const std::string& job_id, const v1::JobEvent& e) {
+void Store::AppendEvent(const std::string& job_id, const v1::JobEvent& e, const MetricRetention& keep) {
   Stmt(impl_->db, "INSERT INTO events(job_id, seq, is_log, data) VALUES(?1, ?2, ?3, ?4)")
       .Bind(1, job_id)
       .Bind(2, static_cast<int64_t>(e.seq()))
       .Bind(3, int64_t{e.has_log() ? 1 : 0})
       .BindBlob(4, e.SerializeAsString())
       .Step();
+  if (e.has_log() && keep.max_log_lines > 0) {
+    int64_t logs = -1;
+    {
+      Stmt q(impl_->db, "SELECT logs FROM metric_retention WHERE job_id = ?1");
+      q.Bind(1, job_id);
+      if (q.Step()) logs = q.Int(0);
+    }
+    if (logs < 0) {  // the job's first, or one from before version 2
+      Stmt q(impl_->db, "SELECT COUNT(*) FROM events WHERE job_id = ?1 AND is_log = 1");
+      q.Bind(1, job_id);
+      q.Step();
+      logs = q.Int(0);
+    } else {
+      ++logs;
+    }
+    if (logs > keep.max_log_lines) {
+      const int64_t drop = logs - keep.max_log_lines + keep.max_log_lines / 10;
+      Stmt(impl_->db, "DELETE FROM events WHERE job_id = ?1 AND is_log = 1 AND seq IN "
+                      "(SELECT seq FROM events WHERE job_id = ?1 AND is_log = 1 ORDER BY seq LIMIT ?2)")
+          .Bind(1, job_id)
+          .Bind(2, drop)
+          .Step();
+      logs -= drop;
+    }
+    Stmt(impl_->db, "INSERT INTO metric_retention(job_id, logs) VALUES(?1, ?2) "
+                    "ON CONFLICT(job_id) DO UPDATE SET logs = excluded.logs")
+        .Bind(1, job_id)
+        .Bind(2, logs)
+        .Step();
+  }
   if (e.has_state())
     Stmt(impl_->db, "INSERT INTO state_events(job_id, seq) VALUES(?1, ?2)")
         .Bind(1, job_id)
@@ -290,7 +321,7 @@ void Store::AppendMetrics(const std::string& job_id, const v1::StepMetrics& m, u
     q.Bind(1, job_id);
     if (q.Step()) {
       stride = q.Int(0);
-      points = q.Int(1) + (existed ? 0 : 1);
+      if (q.Int(1) >= 0) points = q.Int(1) + (existed ? 0 : 1);  // -1: not counted yet
     }
   }
   auto count = [&] {
@@ -300,17 +331,25 @@ void Store::AppendMetrics(const std::string& job_id, const v1::StepMetrics& m, u
     return q.Int(0);
   };
   if (points < 0) points = count();  // the job's first point, or one from before version 2
-  while (points > keep.max_points) {
+  if (points > keep.max_points) {
     // The newest `recent` points stay: below `floor` only.
     Stmt f(impl_->db, "SELECT step FROM metrics WHERE job_id = ?1 AND eval = 0 ORDER BY step DESC LIMIT 1 OFFSET ?2");
     f.Bind(1, job_id).Bind(2, std::max<int64_t>(0, keep.recent - 1));
-    if (!f.Step()) break;
-    const int64_t floor = f.Int(0);
-    if (stride > floor) break;  // nothing left to thin (a cap below `recent` plus checkpoints)
-    stride *= 2;
+    const int64_t floor = f.Step() ? f.Int(0) : 0;
     static const char* kOffGrid =
         "job_id = ?1 AND eval = 0 AND step < ?2 AND step % ?3 != 0 "
         "AND step NOT IN (SELECT step FROM checkpoints WHERE job_id = ?1)";
+    // The finest grid that brings the job down to half its cap: so the stride follows the run's
+    // length (about 2 x steps / cap), and a thinning comes once per cap / 2 new points.
+    auto left = [&](int64_t s) {
+      Stmt q(impl_->db, (std::string("SELECT COUNT(*) FROM metrics WHERE job_id = ?1 AND eval = 0 AND NOT (") +
+                         kOffGrid + ")")
+                            .c_str());
+      q.Bind(1, job_id).Bind(2, floor).Bind(3, s);
+      q.Step();
+      return q.Int(0);
+    };
+    while (stride <= floor && left(stride) > keep.max_points / 2) stride *= 2;
     Stmt(impl_->db, (std::string("DELETE FROM events WHERE job_id = ?1 AND seq IN "
                                  "(SELECT event_seq FROM metrics WHERE event_seq IS NOT NULL AND ") + kOffGrid + ")")
                         .c_str())

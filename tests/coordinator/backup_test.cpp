@@ -269,10 +269,10 @@ TEST(StoreRetention, ThinsTrainingPointsToAGridKeepingEvalsCheckpointsAndTheirEv
   }
   EXPECT_EQ(evals, steps / 500);
   EXPECT_LE(train, keep.max_points);
-  EXPECT_GE(train, keep.max_points / 2 - 64);
   const int64_t stride = s.MetricStride(job);
-  EXPECT_GE(stride, 16);
-  EXPECT_EQ(stride & (stride - 1), 0) << "a power of two";
+  // The finest power-of-two grid that fits: 2 x 20,000 / 1,000 = 40 steps, so 64.
+  EXPECT_EQ(stride, 64);
+  EXPECT_GE(train, steps / stride);
   EXPECT_TRUE(kept.count(777)) << "the checkpoint's step was thinned";
   for (int64_t step = steps - 63; step <= steps; ++step) EXPECT_TRUE(kept.count(step)) << step;
   // The whole run is still covered: no gap wider than the stride before the newest points.
@@ -285,6 +285,21 @@ TEST(StoreRetention, ThinsTrainingPointsToAGridKeepingEvalsCheckpointsAndTheirEv
   std::set<int64_t> with_events;
   for (const auto& e : s.ReadEvents(job, 0, false, 1000000)) with_events.insert(e.metrics().step());
   EXPECT_EQ(with_events, kept);
+
+  // Log lines: past the cap the oldest tenth goes; the newest stay.
+  const MetricRetention logs{0, 64, 1000};
+  for (int i = 1; i <= 2500; ++i) {
+    v1::JobEvent l;
+    l.set_seq(++seq);
+    l.mutable_log()->set_text("line " + std::to_string(i));
+    s.AppendEvent(job, l, logs);
+  }
+  const auto tail = s.LastLogs(job, 5000);
+  EXPECT_LE(tail.size(), 1000u);
+  EXPECT_GE(tail.size(), 900u);
+  ASSERT_FALSE(tail.empty());
+  EXPECT_EQ(tail.back().log().text(), "line 2500");
+  EXPECT_EQ(tail.front().log().text(), "line " + std::to_string(2500 - tail.size() + 1)) << "not the newest kept";
   fs::remove_all(dir);
 }
 

@@ -47,6 +47,8 @@ struct CoordinatorOptions {
   // Training-step points kept per job (Store::AppendMetrics thins the rest to a coarser grid;
   // evaluations and checkpoints' points stay); 0 = every point.
   int64_t metrics_max_points = 10000;
+  // Log lines kept per job (the oldest tenth goes past it); 0 = every line.
+  int64_t max_log_lines = 100000;
   // A step metric ("eval_lm_loss") or an evaluation run's, "eval[DATASET]:lm_loss".
   std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);
   uint64_t max_dataset_bytes = uint64_t{64} << 30;

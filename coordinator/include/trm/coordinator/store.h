@@ -20,13 +20,15 @@ namespace trm::coordinator {
 // The schema's version (SQLite's user_version). A data directory of an older version is migrated
 // forward when opened; a newer one (made by a later release) is refused, unchanged.
 //   1: the releases up to 2026-12-02 (user_version was left at 0)
-//   2: metrics rows know their event (event_seq) and jobs their retention grid (metric_retention)
+//   2: metrics rows know their event (event_seq); jobs their retention grid and log count
+//      (metric_retention)
 constexpr int kSchemaVersion = 2;
 
-// How many training-step points a job keeps (Store::AppendMetrics).
+// How much of a job's history it keeps (Store::AppendMetrics, Store::AppendEvent).
 struct MetricRetention {
-  int64_t max_points = 10000;  // per job; 0 = keep every point
+  int64_t max_points = 10000;  // training-step points per job; 0 = keep every point
   int64_t recent = 64;         // the newest points are never thinned (their checkpoint may be on its way)
+  int64_t max_log_lines = 100000;  // log events per job (the oldest go, a tenth at a time); 0 = all
 };
 
 class Store {
@@ -56,8 +58,9 @@ class Store {
   std::optional<v1::JobRecord> GetJob(const std::string& id);
   std::vector<v1::JobRecord> ListJobs();
 
-  // Appends an event whose seq the caller already assigned (JobRecord.last_seq + 1).
-  void AppendEvent(const std::string& job_id, const v1::JobEvent& event);
+  // Appends an event whose seq the caller already assigned (JobRecord.last_seq + 1). Past
+  // `keep.max_log_lines` log events, the job's oldest tenth of them is deleted.
+  void AppendEvent(const std::string& job_id, const v1::JobEvent& event, const MetricRetention& keep = {});
   std::vector<v1::JobEvent> ReadEvents(const std::string& job_id, uint64_t after_seq, bool include_logs, int limit);
   // The job's state events (its attempts and their reasons), oldest first, through their own
   // index: not a scan of its metrics events.
@@ -66,10 +69,11 @@ class Store {
   std::vector<v1::JobEvent> LastLogs(const std::string& job_id, int n);
 
   // A job's points, stored with the seq of the event that carried them. Training points beyond
-  // `keep.max_points` are thinned to a grid: each time the job passes the cap its stride (in
-  // steps, from 1) doubles and the points off it go, events included, except evaluation points,
-  // checkpoint steps and the newest `keep.recent`. So the curve stays whole at a coarser
-  // resolution, the points since the last thinning at full resolution.
+  // `keep.max_points` are thinned to a grid: each time the job passes the cap, its stride (in
+  // steps: a power of two, from 1) becomes the finest that leaves at most half the cap, and the
+  // points off it go, events included, except evaluation points, checkpoint steps and the newest
+  // `keep.recent`. So the curve stays whole at a coarser resolution (about 2 x steps / cap),
+  // the points since the last thinning at full resolution.
   void AppendMetrics(const std::string& job_id, const v1::StepMetrics& m, uint64_t event_seq = 0,
                      const MetricRetention& keep = {});
   int64_t MetricStride(const std::string& job_id);  // 1 until the job's first thinning
