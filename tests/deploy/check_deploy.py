@@ -42,6 +42,8 @@ SETUP_PACKAGES_NOT_IN_IMAGE = {"python3", "python3-torch", "python3-numpy", "lib
                                "prometheus", "python3-yaml", "iproute2",
                                # the dashboard's browser test (tests/e2e/dashboard.sh)
                                "chromium",
+                               # the Slurm test's daemons (tests/deploy/slurm.sh)
+                               "slurmctld", "slurmd", "slurm-client", "munge",
                                # the Python client's runtime, tests and venv install: users' machines, not the images
                                "python3-grpcio", "python3-protobuf", "python3-pytest", "python3-matplotlib",
                                "python3-pandas", "python3-venv", "python3-pip", "python3-setuptools"}

@@ -43,17 +43,21 @@ for _ in $(seq 1 600); do [ "$(step_of "$JOB" 2>/dev/null || echo 0)" -ge 20 ] &
 grep -qE "^backup backup-[0-9]+ written to $WORK/backup.tar: [0-9]+ files" "$WORK/backup.txt" || fail "backup output"
 "$BIN/trmctl" admin backup "$WORK/backup.tar" >/dev/null 2>&1 && fail "a backup replaced an existing file without --force"
 [ -e "$WORK/backup.tar.partial" ] && fail "a partial backup was left behind"
-AT_BACKUP=$("$BIN/trmctl" checkpoints "$JOB" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoints"][-1]["name"])')
-python3 - "$WORK/backup.tar" "$JOB" "$AT_BACKUP" <<'PY' || fail "the backup's contents"
+# The job's latest checkpoint in the backup (the live job may have saved more since).
+AT_BACKUP=$(python3 - "$WORK/backup.tar" "$JOB" <<'PY'
 import json, sys, tarfile
 t = tarfile.open(sys.argv[1])
 names = t.getnames()
 assert names[0] == "trm-backup.json" and names[1] == "coordinator.db", names[:2]
 manifest = json.load(t.extractfile("trm-backup.json"))
 assert [f["path"] for f in manifest["files"]] == names[1:], "the members are not the manifest's files"
-assert f"checkpoints/{sys.argv[2]}/{sys.argv[3]}/model.safetensors" in names, names
 assert any(n.startswith("datasets/") and n.endswith(".manifest") for n in names), names
+steps = [int(n.split("/")[2][5:]) for n in names
+         if n.startswith(f"checkpoints/{sys.argv[2]}/step_") and n.endswith("/model.safetensors")]
+assert steps and min(steps) >= 10, names
+print(f"step_{max(steps)}")
 PY
+) || fail "the backup's contents"
 # Lost: the coordinator and the worker die; the job runs on nowhere.
 for _ in $(seq 1 600); do [ "$(step_of "$JOB" 2>/dev/null || echo 0)" -ge 40 ] && break; sleep 0.2; done
 kill -9 "$COORD" "$WORKER"
