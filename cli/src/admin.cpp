@@ -80,7 +80,14 @@ int RunBackup(const Args& args, const Context& ctx) {
   rpc::TarTransferWriter out(path, rpc::kBackupManifestMember, UINT64_MAX);
   auto reader = ctx.jobs()->Backup(&c, v1::BackupRequest());
   v1::TransferMessage msg;
-  while (reader->Read(&msg)) out.OnMessage(msg);  // each file's SHA-256 is checked as it ends
+  try {
+    while (reader->Read(&msg)) out.OnMessage(msg);  // each file's SHA-256 is checked as it ends
+  } catch (const Error& e) {
+    c.TryCancel();
+    if (e.code() != Code::kDataLoss) throw;
+    DataLoss(std::string(e.what()) + " (a checkpoint replaced while the backup ran? take it again; nothing was written to " +
+             path + ")");
+  }
   CheckRpc(reader->Finish(), "backup");
   out.Finish();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <filesystem>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "coordinator_impl.h"
 #include "job_lifecycle.h"
@@ -63,6 +65,30 @@ void AddWhole(v1::Manifest* m, const fs::path& stage, const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Where a backup's links to the files under `sub` (checkpoints, datasets) are staged: beside
+// them, since a hard link cannot cross filesystems and either may be a mount of its own.
+fs::path LinkStage(const std::string& data_dir, const char* sub, const fs::path& stage) {
+  return fs::path(data_dir) / sub / ("." + stage.filename().string());
+}
+
+void RemoveStage(const std::string& data_dir, const fs::path& stage) {
+  std::error_code ec;
+  for (const char* sub : {"checkpoints", "datasets"}) fs::remove_all(LinkStage(data_dir, sub, stage), ec);
+  fs::remove_all(stage, ec);
+  if (ec) spdlog::warn("backup: cannot remove {}: {}", stage.string(), ec.message());
+}
+
+}  // namespace
+
+void RemoveBackupStages(const std::string& data_dir) {
+  std::error_code ec;
+  for (const char* sub : {"checkpoints", "datasets"})
+    for (const auto& e : fs::directory_iterator(fs::path(data_dir) / sub, ec))
+      if (e.path().filename().string().rfind(".backup-", 0) == 0) fs::remove_all(e.path(), ec);
+}
+
 FileSet Coordinator::Backup(const Principal& who) {
   if (!who.admin()) ThrowError(Code::kPermissionDenied, "Backup: admins only; " + who.name + " is not one");
   if (impl_->backup_running.exchange(true))
@@ -73,27 +99,41 @@ FileSet Coordinator::Backup(const Principal& who) {
     std::error_code ec;
     fs::create_directories(stage, ec);
     if (ec) FileError(stage.string() + ": cannot create", ec);
+    for (const char* sub : {"checkpoints", "datasets"}) {
+      const fs::path links = LinkStage(d.opt.data_dir, sub, stage);
+      fs::create_directories(links, ec);
+      if (ec) FileError(links.string() + ": cannot create", ec);
+      fs::create_directory_symlink(fs::path("..") / ".." / sub / links.filename(), stage / sub, ec);
+      if (ec) FileError((stage / sub).string() + ": cannot create", ec);
+    }
     v1::Manifest m;
-    std::vector<std::pair<std::string, v1::CheckpointRecord>> checkpoints;
+    size_t checkpoints = 0;
     std::set<std::string> datasets;
     {
-      // Between two changes: every checkpoint and dataset the copy lists is linked before
-      // retention could delete it.
-      std::lock_guard<std::mutex> l(d.mu);
-      d.store->BackupTo((stage / "coordinator.db").string());
-      for (const auto& [id, rec] : d.jobs)
-        for (auto& c : d.store->ListCheckpoints(id)) checkpoints.emplace_back(id, std::move(c));
-      for (const auto& e : fs::directory_iterator(fs::path(d.opt.data_dir) / "datasets")) {
-        const std::string name = e.path().filename().string();
-        const std::string suffix = ".manifest";
-        if (name.size() == 64 + suffix.size() && name.compare(64, suffix.size(), suffix) == 0)
-          datasets.insert(name.substr(0, 64));
+      // The database a few pages at a time, the state lock released in between (heartbeats and
+      // reports go on; their changes are carried into the copy). Under the lock hold that
+      // completes it, the checkpoints it lists are linked, before retention could delete one.
+      Store::OnlineBackup copy(d.store.get(), (stage / "coordinator.db").string());
+      for (;;) {
+        std::lock_guard<std::mutex> l(d.mu);
+        if (!copy.Step(256)) continue;
+        for (const auto& [id, rec] : d.jobs)
+          for (const auto& c : d.store->ListCheckpoints(id)) {
+            AddTree(&m, stage, "checkpoints/" + id + "/" + c.info().name(), d.CheckpointDir(id, c.info().name()),
+                    c.manifest());
+            ++checkpoints;
+          }
+        for (const auto& e : fs::directory_iterator(fs::path(d.opt.data_dir) / "datasets")) {
+          const std::string name = e.path().filename().string();
+          const std::string suffix = ".manifest";
+          if (name.size() == 64 + suffix.size() && name.compare(64, suffix.size(), suffix) == 0)
+            datasets.insert(name.substr(0, 64));
+        }
+        break;
       }
-      for (const auto& [job, c] : checkpoints)
-        AddTree(&m, stage, "checkpoints/" + job + "/" + c.info().name(), d.CheckpointDir(job, c.info().name()),
-                c.manifest());
     }
-    // Datasets are written once under their content hash and never deleted: no lock needed.
+    // Datasets are written once under their content hash (files before the .manifest) and
+    // never deleted: no lock needed.
     v1::Manifest tail;
     for (const auto& hash : datasets) {
       const fs::path dir = d.DatasetDir(hash);
@@ -108,23 +148,23 @@ FileSet Coordinator::Backup(const Principal& who) {
     out.set_name("backup-" + std::to_string(d.Now()));
     AddWhole(&out, stage, "coordinator.db");
     for (const auto* part : {&tail, &m})
-      for (const auto& f : part->files()) AddFile(&out, f.path(), f.size(), f.sha256());
+      for (const auto& f : part->files()) {
+        rpc::TarHeader(f.path(), f.size());  // a path no tar header holds fails now, not at the client
+        AddFile(&out, f.path(), f.size(), f.sha256());
+      }
     out.set_content_sha256(rpc::ContentHash(out));
-    spdlog::info("backup {}: {} checkpoints, {} datasets, {} files, {} bytes", out.name(), checkpoints.size(),
+    spdlog::info("backup {}: {} checkpoints, {} datasets, {} files, {} bytes", out.name(), checkpoints,
                  datasets.size(), out.files_size(), out.total_bytes());
     return FileSet{stage.string(), out};
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(stage, ec);
+    RemoveStage(d.opt.data_dir, stage);
     impl_->backup_running = false;
     throw;
   }
 }
 
 void Coordinator::EndBackup(const FileSet& backup) {
-  std::error_code ec;
-  fs::remove_all(backup.dir, ec);
-  if (ec) spdlog::warn("backup: cannot remove {}: {}", backup.dir, ec.message());
+  RemoveStage(impl_->opt.data_dir, backup.dir);
   impl_->backup_running = false;
 }
 
@@ -171,19 +211,36 @@ RestoreResult RestoreBackup(const std::string& archive, const std::string& data_
                                                                  .count()));
       tx.Commit();
     }
-    for (const char* sub : {"datasets", "checkpoints"}) {
-      const fs::path from = staging / sub, to = fs::path(data_dir) / sub;
-      if (!fs::exists(from, ec)) continue;
-      if (fs::exists(to, ec) && !fs::is_empty(to, ec))
-        ThrowError(Code::kFailedPrecondition, "--restore: " + to.string() + " is not empty; restore into a new --data-dir");
-      fs::remove(to, ec);
-      fs::rename(from, to, ec);
-      if (ec) FileError(to.string() + ": cannot move the restored files into place", ec);
+    // Every destination is checked before anything moves; what moved goes back if a later move
+    // fails, so a failed restore leaves the data directory as it was (and may be retried).
+    const char* const subs[] = {"datasets", "checkpoints"};
+    for (const char* sub : subs) {
+      const fs::path to = fs::path(data_dir) / sub;
+      if (fs::exists(to, ec) && (!fs::is_directory(to, ec) || !fs::is_empty(to, ec)))
+        ThrowError(Code::kFailedPrecondition, "--restore: " + to.string() + " is not an empty directory; restore into a new --data-dir");
     }
-    // The database last: a data dir without it is one a restore may be retried into.
-    for (const char* f : {"coordinator.db-wal", "coordinator.db-shm"}) fs::remove(staging / f, ec);
-    fs::rename(staging / "coordinator.db", db, ec);
-    if (ec) FileError(db.string() + ": cannot move the restored database into place", ec);
+    std::vector<std::pair<fs::path, fs::path>> moved;
+    try {
+      for (const char* sub : subs) {
+        const fs::path from = staging / sub, to = fs::path(data_dir) / sub;
+        fs::create_directories(from, ec);  // a backup without datasets or checkpoints
+        fs::remove(to, ec);  // empty (checked)
+        fs::rename(from, to, ec);
+        if (ec) FileError(to.string() + ": cannot move the restored files into place", ec);
+        moved.emplace_back(from, to);
+      }
+      // The database last: a data dir without it is one a restore may be retried into.
+      for (const char* f : {"coordinator.db-wal", "coordinator.db-shm"}) fs::remove(staging / f, ec);
+      fs::rename(staging / "coordinator.db", db, ec);
+      if (ec) FileError(db.string() + ": cannot move the restored database into place", ec);
+    } catch (...) {
+      for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
+        std::error_code back;
+        fs::rename(it->second, it->first, back);
+        if (back) spdlog::error("--restore: cannot move {} back: {}", it->second.string(), back.message());
+      }
+      throw;
+    }
     FsyncDirectory(data_dir);
     fs::remove_all(staging, ec);
   } catch (...) {

@@ -22,6 +22,7 @@
 #include "trm/common/error.h"
 #include "trm/common/file_util.h"
 #include "trm/common/path_confine.h"
+#include "trm/coordinator/backup.h"
 #include "trm/coordinator/job_spec.h"
 #include "trm/coordinator/metrics.h"
 #include "trm/coordinator/scheduler.h"
@@ -100,7 +101,8 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
     fs::create_directories(fs::path(opt.data_dir) / sub, ec);
     if (ec) FileError(opt.data_dir + "/" + sub + ": cannot create", ec);
   }
-  fs::remove_all(fs::path(opt.data_dir) / "tmp", ec);  // partial uploads of a previous run
+  fs::remove_all(fs::path(opt.data_dir) / "tmp", ec);  // partial uploads and backups of a previous run
+  RemoveBackupStages(opt.data_dir);
   fs::create_directories(fs::path(opt.data_dir) / "tmp", ec);
   impl_->shards = std::make_unique<ShardPlanner>(opt.data_dir);
   if (opt.metrics) opt.metrics->WatchDisk(opt.data_dir);

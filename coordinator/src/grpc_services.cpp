@@ -214,18 +214,20 @@ grpc::Status JobServiceImpl::ReloadTokens(grpc::ServerContext* ctx, const v1::Re
 
 grpc::Status JobServiceImpl::Backup(grpc::ServerContext* ctx, const v1::BackupRequest*,
                                     grpc::ServerWriter<v1::TransferMessage>* w) {
-  grpc::Status s;
   grpc::Status g = Audited(c_, ctx, "Backup", "coordinator state", [&](Principal* who, std::string*) {
     *who = auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup");
+    const auto slot = downloads_.Acquire();
     const FileSet files = c_->Backup(*who);
     struct End {
       Coordinator* c;
       const FileSet& f;
       ~End() { c->EndBackup(f); }
     } end{c_, files};
-    s = Stream(files, 0, ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup"); });
+    const grpc::Status s = Stream(files, 0, ctx, w, [&] { auth_->RequireUser(AuthHeader(ctx), Role::kAdmin, "Backup"); });
+    // The audit log records a backup that did not reach its client as such.
+    if (!s.ok()) ThrowError(Code::kCancelled, "the backup's stream ended early: " + s.error_message());
   });
-  return Counted(m_, "Backup", g.ok() ? s : g);
+  return Counted(m_, "Backup", g);
 }
 
 grpc::Status DatasetServiceImpl::PushDataset(grpc::ServerContext* ctx, grpc::ServerReader<v1::TransferMessage>* r,

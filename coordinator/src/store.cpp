@@ -147,6 +147,9 @@ Store::Store(const std::string& path) : impl_(std::make_unique<Impl>()) {
     impl_->Exec(kOwnersMigration);
     IndexStateEvents();
     if (version < 2) impl_->Exec(kMigrationTo2);
+    // The caps may differ from the last run's (or have been off, leaving the counts stale):
+    // each job's counts are taken again at its next event.
+    impl_->Exec("UPDATE metric_retention SET points = -1, logs = -1");
     impl_->Exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
     impl_->Exec("COMMIT");
     if (existing && version < kSchemaVersion)
@@ -521,23 +524,55 @@ int Store::SchemaVersion() {
   return static_cast<int>(q.Int(0));
 }
 
-void Store::BackupTo(const std::string& path) {
+struct Store::OnlineBackup::Impl {
+  std::string path;
   sqlite3* dst = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
+  sqlite3_backup* b = nullptr;
+  [[noreturn]] void Fail(int rc) {
     const std::string msg = dst ? sqlite3_errmsg(dst) : "out of memory";
-    sqlite3_close(dst);
-    IoError(path + ": cannot create the backup database: " + msg);
-  }
-  sqlite3_backup* b = sqlite3_backup_init(dst, "main", impl_->db, "main");
-  int rc = b ? sqlite3_backup_step(b, -1) : sqlite3_errcode(dst);
-  if (b) sqlite3_backup_finish(b);
-  if (rc == SQLITE_DONE) rc = sqlite3_errcode(dst);
-  const std::string msg = sqlite3_errmsg(dst);
-  sqlite3_close(dst);
-  if (rc != SQLITE_OK) {
     if ((rc & 0xff) == SQLITE_FULL) ThrowError(Code::kResourceExhausted, path + ": the backup's disk is full");
     IoError(path + ": backup failed: " + msg);
   }
+};
+
+Store::OnlineBackup::OnlineBackup(Store* s, const std::string& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  const int rc = sqlite3_open_v2(path.c_str(), &impl_->dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string msg = impl_->dst ? sqlite3_errmsg(impl_->dst) : "out of memory";
+    sqlite3_close(impl_->dst);
+    impl_->dst = nullptr;
+    IoError(path + ": cannot create the backup database: " + msg);
+  }
+  impl_->b = sqlite3_backup_init(impl_->dst, "main", s->impl_->db, "main");
+  if (!impl_->b) {
+    const int err = sqlite3_errcode(impl_->dst);
+    try {
+      impl_->Fail(err);
+    } catch (...) {
+      sqlite3_close(impl_->dst);
+      impl_->dst = nullptr;
+      throw;
+    }
+  }
+}
+
+Store::OnlineBackup::~OnlineBackup() {
+  if (impl_->b) sqlite3_backup_finish(impl_->b);
+  if (impl_->dst) sqlite3_close(impl_->dst);
+}
+
+bool Store::OnlineBackup::Step(int pages) {
+  if (!impl_->b) return true;
+  const int rc = sqlite3_backup_step(impl_->b, pages);
+  if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return false;
+  if (rc != SQLITE_DONE) impl_->Fail(rc);
+  const int fin = sqlite3_backup_finish(impl_->b);
+  impl_->b = nullptr;
+  if (fin != SQLITE_OK) impl_->Fail(fin);
+  if (sqlite3_close(impl_->dst) != SQLITE_OK) impl_->Fail(sqlite3_errcode(impl_->dst));
+  impl_->dst = nullptr;
+  return true;
 }
 
 }  // namespace trm::coordinator

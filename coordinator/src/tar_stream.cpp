@@ -21,14 +21,14 @@ std::string Header(const std::string& path, uint64_t size) { return rpc::TarHead
 uint64_t TarSize(const FileSet& files, const std::string& prefix) {
   uint64_t n = 2 * kBlock;
   for (const auto& f : files.manifest.files()) {
-    Header(prefix + "/" + f.path(), f.size());
+    const uint64_t header = Header(prefix + "/" + f.path(), f.size()).size();
     const std::string src = files.dir + "/" + f.path();
     std::error_code ec;
     const uint64_t size = std::filesystem::file_size(src, ec);
     if (ec) ThrowError(Code::kNotFound, src + ": missing (the checkpoint was deleted meanwhile?)");
     if (size != f.size())
       ThrowError(Code::kDataLoss, src + ": " + std::to_string(size) + " bytes, its manifest says " + std::to_string(f.size()));
-    n += kBlock + Padded(f.size());
+    n += header + Padded(f.size());
   }
   return n;
 }

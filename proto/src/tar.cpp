@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -22,20 +23,21 @@ void Octal(char* field, size_t width, uint64_t v) {  // width - 1 digits and a N
   std::snprintf(field, width, "%0*llo", static_cast<int>(width - 1), static_cast<unsigned long long>(v));
 }
 
-// Name and prefix fields: the path split at a '/' so that each part fits.
-void SetName(char* header, const std::string& path) {
+// Name and prefix fields: the path split at a '/' so that each part fits. False when no split
+// fits (the caller writes a GNU long-name member first).
+bool SetName(char* header, const std::string& path) {
   if (path.size() <= 100) {
     std::memcpy(header, path.data(), path.size());
-    return;
+    return true;
   }
   for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
     if (slash <= 155 && path.size() - slash - 1 <= 100) {
       std::memcpy(header + 345, path.data(), slash);
       std::memcpy(header, path.data() + slash + 1, path.size() - slash - 1);
-      return;
+      return true;
     }
   }
-  InvalidArgument("file '" + path + "': too long a path for a tar header");
+  return false;
 }
 
 unsigned Checksum(const char* h) {
@@ -81,13 +83,18 @@ std::string ManifestJson(const v1::Manifest& m) {
 // directory), otherwise CheckManifest's rules.
 void CheckArchiveManifest(const v1::Manifest& m, uint64_t max_total_bytes, const std::string& where) {
   uint64_t total = 0;
+  std::vector<std::string> seen;
   for (int i = 0; i < m.files_size(); ++i) {
     const auto& f = m.files(i);
     CheckRelativePath(f.path(), where + "files[" + std::to_string(i) + "].path");
     if (f.sha256().size() != 64)
       DataLoss(where + "files[" + std::to_string(i) + "].sha256: expected 64 hex digits");
     total += f.size();
+    seen.push_back(f.path());
   }
+  std::sort(seen.begin(), seen.end());
+  if (const auto d = std::adjacent_find(seen.begin(), seen.end()); d != seen.end())
+    DataLoss(where + "the path " + *d + " appears twice");
   if (total != m.total_bytes())
     DataLoss(where + "total_bytes is " + std::to_string(m.total_bytes()) + " but the files add up to " +
              std::to_string(total));
@@ -132,9 +139,11 @@ class Out {
 
 }  // namespace
 
-std::string TarHeader(const std::string& path, uint64_t size) {
+namespace {
+
+std::string OneHeader(const std::string& path, uint64_t size, char type) {
   std::string h(kTarBlock, '\0');
-  SetName(h.data(), path);
+  if (!SetName(h.data(), path)) std::memcpy(h.data(), path.data(), 100);  // the long-name member has it
   Octal(&h[100], 8, 0644);
   Octal(&h[108], 8, 0);
   Octal(&h[116], 8, 0);
@@ -145,12 +154,27 @@ std::string TarHeader(const std::string& path, uint64_t size) {
     for (int i = 0; i < 8; ++i) h[135 - i] = static_cast<char>((size >> (8 * i)) & 0xff);
   }
   Octal(&h[136], 12, 0);  // mtime: the archive is the same bytes every time
-  h[156] = '0';
+  h[156] = type;
   std::memcpy(&h[257], "ustar", 6);
   std::memcpy(&h[263], "00", 2);
   std::snprintf(&h[148], 8, "%06o", Checksum(h.data()));  // six digits, NUL, then a space
   h[155] = ' ';
   return h;
+}
+
+}  // namespace
+
+std::string TarHeader(const std::string& path, uint64_t size) {
+  if (path.empty() || path.size() > 4096 || path.find('\0') != std::string::npos)
+    InvalidArgument("file '" + path + "': not a path a tar header can hold");
+  std::string h(kTarBlock, '\0');
+  if (SetName(h.data(), path)) return OneHeader(path, size, '0');
+  // GNU tar's long name (Python's tarfile reads it too): a member ././@LongLink of type L
+  // holding the path and a NUL, then the file's own header.
+  std::string name = path + '\0';
+  std::string out = OneHeader("././@LongLink", name.size(), 'L');
+  name.resize(TarPadded(name.size()), '\0');
+  return out + name + OneHeader(path, size, '0');
 }
 
 struct TarTransferWriter::Impl {
@@ -169,7 +193,8 @@ struct TarTransferWriter::Impl {
     while (file < manifest.files_size()) {
       const auto& f = manifest.files(file);
       if (file_left == 0) {
-        out->Write(TarHeader(f.path(), f.size()).data(), kTarBlock);
+        const std::string h = TarHeader(f.path(), f.size());
+        out->Write(h.data(), h.size());
         file_left = f.size();
       }
       if (file_left > 0) return;
@@ -213,7 +238,8 @@ void TarTransferWriter::OnMessage(const v1::TransferMessage& msg) {
     s.have_manifest = true;
     s.out = std::make_unique<Out>(s.partial);
     const std::string json = ManifestJson(s.manifest);
-    s.out->Write(TarHeader(s.member, json.size()).data(), kTarBlock);
+    const std::string h = TarHeader(s.member, json.size());
+    s.out->Write(h.data(), h.size());
     s.out->Write(json.data(), json.size());
     s.out->Zeros(TarPadded(json.size()) - json.size());
     s.Advance();
@@ -280,24 +306,39 @@ class In {
   std::FILE* f_ = nullptr;
 };
 
-// The next member's header: its path and size. False at the end-of-archive block.
+// The next member's header: its path (a GNU long name before it included) and size. False at
+// the end-of-archive block.
 bool NextHeader(In& in, int index, std::string* path, uint64_t* size) {
-  char h[kTarBlock];
   const std::string what = "member " + std::to_string(index) + "'s header";
-  in.Read(h, kTarBlock, what);
-  bool zero = true;
-  for (char c : h) zero = zero && c == '\0';
-  if (zero) return false;
-  if (std::memcmp(h + 257, "ustar", 5) != 0) DataLoss(in.path() + ": " + what + " is not a ustar header");
-  if (ParseNumber(h + 148, 8) != static_cast<int64_t>(Checksum(h))) DataLoss(in.path() + ": " + what + " fails its checksum");
-  if (h[156] != '0' && h[156] != '\0') DataLoss(in.path() + ": " + what + ": not a regular file (type '" + std::string(1, h[156]) + "')");
-  const int64_t n = ParseNumber(h + 124, 12);
-  if (n < 0) DataLoss(in.path() + ": " + what + ": a malformed size");
-  std::string name(h, strnlen(h, 100));
-  const std::string prefix(h + 345, strnlen(h + 345, 155));
-  *path = prefix.empty() ? name : prefix + "/" + name;
-  *size = static_cast<uint64_t>(n);
-  return true;
+  std::string long_name;
+  for (int part = 0;; ++part) {
+    char h[kTarBlock];
+    in.Read(h, kTarBlock, what);
+    bool zero = true;
+    for (char c : h) zero = zero && c == '\0';
+    if (zero) {
+      if (!long_name.empty()) DataLoss(in.path() + ": " + what + ": a long name with no file after it");
+      return false;
+    }
+    if (std::memcmp(h + 257, "ustar", 5) != 0) DataLoss(in.path() + ": " + what + " is not a ustar header");
+    if (ParseNumber(h + 148, 8) != static_cast<int64_t>(Checksum(h))) DataLoss(in.path() + ": " + what + " fails its checksum");
+    const int64_t n = ParseNumber(h + 124, 12);
+    if (n < 0) DataLoss(in.path() + ": " + what + ": a malformed size");
+    if (h[156] == 'L' && part == 0) {
+      if (n < 2 || n > 4097) DataLoss(in.path() + ": " + what + ": a long name of " + std::to_string(n) + " bytes");
+      std::string name(TarPadded(static_cast<uint64_t>(n)), '\0');
+      in.Read(name.data(), name.size(), what);
+      long_name.assign(name.data(), strnlen(name.data(), static_cast<size_t>(n)));
+      continue;
+    }
+    if (h[156] != '0' && h[156] != '\0')
+      DataLoss(in.path() + ": " + what + ": not a regular file (type '" + std::string(1, h[156]) + "')");
+    std::string name(h, strnlen(h, 100));
+    const std::string prefix(h + 345, strnlen(h + 345, 155));
+    *path = !long_name.empty() ? long_name : prefix.empty() ? name : prefix + "/" + name;
+    *size = static_cast<uint64_t>(n);
+    return true;
+  }
 }
 
 }  // namespace

@@ -50,8 +50,11 @@ TEST_F(CoordinatorTest, BackupMidJobRestoresIntoANewDirectoryAndTheJobResumes) {
   Upload(id, 1, 2);
   const std::string archive = (root_ / "backup.tar").string();
   WriteBackup(c_.get(), archive);
-  // The staging area is gone, and what happens after the snapshot is not in it.
+  // The staging areas are gone, and what happens after the snapshot is not in it.
   EXPECT_TRUE(fs::is_empty(root_ / "state" / "tmp"));
+  for (const char* sub : {"checkpoints", "datasets"})
+    for (const auto& e : fs::directory_iterator(root_ / "state" / sub))
+      EXPECT_NE(e.path().filename().string().rfind(".backup-", 0), 0u) << e.path();
   Report("w1", id, 1, {Metrics(3, 2.5)});
   Upload(id, 1, 3);
 
@@ -142,6 +145,15 @@ TEST_F(CoordinatorTest, DamagedBackupsAreRefusedAndLeaveNothing) {
   WriteFileAtomic(archive + ".other", std::string(4096, '\0'));
   why = ErrorOf([&] { RestoreBackup(archive + ".other", dir); }, &code);
   EXPECT_NE(why.find("trm-backup.json"), std::string::npos) << why;
+  // A destination in the way: refused before anything moves, and the restore can be retried.
+  fs::create_directories(fs::path(dir) / "checkpoints");
+  WriteFileAtomic((fs::path(dir) / "checkpoints" / "stray").string(), "x");
+  why = ErrorOf([&] { RestoreBackup(archive, dir); }, &code);
+  EXPECT_EQ(code, Code::kFailedPrecondition);
+  EXPECT_NE(why.find("checkpoints is not an empty directory"), std::string::npos) << why;
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "datasets"));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "coordinator.db"));
+  fs::remove(fs::path(dir) / "checkpoints" / "stray");
   // The intact one restores.
   EXPECT_GT(RestoreBackup(archive, dir).files, 0);
 }
@@ -152,6 +164,8 @@ TEST_F(CoordinatorTest, TransferWriterChecksEachFileAsItEnds) {
   std::ofstream(src / "a" / "one") << "first file";
   std::ofstream(src / "empty");
   std::ofstream(src / "two") << std::string(100000, 'x');
+  const std::string long_name = std::string(150, 'n');  // past ustar's fields: a GNU long name
+  std::ofstream(src / long_name) << "long";
   const v1::Manifest m = rpc::BuildManifest(src.string(), "t");
   const std::string path = (root_ / "t.tar").string();
   {
@@ -183,11 +197,12 @@ TEST_F(CoordinatorTest, TransferWriterChecksEachFileAsItEnds) {
   EXPECT_EQ(back.content_sha256(), m.content_sha256());
   EXPECT_EQ(ReadFile((root_ / "out" / "two").string()), std::string(100000, 'x'));
   EXPECT_TRUE(fs::exists(root_ / "out" / "empty"));
+  EXPECT_EQ(ReadFile((root_ / "out" / long_name).string()), "long");
   // Python's tarfile (and GNU tar) read it as an ordinary archive.
   const std::string cmd = "python3 -c 'import sys, tarfile; print(\" \".join(tarfile.open(sys.argv[1]).getnames()))' " +
                           path + " > " + (root_ / "names").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0);
-  EXPECT_EQ(ReadFile((root_ / "names").string()), "manifest.json a/one empty two\n");
+  EXPECT_EQ(ReadFile((root_ / "names").string()), "manifest.json a/one empty " + long_name + " two\n");
 }
 
 TEST(StoreSchema, NewerIsRefusedUnchangedOlderIsMigrated) {

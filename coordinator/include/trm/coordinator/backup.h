@@ -25,4 +25,7 @@ struct RestoreResult {
 // in the backup.
 RestoreResult RestoreBackup(const std::string& archive, const std::string& data_dir);
 
+// Removes what an interrupted backup staged in `data_dir` (the coordinator calls it at start).
+void RemoveBackupStages(const std::string& data_dir);
+
 }  // namespace trm::coordinator

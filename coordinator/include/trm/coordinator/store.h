@@ -104,9 +104,23 @@ class Store {
   void SetMeta(const std::string& key, int64_t value);
   void DeleteMeta(const std::string& key);
 
-  // A consistent copy of the whole database at `path` (SQLite's online backup), taken between
-  // transactions: the caller holds whatever serialises writes.
-  void BackupTo(const std::string& path);
+  // A copy of the whole database at `path` by SQLite's online backup, a few pages per Step so
+  // that writers need not wait for all of it: changes made through this Store meanwhile are
+  // carried into the copy, and the copy is the database as of the Step that returns true (the
+  // caller holds whatever serialises writes around each Step). Destroying it unfinished leaves
+  // a partial file for the caller to remove.
+  class OnlineBackup {
+   public:
+    OnlineBackup(Store* s, const std::string& path);
+    ~OnlineBackup();
+    OnlineBackup(const OnlineBackup&) = delete;
+    OnlineBackup& operator=(const OnlineBackup&) = delete;
+    bool Step(int pages);  // true once complete; throws IoError / kResourceExhausted naming `path`
+
+   private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+  };
   int SchemaVersion();
 
  private:

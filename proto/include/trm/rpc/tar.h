@@ -1,7 +1,8 @@
 // POSIX ustar archives of a transfer's files: the dashboard's checkpoint download and the
 // coordinator's backup file. Only what those need: regular files (mode 0644, uid 0, mtime 0, so
-// an archive of the same files is the same bytes), paths split over the name and prefix fields,
-// sizes of 8 GiB and more in the base-256 field that GNU tar and Python's tarfile read.
+// an archive of the same files is the same bytes), paths split over the name and prefix fields
+// (longer ones as GNU long names), sizes of 8 GiB and more in the base-256 field that GNU tar
+// and Python's tarfile read.
 #pragma once
 
 #include <cstddef>
@@ -20,7 +21,9 @@ constexpr size_t kTarBlock = 512;
 inline constexpr const char kBackupManifestMember[] = "trm-backup.json";
 inline uint64_t TarPadded(uint64_t n) { return (n + kTarBlock - 1) / kTarBlock * kTarBlock; }
 
-// The 512-byte header of a regular file. Throws InvalidArgument when `path` does not fit one.
+// The header of a regular file: one 512-byte block, or for a path that does not fit the ustar
+// fields a GNU long-name member (type L) before it. Throws InvalidArgument for an empty path or
+// one over 4096 bytes.
 std::string TarHeader(const std::string& path, uint64_t size);
 
 // A verified archive file written from a transfer (a Manifest, then chunks in order, as
