@@ -580,6 +580,7 @@ void Coordinator::Tick() {
   impl_->Schedule();
   impl_->GrowElastic();
   impl_->PublishCounts();
+  impl_->ForgetEndedJobs();
   impl_->PruneAudit();
 }
 

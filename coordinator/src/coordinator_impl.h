@@ -348,9 +348,28 @@ struct Coordinator::Impl {
     return j;
   }
 
+  // Ended jobs whose series are gone (ForgetEndedJobs): publishing them again would bring the
+  // series back.
+  std::set<std::string> forgotten_jobs;
+  bool LongEnded(const v1::Job& j) const {
+    return Terminal(j.state()) && opt.job_metrics_linger_ms >= 0 && Now() - j.finished_unix_ms() > opt.job_metrics_linger_ms;
+  }
+  void ForgetEndedJobs() {
+    if (!opt.metrics) return;
+    for (const auto& [id, r] : jobs)
+      if (LongEnded(r.job()) && forgotten_jobs.insert(id).second) {
+        opt.metrics->ForgetJob(id);
+        checkpoint_intervals.erase(id);
+      }
+  }
+
   void PublishJob(const v1::JobRecord& rec) {
     if (!opt.metrics) return;
     const auto& j = rec.job();
+    if (LongEnded(j)) {  // (a coordinator started after it ended, say)
+      if (forgotten_jobs.insert(j.id()).second) opt.metrics->ForgetJob(j.id());
+      return;
+    }
     opt.metrics->SetJobRestarts(j.id(), j.restarts());
     if (rec.attempt().active()) opt.metrics->SetJobWorldSize(j.id(), AttemptWorldSize(rec));
     opt.metrics->SetJobPreemptions(j.id(), j.preemptions());

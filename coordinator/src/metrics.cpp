@@ -29,6 +29,10 @@ class CheckpointAge : public prometheus::Collectable {
     std::lock_guard<std::mutex> l(mu_);
     times_[job] = unix_ms;
   }
+  void Erase(const std::string& job) {
+    std::lock_guard<std::mutex> l(mu_);
+    times_.erase(job);
+  }
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::lock_guard<std::mutex> l(mu_);
     prometheus::MetricFamily f;
@@ -184,6 +188,27 @@ void CoordinatorMetrics::SetJobProgress(const std::string& job, int64_t step, in
   impl_->loss.Add({{"job", job}}).Set(loss);
   impl_->tokens.Add({{"job", job}}).Set(tokens_per_s);
   impl_->act.Add({{"job", job}}).Set(act_steps);
+}
+
+namespace {
+template <class T>
+void RemoveSeries(prometheus::Family<T>& f, const prometheus::Labels& labels) {
+  if (f.Has(labels)) f.Remove(&f.Add(labels));
+}
+}  // namespace
+
+void CoordinatorMetrics::ForgetJob(const std::string& job) {
+  const prometheus::Labels l{{"job", job}};
+  for (auto* f : {&impl_->running, &impl_->ckpt_step, &impl_->ckpt_interval, &impl_->step, &impl_->total, &impl_->loss,
+                  &impl_->tokens, &impl_->act, &impl_->restarts, &impl_->world_size})
+    RemoveSeries(*f, l);
+  {
+    std::lock_guard<std::mutex> lock(impl_->eval_mu);
+    RemoveSeries(impl_->preemptions, l);
+    impl_->preemptions_seen.erase(job);
+  }
+  impl_->checkpoint_age->Erase(job);
+  impl_->scrape_time->Clear(job);
 }
 
 void CoordinatorMetrics::SetJobRestarts(const std::string& job, int restarts) {

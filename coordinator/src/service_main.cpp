@@ -76,6 +76,8 @@ void ApplyFlag(const std::string& a, const std::string& v, long n, CommandLine* 
   else if (a == "--metrics-max-points") {
     if (n != 0 && n < 1000) InvalidArgument(a + " '" + v + "': expected 0 (keep every point) or at least 1000");
     c.metrics_max_points = n;
+  } else if (a == "--job-metrics-linger-s") {
+    c.job_metrics_linger_ms = n * 1000;
   } else if (a == "--max-log-lines") {
     if (n != 0 && n < 1000) InvalidArgument(a + " '" + v + "': expected 0 (keep every line) or at least 1000");
     c.max_log_lines = n;
@@ -108,7 +110,7 @@ bool TakesNumber(const std::string& a) {
                                               "--heartbeat-interval-ms", "--keep-last", "--cpu-slots",
                                               "--audit-retention-days", "--max-wait-s", "--preempt-grace-s",
                                               "--elastic-grow-after-s", "--metrics-max-points",
-                                              "--max-log-lines"};
+                                              "--max-log-lines", "--job-metrics-linger-s"};
   return kNumeric.count(a) > 0;
 }
 
@@ -203,7 +205,7 @@ std::string Usage() {
          "                       [--private] [--quota-slots NAME=N[,NAME=N...][,*=N]] [--audit-retention-days D (90)]\n"
          "                       [--max-wait-s S (1800)] [--preempt-grace-s S (120)] [--elastic-grow-after-s S (300)]\n"
          "                       [--metrics-max-points N (10000)] [--max-log-lines N (100000)]\n"
-         "                       [--restore BACKUP_FILE]\n"
+         "                       [--job-metrics-linger-s S (3600)] [--restore BACKUP_FILE]\n"
          "  --hang-budget-s  longest time a rank may stay in one phase (starting, data, compute,\n"
          "                   allreduce, checkpoint, eval); default: --start-timeout-s for starting,\n"
          "                   max(--hang-timeout-s, 1800) for checkpoint and eval, --hang-timeout-s else\n"
@@ -222,6 +224,7 @@ std::string Usage() {
          "  --metrics-max-points  training-step points kept per job; past it they are thinned to a\n"
          "                   coarser grid (evaluations and checkpoints' points stay; 0: keep all)\n"
          "  --max-log-lines  log lines kept per job; past it the oldest tenth goes (0: keep all)\n"
+         "  --job-metrics-linger-s  how long an ended job's Prometheus series stay after it ended\n"
          "  --restore        first extract a backup (trmctl admin backup FILE) into --data-dir, which must\n"
          "                   hold no coordinator.db; jobs that were running resume from their latest\n"
          "                   checkpoint in it (docs/operations.md)\n"

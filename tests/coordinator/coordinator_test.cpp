@@ -424,6 +424,25 @@ TEST_F(CoordinatorTest, ExportsWhatTheAlertRulesRead) {
   EXPECT_NE(text.find("trm_job_running{" + job + "} 0"), std::string::npos) << text;
   EXPECT_EQ(text.find("trm_rank_phase_seconds{"), std::string::npos) << text;
 
+  // An ended job's series stay for an hour (the default linger), then go, and a coordinator
+  // started later does not bring them back.
+  now_ += 3600 * 1000 - 1;
+  c_->Tick();
+  EXPECT_NE(metrics.Text().find("trm_job_running{" + job + "}"), std::string::npos);
+  now_ += 2;
+  c_->Tick();
+  text = metrics.Text();
+  for (const char* series : {"trm_job_running{", "trm_job_checkpoint_step{", "trm_job_checkpoint_interval_steps{",
+                             "trm_job_step{", "trm_job_loss{", "trm_job_restarts{", "trm_job_checkpoint_age_seconds{",
+                             "trm_job_preemptions_total{"})
+    EXPECT_EQ(text.find(std::string(series) + job), std::string::npos) << series << "\n" << text;
+  c_.reset();
+  CoordinatorMetrics fresh;
+  o.metrics = &fresh;
+  c_ = std::make_unique<Coordinator>(o);
+  c_->Tick();
+  EXPECT_EQ(fresh.Text().find(job), std::string::npos) << fresh.Text();
+
   metrics.ObserveRpc("GetJob", 0.001);
   metrics.ObserveRpc("GetJob", 0.001, "NOT_FOUND");
   text = metrics.Text();

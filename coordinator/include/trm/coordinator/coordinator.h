@@ -49,6 +49,9 @@ struct CoordinatorOptions {
   int64_t metrics_max_points = 10000;
   // Log lines kept per job (the oldest tenth goes past it); 0 = every line.
   int64_t max_log_lines = 100000;
+  // An ended job's Prometheus series stay this long after it ended, then go (so the scrape does
+  // not grow with every job ever run); its history is Prometheus's.
+  int64_t job_metrics_linger_ms = 3600 * 1000;
   // A step metric ("eval_lm_loss") or an evaluation run's, "eval[DATASET]:lm_loss".
   std::string keep_best_metric = worker::EvalKey(worker::metric_key::kLmLoss);
   uint64_t max_dataset_bytes = uint64_t{64} << 30;

@@ -37,6 +37,9 @@ class CoordinatorMetrics {
   // trm_rpc_seconds{method}; a code other than OK also counts in trm_rpc_errors_total{method,code}.
   void ObserveRpc(const std::string& method, double seconds, const std::string& code = "OK");
   void CountRpcError(const std::string& method, const std::string& code);  // a stream's failure (not timed)
+  // Drops the job's own series (progress, state, checkpoints, restarts, phases; its checkpoints'
+  // evaluation results stay while the checkpoints do): an ended job's, after a while.
+  void ForgetJob(const std::string& job);
 
   // For the alert rules (deploy/prometheus/rules/): trm_job_running (1 while RUNNING);
   // trm_job_checkpoint_step (0 before the first) and trm_job_checkpoint_interval_steps.
