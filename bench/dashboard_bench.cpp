@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
+#include "step_points.h"
 #include "http_api.h"
 #include "trm/common/error.h"
 #include "trm/coordinator/coordinator.h"
@@ -59,15 +60,7 @@ int RunDashboard(const std::vector<std::string>& args) {
     coordinator::Store::Transaction tx(&store);
     for (long i = 1; i <= steps; ++i) {
       v1::StepMetrics m;
-      m.set_step(i);
-      m.set_total_steps(steps);
-      auto& v = *m.mutable_values();
-      v["lm_loss"] = 5.0 / (1.0 + 1e-3 * static_cast<double>(i));
-      v["lr"] = 1e-3;
-      v["tokens_per_s"] = 6000;
-      v["act_steps"] = 4;
-      v["step_s"] = 0.08;
-      v["accuracy"] = 0.5;
+      FillStepPoint(i, steps, &m);
       store.AppendMetrics(job, m);
       // The events a worker's report writes alongside (the job page reads them for its states
       // and its log tail).

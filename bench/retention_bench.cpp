@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
+#include "step_points.h"
 #include "trm/coordinator/store.h"
 
 namespace fs = std::filesystem;
@@ -49,15 +50,7 @@ nlohmann::json Fill(const fs::path& dir, int64_t steps, int64_t max_points) {
         v1::JobEvent e;
         e.set_seq(++seq);
         auto* m = e.mutable_metrics();
-        m->set_step(step);
-        m->set_total_steps(steps);
-        auto& v = *m->mutable_values();
-        v["lm_loss"] = 5.0 / (1.0 + 1e-3 * static_cast<double>(step));
-        v["lr"] = 1e-3;
-        v["tokens_per_s"] = 6000;
-        v["act_steps"] = 4;
-        v["step_s"] = 0.08;
-        v["accuracy"] = 0.5;
+        FillStepPoint(step, steps, m);
         store.AppendEvent(job, e);
         store.AppendMetrics(job, *m, seq, keep);
         if (step % 10 == 0) {

@@ -1,6 +1,5 @@
 // trmctl audit, trmctl admin reload-tokens and trmctl admin backup: the operator's view of a
 // shared coordinator.
-#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>

@@ -27,7 +27,7 @@ namespace {
 // The meta key RestoreBackup leaves for the next Coordinator: the restore's time.
 constexpr const char kRestorePending[] = "restore_pending_unix_ms";
 
-// A hard link where the filesystem allows one (the staging area is on the data dir's), else a copy.
+// A hard link where the filesystem allows one (links are staged beside their originals), else a copy.
 void LinkOrCopy(const fs::path& from, const fs::path& to) {
   std::error_code ec;
   fs::create_directories(to.parent_path(), ec);
@@ -39,6 +39,7 @@ void LinkOrCopy(const fs::path& from, const fs::path& to) {
 }
 
 void AddFile(v1::Manifest* m, const std::string& path, uint64_t size, const std::string& sha256) {
+  rpc::TarHeader(path, size);  // a path no tar header holds fails now, not at the client
   auto* f = m->add_files();
   f->set_path(path);
   f->set_size(size);
@@ -46,13 +47,18 @@ void AddFile(v1::Manifest* m, const std::string& path, uint64_t size, const std:
   m->set_total_bytes(m->total_bytes() + size);
 }
 
-// Adds `dir`'s files as `prefix`/PATH in `files`' order, linked into `stage`.
-void AddTree(v1::Manifest* m, const fs::path& stage, const std::string& prefix, const fs::path& dir,
-             const v1::Manifest& files) {
-  for (const auto& f : files.files()) {
-    LinkOrCopy(dir / f.path(), stage / prefix / f.path());
-    AddFile(m, prefix + "/" + f.path(), f.size(), f.sha256());
-  }
+// A directory of files (a checkpoint, a dataset) staged as `prefix`/PATH.
+struct Tree {
+  std::string prefix;
+  v1::Manifest files;
+};
+
+void LinkTree(const fs::path& stage, const fs::path& dir, const Tree& t) {
+  for (const auto& f : t.files.files()) LinkOrCopy(dir / f.path(), stage / t.prefix / f.path());
+}
+
+void AddTree(v1::Manifest* m, const Tree& t) {
+  for (const auto& f : t.files.files()) AddFile(m, t.prefix + "/" + f.path(), f.size(), f.sha256());
 }
 
 void AddWhole(v1::Manifest* m, const fs::path& stage, const std::string& path) {
@@ -62,10 +68,6 @@ void AddWhole(v1::Manifest* m, const fs::path& stage, const std::string& path) {
   if (ec) FileError(p + ": cannot read its size", ec);
   AddFile(m, path, size, Sha256File(p));
 }
-
-}  // namespace
-
-namespace {
 
 // Where a backup's links to the files under `sub` (checkpoints, datasets) are staged: beside
 // them, since a hard link cannot cross filesystems and either may be a mount of its own.
@@ -106,8 +108,7 @@ FileSet Coordinator::Backup(const Principal& who) {
       fs::create_directory_symlink(fs::path("..") / ".." / sub / links.filename(), stage / sub, ec);
       if (ec) FileError((stage / sub).string() + ": cannot create", ec);
     }
-    v1::Manifest m;
-    size_t checkpoints = 0;
+    std::vector<Tree> checkpoints;
     std::set<std::string> datasets;
     {
       // The database a few pages at a time, the state lock released in between (heartbeats and
@@ -119,9 +120,8 @@ FileSet Coordinator::Backup(const Principal& who) {
         if (!copy.Step(256)) continue;
         for (const auto& [id, rec] : d.jobs)
           for (const auto& c : d.store->ListCheckpoints(id)) {
-            AddTree(&m, stage, "checkpoints/" + id + "/" + c.info().name(), d.CheckpointDir(id, c.info().name()),
-                    c.manifest());
-            ++checkpoints;
+            checkpoints.push_back({"checkpoints/" + id + "/" + c.info().name(), c.manifest()});
+            LinkTree(stage, d.CheckpointDir(id, c.info().name()), checkpoints.back());
           }
         for (const auto& e : fs::directory_iterator(fs::path(d.opt.data_dir) / "datasets")) {
           const std::string name = e.path().filename().string();
@@ -132,28 +132,24 @@ FileSet Coordinator::Backup(const Principal& who) {
         break;
       }
     }
-    // Datasets are written once under their content hash (files before the .manifest) and
-    // never deleted: no lock needed.
-    v1::Manifest tail;
-    for (const auto& hash : datasets) {
-      const fs::path dir = d.DatasetDir(hash);
-      v1::Manifest files;
-      if (!files.ParseFromString(ReadFile(dir.string() + ".manifest"))) DataLoss(dir.string() + ".manifest: corrupt");
-      LinkOrCopy(dir.string() + ".manifest", stage / ("datasets/" + hash + ".manifest"));
-      AddWhole(&tail, stage, "datasets/" + hash + ".manifest");
-      AddTree(&tail, stage, "datasets/" + hash, dir, files);
-    }
     // The database first: a restore reads it before the rest.
     v1::Manifest out;
     out.set_name("backup-" + std::to_string(d.Now()));
     AddWhole(&out, stage, "coordinator.db");
-    for (const auto* part : {&tail, &m})
-      for (const auto& f : part->files()) {
-        rpc::TarHeader(f.path(), f.size());  // a path no tar header holds fails now, not at the client
-        AddFile(&out, f.path(), f.size(), f.sha256());
-      }
+    // Datasets are written once under their content hash (files before the .manifest) and
+    // never deleted: no lock needed.
+    for (const auto& hash : datasets) {
+      const fs::path dir = d.DatasetDir(hash);
+      Tree t{"datasets/" + hash, {}};
+      if (!t.files.ParseFromString(ReadFile(dir.string() + ".manifest"))) DataLoss(dir.string() + ".manifest: corrupt");
+      LinkOrCopy(dir.string() + ".manifest", stage / (t.prefix + ".manifest"));
+      AddWhole(&out, stage, t.prefix + ".manifest");
+      LinkTree(stage, dir, t);
+      AddTree(&out, t);
+    }
+    for (const auto& t : checkpoints) AddTree(&out, t);
     out.set_content_sha256(rpc::ContentHash(out));
-    spdlog::info("backup {}: {} checkpoints, {} datasets, {} files, {} bytes", out.name(), checkpoints,
+    spdlog::info("backup {}: {} checkpoints, {} datasets, {} files, {} bytes", out.name(), checkpoints.size(),
                  datasets.size(), out.files_size(), out.total_bytes());
     return FileSet{stage.string(), out};
   } catch (...) {

@@ -14,6 +14,11 @@ using Clock = std::chrono::steady_clock;
 
 // Times a handler into the RPC histogram.
 // An RPC's time and, through Done, its status code (trm_rpc_seconds, trm_rpc_errors_total).
+// The `code` label of trm_rpc_errors_total and trm_rpc_seconds: our code's name.
+std::string CodeLabel(const grpc::Status& s) {
+  return s.ok() ? std::string("OK") : std::string(CodeName(rpc::FromGrpcCode(s.error_code())));
+}
+
 class RpcTimer {
  public:
   RpcTimer(CoordinatorMetrics* m, const char* method) : m_(m), method_(method), t0_(Clock::now()) {}
@@ -21,7 +26,7 @@ class RpcTimer {
     if (m_) m_->ObserveRpc(method_, std::chrono::duration<double>(Clock::now() - t0_).count(), code_);
   }
   grpc::Status Done(grpc::Status s) {
-    code_ = s.ok() ? std::string("OK") : std::string(CodeName(rpc::FromGrpcCode(s.error_code())));
+    code_ = CodeLabel(s);
     return s;
   }
 
@@ -35,7 +40,7 @@ class RpcTimer {
 // Streams are not timed (a watch lasts as long as its job: no latency to speak of), but their
 // failures count in trm_rpc_errors_total as the unary calls' do.
 grpc::Status Counted(CoordinatorMetrics* m, const char* method, grpc::Status s) {
-  if (m && !s.ok()) m->CountRpcError(method, CodeName(rpc::FromGrpcCode(s.error_code())));
+  if (m && !s.ok()) m->CountRpcError(method, CodeLabel(s));
   return s;
 }
 

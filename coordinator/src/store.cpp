@@ -546,14 +546,10 @@ Store::OnlineBackup::OnlineBackup(Store* s, const std::string& path) : impl_(std
   }
   impl_->b = sqlite3_backup_init(impl_->dst, "main", s->impl_->db, "main");
   if (!impl_->b) {
-    const int err = sqlite3_errcode(impl_->dst);
-    try {
-      impl_->Fail(err);
-    } catch (...) {
-      sqlite3_close(impl_->dst);
-      impl_->dst = nullptr;
-      throw;
-    }
+    const std::string msg = sqlite3_errmsg(impl_->dst);
+    sqlite3_close(impl_->dst);
+    impl_->dst = nullptr;
+    IoError(path + ": cannot start the backup: " + msg);
   }
 }
 

@@ -84,12 +84,7 @@ assert msgs[-1].startswith("finished at step 300"), msgs[-1]
 PY
 
 # The same job undisturbed: the same final weights, byte for byte.
-SAME=$("$BIN/trmctl" submit "${ARGS[@]}" --name undisturbed)
-"$BIN/trmctl" watch "$SAME" >/dev/null 2>"$WORK/watch_same.log" || fail "the undisturbed run failed"
-"$BIN/trmctl" pull "$JOB" --select latest -o "$WORK/restored_final" >/dev/null
-"$BIN/trmctl" pull "$SAME" --select latest -o "$WORK/same_final" >/dev/null
-cmp "$WORK/restored_final/model.safetensors" "$WORK/same_final/model.safetensors" \
-  || fail "the restored run's final weights differ from the undisturbed run's"
+same_weights_as_undisturbed "$JOB" restored "${ARGS[@]}"
 kill -TERM "$COORD"; wait "$COORD" || true
 
 # Never over a live state.

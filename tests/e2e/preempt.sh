@@ -79,10 +79,5 @@ curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E "^trm_job_preemptions_total
   || fail "trm_job_preemptions_total"
 
 # The same job undisturbed: the same final weights, byte for byte.
-SAME=$("$BIN/trmctl" submit "${LOW_ARGS[@]}" --name undisturbed)
-"$BIN/trmctl" watch "$SAME" >/dev/null 2>"$WORK/watch_same.log" || fail "the undisturbed run failed"
-"$BIN/trmctl" pull "$LOW" --select latest -o "$WORK/low_final" >/dev/null
-"$BIN/trmctl" pull "$SAME" --select latest -o "$WORK/same_final" >/dev/null
-cmp "$WORK/low_final/model.safetensors" "$WORK/same_final/model.safetensors" \
-  || fail "the preempted run's final weights differ from the undisturbed run's"
+same_weights_as_undisturbed "$LOW" preempted "${LOW_ARGS[@]}"
 echo "preempt e2e: ok"
