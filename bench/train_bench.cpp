@@ -51,10 +51,19 @@ double MatmulFlops(const torch::autograd::profiler::thread_event_lists& lists) {
       const std::string name = e.name();
       const auto shapes = e.shapes();
       const bool batched = name == "aten::bmm" || name == "aten::baddbmm";
-      const bool plain = name == "aten::mm" || name == "aten::addmm";
+      const bool plain = name == "aten::mm" || name == "aten::addmm" || name == "aten::addmm_";
+      const bool attention = name == "trm::cpu_attention" || name == "trm::cpu_attention_backward";
+      if (attention && shapes.size() == 1 && shapes[0].size() == 5) {
+        // The fused CPU attention (model/src/attention_cpu.h) over qkv [B, S, 3, H, D]: counted
+        // as the reference's dense products, two forward (q k^T, p v) and four backward.
+        const auto& s = shapes[0];
+        const double products = name == "trm::cpu_attention" ? 2 : 4;
+        flops += products * 2.0 * s[0] * s[3] * s[1] * s[1] * s[4];
+        continue;
+      }
       if (!batched && !plain) continue;
-      // addmm / baddbmm: (bias, a, b); mm / bmm: (a, b).
-      const size_t ia = name == "aten::addmm" || name == "aten::baddbmm" ? 1 : 0;
+      // addmm / addmm_ / baddbmm: (bias, a, b); mm / bmm: (a, b).
+      const size_t ia = name == "aten::addmm" || name == "aten::addmm_" || name == "aten::baddbmm" ? 1 : 0;
       if (shapes.size() < ia + 2) continue;
       const auto& a = shapes[ia];
       const auto& b = shapes[ia + 1];

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "attention_cpu.h"
+#include "fused_cpu.h"
 #include "trm/common/torch_compat.h"
 #include "trm/model/init.h"
 
@@ -62,7 +64,12 @@ class RmsNormFn : public torch::autograd::Function<RmsNormFn> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor x = saved[0], r = saved[1].contiguous(), g = grads[0].contiguous();
+    return {RmsNormBackward(saved[0], saved[1], grads[0]), at::Tensor()};
+  }
+
+  // dx from x, r and the gradient of y.
+  static at::Tensor RmsNormBackward(const at::Tensor& x, const at::Tensor& r_in, const at::Tensor& g_in) {
+    const at::Tensor r = r_in.contiguous(), g = g_in.contiguous();
     const int64_t n = x.size(-1), rows = x.numel() / n;
     at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
     const float* xp = x.data_ptr<float>();
@@ -85,7 +92,40 @@ class RmsNormFn : public torch::autograd::Function<RmsNormFn> {
         for (int64_t j = 0; j < n; ++j) d[j] = rr * gr[j] - xr[j] * c;
       }
     });
-    return {dx, at::Tensor()};
+    return dx;
+  }
+};
+
+// RmsNorm(a + b) in one pass per row (fused_cpu.h), for training; the backward is RmsNormFn's,
+// handed to both summands.
+class AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
+ public:
+  static at::Tensor Forward(const at::Tensor& a, const at::Tensor& b, double eps, at::Tensor* x_out,
+                            at::Tensor* r_out) {
+    const int64_t n = a.size(-1), rows = a.numel() / n;
+    at::Tensor x = at::empty_like(a, at::MemoryFormat::Contiguous), y = at::empty_like(x);
+    std::vector<int64_t> rsize(a.sizes().begin(), a.sizes().end());
+    rsize.back() = 1;
+    at::Tensor r = torch::empty(rsize, a.options());
+    AddRmsNormRows(a.data_ptr<float>(), b.data_ptr<float>(), x.data_ptr<float>(), y.data_ptr<float>(),
+                   r.data_ptr<float>(), rows, n, static_cast<float>(eps));
+    if (x_out) *x_out = x, *r_out = r;
+    return y;
+  }
+
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
+                                                const at::Tensor& b, double eps) {
+    at::Tensor x, r;
+    at::Tensor y = Forward(a, b, eps, &x, &r);
+    ctx->save_for_backward({x, r});
+    return {y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    at::Tensor dx = RmsNormFn::RmsNormBackward(saved[0], saved[1], grads[0]);
+    return {dx, dx, at::Tensor()};
   }
 };
 
@@ -99,6 +139,24 @@ at::Tensor RmsNorm(const at::Tensor& x, double eps) {
   at::Tensor y = fused ? RmsNormFn::apply(x32, eps)[0] : RmsNormOps(x32, eps);
   return dt == torch::kFloat32 ? y : y.to(dt);
 }
+
+namespace {
+
+// RmsNorm(a + b); `fused` (training) on the CPU in float32 one pass, else the reference's ops.
+at::Tensor AddRmsNorm(const at::Tensor& a, const at::Tensor& b, double eps, bool fused) {
+  auto cpu_f32 = [](const at::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+  };
+  if (!fused || !cpu_f32(a) || !cpu_f32(b) || a.sizes() != b.sizes() || a.dim() < 1 || a.numel() == 0) {
+    return RmsNorm(a + b, eps);
+  }
+  if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) {
+    return AddRmsNormFn::apply(a, b, eps)[0];
+  }
+  return AddRmsNormFn::Forward(a, b, eps, nullptr, nullptr);
+}
+
+}  // namespace
 
 RotaryTables RotaryTables::Make(int64_t max_positions, int64_t head_dim, double theta) {
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
@@ -267,8 +325,16 @@ AttentionImpl::AttentionImpl(const ArchConfig& cfg)
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope, KvCache* cache) {
   const int64_t B = x.size(0), S = x.size(1), H = num_heads_, D = head_dim_;
-  // [q heads | k heads | v heads]; unbind (not narrow) for a cheaper backward, as in ApplyRotary.
-  auto parts = qkv_proj(x).view({B, S, 3, H, D}).unbind(2);
+  const at::Tensor qkv = qkv_proj(x).view({B, S, 3, H, D});  // [q heads | k heads | v heads]
+  // Training on the CPU runs the fused attention, RoPE included (attention_cpu.h); evaluation
+  // and generation keep the reference's ops, so cached and recomputed decoding agree bit for bit.
+  if (is_training() && fused_cpu_ && !cache) {
+    const at::Tensor cos = rope ? rope->cos.narrow(0, 0, S) : at::Tensor();
+    const at::Tensor sin = rope ? rope->sin.narrow(0, 0, S) : at::Tensor();
+    if (CpuAttentionApplies(qkv, cos)) return o_proj(CpuAttention(qkv, cos, sin, causal_).view({B, S, H * D}));
+  }
+  // unbind (not narrow) for a cheaper backward, as in ApplyRotary.
+  auto parts = qkv.unbind(2);
   at::Tensor q = parts[0], k = parts[1], v = parts[2];
   const int64_t offset = cache && cache->k.defined() ? cache->k.size(2) : 0;
   if (rope) {
@@ -297,60 +363,57 @@ SwiGluImpl::SwiGluImpl(int64_t hidden, int64_t intermediate) {
 
 namespace {
 
-// silu(gate) * up over gu = [gate | up] (the reference's two kernels, so bitwise its forward),
-// with a one-pass CPU backward that writes d(gu) whole: autograd's backward of the chunk, silu
-// and product is two products, silu's backward and a concatenation of the halves (the largest
-// single copy in a tiny step). With s = sigmoid(g):
+// silu(gate) * up over gu = [gate | up]: in training one fused pass (fused_cpu.h), else the
+// reference's two kernels, bitwise its forward. The CPU backward writes d(gu) whole in one pass:
+// autograd's backward of the chunk, silu and product is two products, silu's backward and a
+// concatenation of the halves (the largest single copy in a tiny step). With s = sigmoid(g):
 //   d(gate) = dy * up * s * (1 + g * (1 - s)),   d(up) = dy * g * s.
 class SwiGluActFn : public torch::autograd::Function<SwiGluActFn> {
  public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gu) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gu,
+                                                bool fused) {
     ctx->save_for_backward({gu});
+    if (fused) return {FusedForward(gu)};
     auto parts = gu.chunk(2, -1);
     return {torch::silu(parts[0]) * parts[1]};
+  }
+
+  static at::Tensor FusedForward(const at::Tensor& gu) {
+    const int64_t I = gu.size(-1) / 2, rows = gu.numel() / (2 * I);
+    std::vector<int64_t> size(gu.sizes().begin(), gu.sizes().end());
+    size.back() = I;
+    at::Tensor y = torch::empty(size, gu.options());
+    SwiGluRows(gu.data_ptr<float>(), y.data_ptr<float>(), rows, I);
+    return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const at::Tensor gu = ctx->get_saved_variables()[0];  // contiguous [..., 2I]
     const int64_t I = gu.size(-1) / 2, rows = gu.numel() / (2 * I);
-    const at::Tensor sig = torch::sigmoid(gu.narrow(-1, 0, I)).contiguous();
     const at::Tensor dy = grads[0].contiguous();
     at::Tensor dgu = at::empty_like(gu, at::MemoryFormat::Contiguous);
-    const float* gp = gu.data_ptr<float>();
-    const float* sp = sig.data_ptr<float>();
-    const float* yp = dy.data_ptr<float>();
-    float* dp = dgu.data_ptr<float>();
-    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const float* __restrict g = gp + r * 2 * I;
-        const float* __restrict u = g + I;
-        const float* __restrict s = sp + r * I;
-        const float* __restrict d = yp + r * I;
-        float* __restrict dg = dp + r * 2 * I;
-        float* __restrict du = dg + I;
-        for (int64_t j = 0; j < I; ++j) {
-          dg[j] = d[j] * u[j] * (s[j] * (1.0f + g[j] * (1.0f - s[j])));
-          du[j] = d[j] * (g[j] * s[j]);
-        }
-      }
-    });
-    return {dgu};
+    SwiGluBackwardRows(gu.data_ptr<float>(), dy.data_ptr<float>(), dgu.data_ptr<float>(), rows, I);
+    return {dgu, at::Tensor()};
   }
 };
 
-at::Tensor SwiGluAct(const at::Tensor& gu) {
-  if (gu.device().is_cpu() && gu.scalar_type() == torch::kFloat32 && gu.is_contiguous() && gu.requires_grad() &&
-      torch::GradMode::is_enabled() && gu.numel() > 0) {
-    return SwiGluActFn::apply(gu)[0];
+at::Tensor SwiGluAct(const at::Tensor& gu, bool fused) {
+  const bool cpu_f32 =
+      gu.device().is_cpu() && gu.scalar_type() == torch::kFloat32 && gu.is_contiguous() && gu.numel() > 0;
+  if (cpu_f32 && gu.requires_grad() && torch::GradMode::is_enabled()) {
+    return SwiGluActFn::apply(gu, fused)[0];
   }
+  if (cpu_f32 && fused) return SwiGluActFn::FusedForward(gu);
   auto parts = gu.chunk(2, -1);
   return torch::silu(parts[0]) * parts[1];
 }
 
 }  // namespace
 
-at::Tensor SwiGluImpl::forward(const at::Tensor& x) { return down_proj(SwiGluAct(gate_up_proj(x))); }
+at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
+  return down_proj(SwiGluAct(gate_up_proj(x), is_training() && fused_cpu_));
+}
 
 BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
   self_attn = register_module("self_attn", Attention(cfg));
@@ -358,8 +421,15 @@ BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
 }
 
 at::Tensor BlockImpl::forward(const at::Tensor& h_in, const RotaryTables* rope, KvCache* cache) {
-  at::Tensor h = RmsNorm(h_in + self_attn(h_in, rope, cache), eps_);
-  return RmsNorm(h + mlp(h), eps_);
+  const bool fused = is_training() && fused_cpu_;
+  at::Tensor h = AddRmsNorm(h_in, self_attn(h_in, rope, cache), eps_, fused);
+  return AddRmsNorm(h, mlp(h), eps_, fused);
+}
+
+void BlockImpl::SetFusedCpu(bool on) {
+  fused_cpu_ = on;
+  self_attn->SetFusedCpu(on);
+  mlp->SetFusedCpu(on);
 }
 
 ReasoningModuleImpl::ReasoningModuleImpl(const ArchConfig& cfg) {

@@ -16,6 +16,9 @@ struct LinearCrossEntropyResult {
   at::Tensor token_loss;
 };
 
+// The logits block's size: 128 MB of float32 rows (linear_cross_entropy.cpp says why).
+constexpr int64_t kLinearCrossEntropyBlockBytes = int64_t{128} << 20;
+
 // Buffers one caller reuses from call to call: the logits block and the head's weight gradient
 // (51 MB for a 50k vocabulary at width 256). Allocated afresh each step they are mapped and
 // page-faulted afresh each step (glibc maps blocks over 32 MiB). A buffer still held by an
@@ -23,6 +26,7 @@ struct LinearCrossEntropyResult {
 struct LinearCrossEntropyWorkspace {
   at::Tensor logits;
   at::Tensor dw;
+  int64_t block_bytes = kLinearCrossEntropyBlockBytes;
 };
 
 // z [N, D] (activation dtype), w [V, D] (cast to z's dtype), labels [N] int64 with -100 = ignore,

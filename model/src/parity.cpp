@@ -56,6 +56,12 @@ class Replay {
       }
     }
     model->LoadStateDict(params, file_.name());
+    // Parity is with the reference's arithmetic: its op sequence, whose forward is bitwise the
+    // reference's. The trainer's fused CPU kernels round differently (~1e-6 a step), which a
+    // deep random recursion can amplify past the 1e-4 bar (2.6e-4 on one gradient of one of
+    // the 24 random fixtures); they are checked against float64 autograd instead
+    // (tests/model/fused_cpu_test.cpp).
+    model->SetFusedCpuKernels(false);
     return model;
   }
 

@@ -140,6 +140,14 @@ TrmInnerImpl::Output TrmInnerImpl::ForwardCached(const at::Tensor& z_H_in, const
   return out;
 }
 
+void TrmImpl::SetFusedHeadBlockBytes(int64_t bytes) { head_ws_->block_bytes = bytes; }
+
+void TrmImpl::SetFusedCpuKernels(bool on) {
+  for (const auto& m : modules()) {
+    if (auto* block = m->as<BlockImpl>()) block->SetFusedCpu(on);
+  }
+}
+
 TrmImpl::TrmImpl(const ArchConfig& cfg) : cfg_(cfg), head_ws_(std::make_shared<LinearCrossEntropyWorkspace>()) {
   inner = register_module("inner", TrmInner(cfg));
 }

@@ -159,6 +159,27 @@ TEST_F(TrainerTest, Bfloat16TracksFloat32OnTheCpu) {
   EXPECT_LT(f32, 0.8 * Metrics("dtype_f32")[0]["lm_loss"].get<double>());  // it trained
 }
 
+// fused_cpu_kernels (the default) trains as the reference's op sequence does, up to rounding:
+// the same losses within 1e-5 at the first step and 1% over the last ones, and not bit for bit
+// (the key does switch the kernels).
+TEST_F(TrainerTest, FusedCpuKernelsTrackTheReferenceOps) {
+  auto losses = [&](const std::string& run, const std::string& fused) {
+    Trainer t(AtProcessStart(Config(run, {"max_steps=40", "fused_cpu_kernels=" + fused})), Quiet());
+    EXPECT_EQ(t.Run().steps, 40);
+    std::vector<double> out;
+    for (const auto& m : Metrics(run)) out.push_back(m["lm_loss"].get<double>());
+    return out;
+  };
+  const std::vector<double> fused = losses("kernels_fused", "true"), ops = losses("kernels_ops", "false");
+  ASSERT_EQ(fused.size(), 40u);
+  ASSERT_EQ(ops.size(), 40u);
+  EXPECT_NEAR(fused[0], ops[0], 1e-5 * ops[0]);
+  double a = 0, b = 0;
+  for (int i = 35; i < 40; ++i) a += fused[i] / 5, b += ops[i] / 5;
+  EXPECT_NEAR(a, b, 0.01 * b);
+  EXPECT_NE(fused, ops);
+}
+
 TEST_F(TrainerTest, CheckpointUsesReferenceNamesAndCarriesTheTokenizer) {
   Trainer t(AtProcessStart(Config("ckpt", {"max_steps=2"})), Quiet());
   TrainResult r = t.Run();

@@ -136,6 +136,10 @@ const std::vector<ConfigKey<TrainConfig>>& TrainConfigKeys() {
     k.push_back(Bool("deterministic", &C::deterministic,
                      "On GPUs, deterministic kernels, so that a resumed run equals an uninterrupted one bit for bit; "
                      "false trades that for speed (the CPU kernels are deterministic anyway)."));
+    k.push_back(Bool("fused_cpu_kernels", &C::fused_cpu_kernels,
+                     "CPU float32 training runs fused attention, RMSNorm and SwiGLU kernels (faster; they round "
+                     "differently from the reference at ~1e-6 a step); false runs the reference's op sequence, "
+                     "whose forward is bitwise the PyTorch reference's. Evaluation always runs the latter."));
     k.push_back(String("project_name", &C::project_name, "Names the default run directory."));
     k.push_back(String("run_name", &C::run_name, "Names the run in logs and its default directory.", "the config's name"));
     k.push_back(String("run_dir", &C::run_dir, "Where checkpoints and metrics.jsonl go (the service sets it per attempt).",
@@ -213,6 +217,7 @@ json TrainConfig::ToJson() const {
   j["threads"] = threads;
   j["device"] = device;
   j["deterministic"] = deterministic;
+  j["fused_cpu_kernels"] = fused_cpu_kernels;
   j["project_name"] = project_name;
   j["run_name"] = run_name;
   j["run_dir"] = run_dir;

@@ -210,6 +210,7 @@ struct Trainer::Impl {
     }
     model->ResetParameters(static_cast<uint64_t>(cfg.seed));
     model->SetFusedHead(true);  // no [B, S, V] logits: the trainer only needs the loss and metrics
+    model->SetFusedCpuKernels(cfg.fused_cpu_kernels);
     explore_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed));
     const int64_t local = cfg.global_batch_size / world;
     model->SetExploration(explore_gen, cfg.global_batch_size, rank * local);

@@ -69,12 +69,16 @@ class AttentionImpl : public torch::nn::Module {
   // x [B, S, D]. With `cache`, the new positions start at cache->k.size(2) and their keys/values
   // are appended (causal models only).
   at::Tensor forward(const at::Tensor& x, const RotaryTables* rope, KvCache* cache = nullptr);
+  // In training mode on the CPU in float32, the fused kernel (attention_cpu.h; default) or the
+  // reference's op sequence. Evaluation mode always runs the reference's.
+  void SetFusedCpu(bool on) { fused_cpu_ = on; }
   CastedLinear qkv_proj{nullptr};
   CastedLinear o_proj{nullptr};
 
  private:
   int64_t num_heads_, head_dim_;
   bool causal_;
+  bool fused_cpu_ = true;
 };
 TORCH_MODULE(Attention);
 
@@ -82,8 +86,12 @@ class SwiGluImpl : public torch::nn::Module {
  public:
   SwiGluImpl(int64_t hidden, int64_t intermediate);
   at::Tensor forward(const at::Tensor& x);
+  void SetFusedCpu(bool on) { fused_cpu_ = on; }  // as AttentionImpl's
   CastedLinear gate_up_proj{nullptr};
   CastedLinear down_proj{nullptr};
+
+ private:
+  bool fused_cpu_ = true;
 };
 TORCH_MODULE(SwiGlu);
 
@@ -92,11 +100,14 @@ class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const ArchConfig& cfg);
   at::Tensor forward(const at::Tensor& h, const RotaryTables* rope, KvCache* cache = nullptr);
+  // The residual adds with RMSNorm, and the attention and MLP: as AttentionImpl's.
+  void SetFusedCpu(bool on);
   Attention self_attn{nullptr};
   SwiGlu mlp{nullptr};
 
  private:
   double eps_;
+  bool fused_cpu_ = true;
 };
 TORCH_MODULE(Block);
 

@@ -129,6 +129,13 @@ class TrmImpl : public torch::nn::Module {
   // (linear_cross_entropy.h) instead of materialising [B, S, V] logits. Same loss and gradients
   // up to float rounding; StepOutput::logits is then undefined. No effect with stablemax.
   void SetFusedHead(bool on) { fused_head_ = on; }
+  // The fused head's logits block, in bytes (default 128 MB); tests set it small to run several
+  // blocks on a small batch.
+  void SetFusedHeadBlockBytes(int64_t bytes);
+  // Training mode on the CPU in float32: the blocks' fused kernels (true, the default: faster,
+  // rounding differs from the reference's op sequence at ~1e-6 a step) or the reference's ops,
+  // whose forward is bitwise the PyTorch reference's (false; trm-parity replays with these).
+  void SetFusedCpuKernels(bool on);
 
   // Training's ACT exploration draws come from `gen` (a CPU generator, not owned exclusively:
   // the caller saves and restores its state) for a global batch of `global_rows`, of which this

@@ -48,6 +48,9 @@ struct TrainConfig {
   // On GPUs: deterministic kernels, so a resumed run equals an uninterrupted one bit for bit
   // (the CPU kernels used are deterministic anyway); false trades that for speed.
   bool deterministic = true;
+  // CPU float32 training: the fused attention / RMSNorm / SwiGLU kernels (faster), or false for
+  // the reference's op sequence, whose forward is bitwise the PyTorch reference's.
+  bool fused_cpu_kernels = true;
   std::string project_name = "trm";
   std::string run_name;                      // default: the config name
   std::string run_dir;                       // default: checkpoints/<project_name>/<run_name>

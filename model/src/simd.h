@@ -1,0 +1,54 @@
+// 8-lane float vectors (GCC vector extensions: one AVX2 instruction, or two SSE2 ones where a
+// function is not built for AVX2) and the exp the model's CPU kernels share. Private to model/.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace trm::model::simd {
+
+typedef float V8f __attribute__((vector_size(32)));
+typedef int32_t V8i __attribute__((vector_size(32)));
+constexpr int kLanes = 8;
+
+// Whether this CPU runs the kernels' AVX2 + FMA builds.
+inline bool HasAvx2Fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+inline V8f Splat(float v) { return V8f{v, v, v, v, v, v, v, v}; }
+
+inline V8f Load(const float* p) {
+  V8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void Store(float* p, V8f v) { std::memcpy(p, &v, sizeof v); }
+
+// exp(x) in plain float arithmetic (Cephes' polynomial, ~1 ulp): ATen's exp on Debian's build
+// runs at ~1-2 ns an element, which dominated the loss and the attention softmax.
+inline V8f FastExp(V8f x) {
+  x = x < Splat(-87.3f) ? Splat(-87.3f) : x;
+  x = x > Splat(88.3f) ? Splat(88.3f) : x;
+  const V8f t = x * 1.44269504088896341f + 0.5f;
+  V8i i = __builtin_convertvector(t, V8i);
+  i += (t < __builtin_convertvector(i, V8f));  // floor: comparisons give -1 where true
+  const V8f n = __builtin_convertvector(i, V8f);
+  const V8f r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  V8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const V8i bits = (i + 127) << 23;
+  V8f scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+}  // namespace trm::model::simd
