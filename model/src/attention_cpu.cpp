@@ -347,9 +347,12 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
 
 }  // namespace
 
-bool CpuAttentionApplies(const at::Tensor& qkv, const at::Tensor& cos) {
-  const bool tables_ok = !cos.defined() || (cos.device().is_cpu() && cos.scalar_type() == torch::kFloat32 &&
-                                            !cos.requires_grad() && qkv.dim() == 5 && cos.size(-1) == qkv.size(4));
+bool CpuAttentionApplies(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin) {
+  auto table_ok = [&](const at::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && !t.requires_grad() &&
+           t.dim() == 2 && qkv.dim() == 5 && t.size(0) >= qkv.size(1) && t.size(1) == qkv.size(4);
+  };
+  const bool tables_ok = cos.defined() == sin.defined() && (!cos.defined() || (table_ok(cos) && table_ok(sin)));
   return qkv.device().is_cpu() && qkv.scalar_type() == torch::kFloat32 && qkv.dim() == 5 && qkv.size(2) == 3 &&
          qkv.is_contiguous() && qkv.numel() > 0 && qkv.size(4) <= kMaxHeadDim && qkv.size(4) % 2 == 0 && tables_ok;
 }
@@ -357,7 +360,9 @@ bool CpuAttentionApplies(const at::Tensor& qkv, const at::Tensor& cos) {
 at::Tensor CpuAttention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, bool causal) {
   // No tables travel as empty tensors: autograd's apply takes no undefined inputs.
   const at::Tensor none = at::empty({0}, qkv.options());
-  const at::Tensor c = cos.defined() ? cos.contiguous() : none, s = sin.defined() ? sin.contiguous() : none;
+  const int64_t S = qkv.size(1);
+  const at::Tensor c = cos.defined() ? cos.narrow(0, 0, S).contiguous() : none;
+  const at::Tensor s = sin.defined() ? sin.narrow(0, 0, S).contiguous() : none;
   if (torch::GradMode::is_enabled() && qkv.requires_grad()) return AttentionFn::apply(qkv, c, s, causal)[0];
   return Forward(qkv, c, s, causal, nullptr);
 }

@@ -15,11 +15,13 @@
 namespace trm::model {
 
 // Whether CpuAttention takes these: a contiguous CPU float32 qkv [B, S, 3, H, D] (the fused
-// projection, viewed) with an even D, and RoPE tables [>= S, D] or none (undefined).
-bool CpuAttentionApplies(const at::Tensor& qkv, const at::Tensor& cos);
+// projection, viewed) with an even D, and CPU float32 RoPE tables cos, sin [>= S, D] or none
+// (both undefined).
+bool CpuAttentionApplies(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin);
 
 // softmax(q k^T / sqrt(D)) v with q, k, v = qkv[:, :, 0..2], RoPE applied to q and k when `cos`
-// and `sin` ([S, D], positions 0..S-1) are defined, and query i seeing keys 0..i when `causal`.
+// and `sin` (rows 0..S-1 used: positions 0..S-1) are defined, and query i seeing keys 0..i when
+// `causal`.
 // Returns o [B, S, H, D], contiguous. Differentiable in qkv when autograd records: the backward
 // writes d(qkv) whole, RoPE's transpose included, with no unbind, transposes or stack.
 at::Tensor CpuAttention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, bool causal);

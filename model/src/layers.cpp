@@ -329,9 +329,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope,
   // Training on the CPU runs the fused attention, RoPE included (attention_cpu.h); evaluation
   // and generation keep the reference's ops, so cached and recomputed decoding agree bit for bit.
   if (is_training() && fused_cpu_ && !cache) {
-    const at::Tensor cos = rope ? rope->cos.narrow(0, 0, S) : at::Tensor();
-    const at::Tensor sin = rope ? rope->sin.narrow(0, 0, S) : at::Tensor();
-    if (CpuAttentionApplies(qkv, cos)) return o_proj(CpuAttention(qkv, cos, sin, causal_).view({B, S, H * D}));
+    const at::Tensor cos = rope ? rope->cos : at::Tensor(), sin = rope ? rope->sin : at::Tensor();
+    if (CpuAttentionApplies(qkv, cos, sin)) return o_proj(CpuAttention(qkv, cos, sin, causal_).view({B, S, H * D}));
   }
   // unbind (not narrow) for a cheaper backward, as in ApplyRotary.
   auto parts = qkv.unbind(2);
@@ -411,8 +410,8 @@ at::Tensor SwiGluAct(const at::Tensor& gu, bool fused) {
 
 }  // namespace
 
-at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
-  return down_proj(SwiGluAct(gate_up_proj(x), is_training() && fused_cpu_));
+at::Tensor SwiGluImpl::forward(const at::Tensor& x, bool allow_fused) {
+  return down_proj(SwiGluAct(gate_up_proj(x), is_training() && fused_cpu_ && allow_fused));
 }
 
 BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
@@ -421,9 +420,10 @@ BlockImpl::BlockImpl(const ArchConfig& cfg) : eps_(cfg.rms_norm_eps) {
 }
 
 at::Tensor BlockImpl::forward(const at::Tensor& h_in, const RotaryTables* rope, KvCache* cache) {
-  const bool fused = is_training() && fused_cpu_;
+  // With a cache (decoding) the reference's ops throughout, as the attention runs them.
+  const bool fused = is_training() && fused_cpu_ && !cache;
   at::Tensor h = AddRmsNorm(h_in, self_attn(h_in, rope, cache), eps_, fused);
-  return AddRmsNorm(h, mlp(h), eps_, fused);
+  return AddRmsNorm(h, mlp(h, fused), eps_, fused);
 }
 
 void BlockImpl::SetFusedCpu(bool on) {

@@ -1,5 +1,9 @@
 // 8-lane float vectors (GCC vector extensions: one AVX2 instruction, or two SSE2 ones where a
 // function is not built for AVX2) and the exp the model's CPU kernels share. Private to model/.
+// Every helper is always inlined and has internal linkage: it is compiled into its caller with
+// the caller's target (baseline or AVX2 + FMA) and FP-contraction settings, so no 32-byte vector
+// crosses a call between differently built functions (what -Wno-psabi relies on) and no two
+// files' differently rounded copies can be merged by the linker.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +16,7 @@ typedef int32_t V8i __attribute__((vector_size(32)));
 constexpr int kLanes = 8;
 
 // Whether this CPU runs the kernels' AVX2 + FMA builds.
-inline bool HasAvx2Fma() {
+static inline bool HasAvx2Fma() {
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -20,18 +24,18 @@ inline bool HasAvx2Fma() {
   return has;
 }
 
-inline V8f Splat(float v) { return V8f{v, v, v, v, v, v, v, v}; }
+__attribute__((always_inline)) static inline V8f Splat(float v) { return V8f{v, v, v, v, v, v, v, v}; }
 
-inline V8f Load(const float* p) {
+__attribute__((always_inline)) static inline V8f Load(const float* p) {
   V8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void Store(float* p, V8f v) { std::memcpy(p, &v, sizeof v); }
+__attribute__((always_inline)) static inline void Store(float* p, V8f v) { std::memcpy(p, &v, sizeof v); }
 
 // exp(x) in plain float arithmetic (Cephes' polynomial, ~1 ulp): ATen's exp on Debian's build
 // runs at ~1-2 ns an element, which dominated the loss and the attention softmax.
-inline V8f FastExp(V8f x) {
+__attribute__((always_inline)) static inline V8f FastExp(V8f x) {
   x = x < Splat(-87.3f) ? Splat(-87.3f) : x;
   x = x > Splat(88.3f) ? Splat(88.3f) : x;
   const V8f t = x * 1.44269504088896341f + 0.5f;

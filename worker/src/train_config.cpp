@@ -139,7 +139,9 @@ const std::vector<ConfigKey<TrainConfig>>& TrainConfigKeys() {
     k.push_back(Bool("fused_cpu_kernels", &C::fused_cpu_kernels,
                      "CPU float32 training runs fused attention, RMSNorm and SwiGLU kernels (faster; they round "
                      "differently from the reference at ~1e-6 a step); false runs the reference's op sequence, "
-                     "whose forward is bitwise the PyTorch reference's. Evaluation always runs the latter."));
+                     "whose forward is bitwise the PyTorch reference's. Evaluation always runs the latter. The "
+                     "fused kernels' last bits depend on whether the CPU has AVX2 + FMA: a run resumed on a "
+                     "machine of the other kind continues, but not bit for bit."));
     k.push_back(String("project_name", &C::project_name, "Names the default run directory."));
     k.push_back(String("run_name", &C::run_name, "Names the run in logs and its default directory.", "the config's name"));
     k.push_back(String("run_dir", &C::run_dir, "Where checkpoints and metrics.jsonl go (the service sets it per attempt).",

@@ -268,7 +268,7 @@ struct Trainer::Impl {
     for (const char* k : {"global_batch_size", "gradient_accumulation_steps", "epochs", "eval_interval",
                           "min_eval_interval", "checkpoint_every_eval", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1",
                           "beta2", "weight_decay", "adam_eps", "optimizer", "ema", "ema_rate", "seed", "grad_clip_norm",
-                          "max_steps", "allreduce_bucket_mb", "checkpoint_interval_steps"}) {
+                          "max_steps", "allreduce_bucket_mb", "checkpoint_interval_steps", "fused_cpu_kernels"}) {
       same[k] = c[k];
     }
     same["resumes"] = cfg.resume || !cfg.load_checkpoint.empty();
@@ -419,7 +419,7 @@ struct Trainer::Impl {
     const json before = ck.state["config"], now = cfg.ToJson();
     for (const char* k : {"data_paths", "global_batch_size", "gradient_accumulation_steps", "epochs", "lr",
                           "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2", "weight_decay", "optimizer", "ema",
-                          "ema_rate", "seed", "grad_clip_norm"}) {
+                          "ema_rate", "seed", "grad_clip_norm", "fused_cpu_kernels"}) {
       if (before.contains(k) && before[k] != now[k]) {
         spdlog::warn("resuming with {} = {} (the checkpoint was trained with {}): not an exact continuation", k,
                      now[k].dump(), before[k].dump());

@@ -85,7 +85,8 @@ TORCH_MODULE(Attention);
 class SwiGluImpl : public torch::nn::Module {
  public:
   SwiGluImpl(int64_t hidden, int64_t intermediate);
-  at::Tensor forward(const at::Tensor& x);
+  // allow_fused = false: the reference's ops even in training (a block decoding with a cache).
+  at::Tensor forward(const at::Tensor& x, bool allow_fused = true);
   void SetFusedCpu(bool on) { fused_cpu_ = on; }  // as AttentionImpl's
   CastedLinear gate_up_proj{nullptr};
   CastedLinear down_proj{nullptr};
