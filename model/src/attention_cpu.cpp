@@ -15,7 +15,6 @@
 namespace trm::model {
 namespace {
 
-using simd::FastExp;
 using simd::kLanes;
 using simd::Load;
 using simd::Splat;
@@ -158,23 +157,8 @@ __attribute__((always_inline)) inline void SoftmaxRow(float* row, int64_t n, int
     row[j] *= scale;
     m = row[j] > m ? row[j] : m;
   }
-  const V8f mv = Splat(m);
-  V8f s8 = Splat(0.0f);
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    const V8f e = FastExp(Load(row + j) - mv);
-    Store(row + j, e);
-    s8 += e;
-  }
-  float sum = 0.0f;
-  for (int k = 0; k < kLanes; ++k) sum += s8[k];
-  for (; j < n; ++j) {
-    row[j] = FastExp(Splat(row[j] - m))[0];
-    sum += row[j];
-  }
-  const float inv = 1.0f / sum;
-  for (j = 0; j < n; ++j) row[j] *= inv;
-  for (; j < Sp; ++j) row[j] = 0.0f;
+  simd::Scale(row, n, 1.0f / simd::ExpShiftSum(row, n, m));
+  std::fill(row + n, row + Sp, 0.0f);
 }
 
 // One item: p = softmax(q k^T * scale) [Sp, Sp], o = p v [Sp, Dp].

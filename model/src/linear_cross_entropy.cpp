@@ -26,11 +26,9 @@ struct Chunked {
   at::Tensor loss, argmax, dz, dw, token_loss;
 };
 
-using simd::FastExp;
 using simd::kLanes;
 using simd::Load;
 using simd::Splat;
-using simd::Store;
 using simd::V8f;
 
 // One row of SoftmaxRows. Cloned for AVX2 (one 8-lane instruction where SSE2 takes two); the
@@ -51,29 +49,10 @@ __attribute__((target_clones("avx2", "default"))) void SoftmaxRow(float* row, in
   for (; j < V; ++j) m = row[j] > m ? row[j] : m;
   const float* hit = std::find(row, row + V, m);
   *argmax = hit == row + V ? 0 : hit - row;  // NaN rows: index 0 (the step is skipped anyway)
-  V8f s8 = Splat(0.0f);
-  const V8f mv = Splat(m);
-  for (j = 0; j + kLanes <= V; j += kLanes) {
-    const V8f ex = FastExp(Load(row + j) - mv);
-    Store(row + j, ex);
-    s8 += ex;
-  }
-  float sum = 0.0f;
-  for (int k = 0; k < kLanes; ++k) sum += s8[k];
-  for (; j < V; ++j) {
-    V8f one = Splat(0.0f);
-    one[0] = row[j] - m;
-    row[j] = FastExp(one)[0];
-    sum += row[j];
-  }
+  const float sum = simd::ExpShiftSum(row, V, m);
   *row_max = m;
   *row_sum = sum;
-  if (weight) {
-    const float scale = *weight / sum;
-    const V8f sv = Splat(scale);
-    for (j = 0; j + kLanes <= V; j += kLanes) Store(row + j, Load(row + j) * sv);
-    for (; j < V; ++j) row[j] *= scale;
-  }
+  if (weight) simd::Scale(row, V, *weight / sum);
 }
 
 // For each row of the [n, V] float32 block x: max, first argmax, and x <- exp(x - max) with the

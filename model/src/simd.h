@@ -55,4 +55,31 @@ __attribute__((always_inline)) static inline V8f FastExp(V8f x) {
   return p * scale;
 }
 
+// x <- exp(x - m) over n floats; returns their sum (eight lane sums, then the tail, in order).
+__attribute__((always_inline)) static inline float ExpShiftSum(float* x, int64_t n, float m) {
+  const V8f mv = Splat(m);
+  V8f s8 = Splat(0.0f);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const V8f e = FastExp(Load(x + j) - mv);
+    Store(x + j, e);
+    s8 += e;
+  }
+  float sum = 0.0f;
+  for (int k = 0; k < kLanes; ++k) sum += s8[k];
+  for (; j < n; ++j) {
+    x[j] = FastExp(Splat(x[j] - m))[0];
+    sum += x[j];
+  }
+  return sum;
+}
+
+// x <- x * s over n floats.
+__attribute__((always_inline)) static inline void Scale(float* x, int64_t n, float s) {
+  const V8f sv = Splat(s);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) Store(x + j, Load(x + j) * sv);
+  for (; j < n; ++j) x[j] *= s;
+}
+
 }  // namespace trm::model::simd
