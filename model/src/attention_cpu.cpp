@@ -1,6 +1,5 @@
 #include "attention_cpu.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "simd.h"
+#include "trm/model/parallel_for.h"
 
 namespace trm::model {
 namespace {
@@ -249,7 +249,7 @@ at::Tensor Forward(const at::Tensor& qkv, const at::Tensor& cos, const at::Tenso
   float* op = o.data_ptr<float>();
   float* pp = p_out ? p.data_ptr<float>() : nullptr;
   auto item_fn = simd::HasAvx2Fma() ? ForwardItemAvx2 : ForwardItemBase;
-  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+  ParallelFor(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     const int64_t rows = d.Sp * d.Dp;
     std::vector<float> buf(4 * rows + (pp ? 0 : d.Sp * d.Sp));
     float* lq = buf.data();
@@ -300,7 +300,7 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
     const float* pp = p.data_ptr<float>();
     float* dp = dqkv.data_ptr<float>();
     auto item_fn = simd::HasAvx2Fma() ? BackwardItemAvx2 : BackwardItemBase;
-    at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+    ParallelFor(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
       const int64_t rows = d.Sp * d.Dp, sq = d.Sp * d.Sp;
       std::vector<float> buf(7 * rows + 2 * sq);
       float* ldo = buf.data();

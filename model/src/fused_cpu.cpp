@@ -1,11 +1,10 @@
 #include "fused_cpu.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "simd.h"
+#include "trm/model/parallel_for.h"
 
 namespace trm::model {
 namespace {
@@ -120,16 +119,16 @@ int64_t Grain(int64_t row_elems) { return std::max<int64_t>(1, 16384 / std::max<
 
 void AddRmsNormRows(const float* a, const float* b, float* x, float* y, float* r, int64_t rows, int64_t n,
                     float eps) {
-  at::parallel_for(0, rows, Grain(n),
+  ParallelFor(0, rows, Grain(n),
                    [&](int64_t begin, int64_t end) { AddRmsNormChunk(a, b, x, y, r, begin, end, n, eps); });
 }
 
 void SwiGluRows(const float* gu, float* y, int64_t rows, int64_t I) {
-  at::parallel_for(0, rows, Grain(2 * I), [&](int64_t begin, int64_t end) { SwiGluChunk(gu, y, begin, end, I); });
+  ParallelFor(0, rows, Grain(2 * I), [&](int64_t begin, int64_t end) { SwiGluChunk(gu, y, begin, end, I); });
 }
 
 void SwiGluBackwardRows(const float* gu, const float* dy, float* dgu, int64_t rows, int64_t I) {
-  at::parallel_for(0, rows, Grain(3 * I),
+  ParallelFor(0, rows, Grain(3 * I),
                    [&](int64_t begin, int64_t end) { SwiGluBackwardChunk(gu, dy, dgu, begin, end, I); });
 }
 

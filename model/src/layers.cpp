@@ -7,6 +7,7 @@
 
 #include "attention_cpu.h"
 #include "fused_cpu.h"
+#include "trm/model/parallel_for.h"
 #include "trm/common/torch_compat.h"
 #include "trm/model/init.h"
 
@@ -76,7 +77,7 @@ class RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     const float* gp = g.data_ptr<float>();
     const float* rp = r.data_ptr<float>();
     float* dp = dx.data_ptr<float>();
-    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    ParallelFor(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const float* xr = xp + row * n;
         const float* gr = gp + row * n;
@@ -199,7 +200,7 @@ at::Tensor RotaryOnePass(const at::Tensor& x, const at::Tensor& cos, const at::T
   float* yp = y.data_ptr<float>();
   const int64_t xb = x.stride(0), xs = x.stride(1), xh = x.stride(2);
   const int64_t yb = y.stride(0), ys = y.stride(1), yh = y.stride(2), yd = y.stride(3);
-  at::parallel_for(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
+  ParallelFor(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / (S * H), s = (row / H) % S, h = row % H;
       const float* xr = xp + b * xb + s * xs + h * xh;
@@ -242,7 +243,7 @@ class RotaryFn : public torch::autograd::Function<RotaryFn> {
     const float* cp = cos.data_ptr<float>();
     const float* sp = sin.data_ptr<float>();
     float* dp = dx.data_ptr<float>();
-    at::parallel_for(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
+    ParallelFor(0, B * S * H, 64, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t s = (row / H) % S;
         const float* gr = gp + row * D;

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "simd.h"
+#include "trm/model/parallel_for.h"
 
 namespace trm::model {
 namespace {
@@ -60,7 +61,7 @@ __attribute__((target_clones("avx2", "default"))) void SoftmaxRow(float* row, in
 // which saves the gradient a pass over the whole block.
 void SoftmaxRows(float* x, int64_t n, int64_t V, float* row_max, float* row_sum, int64_t* argmax,
                  const float* weight) {
-  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+  ParallelFor(0, n, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       SoftmaxRow(x + i * V, V, row_max + i, row_sum + i, argmax + i, weight ? weight + i : nullptr);
     }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "trm/common/error.h"
+#include "trm/model/parallel_for.h"
 
 namespace trm::worker {
 
@@ -22,7 +23,7 @@ void Optimizer::FusedAdamWCpu(at::Tensor& p, const at::Tensor& g, double lr, dou
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float eps = static_cast<float>(opt_.eps);
   const float step = static_cast<float>(lr / bc1);
-  at::parallel_for(0, p.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+  model::ParallelFor(0, p.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float gi = G[i];
       const float m = b1 * M[i] + one_b1 * gi;
