@@ -28,27 +28,31 @@ class ThreadCount {
   int saved_;
 };
 
-TEST(ParallelForTest, RunsChunksOnSeveralThreads) {
-  ThreadCount two(2);
+// Exactly as many threads as at::set_num_threads asks (3, more than CI's cores, on purpose): a
+// region on one thread means parallel_for.cpp lost -fopenmp; on another count, that it runs on
+// an OpenMP runtime other than LibTorch's (a second libgomp), which ATen's thread count does not
+// govern.
+TEST(ParallelForTest, RunsOnAsManyThreadsAsLibTorchIsSetTo) {
+  ThreadCount three(3);
   std::mutex mu;
   std::set<std::thread::id> ids;
-  ParallelFor(0, 2, 1, [&](int64_t, int64_t) {
+  ParallelFor(0, 8, 1, [&](int64_t, int64_t) {
     std::lock_guard<std::mutex> lock(mu);
     ids.insert(std::this_thread::get_id());
   });
-  EXPECT_EQ(ids.size(), 2u) << "ParallelFor ran on one thread: is parallel_for.cpp built with -fopenmp?";
+  EXPECT_EQ(ids.size(), 3u) << "ParallelFor ran on " << ids.size() << " threads, at::get_num_threads() is 3";
 }
 
-TEST(ParallelForTest, CoversTheRangeOnceInChunksOfAtLeastTheGrain) {
+TEST(ParallelForTest, CoversTheRangeOnce) {
   ThreadCount two(2);
   std::vector<std::atomic<int>> hits(1001);
-  std::atomic<int> short_chunks{0};
+  std::atomic<int> chunks{0};
   ParallelFor(0, 1001, 7, [&](int64_t b, int64_t e) {
-    if (e - b < 7 && e != 1001) short_chunks.fetch_add(1);
+    chunks.fetch_add(1);
     for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
   });
   for (int64_t i = 0; i < 1001; ++i) ASSERT_EQ(hits[i].load(), 1) << "index " << i;
-  EXPECT_EQ(short_chunks.load(), 0);
+  EXPECT_EQ(chunks.load(), 2);
   int calls = 0;
   ParallelFor(5, 5, 1, [&](int64_t, int64_t) { ++calls; });  // an empty range calls nothing
   EXPECT_EQ(calls, 0);
@@ -70,12 +74,13 @@ TEST(ParallelForTest, RethrowsOnTheCallerAndRunsNestedCallsInline) {
 
 // The fused training kernels cut their rows (and the attention its batch x heads) by thread
 // count; each row is computed alone, so a block's output and gradients are bitwise the same on
-// one thread and on two: a run resumed with another thread count stays exact.
+// one thread and on two: a run resumed with another thread count stays exact. 4 x 160 rows of
+// 64: over every kernel's grain, so each really splits (RoPE, add + RMSNorm, SwiGLU, attention).
 TEST(ParallelForTest, FusedBlockIsBitwiseTheSameOnOneAndTwoThreads) {
   torch::manual_seed(5);
   ArchConfig cfg;
   cfg.vocab_size = 11;
-  cfg.seq_len = 33;
+  cfg.seq_len = 160;
   cfg.hidden_size = 64;
   cfg.num_heads = 4;
   cfg.expansion = 2;
@@ -83,13 +88,14 @@ TEST(ParallelForTest, FusedBlockIsBitwiseTheSameOnOneAndTwoThreads) {
   cfg.causal = true;
   cfg.forward_dtype = ForwardDtype::kFloat32;
   Block block(cfg);
-  const at::Tensor x0 = torch::randn({3, 33, 64});
-  const at::Tensor g = torch::randn({3, 33, 64});
+  const RotaryTables rope = RotaryTables::Make(cfg.seq_len, cfg.head_dim(), cfg.rope_theta);
+  const at::Tensor x0 = torch::randn({4, 160, 64});
+  const at::Tensor g = torch::randn({4, 160, 64});
   auto run = [&](int threads) {
     ThreadCount n(threads);
     block->zero_grad();
     at::Tensor x = x0.clone().requires_grad_(true);
-    at::Tensor y = block(x, nullptr);
+    at::Tensor y = block(x, &rope);
     y.backward(g);
     return std::vector<at::Tensor>{y.detach(), x.grad(), block->self_attn->qkv_proj->weight.grad().clone(),
                                    block->mlp->gate_up_proj->weight.grad().clone()};

@@ -8,11 +8,12 @@
 // body through a function reference, so callers need neither the flag nor their own PCH.
 //
 // Contract: as at::parallel_for. f(chunk_begin, chunk_end) is called on disjoint chunks that
-// cover [begin, end), concurrently on up to at::get_num_threads() threads, each at least `grain`
-// long; inside a parallel region (nested) or below the grain the whole range runs inline. An
-// exception from f is rethrown on the caller. The chunk boundaries depend on the thread count,
-// so f must give the same result however the range is cut (each index computed alone): then
-// results are bitwise the same for every thread count.
+// cover [begin, end), concurrently on up to at::get_num_threads() threads and on no more than
+// ceil((end - begin) / grain) of them; inside a parallel region (nested), or when the range is
+// no longer than the grain, the whole range runs inline. An exception from f is rethrown on the
+// caller. The chunk boundaries depend on the thread count, so f must give the same result
+// however the range is cut (each index computed alone): then results are bitwise the same for
+// every thread count.
 #pragma once
 
 #include <cstdint>
