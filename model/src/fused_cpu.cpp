@@ -120,7 +120,7 @@ int64_t Grain(int64_t row_elems) { return std::max<int64_t>(1, 16384 / std::max<
 void AddRmsNormRows(const float* a, const float* b, float* x, float* y, float* r, int64_t rows, int64_t n,
                     float eps) {
   ParallelFor(0, rows, Grain(n),
-                   [&](int64_t begin, int64_t end) { AddRmsNormChunk(a, b, x, y, r, begin, end, n, eps); });
+              [&](int64_t begin, int64_t end) { AddRmsNormChunk(a, b, x, y, r, begin, end, n, eps); });
 }
 
 void SwiGluRows(const float* gu, float* y, int64_t rows, int64_t I) {
@@ -129,7 +129,7 @@ void SwiGluRows(const float* gu, float* y, int64_t rows, int64_t I) {
 
 void SwiGluBackwardRows(const float* gu, const float* dy, float* dgu, int64_t rows, int64_t I) {
   ParallelFor(0, rows, Grain(3 * I),
-                   [&](int64_t begin, int64_t end) { SwiGluBackwardChunk(gu, dy, dgu, begin, end, I); });
+              [&](int64_t begin, int64_t end) { SwiGluBackwardChunk(gu, dy, dgu, begin, end, I); });
 }
 
 }  // namespace trm::model
