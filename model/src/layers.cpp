@@ -7,9 +7,9 @@
 
 #include "attention_cpu.h"
 #include "fused_cpu.h"
-#include "trm/model/parallel_for.h"
 #include "trm/common/torch_compat.h"
 #include "trm/model/init.h"
+#include "trm/model/parallel_for.h"
 
 namespace trm::model {
 
