@@ -1,8 +1,8 @@
 // trm-bench eval: evaluation rows/s of trm-eval's evaluation (EvaluateCheckpoint) against the
 // PyTorch reference evaluating the same model.safetensors on the same split
 // (tests/tools/ref_eval.py --bench), side by side: the two alternate `--repeats` times in this one
-// run, with the same threads, batch and OMP_WAIT_POLICY=PASSIVE (what our binaries give
-// themselves), and each is timed over the pass alone (after a warm-up, loading excluded). Reports
+// run, with the same threads, batch, BLAS build and OpenMP wait policy (trm/common/process_env.h),
+// and each is timed over the pass alone (after a warm-up, loading excluded). Reports
 // the median rows/s of each, the ratio, and the largest relative difference of their metrics.
 #include <sys/wait.h>
 
@@ -14,6 +14,7 @@
 #include "bench.h"
 #include "side_by_side.h"
 #include "trm/common/error.h"
+#include "trm/common/process_env.h"
 #include "trm/worker/evaluation.h"
 #include "trm/worker/thread_pools.h"
 
@@ -35,7 +36,7 @@ int RunEval(const std::vector<std::string>& args) {
   // Warm-up (page cache, allocator, OpenBLAS's threads), which also resolves a run directory to
   // the checkpoint both sides then read.
   const std::string checkpoint = worker::EvaluateCheckpoint(o).checkpoint;
-  const std::string ref_cmd = "OMP_WAIT_POLICY=PASSIVE TRM_REFERENCE_DIR='" + reference + "' /usr/bin/python3 '" +
+  const std::string ref_cmd = SameBlasPrefix() + "TRM_REFERENCE_DIR='" + reference + "' /usr/bin/python3 '" +
                               std::string(TRM_BENCH_SOURCE_DIR) + "/tests/tools/ref_eval.py' '" + checkpoint +
                               "' '" + o.data + "' --split " + o.split + " --batch-size " +
                               std::to_string(o.batch_size) + " --threads " + std::to_string(threads) + " --bench";

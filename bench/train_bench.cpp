@@ -1,8 +1,9 @@
 // trm-bench train: the same work as `shared/reference/trm_ref.py bench PRESET` (same sizes,
 // random tokens, one ACT call + backward + AdamW per step, 2 threads by default), so the two print
 // comparable JSON lines. --vs-reference runs the reference itself (bench/ref_bench.py, at its best:
-// OMP_WAIT_POLICY=PASSIVE as our binaries set for themselves, the same threads, and for bfloat16
-// its forward under torch.autocast) alternating with ours in this one run, and reports both, the
+// on the same BLAS build and OpenMP wait policy as ours (trm/common/process_env.h), the same
+// threads, and for bfloat16 its forward under torch.autocast) alternating with ours in this one
+// run, and reports both, the
 // ratio, the CPU's ISA, its measured matmul peaks and the fraction of the peak each side reaches.
 #include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -21,6 +22,7 @@
 #include "side_by_side.h"
 #include "trm/common/cpu_features.h"
 #include "trm/common/error.h"
+#include "trm/common/process_env.h"
 #include "trm/model/trm.h"
 #include "trm/worker/flat_params.h"
 #include "trm/worker/optimizer.h"
@@ -154,6 +156,12 @@ int RunVsReference(const std::string& preset, int steps, int threads, const std:
   nlohmann::json j = {{"preset", preset},   {"forward_dtype", dtype}, {"threads", threads},
                       {"steps", steps},     {"repeats", repeats},     {"cpu", cpu.model},
                       {"isa", cpu.isa()},   {"native_bf16", cpu.native_bf16()}};
+  const BlasRuntime blas = LoadedBlas();
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  // Both sides run on the same BLAS build and OpenMP wait policy (process_env.h says which).
+  const std::string env = SameBlasPrefix() + "OMP_WAIT_POLICY=" + (policy ? policy : "(unset: libgomp's default)");
+  j["blas"] = {{"library", blas.library}, {"threading", blas.threading}};
+  j["environment"] = env;
   const double peak32 = MatmulGflops("float32"), peak16 = MatmulGflops("bfloat16");
   j["matmul_gflops"] = {{"float32", Round(peak32, 10)}, {"bfloat16", Round(peak16, 10)}};
   if (dtype == "bfloat16" && !cpu.native_bf16()) {
@@ -161,7 +169,7 @@ int RunVsReference(const std::string& preset, int steps, int threads, const std:
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  const std::string cmd = "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '" + std::string(TRM_BENCH_SOURCE_DIR) +
+  const std::string cmd = SameBlasPrefix() + "/usr/bin/python3 '" + std::string(TRM_BENCH_SOURCE_DIR) +
                           "/bench/ref_bench.py' " + preset + " --device cpu --threads " + std::to_string(threads) +
                           " --steps " + std::to_string(steps) + " --reference '" + reference + "'" +
                           (dtype == "bfloat16" ? " --autocast-bf16" : "");
@@ -200,8 +208,7 @@ int RunVsReference(const std::string& preset, int steps, int threads, const std:
   j["reference"] = {{"step_s", Round(b, 1e4)}, {"forward_s", Round(Median(ref_f), 1e4)},
                     {"backward_s", Round(Median(ref_b), 1e4)}, {"optimizer_s", Round(Median(ref_o), 1e4)},
                     {"fraction_of_matmul_peak", Round(flops / b / 1e9 / peak, 1000)}, {"step_s_all", theirs},
-                    {"anchor", dtype == "bfloat16" ? "autocast bfloat16, OMP_WAIT_POLICY=PASSIVE"
-                                                   : "float32, OMP_WAIT_POLICY=PASSIVE"}};
+                    {"anchor", (dtype == "bfloat16" ? "autocast bfloat16, " : "float32, ") + env}};
   j["speedup"] = Round(Median(ratios), 100);  // median of the paired ratios
   j["speedup_of_medians"] = Round(b / a, 100);
   std::printf("%s\n", j.dump().c_str());

@@ -6,6 +6,10 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git curl openssl procps
   libtorch-dev libopenblas0-pthread
+  # OpenBLAS's OpenMP build, which our binaries load (one thread pool: cmake/Dependencies.cmake).
+  libopenblas0-openmp
+  # oneDNN's headers: the CPU training path's float32 products (model/src/gemm_cpu.h).
+  libdnnl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libsqlite3-dev libssl-dev libgloo-dev

@@ -7,6 +7,7 @@
 
 #include "attention_cpu.h"
 #include "fused_cpu.h"
+#include "gemm_cpu.h"
 #include "trm/common/torch_compat.h"
 #include "trm/model/init.h"
 #include "trm/model/parallel_for.h"
@@ -20,8 +21,60 @@ CastedLinearImpl::CastedLinearImpl(int64_t in_features, int64_t out_features, bo
   if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
 }
 
+namespace {
+
+// y = x W^T on the training path's GEMM, with its backward's two products there too: dx = dy W,
+// dW = dy^T x. x [..., in] float32, w [out, in].
+class CpuLinearFn : public torch::autograd::Function<CpuLinearFn> {
+ public:
+  static at::Tensor Forward(const at::Tensor& x, const at::Tensor& w) {
+    const int64_t in = w.size(1), out = w.size(0);
+    const at::Tensor x2 = x.reshape({-1, in});
+    at::Tensor y = torch::empty({x2.size(0), out}, x.options().requires_grad(false));
+    CpuGemm(x2, w.t(), y);
+    std::vector<int64_t> size(x.sizes().begin(), x.sizes().end());
+    size.back() = out;
+    return y.view(size);
+  }
+
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    return {Forward(x, w)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& w = saved[1];
+    const int64_t in = w.size(1), out = w.size(0);
+    const at::Tensor dy = grads[0].reshape({-1, out});
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      dx = torch::empty({dy.size(0), in}, dy.options());
+      CpuGemm(dy, w, dx);
+      dx = dx.view(x.sizes());
+    }
+    if (ctx->needs_input_grad(1)) {
+      dw = torch::empty({out, in}, dy.options());
+      CpuGemm(dy.t(), x.reshape({-1, in}), dw);
+    }
+    return {dx, dw};
+  }
+};
+
+}  // namespace
+
 at::Tensor CastedLinearImpl::forward(const at::Tensor& x) {
   auto dt = x.scalar_type();
+  if (is_training() && fused_cpu_ && !bias.defined() && x.device().is_cpu() && dt == torch::kFloat32 &&
+      weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() && x.dim() >= 2 && x.numel() > 0) {
+    if (torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) {
+      return CpuLinearFn::apply(x, weight)[0];
+    }
+    return CpuLinearFn::Forward(x, weight);
+  }
   at::Tensor w = weight.scalar_type() == dt ? weight : weight.to(dt);
   if (!bias.defined()) return torch::linear(x, w);
   return torch::linear(x, w, bias.scalar_type() == dt ? bias : bias.to(dt));

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "simd.h"
 #include "trm/model/parallel_for.h"
@@ -68,9 +70,6 @@ void SoftmaxRows(float* x, int64_t n, int64_t V, float* row_max, float* row_sum,
   });
 }
 
-// One pass over the rows in blocks; with_grad also accumulates d(loss)/dz and d(loss)/dw. Every
-// block reuses one logits buffer and is reduced in place: no allocation of block-sized tensors
-// (fresh multi-MB allocations cost page faults on every step).
 // `cached` if it has this shape and options and nothing else holds it, else a new tensor kept there.
 at::Tensor Reuse(at::Tensor* cached, at::IntArrayRef sizes, const at::TensorOptions& opts) {
   if (cached && cached->defined() && cached->sizes() == sizes && cached->dtype() == opts.dtype() &&
@@ -82,11 +81,111 @@ at::Tensor Reuse(at::Tensor* cached, at::IntArrayRef sizes, const at::TensorOpti
   return t;
 }
 
+// One row of a bfloat16 logits block (SoftmaxRowsBf16). The max and argmax are read from the
+// bfloat16 row, exp(x - max) goes to a float32 scratch row (L2-resident), and the gradient
+// weight * (softmax - onehot) is formed in float32 and rounded once to bfloat16 in place: what the
+// reference's autocast head computes (bfloat16 logits, float32 cross-entropy, its gradient cast
+// back to bfloat16 for the product's backward), without the [n, V] float32 copies between.
+__attribute__((target_clones("avx2", "default"))) void SoftmaxRowBf16(uint16_t* row, int64_t V, float* scratch,
+                                                                       int64_t label, const float* weight,
+                                                                       int64_t* argmax, float* token_loss) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  V8f m8 = Splat(ninf);
+  int64_t j = 0;
+  for (; j + kLanes <= V; j += kLanes) {
+    const V8f v = simd::LoadBf16(row + j);
+    m8 = v > m8 ? v : m8;
+  }
+  float m = ninf;
+  for (int k = 0; k < kLanes; ++k) m = m8[k] > m ? m8[k] : m;
+  for (; j < V; ++j) m = simd::Bf16ToFloat(row[j]) > m ? simd::Bf16ToFloat(row[j]) : m;
+  int64_t hit = 0;  // NaN rows: index 0 (the step is skipped anyway)
+  for (int64_t i = 0; i < V; ++i) {
+    if (simd::Bf16ToFloat(row[i]) == m) {
+      hit = i;
+      break;
+    }
+  }
+  *argmax = hit;
+  for (j = 0; j + kLanes <= V; j += kLanes) simd::Store(scratch + j, simd::LoadBf16(row + j));
+  for (; j < V; ++j) scratch[j] = simd::Bf16ToFloat(row[j]);
+  const float sum = simd::ExpShiftSum(scratch, V, m);
+  const bool valid = label != kIgnore;
+  *token_loss = valid ? (m + std::log(sum)) - simd::Bf16ToFloat(row[label]) : 0.0f;
+  if (!weight) return;
+  const V8f s = Splat(*weight / sum);
+  for (j = 0; j + kLanes <= V; j += kLanes) simd::StoreBf16(row + j, simd::Load(scratch + j) * s);
+  for (; j < V; ++j) row[j] = simd::FloatToBf16(scratch[j] * s[0]);
+  if (valid) row[label] = simd::FloatToBf16(scratch[label] * s[0] - *weight);
+}
+
+// SoftmaxRowBf16 over the [n, V] bfloat16 block x (ATen's bfloat16 bits), rows split over the
+// threads. labels [n] int64; weight [n] or null (no gradient: x is left as it is).
+void SoftmaxRowsBf16(uint16_t* x, int64_t n, int64_t V, const int64_t* labels, const float* weight,
+                     int64_t* argmax, float* token_loss) {
+  ParallelFor(0, n, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> scratch(static_cast<size_t>(V));
+    for (int64_t i = b; i < e; ++i) {
+      SoftmaxRowBf16(x + i * V, V, scratch.data(), labels[i], weight ? weight + i : nullptr, argmax + i,
+                     token_loss + i);
+    }
+  });
+}
+
+uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
+// The bfloat16 head on the CPU: bfloat16 products (oneDNN; AMX where the CPU has it) around the
+// float32 softmax of SoftmaxRowsBf16. The logits block is bfloat16, so a block holds twice the
+// rows of a float32 one (for a 50k vocabulary, 1,335 rows in 128 MB: the presets' 1,024 rows in
+// one block). The weight gradient of each block is a bfloat16 product, as the reference's autocast
+// backward forms it, accumulated in float32.
+Chunked RunBf16Cpu(const at::Tensor& z, const at::Tensor& w, const at::Tensor& labels_in, const at::Tensor& row_weight,
+                   bool with_grad, LinearCrossEntropyWorkspace* ws) {
+  const int64_t N = z.size(0), V = w.size(0);
+  const at::Tensor labels = labels_in.to(torch::kLong).contiguous();
+  const at::Tensor wrow = row_weight.to(torch::kFloat32).contiguous();
+  Chunked r;
+  r.argmax = torch::empty({N}, labels.options());
+  at::Tensor tok = torch::empty({N}, wrow.options());
+  if (with_grad) {
+    r.dz = torch::empty_like(z, at::MemoryFormat::Contiguous);
+    r.dw = Reuse(ws ? &ws->dw : nullptr, w.sizes(), w.options().dtype(torch::kFloat32));
+  }
+  const int64_t block_bytes = ws ? ws->block_bytes : kLinearCrossEntropyBlockBytes;
+  const int64_t C = std::min(std::max<int64_t>(16, block_bytes / 2 / std::max<int64_t>(V, 1)), N);
+  at::Tensor buf = Reuse(ws ? &ws->logits : nullptr, {C, V}, z.options().dtype(torch::kBFloat16));
+  at::Tensor dw16 = with_grad ? Reuse(ws ? &ws->dw16 : nullptr, w.sizes(), buf.options()) : at::Tensor();
+  for (int64_t r0 = 0; r0 < N; r0 += C) {
+    const int64_t n = std::min(C, N - r0);
+    const at::Tensor zc = z.narrow(0, r0, n);
+    at::Tensor logits = buf.narrow(0, 0, n);
+    at::mm_out(logits, zc, w.t());
+    SoftmaxRowsBf16(Bf16Data(logits), n, V, labels.data_ptr<int64_t>() + r0,
+                    with_grad ? wrow.data_ptr<float>() + r0 : nullptr, r.argmax.data_ptr<int64_t>() + r0,
+                    tok.data_ptr<float>() + r0);
+    if (!with_grad) continue;
+    at::Tensor dzc = r.dz.narrow(0, r0, n);
+    at::mm_out(dzc, logits, w);
+    at::mm_out(dw16, logits.t(), zc);
+    if (r0 == 0) r.dw.copy_(dw16);
+    else r.dw.add_(dw16);
+  }
+  r.loss = (tok * wrow).sum();
+  r.token_loss = tok;
+  return r;
+}
+
+// One pass over the rows in blocks; with_grad also accumulates d(loss)/dz and d(loss)/dw. Every
+// block reuses one logits buffer and is reduced in place: no allocation of block-sized tensors
+// (fresh multi-MB allocations cost page faults on every step).
 Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& labels, const at::Tensor& row_weight,
             bool with_grad, LinearCrossEntropyWorkspace* ws) {
   torch::NoGradGuard no_grad;
   const int64_t N = z.size(0), V = w_in.size(0);
   const at::Tensor w = w_in.scalar_type() == z.scalar_type() ? w_in : w_in.to(z.scalar_type());
+  if (z.is_cpu() && z.scalar_type() == torch::kBFloat16 && z.is_contiguous()) {
+    return RunBf16Cpu(z, w, labels, row_weight, with_grad, ws);
+  }
   const bool cpu_f32 = z.is_cpu() && z.scalar_type() == torch::kFloat32;
   Chunked r;
   r.argmax = torch::empty({N}, labels.options().dtype(torch::kLong).device(torch::kCPU));

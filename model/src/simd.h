@@ -15,6 +15,9 @@ typedef float V8f __attribute__((vector_size(32)));
 typedef int32_t V8i __attribute__((vector_size(32)));
 constexpr int kLanes = 8;
 
+typedef uint32_t V8u __attribute__((vector_size(32)));
+typedef uint16_t V8h __attribute__((vector_size(16)));
+
 // Whether this CPU runs the kernels' AVX2 + FMA builds.
 static inline bool HasAvx2Fma() {
   static const bool has = [] {
@@ -32,6 +35,39 @@ __attribute__((always_inline)) static inline V8f Load(const float* p) {
   return v;
 }
 __attribute__((always_inline)) static inline void Store(float* p, V8f v) { std::memcpy(p, &v, sizeof v); }
+
+// bfloat16 (raw 16-bit patterns: the upper half of a float32) to float32, exactly.
+__attribute__((always_inline)) static inline V8f LoadBf16(const uint16_t* p) {
+  V8h h;
+  std::memcpy(&h, p, sizeof h);
+  const V8u w = __builtin_convertvector(h, V8u) << 16;
+  V8f f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+}
+__attribute__((always_inline)) static inline float Bf16ToFloat(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+}
+
+// float32 to bfloat16 rounded to nearest even, NaN to the quiet NaN: c10::BFloat16's rounding,
+// so a value stored here equals the same value converted by ATen.
+__attribute__((always_inline)) static inline void StoreBf16(uint16_t* p, V8f v) {
+  V8u b;
+  std::memcpy(&b, &v, sizeof b);
+  V8u r = (b + ((b >> 16) & 1u) + 0x7FFFu) >> 16;
+  r = (v != v) ? V8u{0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u} : r;
+  const V8h h = __builtin_convertvector(r, V8h);
+  std::memcpy(p, &h, sizeof h);
+}
+__attribute__((always_inline)) static inline uint16_t FloatToBf16(float f) {
+  if (f != f) return 0x7FC0u;
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return static_cast<uint16_t>((b + ((b >> 16) & 1u) + 0x7FFFu) >> 16);
+}
 
 // exp(x) in plain float arithmetic (Cephes' polynomial, ~1 ulp): ATen's exp on Debian's build
 // runs at ~1-2 ns an element, which dominated the loss and the attention softmax.

@@ -145,6 +145,7 @@ void TrmImpl::SetFusedHeadBlockBytes(int64_t bytes) { head_ws_->block_bytes = by
 void TrmImpl::SetFusedCpuKernels(bool on) {
   for (const auto& m : modules()) {
     if (auto* block = m->as<BlockImpl>()) block->SetFusedCpu(on);
+    if (auto* linear = m->as<CastedLinearImpl>()) linear->SetFusedCpu(on);
   }
 }
 

@@ -295,6 +295,50 @@ TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
               plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-4);
 }
 
+// The bfloat16 head on the CPU (bfloat16 logits and products, float32 softmax) against the plain
+// bfloat16 path (the reference's autocast head): same bfloat16 logits, so the same argmax
+// metrics; loss and gradients within bfloat16 rounding. In one block and in several (the weight
+// gradient accumulated in float32 across blocks).
+TEST(TrmTest, FusedBfloat16HeadMatchesThePlainBfloat16Head) {
+  for (int64_t block_mb : {32, 4}) {
+    torch::manual_seed(13);
+    ArchConfig c = Config();
+    c.vocab_size = 70000;  // 32 MB: 239 bfloat16 rows, one block; 4 MB: 29 rows, six blocks
+    c.seq_len = 40;
+    c.forward_dtype = ForwardDtype::kBfloat16;
+    Trm plain(c), fused(c);
+    fused->SetFusedHeadBlockBytes(block_mb << 20);
+    std::map<std::string, at::Tensor> sd;
+    for (const auto& [n, t] : plain->StateDict()) sd[n] = t;
+    fused->LoadStateDict(sd, "plain");
+    fused->SetFusedHead(true);
+    plain->train();
+    fused->train();
+    Batch b = RandomBatch(c, 4);
+    b.labels.select(0, 3).fill_(-100);
+    StepOutput p = plain->forward(plain->InitialCarry(b), b), f = fused->forward(fused->InitialCarry(b), b);
+    EXPECT_FALSE(f.logits.defined());
+    EXPECT_NEAR(f.loss.item<double>(), p.loss.item<double>(), 1e-4 * std::abs(p.loss.item<double>())) << block_mb;
+    for (const char* k : {"count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"})
+      EXPECT_EQ(f.metrics.at(k).item<double>(), p.metrics.at(k).item<double>()) << k << " " << block_mb;
+    p.loss.backward();
+    f.loss.backward();
+    auto pp = plain->named_parameters(), fp = fused->named_parameters();
+    for (const auto& item : pp) {
+      at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
+      ASSERT_TRUE(g.defined()) << item.key();
+      EXPECT_EQ(g.scalar_type(), torch::kFloat32) << item.key();
+      double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
+      EXPECT_LT(rel, 2e-2) << item.key() << " " << block_mb;
+    }
+    torch::NoGradGuard ng;
+    fused->eval();
+    plain->eval();
+    EXPECT_NEAR(fused->forward(fused->InitialCarry(b), b).loss.item<double>(),
+                plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-3);
+  }
+}
+
 // The fused head reuses its buffers from call to call: a second forward while the first one's
 // backward is still pending must not overwrite the first one's saved gradient, and a third call
 // after both backwards (reusing the buffers) gives the first call's gradients again.

@@ -21,8 +21,14 @@ class CastedLinearImpl : public torch::nn::Module {
  public:
   CastedLinearImpl(int64_t in_features, int64_t out_features, bool bias);
   at::Tensor forward(const at::Tensor& x);
+  // In training mode on the CPU in float32, without bias, the products run on the training
+  // path's GEMM (model/src/gemm_cpu.h; default) or ATen's. Evaluation mode always runs ATen's.
+  void SetFusedCpu(bool on) { fused_cpu_ = on; }
   at::Tensor weight;
   at::Tensor bias;  // undefined without bias
+
+ private:
+  bool fused_cpu_ = true;
 };
 TORCH_MODULE(CastedLinear);
 
