@@ -100,11 +100,6 @@ void ScatterQkv(const float* in, int64_t part, int64_t b, int64_t h, const Rope&
   for (int64_t s = 0; s < S; ++s) RotateBack(in + s * Dp, rope, s, D, out + (((b * S + s) * 3 + part) * H + h) * D);
 }
 
-void Transpose(const float* in, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) out[j * n + i] = in[i * n + j];
-}
-
 // Which part of a product a 4-row tile starting at row i0 needs, for triangular operands.
 struct Ranges {
   bool k_from_tile = false;  // k from i0 (A is upper triangular)
@@ -112,32 +107,39 @@ struct Ranges {
   bool n_to_tile = false;    // columns below i0 + 4, rounded up to the tile (a causal score block)
 };
 
-// C[i][n] = sum_k A[i][k] B[k][n] for M % 4 == 0 and N % 16 == 0, in 4 x 16 register tiles.
-__attribute__((always_inline)) inline void Gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                                                const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
+// C[i][n] = sum_k A[i][k] B[k][n] for M % 4 == 0 and N % 16 == 0, in 4 x 16 register tiles;
+// with `a_transposed`, A is stored as A^T ([K, M], leading dimension lda): C = A^T-stored times B
+// without a transposed copy (the backward's p^T dO and dS^T q), the same products in the same
+// order, so the same bits.
+template <bool a_transposed>
+__attribute__((always_inline)) inline void GemmTile(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                    const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
   for (int64_t i0 = 0; i0 < M; i0 += 4) {
     const int64_t k0 = r.k_from_tile ? i0 : 0;
     const int64_t k1 = r.k_to_tile ? std::min(i0 + 4, K) : K;
     const int64_t n1 = r.n_to_tile ? std::min(RoundUp(i0 + 4, kPad), N) : N;
-    const float* a0 = A + i0 * lda;
-    const float* a1 = a0 + lda;
-    const float* a2 = a1 + lda;
-    const float* a3 = a2 + lda;
+    // Element (row i0 + j, column k) of A: at a_row[j] + k * a_step.
+    const int64_t a_step = a_transposed ? lda : 1;
+    const float* a0 = a_transposed ? A + i0 : A + i0 * lda;
+    const float* a1 = a_transposed ? a0 + 1 : a0 + lda;
+    const float* a2 = a_transposed ? a1 + 1 : a1 + lda;
+    const float* a3 = a_transposed ? a2 + 1 : a2 + lda;
     for (int64_t n0 = 0; n0 < n1; n0 += kPad) {
       V8f c00 = Splat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
       for (int64_t k = k0; k < k1; ++k) {
         const float* bk = B + k * ldb + n0;
         const V8f b0 = Load(bk), b1 = Load(bk + kLanes);
-        V8f x = Splat(a0[k]);
+        const int64_t ka = k * a_step;
+        V8f x = Splat(a0[ka]);
         c00 += x * b0;
         c01 += x * b1;
-        x = Splat(a1[k]);
+        x = Splat(a1[ka]);
         c10 += x * b0;
         c11 += x * b1;
-        x = Splat(a2[k]);
+        x = Splat(a2[ka]);
         c20 += x * b0;
         c21 += x * b1;
-        x = Splat(a3[k]);
+        x = Splat(a3[ka]);
         c30 += x * b0;
         c31 += x * b1;
       }
@@ -148,6 +150,16 @@ __attribute__((always_inline)) inline void Gemm(int64_t M, int64_t N, int64_t K,
       Store(c, c30), Store(c + kLanes, c31);
     }
   }
+}
+
+__attribute__((always_inline)) inline void Gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
+  GemmTile<false>(M, N, K, A, lda, B, ldb, C, ldc, r);
+}
+// C = A^T B with A stored [K, M].
+__attribute__((always_inline)) inline void GemmAt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                  const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
+  GemmTile<true>(M, N, K, A, lda, B, ldb, C, ldc, r);
 }
 
 // Row i of the scores: scale, softmax over its n visible keys, zeros after them.
@@ -177,11 +189,11 @@ __attribute__((always_inline)) inline void ForwardItemImpl(const float* q, const
 }
 
 // One item's gradients from p and dO: dS = p * (dO v^T - rowsum(p * dO v^T)) * scale, then
-// dq = dS k, dk = dS^T q, dv = p^T dO. ds and t are [Sp, Sp] scratch.
+// dq = dS k, dk = dS^T q, dv = p^T dO. ds is [Sp, Sp] scratch.
 __attribute__((always_inline)) inline void BackwardItemImpl(const float* p, const float* dout, const float* vt,
                                                             const float* q, const float* k, int64_t S, int64_t Sp,
                                                             int64_t Dp, bool causal, float scale, float* ds,
-                                                            float* t, float* dq, float* dk, float* dv) {
+                                                            float* dq, float* dk, float* dv) {
   Gemm(Sp, Sp, Dp, dout, Dp, vt, Sp, ds, Sp, {false, false, causal});  // dP = dO v^T
   for (int64_t i = 0; i < Sp; ++i) {
     float* row = ds + i * Sp;
@@ -193,10 +205,8 @@ __attribute__((always_inline)) inline void BackwardItemImpl(const float* p, cons
     for (int64_t j = n; j < Sp; ++j) row[j] = 0.0f;
   }
   Gemm(Sp, Dp, Sp, ds, Sp, k, Dp, dq, Dp, {false, causal, false});
-  Transpose(p, Sp, t);
-  Gemm(Sp, Dp, Sp, t, Sp, dout, Dp, dv, Dp, {causal, false, false});
-  Transpose(ds, Sp, t);
-  Gemm(Sp, Dp, Sp, t, Sp, q, Dp, dk, Dp, {causal, false, false});
+  GemmAt(Sp, Dp, Sp, p, Sp, dout, Dp, dv, Dp, {causal, false, false});
+  GemmAt(Sp, Dp, Sp, ds, Sp, q, Dp, dk, Dp, {causal, false, false});
 }
 
 // The same kernels built for AVX2 with FMA and for the baseline ISA, chosen at run time. The two
@@ -212,14 +222,14 @@ void ForwardItemBase(const float* q, const float* kt, const float* v, int64_t S,
 }
 __attribute__((target("avx2,fma"))) void BackwardItemAvx2(const float* p, const float* dout, const float* vt,
                                                           const float* q, const float* k, int64_t S, int64_t Sp,
-                                                          int64_t Dp, bool causal, float scale, float* ds, float* t,
-                                                          float* dq, float* dk, float* dv) {
-  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, t, dq, dk, dv);
+                                                          int64_t Dp, bool causal, float scale, float* ds, float* dq,
+                                                          float* dk, float* dv) {
+  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
 }
 void BackwardItemBase(const float* p, const float* dout, const float* vt, const float* q, const float* k, int64_t S,
-                      int64_t Sp, int64_t Dp, bool causal, float scale, float* ds, float* t, float* dq, float* dk,
+                      int64_t Sp, int64_t Dp, bool causal, float scale, float* ds, float* dq, float* dk,
                       float* dv) {
-  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, t, dq, dk, dv);
+  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
 }
 
 struct Dims {
@@ -302,7 +312,7 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
     auto item_fn = simd::HasAvx2Fma() ? BackwardItemAvx2 : BackwardItemBase;
     ParallelFor(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
       const int64_t rows = d.Sp * d.Dp, sq = d.Sp * d.Sp;
-      std::vector<float> buf(7 * rows + 2 * sq);
+      std::vector<float> buf(7 * rows + sq);
       float* ldo = buf.data();
       float* lvt = ldo + rows;
       float* lq = lvt + rows;
@@ -311,7 +321,6 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
       float* ldk = ldq + rows;
       float* ldv = ldk + rows;
       float* lds = ldv + rows;
-      float* lt = lds + sq;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / d.H, h = item % d.H;
         std::memset(ldo, 0, sizeof(float) * rows);
@@ -319,7 +328,7 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
         GatherCols(x, 2, b, h, Rope{}, d.Sp, d.Dp, lvt);
         GatherRows(x, 0, b, h, rope, d.Sp, d.Dp, lq);
         GatherRows(x, 1, b, h, rope, d.Sp, d.Dp, lk);
-        item_fn(pp + item * sq, ldo, lvt, lq, lk, d.S, d.Sp, d.Dp, causal, d.scale, lds, lt, ldq, ldk, ldv);
+        item_fn(pp + item * sq, ldo, lvt, lq, lk, d.S, d.Sp, d.Dp, causal, d.scale, lds, ldq, ldk, ldv);
         ScatterQkv(ldq, 0, b, h, rope, d.S, d.H, d.D, d.Dp, dp);
         ScatterQkv(ldk, 1, b, h, rope, d.S, d.H, d.D, d.Dp, dp);
         ScatterQkv(ldv, 2, b, h, Rope{}, d.S, d.H, d.D, d.Dp, dp);

@@ -93,6 +93,9 @@ at::Tensor CastedEmbeddingImpl::forward(const at::Tensor& ids, at::ScalarType dt
 
 namespace {
 
+// A bfloat16 CPU activation: training's fused kernels take it in float32 between two casts.
+bool CpuBf16(const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kBFloat16; }
+
 // The reference's op sequence, so the forward stays bitwise the reference's.
 at::Tensor RmsNormOps(const at::Tensor& x32, double eps, at::Tensor* r_out = nullptr) {
   at::Tensor r = torch::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps);
@@ -198,6 +201,9 @@ namespace {
 
 // RmsNorm(a + b); `fused` (training) on the CPU in float32 one pass, else the reference's ops.
 at::Tensor AddRmsNorm(const at::Tensor& a, const at::Tensor& b, double eps, bool fused) {
+  if (fused && CpuBf16(a) && CpuBf16(b)) {
+    return AddRmsNorm(a.to(torch::kFloat32), b.to(torch::kFloat32), eps, true).to(torch::kBFloat16);
+  }
   auto cpu_f32 = [](const at::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
   };
@@ -382,9 +388,14 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope,
   const at::Tensor qkv = qkv_proj(x).view({B, S, 3, H, D});  // [q heads | k heads | v heads]
   // Training on the CPU runs the fused attention, RoPE included (attention_cpu.h); evaluation
   // and generation keep the reference's ops, so cached and recomputed decoding agree bit for bit.
+  // In bfloat16 it runs in float32 between two casts (the reference's bfloat16 ops run a bmm,
+  // a division, a masked_fill and a softmax, each with its backward, over the [B, H, S, S] scores).
   if (is_training() && fused_cpu_ && !cache) {
     const at::Tensor cos = rope ? rope->cos : at::Tensor(), sin = rope ? rope->sin : at::Tensor();
-    if (CpuAttentionApplies(qkv, cos, sin)) return o_proj(CpuAttention(qkv, cos, sin, causal_).view({B, S, H * D}));
+    const at::Tensor qkv32 = CpuBf16(qkv) ? qkv.to(torch::kFloat32) : qkv;
+    if (CpuAttentionApplies(qkv32, cos, sin)) {
+      return o_proj(CpuAttention(qkv32, cos, sin, causal_).to(qkv.scalar_type()).view({B, S, H * D}));
+    }
   }
   // unbind (not narrow) for a cheaper backward, as in ApplyRotary.
   auto parts = qkv.unbind(2);
@@ -452,6 +463,7 @@ class SwiGluActFn : public torch::autograd::Function<SwiGluActFn> {
 };
 
 at::Tensor SwiGluAct(const at::Tensor& gu, bool fused) {
+  if (fused && CpuBf16(gu)) return SwiGluAct(gu.to(torch::kFloat32), true).to(torch::kBFloat16);
   const bool cpu_f32 =
       gu.device().is_cpu() && gu.scalar_type() == torch::kFloat32 && gu.is_contiguous() && gu.numel() > 0;
   if (cpu_f32 && gu.requires_grad() && torch::GradMode::is_enabled()) {
