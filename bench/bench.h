@@ -20,6 +20,7 @@ int RunControlPlane(const std::vector<std::string>& args);
 int RunEval(const std::vector<std::string>& args);
 int RunDashboard(const std::vector<std::string>& args);
 int RunRetention(const std::vector<std::string>& args);
+int RunGemm(const std::vector<std::string>& args);
 
 // Shared helpers for the subcommands.
 // "--name value" / "--name=value" lookup; `fallback` when absent.

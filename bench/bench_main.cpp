@@ -23,6 +23,7 @@ constexpr Benchmark kBenchmarks[] = {
     {"train", RunTrain, "[--preset tiny|language|chat] [--steps N] [--threads T] [--device cpu|cuda] [--forward-dtype float32|bfloat16]  training step time, as trm_ref.py bench"},
     {"generate", RunGenerate,
      "[--preset tiny|language|chat] [--new-tokens N] [--prompt-tokens P] [--threads T]  tokens/s, cached vs recompute"},
+    {"gemm", RunGemm, "[--threads T] [--reps R]  the training path's float32 products (oneDNN) vs ATen's mm, model shapes"},
     {"allreduce", RunAllreduce, "[--ranks N] [--reps R] [--max-mb M]  Gloo all-reduce time and bus bandwidth by size"},
     {"eval", RunEval,
      "--checkpoint DIR --data DATASET_DIR [--split test] [--batch-size N] [--threads T] [--repeats R]  rows/s vs the PyTorch reference"},

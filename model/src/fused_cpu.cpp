@@ -85,6 +85,20 @@ __attribute__((always_inline)) inline void SwiGluBackwardImpl(const float* gu, c
   }
 }
 
+__attribute__((always_inline)) inline void Bf16ToFloatImpl(const uint16_t* in, float* out, int64_t begin,
+                                                           int64_t end) {
+  int64_t j = begin;
+  for (; j + kLanes <= end; j += kLanes) Store(out + j, simd::LoadBf16(in + j));
+  for (; j < end; ++j) out[j] = simd::Bf16ToFloat(in[j]);
+}
+
+__attribute__((always_inline)) inline void FloatToBf16Impl(const float* in, uint16_t* out, int64_t begin,
+                                                           int64_t end) {
+  int64_t j = begin;
+  for (; j + kLanes <= end; j += kLanes) simd::StoreBf16(out + j, Load(in + j));
+  for (; j < end; ++j) out[j] = simd::FloatToBf16(in[j]);
+}
+
 // Each kernel built twice, for AVX2 + FMA and for the baseline ISA; one machine always runs the
 // same build.
 #define TRM_CPU_KERNEL(Name, Impl, Params, Args)                 \
@@ -110,6 +124,11 @@ TRM_CPU_KERNEL(SwiGluBackwardChunk, SwiGluBackwardImpl,
                (const float* gu, const float* dy, float* dgu, int64_t begin, int64_t end, int64_t I),
                (gu, dy, dgu, begin, end, I))
 
+TRM_CPU_KERNEL(Bf16ToFloatChunk, Bf16ToFloatImpl, (const uint16_t* in, float* out, int64_t begin, int64_t end),
+               (in, out, begin, end))
+TRM_CPU_KERNEL(FloatToBf16Chunk, FloatToBf16Impl, (const float* in, uint16_t* out, int64_t begin, int64_t end),
+               (in, out, begin, end))
+
 #undef TRM_CPU_KERNEL
 
 // Rows per task: enough work to be worth waking a thread for.
@@ -130,6 +149,14 @@ void SwiGluRows(const float* gu, float* y, int64_t rows, int64_t I) {
 void SwiGluBackwardRows(const float* gu, const float* dy, float* dgu, int64_t rows, int64_t I) {
   ParallelFor(0, rows, Grain(3 * I),
               [&](int64_t begin, int64_t end) { SwiGluBackwardChunk(gu, dy, dgu, begin, end, I); });
+}
+
+void Bf16ToFloat(const uint16_t* in, float* out, int64_t n) {
+  ParallelFor(0, n, 1 << 16, [&](int64_t begin, int64_t end) { Bf16ToFloatChunk(in, out, begin, end); });
+}
+
+void FloatToBf16(const float* in, uint16_t* out, int64_t n) {
+  ParallelFor(0, n, 1 << 16, [&](int64_t begin, int64_t end) { FloatToBf16Chunk(in, out, begin, end); });
 }
 
 }  // namespace trm::model

@@ -17,4 +17,10 @@ void SwiGluRows(const float* gu, float* y, int64_t rows, int64_t I);
 // d(gu) from dy: dg = dy * u * s * (1 + g * (1 - s)), du = dy * g * s with s = sigmoid(g).
 void SwiGluBackwardRows(const float* gu, const float* dy, float* dgu, int64_t rows, int64_t I);
 
+// bfloat16 <-> float32 over n contiguous values (bfloat16 as its raw 16-bit patterns), split
+// over the threads. Round to nearest even, NaN to 0xFFFF: bitwise ATen's (vectorised) conversions
+// (Debian's LibTorch 1.13 converts at ~1-4 ns a value; these at memory speed).
+void Bf16ToFloat(const uint16_t* in, float* out, int64_t n);
+void FloatToBf16(const float* in, uint16_t* out, int64_t n);
+
 }  // namespace trm::model

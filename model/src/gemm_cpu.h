@@ -1,7 +1,7 @@
 // Float32 matrix products of the CPU training path. On Debian's LibTorch, ATen's mm runs
 // OpenBLAS, which for the model's small products (1024 x 384 x 128: 240-320 GFLOP/s on the 2-core
 // AVX-512 machine) is 1.4-1.8x slower than oneDNN's sgemm (400-455 GFLOP/s, same shapes,
-// `bench/gemm_bench.cpp`) and zero-fills each output in a pass of its own first. oneDNN comes
+// `trm-bench gemm`) and zero-fills each output in a pass of its own first. oneDNN comes
 // with LibTorch (libdnnl.so.2) and runs on the same libgomp threads. Without oneDNN (a LibTorch
 // with its own OpenMP runtime, or no libdnnl-dev) these are ATen's mm. Private to model/.
 //

@@ -23,6 +23,48 @@ CastedLinearImpl::CastedLinearImpl(int64_t in_features, int64_t out_features, bo
 
 namespace {
 
+bool FastCast(const at::Tensor& x, at::ScalarType to) {
+  const auto from = x.scalar_type();
+  return x.device().is_cpu() && x.is_contiguous() &&
+         ((from == torch::kFloat32 && to == torch::kBFloat16) || (from == torch::kBFloat16 && to == torch::kFloat32));
+}
+
+at::Tensor CastNoGrad(const at::Tensor& x, at::ScalarType to) {
+  at::Tensor y = torch::empty(x.sizes(), x.options().dtype(to).requires_grad(false));
+  if (to == torch::kFloat32) {
+    Bf16ToFloat(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), y.data_ptr<float>(), x.numel());
+  } else {
+    FloatToBf16(x.data_ptr<float>(), reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>()), x.numel());
+  }
+  return y;
+}
+
+class CastFn : public torch::autograd::Function<CastFn> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                int64_t to) {
+    ctx->saved_data["from"] = static_cast<int64_t>(x.scalar_type());
+    return {CastNoGrad(x, static_cast<at::ScalarType>(to))};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto from = static_cast<at::ScalarType>(ctx->saved_data["from"].toInt());
+    const at::Tensor g = grads[0].contiguous();
+    return {FastCast(g, from) ? CastNoGrad(g, from) : g.to(from), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor CastTo(const at::Tensor& x, at::ScalarType dtype) {
+  if (x.scalar_type() == dtype) return x;
+  if (!FastCast(x, dtype) || x.numel() == 0) return x.to(dtype);
+  if (x.requires_grad() && torch::GradMode::is_enabled()) return CastFn::apply(x, static_cast<int64_t>(dtype))[0];
+  return CastNoGrad(x, dtype);
+}
+
+namespace {
+
 // y = x W^T on the training path's GEMM, with its backward's two products there too: dx = dy W,
 // dW = dy^T x. x [..., in] float32, w [out, in].
 class CpuLinearFn : public torch::autograd::Function<CpuLinearFn> {
@@ -75,9 +117,9 @@ at::Tensor CastedLinearImpl::forward(const at::Tensor& x) {
     }
     return CpuLinearFn::Forward(x, weight);
   }
-  at::Tensor w = weight.scalar_type() == dt ? weight : weight.to(dt);
+  at::Tensor w = CastTo(weight, dt);
   if (!bias.defined()) return torch::linear(x, w);
-  return torch::linear(x, w, bias.scalar_type() == dt ? bias : bias.to(dt));
+  return torch::linear(x, w, CastTo(bias, dt));
 }
 
 CastedEmbeddingImpl::CastedEmbeddingImpl(int64_t num, int64_t dim, double init_std) {
@@ -86,9 +128,55 @@ CastedEmbeddingImpl::CastedEmbeddingImpl(int64_t num, int64_t dim, double init_s
   embedding_weight = register_parameter("embedding_weight", embedding_weight);
 }
 
+namespace {
+
+// Lookup whose backward accumulates into the weight's gradient in place (CastedEmbeddingImpl).
+// Rows are added in order, one at a time, so the result does not depend on the thread count.
+// The weight's gradient is then returned undefined: its AccumulateGrad node still runs (and its
+// post-hooks, which the data-parallel reducer counts on) with nothing left to add.
+class EmbeddingFn : public torch::autograd::Function<EmbeddingFn> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& weight,
+                                                const at::Tensor& ids) {
+    ctx->save_for_backward({ids});
+    ctx->saved_data["weight"] = weight;
+    return {torch::embedding(weight, ids)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor ids = ctx->get_saved_variables()[0].contiguous();
+    const at::Tensor weight = ctx->saved_data["weight"].toTensor();
+    const int64_t V = weight.size(0), D = weight.size(1), n = ids.numel();
+    const at::Tensor g = grads[0].to(torch::kFloat32).contiguous();
+    const at::Tensor grad = weight.grad();
+    const bool in_place = grad.defined() && grad.is_contiguous() && grad.scalar_type() == torch::kFloat32 &&
+                          grad.sizes() == weight.sizes() && !grad.requires_grad();
+    at::Tensor target = in_place ? grad : torch::zeros(weight.sizes(), weight.options().requires_grad(false));
+    float* t = target.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    const int64_t* ip = ids.data_ptr<int64_t>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t row = ip[r];
+      TORCH_CHECK(row >= 0 && row < V, "embedding: index ", row, " out of range [0, ", V, ")");
+      float* dst = t + row * D;
+      const float* src = gp + r * D;
+      for (int64_t d = 0; d < D; ++d) dst[d] += src[d];
+    }
+    return {in_place ? at::Tensor() : target, at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor CastedEmbeddingImpl::forward(const at::Tensor& ids, at::ScalarType dtype) {
-  at::Tensor e = torch::embedding(embedding_weight, ids.to(torch::kLong));
-  return e.scalar_type() == dtype ? e : e.to(dtype);
+  const at::Tensor idx = ids.to(torch::kLong);
+  const at::Tensor& w = embedding_weight;
+  if (is_training() && fused_cpu_ && w.device().is_cpu() && w.scalar_type() == torch::kFloat32 && w.dim() == 2 &&
+      w.is_contiguous() && w.requires_grad() && torch::GradMode::is_enabled()) {
+    return CastTo(EmbeddingFn::apply(w, idx.contiguous())[0], dtype);
+  }
+  return CastTo(torch::embedding(w, idx), dtype);
 }
 
 namespace {
@@ -190,11 +278,11 @@ class AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
 
 at::Tensor RmsNorm(const at::Tensor& x, double eps) {
   auto dt = x.scalar_type();
-  at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  at::Tensor x32 = CastTo(x, torch::kFloat32);
   const bool fused = x32.requires_grad() && x32.device().is_cpu() && x32.is_contiguous() && x32.dim() >= 1 &&
                      x32.numel() > 0 && torch::GradMode::is_enabled();
   at::Tensor y = fused ? RmsNormFn::apply(x32, eps)[0] : RmsNormOps(x32, eps);
-  return dt == torch::kFloat32 ? y : y.to(dt);
+  return CastTo(y, dt);
 }
 
 namespace {
@@ -202,7 +290,7 @@ namespace {
 // RmsNorm(a + b); `fused` (training) on the CPU in float32 one pass, else the reference's ops.
 at::Tensor AddRmsNorm(const at::Tensor& a, const at::Tensor& b, double eps, bool fused) {
   if (fused && CpuBf16(a) && CpuBf16(b)) {
-    return AddRmsNorm(a.to(torch::kFloat32), b.to(torch::kFloat32), eps, true).to(torch::kBFloat16);
+    return CastTo(AddRmsNorm(CastTo(a, torch::kFloat32), CastTo(b, torch::kFloat32), eps, true), torch::kBFloat16);
   }
   auto cpu_f32 = [](const at::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
@@ -324,7 +412,7 @@ class RotaryFn : public torch::autograd::Function<RotaryFn> {
 at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t offset, RotaryLayout layout) {
   const int64_t S = x.size(1);
   auto dt = x.scalar_type();
-  at::Tensor x32 = dt == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  at::Tensor x32 = CastTo(x, torch::kFloat32);
   const bool one_pass = x32.device().is_cpu() && x32.dim() == 4 && x32.size(-1) % 2 == 0 &&
                         rope.cos.device().is_cpu() && rope.cos.scalar_type() == torch::kFloat32 &&
                         !rope.cos.requires_grad();
@@ -348,7 +436,7 @@ at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope, int64_t of
     }
     y = RotaryOps(x32, cos, sin);
   }
-  return dt == torch::kFloat32 ? y : y.to(dt);
+  return CastTo(y, dt);
 }
 
 namespace {
@@ -392,9 +480,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RotaryTables* rope,
   // a division, a masked_fill and a softmax, each with its backward, over the [B, H, S, S] scores).
   if (is_training() && fused_cpu_ && !cache) {
     const at::Tensor cos = rope ? rope->cos : at::Tensor(), sin = rope ? rope->sin : at::Tensor();
-    const at::Tensor qkv32 = CpuBf16(qkv) ? qkv.to(torch::kFloat32) : qkv;
+    const at::Tensor qkv32 = CpuBf16(qkv) ? CastTo(qkv, torch::kFloat32) : qkv;
     if (CpuAttentionApplies(qkv32, cos, sin)) {
-      return o_proj(CpuAttention(qkv32, cos, sin, causal_).to(qkv.scalar_type()).view({B, S, H * D}));
+      return o_proj(CastTo(CpuAttention(qkv32, cos, sin, causal_), qkv.scalar_type()).view({B, S, H * D}));
     }
   }
   // unbind (not narrow) for a cheaper backward, as in ApplyRotary.
@@ -463,7 +551,7 @@ class SwiGluActFn : public torch::autograd::Function<SwiGluActFn> {
 };
 
 at::Tensor SwiGluAct(const at::Tensor& gu, bool fused) {
-  if (fused && CpuBf16(gu)) return SwiGluAct(gu.to(torch::kFloat32), true).to(torch::kBFloat16);
+  if (fused && CpuBf16(gu)) return CastTo(SwiGluAct(CastTo(gu, torch::kFloat32), true), torch::kBFloat16);
   const bool cpu_f32 =
       gu.device().is_cpu() && gu.scalar_type() == torch::kFloat32 && gu.is_contiguous() && gu.numel() > 0;
   if (cpu_f32 && gu.requires_grad() && torch::GradMode::is_enabled()) {

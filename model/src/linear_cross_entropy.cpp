@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "fused_cpu.h"
+#include "gemm_cpu.h"
 #include "simd.h"
 #include "trm/model/parallel_for.h"
 
@@ -182,10 +184,18 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
             bool with_grad, LinearCrossEntropyWorkspace* ws) {
   torch::NoGradGuard no_grad;
   const int64_t N = z.size(0), V = w_in.size(0);
-  const at::Tensor w = w_in.scalar_type() == z.scalar_type() ? w_in : w_in.to(z.scalar_type());
   if (z.is_cpu() && z.scalar_type() == torch::kBFloat16 && z.is_contiguous()) {
-    return RunBf16Cpu(z, w, labels, row_weight, with_grad, ws);
+    // The bfloat16 copy of the weight (38 MB for chat's head) in a buffer kept from step to step:
+    // allocated afresh, its pages are mapped and zeroed by the kernel every step.
+    at::Tensor w16 = w_in;
+    if (w_in.scalar_type() != torch::kBFloat16) {
+      const at::Tensor w32 = w_in.to(torch::kFloat32).contiguous();
+      w16 = Reuse(ws ? &ws->w16 : nullptr, w32.sizes(), w32.options().dtype(torch::kBFloat16));
+      FloatToBf16(w32.data_ptr<float>(), reinterpret_cast<uint16_t*>(w16.data_ptr<at::BFloat16>()), w32.numel());
+    }
+    return RunBf16Cpu(z, w16, labels, row_weight, with_grad, ws);
   }
+  const at::Tensor w = w_in.scalar_type() == z.scalar_type() ? w_in : w_in.to(z.scalar_type());
   const bool cpu_f32 = z.is_cpu() && z.scalar_type() == torch::kFloat32;
   Chunked r;
   r.argmax = torch::empty({N}, labels.options().dtype(torch::kLong).device(torch::kCPU));
@@ -204,7 +214,9 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
     const int64_t n = std::min(C, N - r0);
     at::Tensor zc = z.narrow(0, r0, n);
     at::Tensor logits = buf.narrow(0, 0, n);
-    if (cpu_f32) at::mm_out(logits, zc, w.t());
+    // Training's products run on the training path's GEMM (gemm_cpu.h); evaluation keeps ATen's.
+    if (cpu_f32 && with_grad) CpuGemm(zc, w.t(), logits);
+    else if (cpu_f32) at::mm_out(logits, zc, w.t());
     else logits.copy_(torch::matmul(zc, w.t()));
     at::Tensor lab = labels.narrow(0, r0, n);
     at::Tensor valid = lab != kIgnore;
@@ -232,10 +244,14 @@ Chunked Run(const at::Tensor& z, const at::Tensor& w_in, const at::Tensor& label
       logits.scatter_add_(1, safe, -(valid.to(torch::kFloat32).unsqueeze(1) * wgt));
       at::Tensor gz = logits.scalar_type() == z.scalar_type() ? logits : logits.to(z.scalar_type());
       at::Tensor dzc = r.dz.narrow(0, r0, n);
-      if (cpu_f32) at::mm_out(dzc, gz, w);
-      else dzc.copy_(torch::matmul(gz, w));
-      if (r0 == 0) at::mm_out(r.dw, logits.t(), zc.to(torch::kFloat32));
-      else r.dw.addmm_(logits.t(), zc.to(torch::kFloat32));
+      if (cpu_f32) {
+        CpuGemm(gz, w, dzc);
+        CpuGemm(logits.t(), zc, r.dw, r0 == 0 ? 0.0f : 1.0f);  // accumulated by the product itself
+      } else {
+        dzc.copy_(torch::matmul(gz, w));
+        if (r0 == 0) at::mm_out(r.dw, logits.t(), zc.to(torch::kFloat32));
+        else r.dw.addmm_(logits.t(), zc.to(torch::kFloat32));
+      }
     }
   }
   r.argmax = r.argmax.to(labels.device());

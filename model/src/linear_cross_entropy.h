@@ -26,7 +26,8 @@ constexpr int64_t kLinearCrossEntropyBlockBytes = int64_t{128} << 20;
 struct LinearCrossEntropyWorkspace {
   at::Tensor logits;
   at::Tensor dw;
-  at::Tensor dw16;  // bfloat16 head: one block's weight gradient, where a step takes several blocks
+  at::Tensor dw16;  // bfloat16 head: one block's weight gradient
+  at::Tensor w16;   // bfloat16 head: the weight's bfloat16 copy
   int64_t block_bytes = kLinearCrossEntropyBlockBytes;
 };
 

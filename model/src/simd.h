@@ -52,18 +52,18 @@ __attribute__((always_inline)) static inline float Bf16ToFloat(uint16_t h) {
   return f;
 }
 
-// float32 to bfloat16 rounded to nearest even, NaN to the quiet NaN: c10::BFloat16's rounding,
-// so a value stored here equals the same value converted by ATen.
+// float32 to bfloat16 rounded to nearest even, NaN to 0xFFFF (a NaN): what ATen's vectorised
+// conversion stores, so a value stored here equals the same value converted by ATen.
 __attribute__((always_inline)) static inline void StoreBf16(uint16_t* p, V8f v) {
   V8u b;
   std::memcpy(&b, &v, sizeof b);
   V8u r = (b + ((b >> 16) & 1u) + 0x7FFFu) >> 16;
-  r = (v != v) ? V8u{0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u, 0x7FC0u} : r;
+  r = (v != v) ? V8u{0xFFFFu, 0xFFFFu, 0xFFFFu, 0xFFFFu, 0xFFFFu, 0xFFFFu, 0xFFFFu, 0xFFFFu} : r;
   const V8h h = __builtin_convertvector(r, V8h);
   std::memcpy(p, &h, sizeof h);
 }
 __attribute__((always_inline)) static inline uint16_t FloatToBf16(float f) {
-  if (f != f) return 0x7FC0u;
+  if (f != f) return 0xFFFFu;
   uint32_t b;
   std::memcpy(&b, &f, sizeof b);
   return static_cast<uint16_t>((b + ((b >> 16) & 1u) + 0x7FFFu) >> 16);

@@ -146,6 +146,7 @@ void TrmImpl::SetFusedCpuKernels(bool on) {
   for (const auto& m : modules()) {
     if (auto* block = m->as<BlockImpl>()) block->SetFusedCpu(on);
     if (auto* linear = m->as<CastedLinearImpl>()) linear->SetFusedCpu(on);
+    if (auto* embedding = m->as<CastedEmbeddingImpl>()) embedding->SetFusedCpu(on);
   }
 }
 

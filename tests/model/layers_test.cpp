@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
+
+#include <cmath>
 
 #include "trm/model/init.h"
 
@@ -89,6 +92,53 @@ TEST(LayersTest, EmbeddingLooksUpAndCasts) {
   EXPECT_EQ(e.sizes(), (std::vector<int64_t>{1, 2, 2}));
   EXPECT_FLOAT_EQ(e[0][0][1].item<float>(), 7.0f);
   EXPECT_FLOAT_EQ(e[0][1][0].item<float>(), 0.0f);
+}
+
+// Training mode's backward adds into the weight's gradient in place (repeated ids included),
+// as autograd's dense gradient would be accumulated; without a gradient yet it returns one.
+TEST(LayersTest, TrainingEmbeddingAccumulatesItsGradientLikeAten) {
+  torch::manual_seed(5);
+  CastedEmbedding emb(50, 8, 1.0);
+  at::Tensor ids = torch::randint(0, 50, {3, 40}, torch::kInt32);  // 120 lookups of 50 rows: repeats
+  ids[0][1] = ids[0][0];
+  for (at::ScalarType dt : {torch::kFloat32, torch::kBFloat16}) {
+    emb->embedding_weight.mutable_grad() = at::Tensor();
+    emb->eval();  // ATen's embedding and its backward
+    at::Tensor g = torch::randn({3, 40, 8}).to(dt);
+    emb(ids, dt).backward(g);
+    emb(ids, dt).backward(g);
+    const at::Tensor want = emb->embedding_weight.grad().clone();
+    emb->embedding_weight.mutable_grad() = at::Tensor();
+    emb->train();
+    emb(ids, dt).backward(g);  // no gradient yet: a dense one is returned
+    const at::Tensor first = emb->embedding_weight.grad();
+    emb(ids, dt).backward(g);  // then in place
+    EXPECT_EQ(emb->embedding_weight.grad().data_ptr(), first.data_ptr());
+    EXPECT_TRUE(torch::allclose(emb->embedding_weight.grad(), want, 1e-6, 1e-6)) << dt;
+    EXPECT_GT(want.abs().sum().item<double>(), 0.0);
+  }
+  emb->train();
+  EXPECT_ANY_THROW(emb(torch::full({1, 1}, 50, torch::kInt32), torch::kFloat32).sum().backward());
+}
+
+// CastTo is bitwise ATen's conversion both ways: ties to even, NaN, infinities, subnormals, and
+// lengths that are not a multiple of the vector width; its gradient is the cast back.
+TEST(LayersTest, CastToIsBitwiseAtensConversion) {
+  at::Tensor x = torch::randn({1001}) * 1e3;
+  at::Tensor bits = torch::randint(0, 1 << 30, {999}, torch::kInt32);  // arbitrary float patterns
+  at::Tensor special = torch::tensor({0.0f, -0.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1e-40f, -1e-39f,
+                                      std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                                      std::nanf(""), 3.4e38f});
+  at::Tensor all = torch::cat({x, bits.view(torch::kFloat32), -bits.view(torch::kFloat32), special});
+  at::Tensor got = CastTo(all, torch::kBFloat16), want = all.to(torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(got.view(torch::kInt16), want.view(torch::kInt16)));
+  at::Tensor back = CastTo(want, torch::kFloat32), back_want = want.to(torch::kFloat32);
+  EXPECT_TRUE(torch::equal(back.view(torch::kInt32), back_want.view(torch::kInt32)));
+  at::Tensor leaf = torch::randn({37}, torch::requires_grad());
+  at::Tensor g = torch::randn({37}).to(torch::kBFloat16);
+  CastTo(leaf, torch::kBFloat16).backward(g);
+  EXPECT_EQ(leaf.grad().scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(leaf.grad(), g.to(torch::kFloat32)));
 }
 
 TEST(LayersTest, RotaryHandChecked) {

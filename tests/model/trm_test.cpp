@@ -339,6 +339,39 @@ TEST(TrmTest, FusedBfloat16HeadMatchesThePlainBfloat16Head) {
   }
 }
 
+// Training's fused CPU kernels (attention, residual RMSNorm, SwiGLU in float32 between casts;
+// the in-place embedding backward) against the reference's ops, both in bfloat16 with the same
+// fused head: the same loss and gradients up to bfloat16 rounding, for every parameter.
+TEST(TrmTest, Bfloat16FusedKernelsMatchTheReferenceOps) {
+  torch::manual_seed(14);
+  ArchConfig c = Config();
+  c.hidden_size = 64;
+  c.num_heads = 4;
+  c.seq_len = 24;
+  c.forward_dtype = ForwardDtype::kBfloat16;
+  Trm ops(c), fused(c);
+  std::map<std::string, at::Tensor> sd;
+  for (const auto& [n, t] : ops->StateDict()) sd[n] = t;
+  fused->LoadStateDict(sd, "ops");
+  ops->SetFusedCpuKernels(false);
+  for (Trm* m : {&ops, &fused}) {
+    (*m)->SetFusedHead(true);
+    (*m)->train();
+  }
+  Batch b = RandomBatch(c, 6);
+  StepOutput o = ops->forward(ops->InitialCarry(b), b), f = fused->forward(fused->InitialCarry(b), b);
+  EXPECT_NEAR(f.loss.item<double>(), o.loss.item<double>(), 1e-2 * std::abs(o.loss.item<double>()));
+  o.loss.backward();
+  f.loss.backward();
+  auto op = ops->named_parameters(), fp = fused->named_parameters();
+  for (const auto& item : op) {
+    at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
+    ASSERT_TRUE(a.defined() && g.defined()) << item.key();
+    const double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
+    EXPECT_LT(rel, 5e-2) << item.key() << " |ops| " << a.norm().item<double>() << " |fused| " << g.norm().item<double>();
+  }
+}
+
 // The fused head reuses its buffers from call to call: a second forward while the first one's
 // backward is still pending must not overwrite the first one's saved gradient, and a third call
 // after both backwards (reusing the buffers) gives the first call's gradients again.

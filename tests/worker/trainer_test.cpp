@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -137,26 +138,50 @@ TEST_F(TrainerTest, CancelCheckpointsAndRetentionKeepsTheNewest) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
 }
 
-// On a CPU with hardware bfloat16 the config's bfloat16 forward is trained as configured (float32
-// master weights, optimizer and loss) and tracks float32: the mean loss of steps 151-200 (batch 16,
-// about seven passes over the 120 real chat rows, so batch-to-batch noise averages out) within 2%
-// (1.2% on the development machine's AVX512_BF16). Without native bfloat16 the trainer runs
-// float32 instead (nothing to compare).
+// bfloat16 training tracks float32 on the CPU (where it has native bfloat16: AVX512_BF16 or AMX):
+// the mean lm_loss over the last 50 of 200 steps on real chat data within 2 %, for the suite's
+// small recursive model (cfg_tiny shrunk: hidden 32, 2 x 1 cycles, 3 ACT steps; 120 rows, lr 1e-3)
+// and the chat preset's architecture (cfg_chat: 4 layers, 12 heads, hidden 384; 500 rows, lr 3e-4:
+// 0.6 % apart on the AMX machine), on 32-token byte sequences, batch 16. Both settings learn
+// smoothly; the tiny preset's own architecture does not at these step counts (two float32 kernel
+// sets alone end up to 8 % apart: docs/performance.md), so it is not compared here. Without
+// native bfloat16 the trainer runs float32 instead (nothing to compare).
 TEST_F(TrainerTest, Bfloat16TracksFloat32OnTheCpu) {
   if (!HostCpu().native_bf16()) GTEST_SKIP() << "no native bfloat16 on this CPU (" << HostCpu().isa() << ")";
-  auto final_loss = [&](const std::string& run, const std::string& dtype) {
-    Trainer t(AtProcessStart(Config(run, {"epochs=40", "max_steps=200", "lr=1e-3", "global_batch_size=16", "arch.forward_dtype=" + dtype})), Quiet());
-    TrainResult r = t.Run();
-    EXPECT_EQ(LoadCheckpoint(r.last_checkpoint, /*inference_only=*/true).arch["forward_dtype"], dtype);
-    auto m = Metrics(run);
-    EXPECT_EQ(m.size(), 200u);
-    double loss = 0;
-    for (size_t i = m.size() - 50; i < m.size(); ++i) loss += m[i]["lm_loss"].get<double>() / 50;
-    return loss;
+  BuildTestDataset("sharegpt_fastchat_dummy.json", 500, (root_ / "ds500").string());
+  struct Case {
+    std::string name;
+    std::function<TrainConfig(const std::string& run, const std::vector<std::string>& extra)> config;
   };
-  const double f32 = final_loss("dtype_f32", "float32"), bf16 = final_loss("dtype_bf16", "bfloat16");
-  EXPECT_LT(std::abs(bf16 - f32), 0.02 * f32) << "float32 " << f32 << " bfloat16 " << bf16;
-  EXPECT_LT(f32, 0.8 * Metrics("dtype_f32")[0]["lm_loss"].get<double>());  // it trained
+  const std::vector<Case> cases = {
+      {"small", [](const std::string& run, const std::vector<std::string>& extra) {
+         std::vector<std::string> ov = {"epochs=40", "lr=1e-3", "global_batch_size=16"};
+         ov.insert(ov.end(), extra.begin(), extra.end());
+         return Config(run, ov);
+       }},
+      {"chat", [](const std::string& run, const std::vector<std::string>& extra) {
+         std::vector<std::string> ov = {"data_paths=[" + (root_ / "ds500").string() + "]", "run_dir=" + (root_ / run).string(),
+                                        "global_batch_size=16", "epochs=40", "eval_interval=0", "lr=3e-4",
+                                        "lr_warmup_steps=20", "lr_min_ratio=0.1", "threads=1"};
+         ov.insert(ov.end(), extra.begin(), extra.end());
+         return LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", "cfg_chat", ov);
+       }},
+  };
+  for (const Case& c : cases) {
+    auto final_loss = [&](const std::string& run, const std::string& dtype) {
+      Trainer t(AtProcessStart(c.config(run, {"max_steps=200", "arch.forward_dtype=" + dtype})), Quiet());
+      TrainResult r = t.Run();
+      EXPECT_EQ(LoadCheckpoint(r.last_checkpoint, /*inference_only=*/true).arch["forward_dtype"], dtype);
+      auto m = Metrics(run);
+      EXPECT_EQ(m.size(), 200u) << c.name;
+      double loss = 0;
+      for (size_t i = m.size() - 50; i < m.size(); ++i) loss += m[i]["lm_loss"].get<double>() / 50;
+      return loss;
+    };
+    const double f32 = final_loss(c.name + "_f32", "float32"), bf16 = final_loss(c.name + "_bf16", "bfloat16");
+    EXPECT_LT(std::abs(bf16 - f32), 0.02 * f32) << c.name << ": float32 " << f32 << " bfloat16 " << bf16;
+    EXPECT_LT(f32, 0.8 * Metrics(c.name + "_f32")[0]["lm_loss"].get<double>()) << c.name;  // it trained
+  }
 }
 
 // fused_cpu_kernels (the default) trains as the reference's op sequence does, up to rounding:

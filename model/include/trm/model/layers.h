@@ -37,9 +37,21 @@ class CastedEmbeddingImpl : public torch::nn::Module {
  public:
   CastedEmbeddingImpl(int64_t num, int64_t dim, double init_std);
   at::Tensor forward(const at::Tensor& ids, at::ScalarType dtype);
+  // In training mode on the CPU (default), the backward adds the looked-up rows' gradients
+  // straight into the weight's defined gradient, where autograd's builds a dense [num, dim]
+  // gradient (77 MB of zeros for chat's vocabulary, page-faulted afresh every step) and then
+  // adds it whole; evaluation mode and `false` keep ATen's.
+  void SetFusedCpu(bool on) { fused_cpu_ = on; }
   at::Tensor embedding_weight;
+
+ private:
+  bool fused_cpu_ = true;
 };
 TORCH_MODULE(CastedEmbedding);
+
+// x.to(dtype), differentiable; between float32 and bfloat16 on the CPU one vectorised pass each
+// way (model/src/fused_cpu.h), bitwise ATen's conversion.
+at::Tensor CastTo(const at::Tensor& x, at::ScalarType dtype);
 
 // x * rsqrt(mean(x^2) + eps), computed in float32, cast back; no learnable weight.
 at::Tensor RmsNorm(const at::Tensor& x, double eps);
