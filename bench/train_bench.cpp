@@ -53,7 +53,8 @@ double MatmulFlops(const torch::autograd::profiler::thread_event_lists& lists) {
       const std::string name = e.name();
       const auto shapes = e.shapes();
       const bool batched = name == "aten::bmm" || name == "aten::baddbmm";
-      const bool plain = name == "aten::mm" || name == "aten::addmm" || name == "aten::addmm_";
+      const bool plain = name == "aten::mm" || name == "aten::addmm" || name == "aten::addmm_" ||
+                         name == "trm::cpu_gemm";  // model/src/gemm_cpu.h
       const bool attention = name == "trm::cpu_attention" || name == "trm::cpu_attention_backward";
       if (attention && shapes.size() == 1 && shapes[0].size() == 5) {
         // The fused CPU attention (model/src/attention_cpu.h) over qkv [B, S, 3, H, D]: counted

@@ -152,14 +152,59 @@ __attribute__((always_inline)) inline void GemmTile(int64_t M, int64_t N, int64_
   }
 }
 
+// GemmTile with one 16-lane vector per tile row, for the AVX-512 build: per k one load, four
+// broadcasts and four fused multiply-adds where the 8-lane tile takes two loads and eight.
+typedef float V16f __attribute__((vector_size(64)));
+
+template <bool a_transposed>
+__attribute__((always_inline)) inline void GemmTile16(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                      const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
+  auto load = [](const float* p) {
+    V16f v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  auto store = [](float* p, V16f v) { std::memcpy(p, &v, sizeof v); };
+  for (int64_t i0 = 0; i0 < M; i0 += 4) {
+    const int64_t k0 = r.k_from_tile ? i0 : 0;
+    const int64_t k1 = r.k_to_tile ? std::min(i0 + 4, K) : K;
+    const int64_t n1 = r.n_to_tile ? std::min(RoundUp(i0 + 4, kPad), N) : N;
+    const int64_t a_step = a_transposed ? lda : 1;
+    const float* a0 = a_transposed ? A + i0 : A + i0 * lda;
+    const float* a1 = a_transposed ? a0 + 1 : a0 + lda;
+    const float* a2 = a_transposed ? a1 + 1 : a1 + lda;
+    const float* a3 = a_transposed ? a2 + 1 : a2 + lda;
+    for (int64_t n0 = 0; n0 < n1; n0 += kPad) {
+      V16f c0 = {}, c1 = {}, c2 = {}, c3 = {};
+      for (int64_t k = k0; k < k1; ++k) {
+        const V16f b = load(B + k * ldb + n0);
+        const int64_t ka = k * a_step;
+        c0 += a0[ka] * b;
+        c1 += a1[ka] * b;
+        c2 += a2[ka] * b;
+        c3 += a3[ka] * b;
+      }
+      float* c = C + i0 * ldc + n0;
+      store(c, c0), c += ldc;
+      store(c, c1), c += ldc;
+      store(c, c2), c += ldc;
+      store(c, c3);
+    }
+  }
+}
+
+template <bool wide>
 __attribute__((always_inline)) inline void Gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                 const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
-  GemmTile<false>(M, N, K, A, lda, B, ldb, C, ldc, r);
+  if constexpr (wide) GemmTile16<false>(M, N, K, A, lda, B, ldb, C, ldc, r);
+  else GemmTile<false>(M, N, K, A, lda, B, ldb, C, ldc, r);
 }
 // C = A^T B with A stored [K, M].
+template <bool wide>
 __attribute__((always_inline)) inline void GemmAt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                   const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
-  GemmTile<true>(M, N, K, A, lda, B, ldb, C, ldc, r);
+  if constexpr (wide) GemmTile16<true>(M, N, K, A, lda, B, ldb, C, ldc, r);
+  else GemmTile<true>(M, N, K, A, lda, B, ldb, C, ldc, r);
 }
 
 // Row i of the scores: scale, softmax over its n visible keys, zeros after them.
@@ -174,10 +219,11 @@ __attribute__((always_inline)) inline void SoftmaxRow(float* row, int64_t n, int
 }
 
 // One item: p = softmax(q k^T * scale) [Sp, Sp], o = p v [Sp, Dp].
+template <bool wide>
 __attribute__((always_inline)) inline void ForwardItemImpl(const float* q, const float* kt, const float* v, int64_t S,
                                                            int64_t Sp, int64_t Dp, bool causal, float scale,
                                                            float* p, float* o) {
-  Gemm(Sp, Sp, Dp, q, Dp, kt, Sp, p, Sp, {false, false, causal});
+  Gemm<wide>(Sp, Sp, Dp, q, Dp, kt, Sp, p, Sp, {false, false, causal});
   for (int64_t i = 0; i < Sp; ++i) {
     if (i < S) {
       SoftmaxRow(p + i * Sp, causal ? i + 1 : S, Sp, scale);
@@ -185,16 +231,17 @@ __attribute__((always_inline)) inline void ForwardItemImpl(const float* q, const
       std::memset(p + i * Sp, 0, sizeof(float) * Sp);
     }
   }
-  Gemm(Sp, Dp, Sp, p, Sp, v, Dp, o, Dp, {false, causal, false});
+  Gemm<wide>(Sp, Dp, Sp, p, Sp, v, Dp, o, Dp, {false, causal, false});
 }
 
 // One item's gradients from p and dO: dS = p * (dO v^T - rowsum(p * dO v^T)) * scale, then
 // dq = dS k, dk = dS^T q, dv = p^T dO. ds is [Sp, Sp] scratch.
+template <bool wide>
 __attribute__((always_inline)) inline void BackwardItemImpl(const float* p, const float* dout, const float* vt,
                                                             const float* q, const float* k, int64_t S, int64_t Sp,
                                                             int64_t Dp, bool causal, float scale, float* ds,
                                                             float* dq, float* dk, float* dv) {
-  Gemm(Sp, Sp, Dp, dout, Dp, vt, Sp, ds, Sp, {false, false, causal});  // dP = dO v^T
+  Gemm<wide>(Sp, Sp, Dp, dout, Dp, vt, Sp, ds, Sp, {false, false, causal});  // dP = dO v^T
   for (int64_t i = 0; i < Sp; ++i) {
     float* row = ds + i * Sp;
     const float* prow = p + i * Sp;
@@ -204,33 +251,48 @@ __attribute__((always_inline)) inline void BackwardItemImpl(const float* p, cons
     for (int64_t j = 0; j < n; ++j) row[j] = prow[j] * (row[j] - delta) * scale;
     for (int64_t j = n; j < Sp; ++j) row[j] = 0.0f;
   }
-  Gemm(Sp, Dp, Sp, ds, Sp, k, Dp, dq, Dp, {false, causal, false});
-  GemmAt(Sp, Dp, Sp, p, Sp, dout, Dp, dv, Dp, {causal, false, false});
-  GemmAt(Sp, Dp, Sp, ds, Sp, q, Dp, dk, Dp, {causal, false, false});
+  Gemm<wide>(Sp, Dp, Sp, ds, Sp, k, Dp, dq, Dp, {false, causal, false});
+  GemmAt<wide>(Sp, Dp, Sp, p, Sp, dout, Dp, dv, Dp, {causal, false, false});
+  GemmAt<wide>(Sp, Dp, Sp, ds, Sp, q, Dp, dk, Dp, {causal, false, false});
 }
 
-// The same kernels built for AVX2 with FMA and for the baseline ISA, chosen at run time. The two
-// differ in the last bit (fused multiply-adds); one machine always runs the same one.
+// The same kernels built for AVX-512 (16-lane tiles), for AVX2 with FMA and for the baseline ISA,
+// chosen at run time. They differ in the last bit (on the AVX-512 machine its forward matched the
+// AVX2 build's bits, its backward did not); one machine always runs the same one.
+#define TRM_ATTENTION_TARGET "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"
+__attribute__((target(TRM_ATTENTION_TARGET))) void ForwardItemAvx512(const float* q, const float* kt, const float* v,
+                                                                     int64_t S, int64_t Sp, int64_t Dp, bool causal,
+                                                                     float scale, float* p, float* o) {
+  ForwardItemImpl<true>(q, kt, v, S, Sp, Dp, causal, scale, p, o);
+}
 __attribute__((target("avx2,fma"))) void ForwardItemAvx2(const float* q, const float* kt, const float* v, int64_t S,
                                                          int64_t Sp, int64_t Dp, bool causal, float scale, float* p,
                                                          float* o) {
-  ForwardItemImpl(q, kt, v, S, Sp, Dp, causal, scale, p, o);
+  ForwardItemImpl<false>(q, kt, v, S, Sp, Dp, causal, scale, p, o);
 }
 void ForwardItemBase(const float* q, const float* kt, const float* v, int64_t S, int64_t Sp, int64_t Dp, bool causal,
                      float scale, float* p, float* o) {
-  ForwardItemImpl(q, kt, v, S, Sp, Dp, causal, scale, p, o);
+  ForwardItemImpl<false>(q, kt, v, S, Sp, Dp, causal, scale, p, o);
+}
+__attribute__((target(TRM_ATTENTION_TARGET))) void BackwardItemAvx512(const float* p, const float* dout,
+                                                                      const float* vt, const float* q, const float* k,
+                                                                      int64_t S, int64_t Sp, int64_t Dp, bool causal,
+                                                                      float scale, float* ds, float* dq, float* dk,
+                                                                      float* dv) {
+  BackwardItemImpl<true>(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
 }
 __attribute__((target("avx2,fma"))) void BackwardItemAvx2(const float* p, const float* dout, const float* vt,
                                                           const float* q, const float* k, int64_t S, int64_t Sp,
                                                           int64_t Dp, bool causal, float scale, float* ds, float* dq,
                                                           float* dk, float* dv) {
-  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
+  BackwardItemImpl<false>(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
 }
 void BackwardItemBase(const float* p, const float* dout, const float* vt, const float* q, const float* k, int64_t S,
                       int64_t Sp, int64_t Dp, bool causal, float scale, float* ds, float* dq, float* dk,
                       float* dv) {
-  BackwardItemImpl(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
+  BackwardItemImpl<false>(p, dout, vt, q, k, S, Sp, Dp, causal, scale, ds, dq, dk, dv);
 }
+#undef TRM_ATTENTION_TARGET
 
 struct Dims {
   int64_t B, S, H, D, Sp, Dp;
@@ -258,7 +320,7 @@ at::Tensor Forward(const at::Tensor& qkv, const at::Tensor& cos, const at::Tenso
   at::Tensor p = p_out ? torch::empty({d.B * d.H, d.Sp, d.Sp}, qkv.options()) : at::Tensor();
   float* op = o.data_ptr<float>();
   float* pp = p_out ? p.data_ptr<float>() : nullptr;
-  auto item_fn = simd::HasAvx2Fma() ? ForwardItemAvx2 : ForwardItemBase;
+  auto item_fn = simd::HasAvx512() ? ForwardItemAvx512 : simd::HasAvx2Fma() ? ForwardItemAvx2 : ForwardItemBase;
   ParallelFor(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     const int64_t rows = d.Sp * d.Dp;
     std::vector<float> buf(4 * rows + (pp ? 0 : d.Sp * d.Sp));
@@ -309,7 +371,7 @@ class AttentionFn : public torch::autograd::Function<AttentionFn> {
     const float* gp = go.data_ptr<float>();
     const float* pp = p.data_ptr<float>();
     float* dp = dqkv.data_ptr<float>();
-    auto item_fn = simd::HasAvx2Fma() ? BackwardItemAvx2 : BackwardItemBase;
+    auto item_fn = simd::HasAvx512() ? BackwardItemAvx512 : simd::HasAvx2Fma() ? BackwardItemAvx2 : BackwardItemBase;
     ParallelFor(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
       const int64_t rows = d.Sp * d.Dp, sq = d.Sp * d.Sp;
       std::vector<float> buf(7 * rows + sq);

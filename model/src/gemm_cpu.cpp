@@ -1,5 +1,6 @@
 #include "gemm_cpu.h"
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <string>
@@ -40,6 +41,9 @@ void CpuGemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, floa
              std::to_string(c.size(0)) + ", " + std::to_string(c.size(1)) + "] expected");
   }
 #if TRM_HAVE_DNNL
+  // Named for profiles (and trm-bench's FLOP count, from the recorded shapes of a and b); ATen's
+  // mm below records itself.
+  RECORD_FUNCTION(kCpuGemmName, std::vector<c10::IValue>({a, b}));
   if (M > 0 && N > 0) {
     const Operand A = AsOperand(a), B = AsOperand(b);
     if (K == 0) {

@@ -20,4 +20,7 @@ bool CpuGemmIsOneDnn();
 // transpose of a contiguous matrix (as x.t() is); c [M, N] contiguous. Threads: ATen's.
 void CpuGemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float beta = 0.0f);
 
+// The profiler's name for it, recorded with a and b as inputs.
+inline constexpr const char* kCpuGemmName = "trm::cpu_gemm";
+
 }  // namespace trm::model

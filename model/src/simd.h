@@ -27,6 +27,16 @@ static inline bool HasAvx2Fma() {
   return has;
 }
 
+// Whether this CPU runs the AVX-512 builds (F, VL, DQ, BW: every AVX-512 CPU since Skylake-SP).
+static inline bool HasAvx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return HasAvx2Fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  }();
+  return has;
+}
+
 __attribute__((always_inline)) static inline V8f Splat(float v) { return V8f{v, v, v, v, v, v, v, v}; }
 
 __attribute__((always_inline)) static inline V8f Load(const float* p) {
