@@ -38,8 +38,9 @@ for _ in $(seq 1 100); do [ "$("$BIN/trmctl" workers 2>/dev/null | grep -c ' yes
 "$BIN/trm-data" build --input "$SRC/examples/chat_example.json" --format sharegpt --tokenizer byte --max-length 64 \
   --train-split 1.0 --output-dir "$WORK/ds" >/dev/null
 "$BIN/trmctl" dataset push "$WORK/ds" --name chaos >/dev/null
+MAX_STEPS=240
 SUBMIT=(submit --config-name cfg_tiny --config-dir "$SRC/configs" --dataset chaos --world-size 2 --max-restarts 30
-        global_batch_size=8 max_steps=240 checkpoint_interval_steps=5 keep_checkpoints=0 eval_interval=0 threads=1
+        global_batch_size=8 max_steps=$MAX_STEPS checkpoint_interval_steps=5 keep_checkpoints=0 eval_interval=0 threads=1
         log_interval=20 arch.halt_exploration_prob=0.1)
 
 state_of() { "$BIN/trmctl" status "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || echo unknown; }
@@ -61,8 +62,32 @@ PID[watch]=$!
 kills=0
 summary=""
 HIGH=()
+# The highest step the chaos job has reported so far (its watch's events).
+max_step() {
+  python3 - "$WORK/events.jsonl" <<'PY' 2>/dev/null || echo 0
+import json, sys
+m = 0
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue  # a line being written
+    if "metrics" in e:
+        m = max(m, int(e["metrics"]["step"]))
+print(m)
+PY
+}
 while [ "$kills" -lt "$KILLS" ]; do
-  sleep "$(python3 -c "import random; random.seed($SEED * 100 + $kills); print(round(random.uniform(1.0, 4.0), 2))")"
+  # Events are paced by the job's progress, not by the clock (how fast it trains depends on the
+  # machine): event k waits for step (k + 1) * MAX_STEPS / (KILLS + 3), so every event lands
+  # before the job can finish, then a random 0.1-1 s more. The event right after the halfway
+  # preemption does not wait: it lands while the job is preempted.
+  if [ "$kills" -ne $((KILLS / 2 + 1)) ]; then
+    target=$(((kills + 1) * MAX_STEPS / (KILLS + 3)))
+    for _ in $(seq 1 1200); do [ "$(max_step)" -ge "$target" ] && break; sleep 0.25; done
+    [ "$(max_step)" -ge "$target" ] || fail "the job reported no step $target within 300 s"
+  fi
+  sleep "$(python3 -c "import random; random.seed($SEED * 100 + $kills); print(round(random.uniform(0.1, 1.0), 2))")"
   [ "$(state_of "$JOB")" = JOB_SUCCEEDED ] && fail "the job finished after only $kills kills; make it longer"
   case $((RANDOM % 5)) in
     0) victim=coord ;;

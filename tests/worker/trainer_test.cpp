@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -139,48 +138,34 @@ TEST_F(TrainerTest, CancelCheckpointsAndRetentionKeepsTheNewest) {
 }
 
 // bfloat16 training tracks float32 on the CPU (where it has native bfloat16: AVX512_BF16 or AMX):
-// the mean lm_loss over the last 50 of 200 steps on real chat data within 2 %, for the suite's
-// small recursive model (cfg_tiny shrunk: hidden 32, 2 x 1 cycles, 3 ACT steps; 120 rows, lr 1e-3)
-// and the chat preset's architecture (cfg_chat: 4 layers, 12 heads, hidden 384; 500 rows, lr 3e-4:
-// 0.6 % apart on the AMX machine), on 32-token byte sequences, batch 16. Both settings learn
-// smoothly; the tiny preset's own architecture does not at these step counts (two float32 kernel
-// sets alone end up to 8 % apart: docs/performance.md), so it is not compared here. Without
-// native bfloat16 the trainer runs float32 instead (nothing to compare).
+// the mean lm_loss over the last 50 of 200 steps on real chat data within 2 %, for the tiny
+// preset's architecture (cfg_tiny: 2 layers, hidden 128, 2 x 2 cycles, 4 ACT steps) and the chat
+// preset's (cfg_chat: 4 layers, 12 heads, hidden 384), on 3,000 Alpaca-format conversations as
+// 32-token byte sequences, batch 16, lr 3e-4: about one pass, so the loss measures learning, not
+// memorising (on the suite's 120 rows both curves are chaotic enough at these step counts that two
+// float32 kernel sets alone end up to 8 % apart: docs/performance.md). On the AMX machine: tiny
+// 0.65 %, chat 0.46 % apart. Without native bfloat16 the trainer runs float32 instead.
 TEST_F(TrainerTest, Bfloat16TracksFloat32OnTheCpu) {
   if (!HostCpu().native_bf16()) GTEST_SKIP() << "no native bfloat16 on this CPU (" << HostCpu().isa() << ")";
-  BuildTestDataset("sharegpt_fastchat_dummy.json", 500, (root_ / "ds500").string());
-  struct Case {
-    std::string name;
-    std::function<TrainConfig(const std::string& run, const std::vector<std::string>& extra)> config;
-  };
-  const std::vector<Case> cases = {
-      {"small", [](const std::string& run, const std::vector<std::string>& extra) {
-         std::vector<std::string> ov = {"epochs=40", "lr=1e-3", "global_batch_size=16"};
-         ov.insert(ov.end(), extra.begin(), extra.end());
-         return Config(run, ov);
-       }},
-      {"chat", [](const std::string& run, const std::vector<std::string>& extra) {
-         std::vector<std::string> ov = {"data_paths=[" + (root_ / "ds500").string() + "]", "run_dir=" + (root_ / run).string(),
-                                        "global_batch_size=16", "epochs=40", "eval_interval=0", "lr=3e-4",
-                                        "lr_warmup_steps=20", "lr_min_ratio=0.1", "threads=1"};
-         ov.insert(ov.end(), extra.begin(), extra.end());
-         return LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", "cfg_chat", ov);
-       }},
-  };
-  for (const Case& c : cases) {
+  BuildTestDataset("alpaca_gpteacher_roleplay.json", 3000, (root_ / "alpaca").string());
+  for (const std::string config : {"cfg_tiny", "cfg_chat"}) {
     auto final_loss = [&](const std::string& run, const std::string& dtype) {
-      Trainer t(AtProcessStart(c.config(run, {"max_steps=200", "arch.forward_dtype=" + dtype})), Quiet());
+      const std::vector<std::string> ov = {
+          "data_paths=[" + (root_ / "alpaca").string() + "]", "run_dir=" + (root_ / run).string(),
+          "global_batch_size=16", "epochs=40", "max_steps=200", "eval_interval=0", "lr=3e-4", "lr_warmup_steps=20",
+          "lr_min_ratio=0.1", "threads=1", "arch.forward_dtype=" + dtype};
+      Trainer t(AtProcessStart(LoadTrainConfig(std::string(TRM_SOURCE_DIR) + "/configs", config, ov)), Quiet());
       TrainResult r = t.Run();
       EXPECT_EQ(LoadCheckpoint(r.last_checkpoint, /*inference_only=*/true).arch["forward_dtype"], dtype);
       auto m = Metrics(run);
-      EXPECT_EQ(m.size(), 200u) << c.name;
+      EXPECT_EQ(m.size(), 200u) << config;
       double loss = 0;
       for (size_t i = m.size() - 50; i < m.size(); ++i) loss += m[i]["lm_loss"].get<double>() / 50;
       return loss;
     };
-    const double f32 = final_loss(c.name + "_f32", "float32"), bf16 = final_loss(c.name + "_bf16", "bfloat16");
-    EXPECT_LT(std::abs(bf16 - f32), 0.02 * f32) << c.name << ": float32 " << f32 << " bfloat16 " << bf16;
-    EXPECT_LT(f32, 0.8 * Metrics(c.name + "_f32")[0]["lm_loss"].get<double>()) << c.name;  // it trained
+    const double f32 = final_loss(config + "_f32", "float32"), bf16 = final_loss(config + "_bf16", "bfloat16");
+    EXPECT_LT(std::abs(bf16 - f32), 0.02 * f32) << config << ": float32 " << f32 << " bfloat16 " << bf16;
+    EXPECT_LT(f32, 0.5 * Metrics(config + "_f32")[0]["lm_loss"].get<double>()) << config;  // it trained
   }
 }
 
