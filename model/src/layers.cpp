@@ -69,14 +69,17 @@ namespace {
 // dW = dy^T x. x [..., in] float32, w [out, in].
 class CpuLinearFn : public torch::autograd::Function<CpuLinearFn> {
  public:
+  // Outputs are allocated in their final shape and written through 2-D views: a custom
+  // Function must not return a view of a tensor it made (autograd would treat it as a view of
+  // that base, whose graph bookkeeping then breaks when the step's graph is freed).
   static at::Tensor Forward(const at::Tensor& x, const at::Tensor& w) {
     const int64_t in = w.size(1), out = w.size(0);
     const at::Tensor x2 = x.reshape({-1, in});
-    at::Tensor y = torch::empty({x2.size(0), out}, x.options().requires_grad(false));
-    CpuGemm(x2, w.t(), y);
     std::vector<int64_t> size(x.sizes().begin(), x.sizes().end());
     size.back() = out;
-    return y.view(size);
+    at::Tensor y = torch::empty(size, x.options().requires_grad(false));
+    CpuGemm(x2, w.t(), y.view({-1, out}));
+    return y;
   }
 
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -94,9 +97,8 @@ class CpuLinearFn : public torch::autograd::Function<CpuLinearFn> {
     const at::Tensor dy = grads[0].reshape({-1, out});
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
-      dx = torch::empty({dy.size(0), in}, dy.options());
-      CpuGemm(dy, w, dx);
-      dx = dx.view(x.sizes());
+      dx = torch::empty(x.sizes(), dy.options());
+      CpuGemm(dy, w, dx.view({-1, in}));
     }
     if (ctx->needs_input_grad(1)) {
       dw = torch::empty({out, in}, dy.options());

@@ -6,6 +6,8 @@
 // exactly). As one of several ranks, SIGTERM exits at once: the launcher is stopping the group
 // because a peer failed, collectives may never complete, and the last committed checkpoint is
 // where the restart resumes.
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -31,9 +34,29 @@
 
 namespace {
 
-std::atomic<bool> g_cancel{false};  // set by the signal handler, read by the trainer
-void OnSignal(int) { g_cancel.store(true); }
-void ExitNow(int sig) { ::_exit(128 + sig); }
+std::atomic<bool> g_cancel{false};  // set by the signal thread, read by the trainer
+
+// SIGINT, SIGTERM (one rank) and SIGUSR1 ask for a stop; SIGTERM with several ranks ends the
+// process at once (a rank alone cannot checkpoint a multi-rank run). The signals are blocked in
+// every thread and accepted by one thread in sigwait, so no handler ever runs on a compute
+// thread: on the AMX machine a handler's frame pushed onto a thread whose AMX state oneDNN had
+// enabled corrupted the heap ("corrupted size vs. prev_size", a rank aborting right after
+// SIGUSR1 in e2e_preempt, about one run in three; never with oneDNN capped below AMX). Called
+// before any other thread exists: threads inherit the mask.
+void WatchStopSignals(int world) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) sigaddset(&set, sig);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set, world] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGTERM && world > 1) ::_exit(128 + sig);
+      g_cancel.store(true);
+    }
+  }).detach();
+}
 
 int EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -112,11 +135,9 @@ int main(int argc, char** argv) {
   const int world = EnvInt("WORLD_SIZE", 1);
   // A file size limit (ulimit -f) should fail a write with EFBIG, reported as such, not kill us.
   std::signal(SIGXFSZ, SIG_IGN);
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, world > 1 ? ExitNow : OnSignal);
   // SIGUSR1: save a checkpoint after the current step and exit 130, whatever the world size: the
   // ranks agree on it in the step's all-reduce (a preemption; any rank's signal stops them all).
-  std::signal(SIGUSR1, OnSignal);
+  WatchStopSignals(world);
   try {
     if (EnvInt("TRM_RESTART_COUNT", 0) > 0) overrides.push_back("resume=true");
     trm::worker::TrainConfig cfg =
