@@ -107,6 +107,28 @@ struct Ranges {
   bool n_to_tile = false;    // columns below i0 + 4, rounded up to the tile (a causal score block)
 };
 
+// The tile of rows i0..i0+3 of a product: the k and column ranges it needs (Ranges), and where
+// its A rows are: element (row i0 + j, column k) at a[j][k * a_step] (A stored as A^T when
+// a_transposed). Shared by the 8- and 16-lane tiles.
+struct TileSpan {
+  int64_t k0, k1, n1, a_step;
+  const float* a[4];
+};
+
+template <bool a_transposed>
+__attribute__((always_inline)) inline TileSpan Span(int64_t i0, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                    Ranges r) {
+  TileSpan t;
+  t.k0 = r.k_from_tile ? i0 : 0;
+  t.k1 = r.k_to_tile ? std::min(i0 + 4, K) : K;
+  t.n1 = r.n_to_tile ? std::min(RoundUp(i0 + 4, kPad), N) : N;
+  t.a_step = a_transposed ? lda : 1;
+  const int64_t next_row = a_transposed ? 1 : lda;
+  t.a[0] = a_transposed ? A + i0 : A + i0 * lda;
+  for (int j = 1; j < 4; ++j) t.a[j] = t.a[j - 1] + next_row;
+  return t;
+}
+
 // C[i][n] = sum_k A[i][k] B[k][n] for M % 4 == 0 and N % 16 == 0, in 4 x 16 register tiles;
 // with `a_transposed`, A is stored as A^T ([K, M], leading dimension lda): C = A^T-stored times B
 // without a transposed copy (the backward's p^T dO and dS^T q), the same products in the same
@@ -115,15 +137,9 @@ template <bool a_transposed>
 __attribute__((always_inline)) inline void GemmTile(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                     const float* B, int64_t ldb, float* C, int64_t ldc, Ranges r) {
   for (int64_t i0 = 0; i0 < M; i0 += 4) {
-    const int64_t k0 = r.k_from_tile ? i0 : 0;
-    const int64_t k1 = r.k_to_tile ? std::min(i0 + 4, K) : K;
-    const int64_t n1 = r.n_to_tile ? std::min(RoundUp(i0 + 4, kPad), N) : N;
-    // Element (row i0 + j, column k) of A: at a_row[j] + k * a_step.
-    const int64_t a_step = a_transposed ? lda : 1;
-    const float* a0 = a_transposed ? A + i0 : A + i0 * lda;
-    const float* a1 = a_transposed ? a0 + 1 : a0 + lda;
-    const float* a2 = a_transposed ? a1 + 1 : a1 + lda;
-    const float* a3 = a_transposed ? a2 + 1 : a2 + lda;
+    const TileSpan t = Span<a_transposed>(i0, N, K, A, lda, r);
+    const int64_t k0 = t.k0, k1 = t.k1, n1 = t.n1, a_step = t.a_step;
+    const float *a0 = t.a[0], *a1 = t.a[1], *a2 = t.a[2], *a3 = t.a[3];
     for (int64_t n0 = 0; n0 < n1; n0 += kPad) {
       V8f c00 = Splat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
       for (int64_t k = k0; k < k1; ++k) {
@@ -166,14 +182,9 @@ __attribute__((always_inline)) inline void GemmTile16(int64_t M, int64_t N, int6
   };
   auto store = [](float* p, V16f v) { std::memcpy(p, &v, sizeof v); };
   for (int64_t i0 = 0; i0 < M; i0 += 4) {
-    const int64_t k0 = r.k_from_tile ? i0 : 0;
-    const int64_t k1 = r.k_to_tile ? std::min(i0 + 4, K) : K;
-    const int64_t n1 = r.n_to_tile ? std::min(RoundUp(i0 + 4, kPad), N) : N;
-    const int64_t a_step = a_transposed ? lda : 1;
-    const float* a0 = a_transposed ? A + i0 : A + i0 * lda;
-    const float* a1 = a_transposed ? a0 + 1 : a0 + lda;
-    const float* a2 = a_transposed ? a1 + 1 : a1 + lda;
-    const float* a3 = a_transposed ? a2 + 1 : a2 + lda;
+    const TileSpan t = Span<a_transposed>(i0, N, K, A, lda, r);
+    const int64_t k0 = t.k0, k1 = t.k1, n1 = t.n1, a_step = t.a_step;
+    const float *a0 = t.a[0], *a1 = t.a[1], *a2 = t.a[2], *a3 = t.a[3];
     for (int64_t n0 = 0; n0 < n1; n0 += kPad) {
       V16f c0 = {}, c1 = {}, c2 = {}, c3 = {};
       for (int64_t k = k0; k < k1; ++k) {

@@ -74,7 +74,7 @@ TEST(ParallelForTest, RethrowsOnTheCallerAndRunsNestedCallsInline) {
 
 // The fused training kernels cut their rows (and the attention its batch x heads) by thread
 // count; each row is computed alone, so a block's output and gradients are bitwise the same on
-// one thread and on two: a run resumed with another thread count stays exact. 4 x 160 rows of
+// one thread and on two: our kernels add nothing that depends on the thread count. 4 x 160 rows of
 // 64: over every kernel's grain, so each really splits (RoPE, add + RMSNorm, SwiGLU, attention).
 TEST(ParallelForTest, FusedBlockIsBitwiseTheSameOnOneAndTwoThreads) {
   torch::manual_seed(5);
@@ -88,6 +88,12 @@ TEST(ParallelForTest, FusedBlockIsBitwiseTheSameOnOneAndTwoThreads) {
   cfg.causal = true;
   cfg.forward_dtype = ForwardDtype::kFloat32;
   Block block(cfg);
+  // Our kernels only: the linears on ATen's products, whose threading is OpenBLAS's. oneDNN's
+  // sgemm (the training path's, gemm_cpu.h) picks its own split of a product over threads by CPU,
+  // so whether it gives the same bits on one and two threads is not ours to promise.
+  for (const auto& m : block->modules()) {
+    if (auto* linear = m->as<CastedLinearImpl>()) linear->SetFusedCpu(false);
+  }
   const RotaryTables rope = RotaryTables::Make(cfg.seq_len, cfg.head_dim(), cfg.rope_theta);
   const at::Tensor x0 = torch::randn({4, 160, 64});
   const at::Tensor g = torch::randn({4, 160, 64});

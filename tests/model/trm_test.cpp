@@ -256,18 +256,40 @@ TEST(TrmTest, Bfloat16RunsOnCpu) {
 namespace trm::model {
 namespace {
 
-// The fused, chunked LM head + cross-entropy gives the loss, gradients and metrics of the plain
-// path. Vocabulary large enough for several row blocks.
-TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
-  torch::manual_seed(11);
-  ArchConfig c = Config();
-  c.vocab_size = 70000;  // 119 rows per 32 MB block: the 160 rows make a full block and a partial one
-  c.seq_len = 40;
-  Trm plain(c), fused(c);
-  fused->SetFusedHeadBlockBytes(int64_t{32} << 20);
+// `to` gets `from`'s weights.
+void CopyWeights(Trm& from, Trm& to) {
   std::map<std::string, at::Tensor> sd;
-  for (const auto& [n, t] : plain->StateDict()) sd[n] = t;
-  fused->LoadStateDict(sd, "plain");
+  for (const auto& [n, t] : from->StateDict()) sd[n] = t;
+  to->LoadStateDict(sd, "copy");
+}
+
+// Every parameter's gradient in `got` is float32 and within `tol` (relative norm) of `want`'s.
+void ExpectGradientsClose(Trm& want, Trm& got, double tol, const std::string& what) {
+  auto wp = want->named_parameters(), gp = got->named_parameters();
+  for (const auto& item : wp) {
+    at::Tensor a = item.value().grad(), g = gp[item.key()].grad();
+    ASSERT_TRUE(a.defined() && g.defined()) << item.key() << " " << what;
+    EXPECT_EQ(g.scalar_type(), torch::kFloat32) << item.key() << " " << what;
+    const double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
+    EXPECT_LT(rel, tol) << item.key() << " " << what << ": |want| " << a.norm().item<double>() << " |got| "
+                        << g.norm().item<double>();
+  }
+}
+
+struct HeadTolerances {
+  double loss;  // relative, training
+  double grad;  // relative norm, every parameter
+  double eval;  // absolute, evaluation loss
+};
+
+// The fused head (blocks of `block_bytes`) against the plain head on a copy of the same model:
+// no logits, the loss, the argmax metrics exactly, every gradient, and without autograd
+// (evaluation) the loss again. A batch row with nothing to predict included.
+void ExpectFusedHeadMatchesPlain(const ArchConfig& c, int64_t block_bytes, HeadTolerances tol,
+                                 const std::string& what) {
+  Trm plain(c), fused(c);
+  fused->SetFusedHeadBlockBytes(block_bytes);
+  CopyWeights(plain, fused);
   fused->SetFusedHead(true);
   plain->train();
   fused->train();
@@ -275,24 +297,28 @@ TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
   b.labels.select(0, 3).fill_(-100);  // a row with nothing to predict
   StepOutput p = plain->forward(plain->InitialCarry(b), b), f = fused->forward(fused->InitialCarry(b), b);
   EXPECT_FALSE(f.logits.defined());
-  EXPECT_NEAR(f.loss.item<double>(), p.loss.item<double>(), 1e-5 * std::abs(p.loss.item<double>()));
+  EXPECT_NEAR(f.loss.item<double>(), p.loss.item<double>(), tol.loss * std::abs(p.loss.item<double>())) << what;
   for (const char* k : {"count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"})
-    EXPECT_EQ(f.metrics.at(k).item<double>(), p.metrics.at(k).item<double>()) << k;
+    EXPECT_EQ(f.metrics.at(k).item<double>(), p.metrics.at(k).item<double>()) << k << " " << what;
   p.loss.backward();
   f.loss.backward();
-  auto pp = plain->named_parameters(), fp = fused->named_parameters();
-  for (const auto& item : pp) {
-    at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
-    ASSERT_TRUE(g.defined()) << item.key();
-    double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
-    EXPECT_LT(rel, 1e-5) << item.key();
-  }
-  // Without autograd (evaluation) the same loss.
+  ExpectGradientsClose(plain, fused, tol.grad, what);
   torch::NoGradGuard ng;
   fused->eval();
   plain->eval();
   EXPECT_NEAR(fused->forward(fused->InitialCarry(b), b).loss.item<double>(),
-              plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-4);
+              plain->forward(plain->InitialCarry(b), b).loss.item<double>(), tol.eval)
+      << what;
+}
+
+// The fused, chunked LM head + cross-entropy gives the loss, gradients and metrics of the plain
+// path. Vocabulary large enough for several row blocks.
+TEST(TrmTest, FusedHeadMatchesThePlainLossHead) {
+  torch::manual_seed(11);
+  ArchConfig c = Config();
+  c.vocab_size = 70000;  // 119 rows per 32 MB block: the 160 rows make a full block and a partial one
+  c.seq_len = 40;
+  ExpectFusedHeadMatchesPlain(c, int64_t{32} << 20, {1e-5, 1e-5, 1e-4}, "float32");
 }
 
 // The bfloat16 head on the CPU (bfloat16 logits and products, float32 softmax) against the plain
@@ -306,36 +332,7 @@ TEST(TrmTest, FusedBfloat16HeadMatchesThePlainBfloat16Head) {
     c.vocab_size = 70000;  // 32 MB: 239 bfloat16 rows, one block; 4 MB: 29 rows, six blocks
     c.seq_len = 40;
     c.forward_dtype = ForwardDtype::kBfloat16;
-    Trm plain(c), fused(c);
-    fused->SetFusedHeadBlockBytes(block_mb << 20);
-    std::map<std::string, at::Tensor> sd;
-    for (const auto& [n, t] : plain->StateDict()) sd[n] = t;
-    fused->LoadStateDict(sd, "plain");
-    fused->SetFusedHead(true);
-    plain->train();
-    fused->train();
-    Batch b = RandomBatch(c, 4);
-    b.labels.select(0, 3).fill_(-100);
-    StepOutput p = plain->forward(plain->InitialCarry(b), b), f = fused->forward(fused->InitialCarry(b), b);
-    EXPECT_FALSE(f.logits.defined());
-    EXPECT_NEAR(f.loss.item<double>(), p.loss.item<double>(), 1e-4 * std::abs(p.loss.item<double>())) << block_mb;
-    for (const char* k : {"count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"})
-      EXPECT_EQ(f.metrics.at(k).item<double>(), p.metrics.at(k).item<double>()) << k << " " << block_mb;
-    p.loss.backward();
-    f.loss.backward();
-    auto pp = plain->named_parameters(), fp = fused->named_parameters();
-    for (const auto& item : pp) {
-      at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
-      ASSERT_TRUE(g.defined()) << item.key();
-      EXPECT_EQ(g.scalar_type(), torch::kFloat32) << item.key();
-      double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
-      EXPECT_LT(rel, 2e-2) << item.key() << " " << block_mb;
-    }
-    torch::NoGradGuard ng;
-    fused->eval();
-    plain->eval();
-    EXPECT_NEAR(fused->forward(fused->InitialCarry(b), b).loss.item<double>(),
-                plain->forward(plain->InitialCarry(b), b).loss.item<double>(), 1e-3);
+    ExpectFusedHeadMatchesPlain(c, block_mb << 20, {1e-4, 2e-2, 1e-3}, std::to_string(block_mb) + " MB blocks");
   }
 }
 
@@ -350,9 +347,7 @@ TEST(TrmTest, Bfloat16FusedKernelsMatchTheReferenceOps) {
   c.seq_len = 24;
   c.forward_dtype = ForwardDtype::kBfloat16;
   Trm ops(c), fused(c);
-  std::map<std::string, at::Tensor> sd;
-  for (const auto& [n, t] : ops->StateDict()) sd[n] = t;
-  fused->LoadStateDict(sd, "ops");
+  CopyWeights(ops, fused);
   ops->SetFusedCpuKernels(false);
   for (Trm* m : {&ops, &fused}) {
     (*m)->SetFusedHead(true);
@@ -363,13 +358,7 @@ TEST(TrmTest, Bfloat16FusedKernelsMatchTheReferenceOps) {
   EXPECT_NEAR(f.loss.item<double>(), o.loss.item<double>(), 1e-2 * std::abs(o.loss.item<double>()));
   o.loss.backward();
   f.loss.backward();
-  auto op = ops->named_parameters(), fp = fused->named_parameters();
-  for (const auto& item : op) {
-    at::Tensor a = item.value().grad(), g = fp[item.key()].grad();
-    ASSERT_TRUE(a.defined() && g.defined()) << item.key();
-    const double rel = (a - g).norm().item<double>() / std::max(a.norm().item<double>(), 1e-12);
-    EXPECT_LT(rel, 5e-2) << item.key() << " |ops| " << a.norm().item<double>() << " |fused| " << g.norm().item<double>();
-  }
+  ExpectGradientsClose(ops, fused, 5e-2, "fused kernels vs ops");
 }
 
 // The fused head reuses its buffers from call to call: a second forward while the first one's
