@@ -79,11 +79,12 @@ PY
 }
 while [ "$kills" -lt "$KILLS" ]; do
   # Events are paced by the job's progress, not by the clock (how fast it trains depends on the
-  # machine): event k waits for step (k + 1) * MAX_STEPS / (KILLS + 3), so every event lands
-  # before the job can finish, then a random 0.1-1 s more. The event right after the halfway
-  # preemption does not wait: it lands while the job is preempted.
+  # machine): event k waits for step (k + 1) * MAX_STEPS / (2 * KILLS + 2), spreading the events
+  # over the job's first half, so the second half (120 steps) is left for what an event itself
+  # takes (a restart, a preemption) while the job trains on; then a random 0.1-1 s more. The
+  # event right after the halfway preemption does not wait: it lands while the job is preempted.
   if [ "$kills" -ne $((KILLS / 2 + 1)) ]; then
-    target=$(((kills + 1) * MAX_STEPS / (KILLS + 3)))
+    target=$(((kills + 1) * MAX_STEPS / (2 * KILLS + 2)))
     for _ in $(seq 1 1200); do [ "$(max_step)" -ge "$target" ] && break; sleep 0.25; done
     [ "$(max_step)" -ge "$target" ] || fail "the job reported no step $target within 300 s"
   fi
